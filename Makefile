@@ -1,0 +1,43 @@
+# SpatialGen Direct Upload service. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install run test lint typecheck fmt bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with the locked dependencies
+
+run: install ## start Valkey, S3 (moto), the API and a worker; prints the URL and a dev API key
+	$(VENV)/bin/python -m app.devstack
+
+test: install ## run the whole test suite (starts its own Valkey and S3 servers)
+	$(VENV)/bin/pytest -q
+
+lint: install ## ruff lint + format check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install ## format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## run the benchmarks (ratios against baselines measured in the same run)
+	$(VENV)/bin/python tests/bench/bench_start.py
+	@if [ -f tests/bench/bench_presign.py ]; then $(VENV)/bin/python tests/bench/bench_presign.py; fi
+
+clean: ## remove the venv, dev data and caches
+	rm -rf $(VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache

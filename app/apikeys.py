@@ -1,0 +1,148 @@
+"""API keys: random secrets shown once, stored only as a SHA-256 digest, cached briefly by the API.
+
+A key belongs to one account and has one role; `KeyCache` keeps lookups off Redis on the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from enum import StrEnum
+
+import msgspec
+from redis.asyncio import Redis
+
+from app import errors
+from app.state import API_KEYS_INDEX, api_key_key
+from app.timefmt import iso_ms, now_ms
+
+KEY_PREFIX = "sgk_"
+ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Role(StrEnum):
+    """What a key may do: admin and upload mutate, readonly only reads."""
+
+    ADMIN = "admin"
+    UPLOAD = "upload"
+    READONLY = "readonly"
+
+
+WRITE_ROLES = frozenset({Role.ADMIN, Role.UPLOAD})
+READ_ROLES = frozenset(Role)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the account and role of a valid key."""
+
+    account: str
+    role: Role
+    key_id: str
+
+
+class KeyInfo(msgspec.Struct, frozen=True):
+    """A stored key as listed by the admin CLI (never the secret)."""
+
+    key_id: str
+    account: str
+    role: str
+    label: str
+    created_at: str
+
+
+def digest(secret: str) -> str:
+    """SHA-256 hex digest of a key; the only form stored."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_id_of(key_digest: str) -> str:
+    """Short public id of a key (prefix of its digest), used to list and revoke."""
+    return key_digest[:16]
+
+
+async def create_key(redis: Redis, *, account: str, role: str, label: str = "") -> tuple[str, KeyInfo]:
+    """Create a key; returns the secret (shown once) and its stored description."""
+    if not ACCOUNT_PATTERN.match(account):
+        raise ValueError("account must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
+    role_value = Role(role)
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    d = digest(secret)
+    created = now_ms()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            api_key_key(d), mapping={"account": account, "role": role_value.value, "label": label, "created": created}
+        )
+        pipe.zadd(API_KEYS_INDEX, {d: created})
+        await pipe.execute()
+    return secret, KeyInfo(key_id_of(d), account, role_value.value, label, iso_ms(created))
+
+
+async def list_keys(redis: Redis) -> list[KeyInfo]:
+    """Every stored key, oldest first."""
+    digests = [d.decode() for d in await redis.zrange(API_KEYS_INDEX, 0, -1)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for d in digests:
+            pipe.hgetall(api_key_key(d))
+        rows = await pipe.execute()
+    out = []
+    for d, row in zip(digests, rows, strict=True):
+        if not row:
+            continue
+        r = {k.decode(): v.decode() for k, v in row.items()}
+        out.append(KeyInfo(key_id_of(d), r["account"], r["role"], r.get("label", ""), iso_ms(int(r["created"]))))
+    return out
+
+
+async def revoke_key(redis: Redis, key_id: str) -> bool:
+    """Delete the key whose id (digest prefix) matches; False if none."""
+    if len(key_id) < 8:
+        return False
+    for d in (x.decode() for x in await redis.zrange(API_KEYS_INDEX, 0, -1)):
+        if d.startswith(key_id):
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(api_key_key(d))
+                pipe.zrem(API_KEYS_INDEX, d)
+                await pipe.execute()
+            return True
+    return False
+
+
+class KeyCache:
+    """Resolves keys to principals, caching answers for `ttl` seconds (so revocation bites within ttl)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, redis: Redis, ttl: float) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        # Unknown keys are cached for a shorter time, so a key created a moment ago works quickly.
+        self.negative_ttl = min(ttl, 2.0)
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, secret: str | None) -> Principal:
+        """The principal of a key, or a 401 ApiError."""
+        if not secret:
+            raise errors.MISSING_API_KEY("Send your API key in the X-SPATIALGEN-APPKEY header.")
+        if len(secret) > 256:
+            raise errors.INVALID_API_KEY("The API key is not valid.")
+        d = digest(secret)
+        now = time.monotonic()
+        hit = self._entries.get(d)
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+        else:
+            principal = await self._load(d)
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[d] = (now + (self.ttl if principal else self.negative_ttl), principal)
+        if principal is None:
+            raise errors.INVALID_API_KEY("The API key is not valid.")
+        return principal
+
+    async def _load(self, d: str) -> Principal | None:
+        row: list[bytes | None] = await self.redis.hmget(api_key_key(d), ["account", "role"])  # type: ignore[misc]
+        if row[0] is None or row[1] is None:
+            return None
+        return Principal(row[0].decode(), Role(row[1].decode()), key_id_of(d))

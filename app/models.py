@@ -1,0 +1,158 @@
+"""msgspec Structs: validated requests, response documents and the records kept in Redis.
+
+Wire names are camelCase (`rename="camel"`); Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+
+class Layout(StrEnum):
+    """Stereo layout of the asset set."""
+
+    FLAT_2D = "2D"
+    MVHEVC = "MVHEVC"
+    SBS = "SBS"
+    TB = "TB"
+    SEPARATE = "Separate"
+    AIV = "AIV"
+
+
+class Perspective(StrEnum):
+    """Projection of the video."""
+
+    REGULAR = "Regular"
+    HALF = "180"
+    FULL = "360"
+
+
+class FileRole(StrEnum):
+    """What a file is in the asset set."""
+
+    VIDEO = "video"
+    VIDEO_LEFT = "video_left"
+    VIDEO_RIGHT = "video_right"
+    AUDIO = "audio"
+    SUBTITLE = "subtitle"
+    AIME = "aime"
+    FCPXMLD = "fcpxmld"
+
+
+class UploadStrategy(StrEnum):
+    """How the client sends a file's bytes."""
+
+    SINGLE_PUT = "single_put"
+    MULTIPART = "multipart"
+
+
+class FileStatus(StrEnum):
+    """Lifecycle of one file (SPEC 4)."""
+
+    INITIALIZED = "initialized"
+    UPLOADING = "uploading"
+    COMPLETING = "completing"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class GroupStatus(StrEnum):
+    """Lifecycle of an upload group (SPEC 4)."""
+
+    INITIALIZED = "initialized"
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class FileSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a validated start request."""
+
+    file_name: str
+    file_role: FileRole
+    size_bytes: int
+    language_tag: str | None = None
+
+
+class StartUploadRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated `POST /api/videos/uploads` body (names trimmed, tags lowercased)."""
+
+    video_name: str
+    layout: Layout
+    files: tuple[FileSpec, ...]
+    description: str | None = None
+    perspective: Perspective | None = None
+    folder_name: str | None = None
+
+
+class PartPlan(msgspec.Struct, frozen=True):
+    """How a file is cut into parts."""
+
+    strategy: UploadStrategy
+    part_size: int
+    total_parts: int
+
+
+class FileRecord(msgspec.Struct, frozen=True, array_like=True):
+    """Immutable facts about a file, stored with its group."""
+
+    upload_id: str
+    role: FileRole
+    name: str
+    total_bytes: int
+    part_size: int
+    total_parts: int
+    strategy: UploadStrategy
+    language: str | None
+    storage_key: str
+
+
+class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
+    """Immutable facts about an upload group, stored as one msgpack value."""
+
+    session_id: str
+    account: str
+    video_name: str
+    description: str | None
+    layout: Layout
+    perspective: Perspective | None
+    folder_name: str | None
+    created_ms: int
+    expires_ms: int
+    files: tuple[FileRecord, ...]
+
+    def file(self, upload_id: str) -> FileRecord | None:
+        """The file with this upload id, if it belongs to the group."""
+        for f in self.files:
+            if f.upload_id == upload_id:
+                return f
+        return None
+
+
+class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
+    """A file as the API shows it."""
+
+    upload_id: str
+    file_role: str
+    file_name: str
+    total_bytes: int
+    part_size_bytes: int
+    total_parts: int
+    upload_strategy: str
+    status: str
+
+
+class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
+    """201 answer of `POST /api/videos/uploads`."""
+
+    session_id: str
+    expires_at: str
+    video_name: str
+    file_count: int
+    files: list[UploadFileView]

@@ -1,0 +1,332 @@
+"""Pure upload rules: request validation, part sizing, byte ranges and storage keys.
+
+No I/O here; everything is a plain function over msgspec Structs, unit-tested in tests/unit.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from app import errors
+from app.errors import FieldError
+from app.models import (
+    FileRole,
+    FileSpec,
+    Layout,
+    PartPlan,
+    Perspective,
+    StartUploadRequest,
+    UploadStrategy,
+)
+
+MIB = 1024 * 1024
+# S3's multipart limits: at most 10,000 parts, every part but the last at least 5 MiB.
+MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 * MIB
+MAX_NAME_CHARS = 255
+MAX_DESCRIPTION_CHARS = 5000
+
+EXTENSIONS: Mapping[FileRole, tuple[str, ...]] = {
+    FileRole.VIDEO: (".aivu", ".mp4", ".mov"),
+    FileRole.VIDEO_LEFT: (".mp4", ".mov"),
+    FileRole.VIDEO_RIGHT: (".mp4", ".mov"),
+    FileRole.AUDIO: (".mp4", ".m4a"),
+    FileRole.SUBTITLE: (".srt",),
+    FileRole.AIME: (".aime",),
+    FileRole.FCPXMLD: (".zip",),
+}
+
+SPOKEN_LANGUAGES = frozenset(
+    (
+        "en es fr de it ja ko pt ru zh af am ar az bg bn bs ca cs da el et fa fi gu he hi hr hu hy "
+        "id is ka kn lt lv ml mr ms nl no pa pl ro sk sl sq sr sv sw ta te th tl tr uk ur vi"
+    ).split()
+)
+LANGUAGES_BY_ROLE: Mapping[FileRole, frozenset[str]] = {
+    FileRole.AUDIO: SPOKEN_LANGUAGES | {"zxx"},  # zxx: no linguistic content (instrumental)
+    FileRole.SUBTITLE: SPOKEN_LANGUAGES,
+}
+
+_GROUP_FIELDS = frozenset({"videoName", "description", "layout", "perspective", "folderName", "files"})
+_FILE_FIELDS = frozenset({"fileName", "fileRole", "sizeBytes", "languageTag"})
+_LAYOUTS = {m.value: m for m in Layout}
+_PERSPECTIVES = {m.value: m for m in Perspective}
+_ROLES = {m.value: m for m in FileRole}
+
+
+def plan_parts(size_bytes: int, preferred_part_size: int) -> PartPlan:
+    """Decide single PUT or multipart, the part size and the part count for a file.
+
+    Files up to the preferred size P go up in one PUT. Larger files use P unless that
+    would need more than S3's 10,000 parts; then the part size grows to
+    ceil(size / 10,000) rounded up to a whole MiB, which keeps every part a MiB
+    multiple (clients slice at aligned offsets) and the count at or below 10,000:
+    rounding the part size up can only lower ceil(size / part). P itself is at
+    least 5 MiB (settings check), so every part except the last meets S3's minimum.
+    """
+    if size_bytes <= preferred_part_size:
+        return PartPlan(UploadStrategy.SINGLE_PUT, size_bytes, 1)
+    min_part = -(-size_bytes // MAX_PARTS)
+    min_part_mib_aligned = -(-min_part // MIB) * MIB
+    part_size = max(preferred_part_size, min_part_mib_aligned)
+    return PartPlan(UploadStrategy.MULTIPART, part_size, -(-size_bytes // part_size))
+
+
+def part_range(part_number: int, part_size: int, total_bytes: int) -> tuple[int, int]:
+    """Byte range [start, end) of a 1-based part; the last part may be short."""
+    start = (part_number - 1) * part_size
+    return start, min(start + part_size, total_bytes)
+
+
+def file_extension(file_name: str) -> str:
+    """The lowercase extension (with dot) of a file name, or '' if none."""
+    dot = file_name.rfind(".")
+    return file_name[dot:].lower() if dot > 0 else ""
+
+
+def storage_key(prefix: str, account: str, session_id: str, upload_id: str, file_name: str) -> str:
+    """Object key `{prefix}/{account}/{session}/{upload}{ext}`; never uses the client's name."""
+    # Only the validated, role-checked extension of the client's name is kept (one of
+    # EXTENSIONS), so downstream tools still see a meaningful suffix.
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{account}/{session_id}/{upload_id}{file_extension(file_name)}"
+
+
+def _bad_chars(value: str, allowed: str = "") -> str | None:
+    """Why a string is unacceptable (control characters, lone surrogates), or None."""
+    for ch in value:
+        if ch in allowed:
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            return f"must not contain control characters (found U+{ord(ch):04X})"
+        if cat == "Cs":
+            return "must not contain unpaired surrogates"
+    return None
+
+
+class _Collector:
+    """Gathers every violation so the client gets all of them in one answer."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    def text(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool,
+        max_chars: int,
+        min_chars: int = 1,
+        trim: bool = False,
+        allowed_controls: str = "",
+    ) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.add(path, "is required")
+            return None
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, not {_json_type(value)}")
+            return None
+        if trim:
+            value = value.strip()
+        if len(value) < min_chars:
+            self.add(path, "must not be empty" if min_chars == 1 else f"must be at least {min_chars} characters")
+            return None
+        if len(value) > max_chars:
+            self.add(path, f"must be at most {max_chars} characters (got {len(value)})")
+            return None
+        bad = _bad_chars(value, allowed_controls)
+        if bad:
+            self.add(path, bad)
+            return None
+        return value
+
+    def choice(self, obj: Mapping[str, Any], key: str, path: str, choices: Mapping[str, Any], *, required: bool) -> Any:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.add(path, f"is required (one of {', '.join(choices)})")
+            return None
+        if not isinstance(value, str) or value not in choices:
+            shown = value if isinstance(value, str) else _json_type(value)
+            self.add(path, f"must be one of {', '.join(choices)} (got {_clip(str(shown))})")
+            return None
+        return choices[value]
+
+    def unknown_fields(self, obj: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
+        for key in obj:
+            if key not in known:
+                self.add(f"{prefix}{_clip(str(key))}", "is not a known field")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def validate_start_request(payload: Any, *, max_file_bytes: int, max_files: int) -> StartUploadRequest:
+    """Check a decoded start body against every SPEC 3.1 rule; raise one 400 listing all violations."""
+    c = _Collector()
+    if not isinstance(payload, dict):
+        c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
+        raise errors.INVALID_REQUEST("The request body is not a JSON object.", errors=c.errors)
+    c.unknown_fields(payload, _GROUP_FIELDS, "")
+    video_name = c.text(payload, "videoName", "videoName", required=True, max_chars=MAX_NAME_CHARS, trim=True)
+    description = c.text(
+        payload,
+        "description",
+        "description",
+        required=False,
+        max_chars=MAX_DESCRIPTION_CHARS,
+        min_chars=0,
+        allowed_controls="\t\n\r",
+    )
+    layout = c.choice(payload, "layout", "layout", _LAYOUTS, required=True)
+    perspective = c.choice(payload, "perspective", "perspective", _PERSPECTIVES, required=False)
+    folder_name = c.text(payload, "folderName", "folderName", required=False, max_chars=MAX_NAME_CHARS, trim=True)
+
+    files: list[FileSpec | None] = []
+    raw_files = payload.get("files")
+    if raw_files is None:
+        c.add("files", "is required (an array of at least one file)")
+    elif not isinstance(raw_files, list):
+        c.add("files", f"must be an array, not {_json_type(raw_files)}")
+    elif not raw_files:
+        c.add("files", "must contain at least one file")
+    elif len(raw_files) > max_files:
+        c.add("files", f"must contain at most {max_files} files (got {len(raw_files)})")
+    else:
+        files = [_validate_file(c, raw, f"files[{i}]", max_file_bytes) for i, raw in enumerate(raw_files)]
+
+    if files:
+        _check_group_rules(c, layout, perspective, files)
+    if c.errors:
+        n = len(c.errors)
+        raise errors.INVALID_REQUEST(
+            f"{n} problem{'s' if n > 1 else ''} in the request: {c.errors[0].path} {c.errors[0].message}"
+            + ("" if n == 1 else f" (and {n - 1} more)"),
+            errors=c.errors,
+        )
+    assert video_name is not None and layout is not None  # guaranteed when no errors
+    return StartUploadRequest(
+        video_name=video_name,
+        layout=layout,
+        files=tuple(f for f in files if f is not None),
+        description=description,
+        perspective=perspective,
+        folder_name=folder_name,
+    )
+
+
+def _validate_file(c: _Collector, raw: Any, path: str, max_file_bytes: int) -> FileSpec | None:
+    if not isinstance(raw, dict):
+        c.add(path, f"must be an object, not {_json_type(raw)}")
+        return None
+    before = len(c.errors)
+    c.unknown_fields(raw, _FILE_FIELDS, f"{path}.")
+    name = c.text(raw, "fileName", f"{path}.fileName", required=True, max_chars=MAX_NAME_CHARS)
+    role: FileRole | None = c.choice(raw, "fileRole", f"{path}.fileRole", _ROLES, required=True)
+
+    size = raw.get("sizeBytes")
+    if size is None:
+        c.add(f"{path}.sizeBytes", "is required")
+    elif isinstance(size, bool) or not isinstance(size, int):
+        c.add(f"{path}.sizeBytes", f"must be an integer, not {_json_type(size)}")
+    elif size < 1:
+        c.add(f"{path}.sizeBytes", f"must be a positive integer (got {size})")
+    elif size > max_file_bytes:
+        c.add(f"{path}.sizeBytes", f"must be at most {max_file_bytes} bytes (got {_clip(str(size))})")
+
+    language: str | None = None
+    tag = raw.get("languageTag")
+    if role is not None:
+        allowed = LANGUAGES_BY_ROLE.get(role)
+        if allowed is None:
+            if tag is not None:
+                c.add(f"{path}.languageTag", f"must be omitted for fileRole {role.value}")
+        elif tag is None:
+            c.add(f"{path}.languageTag", f"is required for fileRole {role.value}")
+        elif not isinstance(tag, str):
+            c.add(f"{path}.languageTag", f"must be a string, not {_json_type(tag)}")
+        elif tag.lower() not in allowed:
+            hint = " (zxx is only for audio)" if tag.lower() == "zxx" else ""
+            c.add(f"{path}.languageTag", f"{_clip(tag)!r} is not a supported language tag{hint}")
+        else:
+            language = tag.lower()
+        if name is not None and file_extension(name) not in EXTENSIONS[role]:
+            c.add(
+                f"{path}.fileName",
+                f"a {role.value} file must end in {' or '.join(EXTENSIONS[role])} (got {_clip(name)!r})",
+            )
+    if len(c.errors) > before or name is None or role is None:
+        # Keep the role for the group rules even when other fields of this file are wrong.
+        return FileSpec(file_name=name or "", file_role=role, size_bytes=0) if role is not None else None
+    assert isinstance(size, int)  # no errors were added, so sizeBytes is a valid integer
+    return FileSpec(file_name=name, file_role=role, size_bytes=size, language_tag=language)
+
+
+def _check_group_rules(
+    c: _Collector, layout: Layout | None, perspective: Perspective | None, files: list[FileSpec | None]
+) -> None:
+    by_role: dict[FileRole, list[int]] = {}
+    for i, f in enumerate(files):
+        if f is not None:
+            by_role.setdefault(f.file_role, []).append(i)
+
+    def exactly_one(role: FileRole) -> None:
+        where = by_role.get(role, [])
+        if not where:
+            c.add("files", f"layout {layout.value if layout else ''} requires exactly one {role.value} file")
+        for i in where[1:]:
+            c.add(f"files[{i}].fileRole", f"only one {role.value} file is allowed")
+
+    def none_of(role: FileRole) -> None:
+        for i in by_role.get(role, []):
+            c.add(f"files[{i}].fileRole", f"layout {layout.value if layout else ''} does not allow {role.value} files")
+
+    if layout is Layout.SEPARATE:
+        exactly_one(FileRole.VIDEO_LEFT)
+        exactly_one(FileRole.VIDEO_RIGHT)
+        none_of(FileRole.VIDEO)
+    elif layout is not None:
+        exactly_one(FileRole.VIDEO)
+        none_of(FileRole.VIDEO_LEFT)
+        none_of(FileRole.VIDEO_RIGHT)
+
+    for role in (FileRole.AIME, FileRole.FCPXMLD):
+        for i in by_role.get(role, [])[1:]:
+            c.add(f"files[{i}].fileRole", f"at most one {role.value} file is allowed per group")
+
+    if layout is Layout.AIV:
+        if perspective is not Perspective.HALF:
+            c.add("perspective", "layout AIV requires perspective 180")
+        has_aivu = any(
+            (f := files[i]) is not None and file_extension(f.file_name) == ".aivu"
+            for i in by_role.get(FileRole.VIDEO, [])
+        )
+        if not has_aivu and not (by_role.get(FileRole.AIME) and by_role.get(FileRole.FCPXMLD)):
+            c.add("files", "layout AIV requires a video file ending in .aivu, or both an aime and an fcpxmld file")

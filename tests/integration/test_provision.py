@@ -1,0 +1,115 @@
+"""provision_group run by a real arq worker against moto: one multipart upload per multipart file, always."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from arq import Retry
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from app.apikeys import Principal, Role
+from app.devstack import free_port
+from app.settings import Settings
+from app.state import UploadState
+from app.storage import ObjectStore
+from app.uploads import UploadService
+from tests.conftest import SEED_REQUEST, open_uploads
+from worker import jobs
+
+ACME = Principal("acme", Role.UPLOAD, "test")
+
+
+async def start_seed_group(settings: Settings, state: UploadState) -> str:
+    import msgspec
+
+    created = await UploadService(settings, state).start_upload_group(ACME, msgspec.json.encode(SEED_REQUEST), None)
+    return created.session_id
+
+
+async def test_worker_opens_exactly_one_upload_per_multipart_file(
+    settings: Settings, state: UploadState, burst: Any, s3: Any
+) -> None:
+    sid = await start_seed_group(settings, state)
+    worker = await burst()
+    assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    multipart = [f for f in snap.record.files if f.strategy == "multipart"]
+    assert len(multipart) == 3
+    listed = open_uploads(s3, settings.s3_bucket)
+    assert sorted((u["Key"], u["UploadId"]) for u in listed) == sorted(
+        (f.storage_key, snap.s3_upload_id(f.upload_id)) for f in multipart
+    )
+    single = next(f for f in snap.record.files if f.strategy == "single_put")
+    assert snap.s3_upload_id(single.upload_id) is None
+
+    # The same job again (a duplicate or a retry after success) changes nothing.
+    pool = ArqRedis.from_url(settings.redis_url)
+    await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}:again", _queue_name=settings.queue_name)
+    await pool.aclose()
+    worker = await burst()
+    assert worker.jobs_complete == 1
+    assert sorted(u["UploadId"] for u in open_uploads(s3, settings.s3_bucket)) == sorted(u["UploadId"] for u in listed)
+
+
+async def test_duplicate_enqueue_of_the_same_job_id_is_a_no_op(
+    settings: Settings, state: UploadState, redis: Redis
+) -> None:
+    sid = await start_seed_group(settings, state)
+    pool = ArqRedis.from_url(settings.redis_url)
+    assert await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}") is None
+    await pool.aclose()
+    assert await redis.zcard(settings.queue_name) == 1
+
+
+async def test_crash_between_create_and_record_is_adopted_not_duplicated(
+    settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any
+) -> None:
+    sid = await start_seed_group(settings, state)
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    left = snap.record.files[0]
+    # An earlier try created this upload (twice, even) and died before writing Redis.
+    orphan_a = await store.create_multipart(left.storage_key)
+    orphan_b = await store.create_multipart(left.storage_key)
+    await burst()
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    uploads = open_uploads(s3, settings.s3_bucket, left.storage_key)
+    assert len(uploads) == 1
+    assert uploads[0]["UploadId"] == snap.s3_upload_id(left.upload_id)
+    assert snap.s3_upload_id(left.upload_id) in (orphan_a, orphan_b)
+    assert len(open_uploads(s3, settings.s3_bucket)) == 3
+
+
+async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
+    settings: Settings, state: UploadState, store: ObjectStore, s3: Any
+) -> None:
+    sid = await start_seed_group(settings, state)
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    left = snap.record.files[0]
+    first = await store.create_multipart(left.storage_key)
+    assert await state.record_s3_upload(sid, left.upload_id, first) == "ok"
+    assert await state.record_s3_upload(sid, left.upload_id, "other-id") == first
+
+
+async def test_storage_down_means_retry_with_backoff(settings: Settings, state: UploadState, redis: Redis) -> None:
+    sid = await start_seed_group(settings, state)
+    dead = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
+                       "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
+    async with ObjectStore.connect(dead, connect_timeout=1.0) as down:
+        ctx = {"state": state, "store": down, "job_try": 3}
+        with pytest.raises(Retry) as info:
+            await jobs.provision_group(ctx, sid)
+    assert info.value.defer_score == 4000  # third try waits 4 s
+    snap = await state.snapshot(sid)
+    assert snap is not None and all(snap.s3_upload_id(f.upload_id) is None for f in snap.record.files)
+
+
+@pytest.mark.parametrize(("job_try", "delay"), [(1, 1), (2, 2), (5, 16), (9, 256), (10, 300), (40, 300)])
+def test_backoff_is_exponential_and_capped(job_try: int, delay: int) -> None:
+    assert jobs.backoff_seconds(job_try) == delay
