@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 import redis.exceptions
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from redis.asyncio import Redis
 
 from app import errors
@@ -81,6 +82,39 @@ async def start_upload_group(request: Request[Any, Any, Any]) -> Response[bytes]
     return json_response(created.body, 201, headers)
 
 
+FILE_PATH = "/api/videos/uploads/{session_id:str}/files/{upload_id:str}"
+
+
+@post(f"{FILE_PATH}/part-urls", status_code=200)
+async def get_part_urls(
+    request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
+) -> Response[bytes]:
+    """Get Part URLs (SPEC 3.2)."""
+    principal = await authenticate(request, WRITE_ROLES)
+    body = await read_body(request)
+    view = await services(request).uploads.sign_part_urls(principal, session_id, upload_id, body)
+    return json_response(_json.encode(view))
+
+
+@post(f"{FILE_PATH}/complete", status_code=200)
+async def complete_file_upload(
+    request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
+) -> Response[bytes]:
+    """Complete File Upload (SPEC 3.3): 200 when done, 202 while a worker is still completing it."""
+    principal = await authenticate(request, WRITE_ROLES)
+    body = await read_body(request)
+    status, view = await services(request).uploads.complete_file(principal, session_id, upload_id, body)
+    return json_response(_json.encode(view), status)
+
+
+@delete("/api/videos/uploads/{session_id:str}", status_code=200)
+async def cancel_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[bytes]:
+    """Cancel Upload Group (SPEC 3.4)."""
+    principal = await authenticate(request, WRITE_ROLES)
+    view = await services(request).uploads.cancel_group(principal, session_id)
+    return json_response(_json.encode(view))
+
+
 @get("/health/live")
 async def health_live() -> dict[str, str]:
     """The process is up."""
@@ -144,29 +178,35 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem_response(errors.INTERNAL("An internal error occurred."), request.url.path)
 
 
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Create the process-wide clients and services, and close them afterwards."""
+    redis_client = Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+    )
+    try:
+        yield Services(
+            settings=settings,
+            redis=redis_client,
+            keys=KeyCache(redis_client, settings.key_cache_seconds),
+            uploads=UploadService(settings, UploadState(redis_client)),
+        )
+    finally:
+        await redis_client.aclose()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app for these settings (read from the environment by default)."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        redis_client = Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
-        )
-        state = UploadState(redis_client)
-        app.state.services = Services(
-            settings=settings,
-            redis=redis_client,
-            keys=KeyCache(redis_client, settings.key_cache_seconds),
-            uploads=UploadService(settings, state),
-        )
-        try:
+        async with open_services(settings) as svc:
+            app.state.services = svc
             yield
-        finally:
-            await redis_client.aclose()
 
     return Litestar(
-        route_handlers=[start_upload_group, health_live],
+        route_handlers=[start_upload_group, get_part_urls, complete_file_upload, cancel_upload_group, health_live],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={

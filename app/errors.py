@@ -96,6 +96,7 @@ SESSION_EXPIRED = ErrorSpec("session_expired", 409, "The upload group has expire
 SESSION_COMPLETED = ErrorSpec("session_completed", 409, "The upload group is already completed")
 SESSION_FAILED = ErrorSpec("session_failed", 409, "The upload group has failed")
 FILE_COMPLETED = ErrorSpec("file_completed", 409, "The file is already completed")
+FILE_COMPLETING = ErrorSpec("file_completing", 409, "The file is being completed")
 FILE_FAILED = ErrorSpec("file_failed", 409, "The file failed verification")
 MISSING_PARTS = ErrorSpec("missing_parts", 409, "Parts are missing or do not match storage")
 # 413 / 429 / 503

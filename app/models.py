@@ -156,3 +156,36 @@ class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
     video_name: str
     file_count: int
     files: list[UploadFileView]
+
+
+class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
+    """One presigned part: PUT bytes [byteStart, byteEnd) of the file to url before expiresAt."""
+
+    part_number: int
+    size_bytes: int
+    byte_start: int
+    byte_end: int
+    url: str
+    expires_at: str
+
+
+class PartUrlsView(UploadFileView, kw_only=True):
+    """200 answer of part-urls: the file and the requested parts."""
+
+    parts: list[PartUrl]
+
+
+class CompletedFileView(UploadFileView, kw_only=True):
+    """Answer of complete: the file, and the libraryId once the whole group has completed."""
+
+    library_id: int | None
+
+
+class CanceledGroupView(msgspec.Struct, rename="camel", kw_only=True):
+    """200 answer of cancel (the same on every repeat)."""
+
+    session_id: str
+    status: str
+    canceled_at: str
+    file_count: int
+    canceled_file_count: int

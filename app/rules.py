@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from app import errors
 from app.errors import FieldError
@@ -330,3 +330,132 @@ def _check_group_rules(
         )
         if not has_aivu and not (by_role.get(FileRole.AIME) and by_role.get(FileRole.FCPXMLD)):
             c.add("files", "layout AIV requires a video file ending in .aivu, or both an aime and an fcpxmld file")
+
+
+# --- part-urls and complete requests ---------------------------------------------------------
+
+_SELECTION_FIELDS = frozenset({"partNumbers", "startPartNumber", "count"})
+_COMPLETE_FIELDS = frozenset({"parts"})
+_PART_FIELDS = frozenset({"partNumber", "etag"})
+MAX_ETAG_CHARS = 1024
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _raise_if(c: _Collector, what: str) -> None:
+    if c.errors:
+        first = c.errors[0]
+        more = "" if len(c.errors) == 1 else f" (and {len(c.errors) - 1} more)"
+        raise errors.INVALID_REQUEST(f"Invalid {what}: {first.path} {first.message}{more}", errors=c.errors)
+
+
+def select_parts(payload: Any, total_parts: int) -> list[int]:
+    """Which part numbers a part-urls request asks for (SPEC 3.2); None/{} means all of them."""
+    c = _Collector()
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
+        _raise_if(c, "part selection")
+    c.unknown_fields(payload, _SELECTION_FIELDS, "")
+    numbers = payload.get("partNumbers")
+    start = payload.get("startPartNumber")
+    count = payload.get("count")
+    if numbers is not None and (start is not None or count is not None):
+        c.add("partNumbers", "use either partNumbers or startPartNumber/count, not both")
+        _raise_if(c, "part selection")
+    if numbers is not None:
+        if not isinstance(numbers, list):
+            c.add("partNumbers", f"must be an array, not {_json_type(numbers)}")
+        elif not numbers:
+            c.add("partNumbers", "must contain at least one part number")
+        elif len(numbers) > MAX_PARTS:
+            c.add("partNumbers", f"must contain at most {MAX_PARTS} part numbers")
+        else:
+            seen: set[int] = set()
+            for i, n in enumerate(numbers):
+                if not _is_int(n):
+                    c.add(f"partNumbers[{i}]", f"must be an integer, not {_json_type(n)}")
+                elif not 1 <= n <= total_parts:
+                    c.add(f"partNumbers[{i}]", f"must be between 1 and {total_parts} (got {_clip(str(n))})")
+                elif n in seen:
+                    c.add(f"partNumbers[{i}]", f"part {n} is listed twice")
+                else:
+                    seen.add(n)
+        _raise_if(c, "part selection")
+        return list(numbers)
+    if start is None:
+        start = 1
+    elif not _is_int(start):
+        c.add("startPartNumber", f"must be an integer, not {_json_type(start)}")
+    elif not 1 <= start <= total_parts:
+        c.add("startPartNumber", f"must be between 1 and {total_parts} (got {_clip(str(start))})")
+    if count is None:
+        count = total_parts
+    elif not _is_int(count):
+        c.add("count", f"must be an integer, not {_json_type(count)}")
+    elif not 1 <= count <= MAX_PARTS:
+        c.add("count", f"must be between 1 and {MAX_PARTS} (got {_clip(str(count))})")
+    _raise_if(c, "part selection")
+    return list(range(start, min(start + count - 1, total_parts) + 1))
+
+
+def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[tuple[int, str]]:
+    """The (partNumber, etag) list of a complete request: every part 1..total_parts exactly once."""
+    c = _Collector()
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
+        _raise_if(c, "completion")
+    c.unknown_fields(payload, _COMPLETE_FIELDS, "")
+    parts = payload.get("parts")
+    out: list[tuple[int, str]] = []
+    if parts is None:
+        if required:
+            c.add("parts", f"is required: list all {total_parts} parts with their ETags")
+    elif not isinstance(parts, list):
+        c.add("parts", f"must be an array, not {_json_type(parts)}")
+    elif len(parts) > MAX_PARTS:
+        c.add("parts", f"must contain at most {MAX_PARTS} parts")
+    else:
+        seen: set[int] = set()
+        for i, p in enumerate(parts):
+            path = f"parts[{i}]"
+            if not isinstance(p, dict):
+                c.add(path, f"must be an object, not {_json_type(p)}")
+                continue
+            c.unknown_fields(p, _PART_FIELDS, f"{path}.")
+            raw_n = p.get("partNumber")
+            etag = p.get("etag")
+            n: int | None = None
+            if not _is_int(raw_n):
+                c.add(
+                    f"{path}.partNumber",
+                    "is required" if raw_n is None else f"must be an integer, not {_json_type(raw_n)}",
+                )
+            elif not 1 <= raw_n <= total_parts:
+                c.add(f"{path}.partNumber", f"must be between 1 and {total_parts} (got {_clip(str(raw_n))})")
+            elif raw_n in seen:
+                c.add(f"{path}.partNumber", f"part {raw_n} is listed twice")
+            else:
+                n = raw_n
+            if not isinstance(etag, str) or not etag.strip('" '):
+                c.add(f"{path}.etag", "is required (the ETag header S3 returned for the part)"
+                      if etag is None else "must be a non-empty string")  # fmt: skip
+            elif len(etag) > MAX_ETAG_CHARS:
+                c.add(f"{path}.etag", "is too long")
+            elif (bad := _bad_chars(etag)) is not None:
+                c.add(f"{path}.etag", bad)
+            elif n is not None:
+                seen.add(n)
+                out.append((n, etag))
+        if required and not c.errors:
+            missing = [n for n in range(1, total_parts + 1) if n not in seen]
+            if missing:
+                shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+                c.add("parts", f"must list every part 1..{total_parts}; missing {len(missing)}: {shown}")
+    _raise_if(c, "completion")
+    return sorted(out)

@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Redis/Valkey URL (state and arq queues)."""
     s3_endpoint_url: str = "http://127.0.0.1:9000"
     """S3-compatible endpoint (AWS, MinIO, R2, moto)."""
+    s3_public_endpoint_url: str = ""
+    """Endpoint written into presigned URLs, if clients reach storage by another name (default: S3_ENDPOINT_URL)."""
     s3_region: str = "us-east-1"
     """Region used for SigV4 signing."""
     s3_bucket: str = "spatialgen-uploads"

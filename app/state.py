@@ -15,6 +15,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from app.models import FileStatus, GroupRecord, GroupStatus
+from app.settings import Settings
 
 # ---------------------------------------------------------------------------------------------
 # Keys. Everything of one group shares the hash tag {sessionId}, so a group's keys sit on one
@@ -22,7 +23,8 @@ from app.models import FileStatus, GroupRecord, GroupStatus
 # ---------------------------------------------------------------------------------------------
 PREFIX = "sg:"
 EXPIRY_INDEX = f"{PREFIX}expiry"  # zset: sessionId scored by expiresAt (ms)
-LIBRARY_COUNTER = f"{PREFIX}library:next"
+LIBRARY_COUNTER = f"{PREFIX}library:next"  # INCR source of libraryIds
+LIBRARY_INDEX = f"{PREFIX}library:index"  # hash: libraryId -> sessionId
 API_KEYS_INDEX = f"{PREFIX}apikeys"  # zset: key hash scored by creation time (ms)
 
 
@@ -51,9 +53,9 @@ def api_key_key(key_digest: str) -> str:
     return f"{PREFIX}apikey:{key_digest}"
 
 
-def library_key(library_id: int) -> str:
-    """The library record created when a group completes."""
-    return f"{PREFIX}library:{library_id}"
+def library_key(session_id: str) -> str:
+    """The library record created when the group completes (JSON, see README)."""
+    return f"{PREFIX}{{{session_id}}}:library"
 
 
 def arq_job_key(job_id: str) -> str:
@@ -73,6 +75,7 @@ F_UPDATED = "tu"
 F_CANCELED = "tx"
 F_COMPLETED = "td"
 F_LIBRARY = "lib"
+F_CANCELED_FILES = "cx"
 
 
 def f_upload(upload_id: str) -> str:
@@ -81,8 +84,40 @@ def f_upload(upload_id: str) -> str:
 
 
 def f_reason(upload_id: str) -> str:
-    """State field of a file's failure reason."""
+    """State field of a file's failure (or last rejected completion) reason."""
     return f"r:{upload_id}"
+
+
+def f_attempt(upload_id: str) -> str:
+    """State field counting a file's completion attempts (part of the complete job's id)."""
+    return f"n:{upload_id}"
+
+
+# arq jobs the scripts enqueue. Ids are deterministic, so a duplicated enqueue is a no-op.
+PROVISION_JOB = "provision_group"
+COMPLETE_JOB = "complete_file"
+PURGE_JOB = "purge_group"
+PROCESS_JOB = "process_asset_set"  # consumed by the downstream pipeline from its own queue
+
+
+def provision_job_id(session_id: str) -> str:
+    """Job that opens a group's multipart uploads."""
+    return f"provision:{session_id}"
+
+
+def complete_job_id(session_id: str, upload_id: str, attempt: int) -> str:
+    """Job that completes one file; a rejected completion is retried under the next attempt number."""
+    return f"complete:{session_id}:{upload_id}:{attempt}"
+
+
+def purge_job_ids(session_id: str) -> tuple[str, str]:
+    """Purge now, and once more after the last presigned URL has lapsed (a late PUT can't leave data)."""
+    return f"purge:{session_id}", f"purge:{session_id}:late"
+
+
+def process_job_id(session_id: str) -> str:
+    """The processing job of a completed group."""
+    return f"process:{session_id}"
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -108,6 +143,19 @@ class JobSpec(msgspec.Struct, frozen=True):
         """Serialize exactly as `ArqRedis.enqueue_job` would, so an unmodified worker runs it."""
         blob = serialize_job(function, tuple(args), {}, None, now_ms, serializer=pickle.dumps)
         return cls(job_id, queue, blob, now_ms + defer_ms, defer_ms + expires_extra_ms)
+
+
+def purge_jobs(settings: Settings, session_id: str, now: int) -> tuple[JobSpec, JobSpec]:
+    """Purge now, and again once every URL handed out has lapsed (a late PUT can't leave data)."""
+    first, late = purge_job_ids(session_id)
+    q = settings.queue_name
+    return (
+        JobSpec.build(PURGE_JOB, (session_id,), job_id=first, now_ms=now, queue=q),
+        JobSpec.build(
+            PURGE_JOB, (session_id,), job_id=late, now_ms=now, queue=q,
+            defer_ms=(settings.part_url_ttl_seconds + 60) * 1000,
+        ),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +211,178 @@ return 'ok'
 """
 
 
+# Group states a file may still change in.
+_LUA_LIVE = """
+local function live(st) return st == 'initialized' or st == 'uploading' end
+"""
+
+# KEYS: state. ARGV: upload id, now ms, expires ms.
+# First part-urls call of a file: file (and group) become 'uploading'.
+MARK_UPLOADING = (
+    _LUA_LIVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return 'gone' end
+if not live(st) then return st end
+if tonumber(ARGV[2]) >= tonumber(ARGV[3]) then return 'expired' end
+local f = redis.call('HGET', KEYS[1], ARGV[1])
+if f == 'initialized' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'uploading', 'tu', ARGV[2])
+elseif f ~= 'uploading' then
+  return 'file:' .. tostring(f)
+end
+if st == 'initialized' then redis.call('HSET', KEYS[1], 'st', 'uploading') end
+return 'ok'
+"""
+)
+
+# KEYS: state, job, result, queue. ARGV: upload id, now ms, expires ms, attempt seen, job id, blob,
+# job expires ms, score. Moves the file to 'completing' and queues its complete job, or says why not.
+BEGIN_COMPLETE = (
+    _LUA_ENQUEUE
+    + _LUA_LIVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return {'gone'} end
+if not live(st) then return {st} end
+if tonumber(ARGV[2]) >= tonumber(ARGV[3]) then return {'expired'} end
+local f = redis.call('HGET', KEYS[1], ARGV[1])
+if f ~= 'initialized' and f ~= 'uploading' then return {'file', tostring(f)} end
+local attempt = redis.call('HGET', KEYS[1], 'n:' .. ARGV[1]) or '0'
+if attempt ~= ARGV[4] then return {'stale'} end
+redis.call('HSET', KEYS[1], ARGV[1], 'completing', 'n:' .. ARGV[1], tonumber(attempt) + 1, 'tu', ARGV[2])
+redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+if st == 'initialized' then redis.call('HSET', KEYS[1], 'st', 'uploading') end
+enqueue(KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+return {'ok'}
+"""
+)
+
+# KEYS: state, group, library record, library counter, library index, expiry index,
+#       processing job, processing result, processing queue.
+# ARGV: upload id, now ms, retention ms, session id, library JSON tail, job blob head, job blob tail,
+#       job expires ms, then every upload id of the group.
+# The verified file becomes 'completed'. If it was the group's last, in the same step: group
+# 'completed', one libraryId, one library record, one processing job. Nothing else can interleave,
+# so concurrent completions (and a racing cancel) yield exactly one of each or none.
+FINISH_COMPLETE = (
+    _LUA_ENQUEUE
+    + _LUA_LIVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return {'gone'} end
+if not live(st) then return {'dead', st} end
+local f = redis.call('HGET', KEYS[1], ARGV[1])
+if f ~= 'completing' then return {'stale', tostring(f)} end
+redis.call('HSET', KEYS[1], ARGV[1], 'completed', 'tu', ARGV[2])
+for i = 9, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= 'completed' then return {'file_completed'} end
+end
+local lib = redis.call('INCR', KEYS[4])
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'st', 'completed', 'td', ARGV[2], 'lib', lib)
+redis.call('SET', KEYS[3], '{"libraryId":' .. lib .. ARGV[5], 'PX', ttl)
+redis.call('HSET', KEYS[5], lib, ARGV[4])
+redis.call('ZREM', KEYS[6], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+-- The processing job's pickle carries the libraryId as a 4-byte little-endian BININT.
+local le = string.char(lib % 256, math.floor(lib / 256) % 256, math.floor(lib / 65536) % 256,
+                       math.floor(lib / 16777216) % 256)
+local blob = ARGV[6] .. le .. ARGV[7]
+enqueue(KEYS[7], KEYS[8], KEYS[9], 'process:' .. ARGV[4], blob, ARGV[8], ARGV[2])
+return {'group_completed', lib}
+"""
+)
+
+# KEYS: state. ARGV: upload id, now ms, reason. The store refused the parts: back to 'uploading'.
+REJECT_COMPLETE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'completing' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'uploading', 'r:' .. ARGV[1], ARGV[3], 'tu', ARGV[2])
+return 1
+"""
+
+# KEYS: state, group, expiry index, then (job, result, queue) for the purge now and the late purge.
+# ARGV: upload id, now ms, reason, retention ms, session id, purge id, blob, expires, score,
+#       late purge id, blob, expires, score.
+# The assembled object is wrong: file and group 'failed' (terminal), storage purged.
+FAIL_FILE = (
+    _LUA_ENQUEUE
+    + _LUA_LIVE
+    + """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'completing' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'failed', 'r:' .. ARGV[1], ARGV[3], 'tu', ARGV[2])
+local st = redis.call('HGET', KEYS[1], 'st')
+if live(st) then
+  redis.call('HSET', KEYS[1], 'st', 'failed', 'tf', ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  enqueue(KEYS[4], KEYS[5], KEYS[6], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+  enqueue(KEYS[7], KEYS[8], KEYS[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
+end
+return 1
+"""
+)
+
+# KEYS: state, group, expiry index, then (job, result, queue) for the purge now and the late purge.
+# ARGV: now ms, expires ms, retention ms, session id, purge id, blob, expires, score,
+#       late purge id, blob, expires, score, then every upload id.
+# Returns {'canceled', canceledAt, canceledFileCount} (also on repeats) or {status} if it can't.
+CANCEL_GROUP = (
+    _LUA_ENQUEUE
+    + _LUA_LIVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return {'gone'} end
+if st == 'canceled' then
+  return {'canceled', redis.call('HGET', KEYS[1], 'tx'), redis.call('HGET', KEYS[1], 'cx')}
+end
+if not live(st) then return {st} end
+if tonumber(ARGV[1]) >= tonumber(ARGV[2]) then return {'expired'} end
+local n = 0
+for i = 13, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= 'completed' then
+    redis.call('HSET', KEYS[1], ARGV[i], 'canceled')
+    n = n + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'st', 'canceled', 'tx', ARGV[1], 'cx', n, 'tu', ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+enqueue(KEYS[4], KEYS[5], KEYS[6], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+enqueue(KEYS[7], KEYS[8], KEYS[9], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+return {'canceled', ARGV[1], tostring(n)}
+"""
+)
+
+
+class LibraryTemplate(msgspec.Struct, frozen=True):
+    """Library record and processing job, prepared before the libraryId exists.
+
+    The id is minted by INCR inside FINISH_COMPLETE, so the script splices it in: the record is
+    JSON whose first member is the id, and the job is arq's pickle with the id as a 4-byte BININT
+    at a known offset (same length whatever the id, so pickle framing stays valid).
+    """
+
+    record_tail: bytes
+    job_head: bytes
+    job_tail: bytes
+
+    @classmethod
+    def build(cls, payload: dict[str, Any], *, now_ms: int) -> LibraryTemplate:
+        """payload: the library document without libraryId (see README, "processing job")."""
+        rest = msgspec.json.encode(payload)
+        for sentinel in range(0x5A5A5A5A, 0x5A5A5A5A + 64):
+            marker = b"J" + sentinel.to_bytes(4, "little")
+            blob = serialize_job(PROCESS_JOB, ({"libraryId": sentinel, **payload},), {}, None, now_ms)
+            if blob.count(marker) == 1:
+                head, tail = blob.split(marker)
+                return cls(b"," + rest[1:], head + b"J", tail)
+        raise ValueError("could not place the libraryId marker in the processing job")  # pragma: no cover
+
+
 class GroupSnapshot(msgspec.Struct, frozen=True):
     """A group's record and its mutable state, read in one round trip."""
 
@@ -182,6 +402,20 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         """The S3 multipart upload id recorded for a file, if provisioned."""
         return self.state.get(f_upload(upload_id))
 
+    def attempt(self, upload_id: str) -> int:
+        """How many completions of this file have been started."""
+        return int(self.state.get(f_attempt(upload_id), 0))
+
+    def reason(self, upload_id: str) -> str | None:
+        """Why the file failed, or why its last completion was refused."""
+        return self.state.get(f_reason(upload_id))
+
+    @property
+    def library_id(self) -> int | None:
+        """The libraryId, once the group has completed."""
+        lib = self.state.get(F_LIBRARY)
+        return int(lib) if lib else None
+
 
 _group_decoder = msgspec.msgpack.Decoder(GroupRecord)
 _encoder = msgspec.msgpack.Encoder()
@@ -199,6 +433,12 @@ class UploadState:
         self.redis = redis
         self._create = redis.register_script(CREATE_GROUP)
         self._record_s3_upload = redis.register_script(RECORD_S3_UPLOAD)
+        self._mark_uploading = redis.register_script(MARK_UPLOADING)
+        self._begin_complete = redis.register_script(BEGIN_COMPLETE)
+        self._finish_complete = redis.register_script(FINISH_COMPLETE)
+        self._reject_complete = redis.register_script(REJECT_COMPLETE)
+        self._fail_file = redis.register_script(FAIL_FILE)
+        self._cancel = redis.register_script(CANCEL_GROUP)
 
     async def create_group(
         self,
@@ -258,3 +498,71 @@ class UploadState:
         """Attach an S3 multipart upload id to a file: 'ok', 'dead', or the id already recorded."""
         out = await self._record_s3_upload(keys=[state_key(session_id)], args=[upload_id, s3_upload_id])
         return out.decode() if isinstance(out, bytes) else str(out)
+
+    async def mark_uploading(self, record: GroupRecord, upload_id: str, now_ms: int) -> str:
+        """First part-urls call: 'ok', or the status that forbids it ('canceled', 'expired', 'file:completed'...)."""
+        out = await self._mark_uploading(
+            keys=[state_key(record.session_id)], args=[upload_id, now_ms, record.expires_ms]
+        )
+        return str(out.decode())
+
+    async def begin_complete(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, attempt_seen: int, job: JobSpec
+    ) -> list[str]:
+        """Move a file to 'completing' and queue its job; returns ['ok'] or why not."""
+        keys = [state_key(record.session_id), arq_job_key(job.job_id), arq_result_key(job.job_id), job.queue]
+        args: list[Any] = [upload_id, now_ms, record.expires_ms, attempt_seen, job.job_id, job.blob, job.expires_ms,
+                           job.score_ms]  # fmt: skip
+        return [x.decode() for x in await self._begin_complete(keys=keys, args=args)]
+
+    async def finish_complete(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, retention_ms: int, library: LibraryTemplate,
+        processing_queue: str,
+    ) -> tuple[str, int | None]:  # fmt: skip
+        """Mark a verified file completed; returns ('group_completed', libraryId) when it was the last."""
+        sid = record.session_id
+        job_id = process_job_id(sid)
+        keys = [state_key(sid), group_key(sid), library_key(sid), LIBRARY_COUNTER, LIBRARY_INDEX, EXPIRY_INDEX,
+                arq_job_key(job_id), arq_result_key(job_id), processing_queue]  # fmt: skip
+        args: list[Any] = [upload_id, now_ms, retention_ms, sid, library.record_tail, library.job_head,
+                           library.job_tail, expires_extra_ms, *(f.upload_id for f in record.files)]  # fmt: skip
+        out = await self._finish_complete(keys=keys, args=args)
+        outcome = out[0].decode()
+        return outcome, (int(out[1]) if outcome == "group_completed" else None)
+
+    async def reject_complete(self, session_id: str, upload_id: str, *, now_ms: int, reason: str) -> bool:
+        """The store refused the parts: back to 'uploading' with the reason kept."""
+        return bool(await self._reject_complete(keys=[state_key(session_id)], args=[upload_id, now_ms, reason]))
+
+    async def fail_file(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, reason: str, retention_ms: int,
+        purges: tuple[JobSpec, JobSpec],
+    ) -> bool:  # fmt: skip
+        """The assembled object is wrong: file and group become 'failed' and the group's storage is purged."""
+        sid = record.session_id
+        keys = [state_key(sid), group_key(sid), EXPIRY_INDEX, *_job_keys(purges)]
+        args = [upload_id, now_ms, reason, retention_ms, sid, *_job_args(purges)]
+        return bool(await self._fail_file(keys=keys, args=args))
+
+    async def cancel_group(
+        self, record: GroupRecord, *, now_ms: int, retention_ms: int, purges: tuple[JobSpec, JobSpec]
+    ) -> list[str]:
+        """Cancel a live group: ['canceled', canceledAt ms, canceled file count] (also on repeats) or [status]."""
+        sid = record.session_id
+        keys = [state_key(sid), group_key(sid), EXPIRY_INDEX, *_job_keys(purges)]
+        args: list[Any] = [now_ms, record.expires_ms, retention_ms, sid, *_job_args(purges),
+                           *(f.upload_id for f in record.files)]  # fmt: skip
+        return [x.decode() for x in await self._cancel(keys=keys, args=args)]
+
+    async def library_record(self, session_id: str) -> dict[str, Any] | None:
+        """The library record of a completed group."""
+        raw = await self.redis.get(library_key(session_id))
+        return None if raw is None else msgspec.json.decode(raw, type=dict[str, Any])
+
+
+def _job_keys(jobs: Sequence[JobSpec]) -> list[str]:
+    return [k for j in jobs for k in (arq_job_key(j.job_id), arq_result_key(j.job_id), j.queue)]
+
+
+def _job_args(jobs: Sequence[JobSpec]) -> list[Any]:
+    return [a for j in jobs for a in (j.job_id, j.blob, j.expires_ms, j.score_ms)]

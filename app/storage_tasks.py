@@ -9,15 +9,18 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.models import UploadStrategy
-from app.state import UploadState
+from app.models import FileStatus, GroupRecord, GroupStatus, UploadStrategy
+from app.settings import Settings
+from app.state import COMPLETE_JOB, LibraryTemplate, UploadState, purge_jobs
 from app.storage import ObjectStore, error_code
+from app.timefmt import iso_ms, now_ms
 
 log = logging.getLogger("spatialgen.worker")
 
 
-class StorageUnavailable(Exception):
-    """The object store could not be reached or answered 5xx: retry later."""
+# CompleteMultipartUpload errors that mean "the client's part list doesn't match storage": the
+# file goes back to 'uploading' so the client can upload what is missing and complete again.
+_PART_ERRORS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "InvalidRequest", "MalformedXML"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -65,3 +68,114 @@ async def provision_group(state: UploadState, store: ObjectStore, session_id: st
         else:
             outcome[f.upload_id] = chosen
     return outcome
+
+
+def library_payload(record: GroupRecord, bucket: str, completed_ms: int) -> dict[str, object]:
+    """The library record / processing job payload of a completed group, without its libraryId."""
+    return {
+        "sessionId": record.session_id,
+        "account": record.account,
+        "videoName": record.video_name,
+        "description": record.description,
+        "layout": record.layout.value,
+        "perspective": record.perspective.value if record.perspective else None,
+        "folderName": record.folder_name,
+        "bucket": bucket,
+        "createdAt": iso_ms(record.created_ms),
+        "completedAt": iso_ms(completed_ms),
+        "files": [
+            {
+                "uploadId": f.upload_id,
+                "fileRole": f.role.value,
+                "fileName": f.name,
+                "storageKey": f.storage_key,
+                "sizeBytes": f.total_bytes,
+                "languageTag": f.language,
+            }
+            for f in record.files
+        ],
+    }
+
+
+async def complete_file(
+    state: UploadState,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    session_id: str,
+    upload_id: str,
+    attempt: int,
+    parts: list[tuple[int, str]],
+) -> str:
+    """Assemble (multipart) and verify one file, then record the outcome atomically.
+
+    Safe to run twice: a try that died after CompleteMultipartUpload finds NoSuchUpload on the
+    retry, and then verifies the object that the first try assembled.
+    """
+    snap = await state.snapshot(session_id)
+    f = snap.record.file(upload_id) if snap else None
+    if snap is None or f is None:
+        return "gone"
+    if snap.file_status(upload_id) is not FileStatus.COMPLETING or snap.attempt(upload_id) != attempt:
+        return "stale"  # a newer attempt exists, or the group was canceled meanwhile
+    if f.strategy is UploadStrategy.MULTIPART:
+        s3_id = snap.s3_upload_id(upload_id)
+        if s3_id is None:
+            await state.reject_complete(session_id, upload_id, now_ms=now_ms(), reason="storage was not provisioned")
+            return "rejected"
+        try:
+            await store.complete_multipart(f.storage_key, s3_id, parts)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "NoSuchUpload" and await store.head_size(f.storage_key) is not None:
+                pass  # an earlier try assembled it; verify below
+            elif code in _PART_ERRORS or code == "NoSuchUpload":
+                message = exc.response.get("Error", {}).get("Message", "")
+                await state.reject_complete(session_id, upload_id, now_ms=now_ms(), reason=f"{code}: {message}"[:500])
+                return "rejected"
+            else:
+                raise
+    size = await store.head_size(f.storage_key)
+    if size is None:
+        await state.reject_complete(
+            session_id, upload_id, now_ms=now_ms(), reason="no object in storage: PUT the file to its URL first"
+        )
+        return "rejected"
+    now = now_ms()
+    if size != f.total_bytes:
+        reason = f"the stored object has {size} bytes but the file was registered with {f.total_bytes}"
+        await state.fail_file(
+            snap.record, upload_id, now_ms=now, reason=reason, retention_ms=settings.retention_seconds * 1000,
+            purges=purge_jobs(settings, session_id, now),
+        )  # fmt: skip
+        await store.delete_objects([f.storage_key])
+        return "failed"
+    outcome, library_id = await state.finish_complete(
+        snap.record, upload_id, now_ms=now, retention_ms=settings.retention_seconds * 1000,
+        library=LibraryTemplate.build(library_payload(snap.record, settings.s3_bucket, now), now_ms=now),
+        processing_queue=settings.processing_queue_name,
+    )  # fmt: skip
+    if outcome == "dead":
+        # Canceled or expired while we assembled it: the purge may already have run, so clean up here.
+        await store.delete_objects([f.storage_key])
+    if library_id is not None:
+        log.info("group %s completed: library %s", session_id, library_id)
+    return outcome
+
+
+async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, int]:
+    """Abort every open multipart upload and delete every object of a canceled, expired or failed group."""
+    snap = await state.snapshot(session_id)
+    if snap is None or snap.status in (GroupStatus.INITIALIZED, GroupStatus.UPLOADING, GroupStatus.COMPLETED):
+        return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
+    f0 = snap.record.files[0].storage_key
+    group_prefix = f0[: f0.rfind("/") + 1]
+    aborted = 0
+    for u in await store.list_open_uploads(group_prefix):
+        aborted += await store.abort_multipart(u.key, u.upload_id)
+    keys = [f.storage_key for f in snap.record.files]
+    await store.delete_objects(keys)
+    return {"aborted": aborted, "deleted": len(keys)}
+
+
+__all__ = ["COMPLETE_JOB", "complete_file", "is_transient", "provision_group", "purge_group"]

@@ -5,8 +5,12 @@ Handlers call these methods with an authenticated principal; storage work is han
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -14,27 +18,43 @@ import msgspec
 from app import errors
 from app.apikeys import Principal
 from app.models import (
+    CanceledGroupView,
+    CompletedFileView,
     FileRecord,
     FileStatus,
     GroupRecord,
+    GroupStatus,
+    PartUrl,
+    PartUrlsView,
     StartUploadRequest,
     UploadFileView,
     UploadGroupCreated,
+    UploadStrategy,
 )
-from app.rules import plan_parts, storage_key, validate_start_request
+from app.presign import PresignCredentials, S3Presigner
+from app.rules import completed_parts, part_range, plan_parts, select_parts, storage_key, validate_start_request
 from app.settings import Settings
-from app.state import JobSpec, UploadState, idempotency_key
+from app.state import (
+    COMPLETE_JOB,
+    PROVISION_JOB,
+    GroupSnapshot,
+    JobSpec,
+    UploadState,
+    complete_job_id,
+    idempotency_key,
+    provision_job_id,
+    purge_jobs,
+)
 from app.timefmt import iso_ms, now_ms
 
-PROVISION_JOB = "provision_group"
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# URLs are signed in slices so a 10,000-part request yields the event loop between slices.
+SIGN_SLICE = 1000
+POLL_SECONDS = 0.05
+
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 _json = msgspec.json.Encoder()
-
-
-def provision_job_id(session_id: str) -> str:
-    """Deterministic arq job id: a duplicated enqueue of the same group's provisioning is a no-op."""
-    return f"provision:{session_id}"
 
 
 def decode_json_body(body: bytes) -> Any:
@@ -70,6 +90,14 @@ class UploadService:
     def __init__(self, settings: Settings, state: UploadState) -> None:
         self.settings = settings
         self.state = state
+        self.presigner = S3Presigner(
+            endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+            region=settings.s3_region,
+            credentials=PresignCredentials(
+                settings.s3_access_key_id, settings.s3_secret_access_key, settings.s3_session_token or None
+            ),
+            addressing_style=settings.s3_addressing_style,
+        )
 
     async def start_upload_group(self, principal: Principal, body: bytes, idem_header: str | None) -> Created:
         """Validate a start request, register the group and its files, and queue their provisioning."""
@@ -116,6 +144,199 @@ class UploadService:
                 return Created(session_id, first_answer, replayed=True)
         raise RuntimeError("could not allocate a unique session id")
 
+    # --- lookups and state checks --------------------------------------------------------------
+
+    async def load_group(self, principal: Principal, session_id: str) -> GroupSnapshot:
+        """The caller's group, or 404 (also for another account's group: its existence is not revealed)."""
+        snap = await self.state.snapshot(session_id) if UUID_RE.match(session_id) else None
+        if snap is None or snap.record.account != principal.account:
+            raise errors.SESSION_NOT_FOUND(f"No upload group {session_id[:64]!r} for this account.")
+        return snap
+
+    async def load_file(
+        self, principal: Principal, session_id: str, upload_id: str
+    ) -> tuple[GroupSnapshot, FileRecord]:
+        """The caller's group and one of its files, or 404."""
+        snap = await self.load_group(principal, session_id)
+        f = snap.record.file(upload_id)
+        if f is None:
+            raise errors.FILE_NOT_FOUND(f"No file {upload_id[:64]!r} in upload group {session_id}.")
+        return snap, f
+
+    @staticmethod
+    def ensure_live(snap: GroupSnapshot, now: int) -> None:
+        """409 unless the group still accepts uploads (past expiresAt counts as expired, swept or not)."""
+        status = snap.status
+        sid = snap.record.session_id
+        if status is GroupStatus.CANCELED:
+            raise errors.SESSION_CANCELED(f"Upload group {sid} was canceled; start a new group.")
+        if status is GroupStatus.EXPIRED or (status in _LIVE and now >= snap.record.expires_ms):
+            raise errors.SESSION_EXPIRED(
+                f"Upload group {sid} expired at {iso_ms(snap.record.expires_ms)}; start a new group."
+            )
+        if status is GroupStatus.COMPLETED:
+            raise errors.SESSION_COMPLETED(f"Upload group {sid} is already completed.")
+        if status is GroupStatus.FAILED:
+            raise errors.SESSION_FAILED(f"Upload group {sid} failed; start a new group.")
+
+    @staticmethod
+    def _conflict(snap: GroupSnapshot, f: FileRecord, why: str) -> errors.ApiError:
+        """Map a script's refusal ('canceled', 'file', 'completed'...) to the matching 409."""
+        if why in {"file:completing", "completing"}:
+            return errors.FILE_COMPLETING(f"File {f.upload_id} is being completed.")
+        if why in ("file:completed", "completed") and snap.status is not GroupStatus.COMPLETED:
+            return errors.FILE_COMPLETED(f"File {f.upload_id} is already completed.")
+        if why in ("file:failed", "failed"):
+            return errors.FILE_FAILED(
+                f"File {f.upload_id} failed: {snap.reason(f.upload_id) or 'verification failed'}."
+            )
+        mapping = {
+            "canceled": errors.SESSION_CANCELED,
+            "expired": errors.SESSION_EXPIRED,
+            "gone": errors.SESSION_EXPIRED,
+            "completed": errors.SESSION_COMPLETED,
+            "file:canceled": errors.SESSION_CANCELED,
+        }
+        spec = mapping.get(why, errors.SESSION_FAILED)
+        return spec(f"Upload group {snap.record.session_id} is {why.removeprefix('file:')}.")
+
+    # --- part URLs ---------------------------------------------------------------------------
+
+    async def sign_part_urls(self, principal: Principal, session_id: str, upload_id: str, body: bytes) -> PartUrlsView:
+        """Presign PUT URLs for the requested parts of a file (SPEC 3.2)."""
+        payload = decode_json_body(body) if body.strip() else None
+        snap, f = await self.load_file(principal, session_id, upload_id)
+        now = now_ms()
+        self.ensure_live(snap, now)  # a dead group answers 409 whatever the body says
+        numbers = select_parts(payload, f.total_parts)
+        file_status = snap.file_status(upload_id)
+        if file_status is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
+            outcome = await self.state.mark_uploading(snap.record, upload_id, now)
+            if outcome != "ok":
+                raise self._conflict(snap, f, outcome)
+        s3_upload_id = None
+        if f.strategy is UploadStrategy.MULTIPART:
+            s3_upload_id = snap.s3_upload_id(upload_id) or await self._wait_for_provisioning(session_id, upload_id)
+
+        # SigV4 time has second precision; every URL of one answer shares one timestamp.
+        signed_at = now // 1000
+        expires_in = min(self.settings.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
+        if expires_in < 1:
+            raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
+        when = datetime.fromtimestamp(signed_at, tz=UTC)
+        expires_at = iso_ms((signed_at + expires_in) * 1000)
+        bucket = self.settings.s3_bucket
+        if s3_upload_id is None:
+            urls = [self.presigner.presign_put_object(bucket, f.storage_key, expires_in=expires_in, now=when)]
+        else:
+            urls = []
+            for start in range(0, len(numbers), SIGN_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                urls += self.presigner.presign_upload_parts(
+                    bucket, f.storage_key, upload_id=s3_upload_id, part_numbers=numbers[start : start + SIGN_SLICE],
+                    expires_in=expires_in, now=when,
+                )  # fmt: skip
+        parts = []
+        for n, url in zip(numbers, urls, strict=True):
+            lo, hi = part_range(n, f.part_size, f.total_bytes)
+            parts.append(PartUrl(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
+                                 expires_at=expires_at))  # fmt: skip
+        return PartUrlsView(**_file_fields(f, FileStatus.UPLOADING), parts=parts)
+
+    async def _wait_for_provisioning(self, session_id: str, upload_id: str) -> str:
+        deadline = time.monotonic() + self.settings.provision_wait_seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS * 2)
+            snap = await self.state.snapshot(session_id)
+            if snap is not None and (s3_id := snap.s3_upload_id(upload_id)):
+                return s3_id
+        raise errors.NOT_PROVISIONED(
+            "Storage for this file is still being prepared; retry shortly.", headers={"Retry-After": "2"}
+        )
+
+    # --- complete ----------------------------------------------------------------------------
+
+    async def complete_file(
+        self, principal: Principal, session_id: str, upload_id: str, body: bytes
+    ) -> tuple[int, CompletedFileView]:
+        """Finalize one file (SPEC 3.3): 200 when done, 202 while the worker is still at it."""
+        payload = decode_json_body(body) if body.strip() else None
+        snap, f = await self.load_file(principal, session_id, upload_id)
+        if snap.file_status(upload_id) is FileStatus.COMPLETED and snap.status in (*_LIVE, GroupStatus.COMPLETED):
+            return 200, self._completed_view(snap, f)  # a repeat needs no part list
+        self.ensure_live(snap, now_ms())
+        parts = completed_parts(payload, f.total_parts, required=f.strategy is UploadStrategy.MULTIPART)
+        for _ in range(5):
+            status = snap.file_status(upload_id)
+            if status is FileStatus.COMPLETED and snap.status in (*_LIVE, GroupStatus.COMPLETED):
+                return 200, self._completed_view(snap, f)
+            now = now_ms()
+            self.ensure_live(snap, now)
+            if status is FileStatus.COMPLETING:
+                break
+            if status is FileStatus.FAILED:
+                raise self._conflict(snap, f, "failed")
+            attempt = snap.attempt(upload_id)
+            job = JobSpec.build(
+                COMPLETE_JOB, (session_id, upload_id, attempt + 1, parts),
+                job_id=complete_job_id(session_id, upload_id, attempt + 1), now_ms=now, queue=self.settings.queue_name,
+            )  # fmt: skip
+            outcome = await self.state.begin_complete(snap.record, upload_id, now_ms=now, attempt_seen=attempt, job=job)
+            if outcome[0] == "ok":
+                break
+            # Someone else moved the file meanwhile (a concurrent complete, a cancel): look again.
+            snap = await self.load_group(principal, session_id)
+        return await self._await_completion(principal, session_id, f)
+
+    async def _await_completion(
+        self, principal: Principal, session_id: str, f: FileRecord
+    ) -> tuple[int, CompletedFileView]:
+        deadline = time.monotonic() + self.settings.complete_wait_seconds
+        while True:
+            snap = await self.load_group(principal, session_id)
+            status = snap.file_status(f.upload_id)
+            if status is not FileStatus.COMPLETING:
+                break
+            if time.monotonic() >= deadline:
+                return 202, self._completed_view(snap, f)
+            await asyncio.sleep(POLL_SECONDS)
+        if status is FileStatus.COMPLETED and snap.status in (*_LIVE, GroupStatus.COMPLETED):
+            return 200, self._completed_view(snap, f)
+        if status is FileStatus.UPLOADING:
+            raise errors.MISSING_PARTS(
+                f"Storage refused the completion: {snap.reason(f.upload_id) or 'parts missing'}. "
+                "Upload the missing parts (GET .../parts lists what storage has) and complete again."
+            )
+        if status is FileStatus.FAILED:
+            raise self._conflict(snap, f, "failed")
+        self.ensure_live(snap, now_ms())
+        raise self._conflict(snap, f, status.value)
+
+    @staticmethod
+    def _completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:
+        return CompletedFileView(**_file_fields(f, snap.file_status(f.upload_id)), library_id=snap.library_id)
+
+    # --- cancel ------------------------------------------------------------------------------
+
+    async def cancel_group(self, principal: Principal, session_id: str) -> CanceledGroupView:
+        """Cancel a group (SPEC 3.4); repeating it returns the same answer."""
+        snap = await self.load_group(principal, session_id)
+        now = now_ms()
+        out = await self.state.cancel_group(
+            snap.record, now_ms=now, retention_ms=self.settings.retention_seconds * 1000,
+            purges=purge_jobs(self.settings, session_id, now),
+        )  # fmt: skip
+        if out[0] != "canceled":
+            if out[0] == "completed":
+                raise errors.SESSION_COMPLETED(f"Upload group {session_id} is completed and cannot be canceled.")
+            self.ensure_live(snap, now)
+            raise self._conflict(snap, snap.record.files[0], out[0])
+        return CanceledGroupView(
+            session_id=session_id, status=GroupStatus.CANCELED.value, canceled_at=iso_ms(int(out[1])),
+            file_count=len(snap.record.files), canceled_file_count=int(out[2]),
+        )  # fmt: skip
+
     def _new_group(self, account: str, request: StartUploadRequest) -> GroupRecord:
         session_id = str(uuid.uuid4())
         created = now_ms()
@@ -158,17 +379,22 @@ class UploadService:
             expires_at=iso_ms(record.expires_ms),
             video_name=record.video_name,
             file_count=len(record.files),
-            files=[
-                UploadFileView(
-                    upload_id=f.upload_id,
-                    file_role=f.role.value,
-                    file_name=f.name,
-                    total_bytes=f.total_bytes,
-                    part_size_bytes=f.part_size,
-                    total_parts=f.total_parts,
-                    upload_strategy=f.strategy.value,
-                    status=FileStatus.INITIALIZED.value,
-                )
-                for f in record.files
-            ],
+            files=[UploadFileView(**_file_fields(f, FileStatus.INITIALIZED)) for f in record.files],
         )
+
+
+_LIVE = (GroupStatus.INITIALIZED, GroupStatus.UPLOADING)
+
+
+def _file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:
+    """The file fields every file view shares (SPEC 3.1 response)."""
+    return {
+        "upload_id": f.upload_id,
+        "file_role": f.role.value,
+        "file_name": f.name,
+        "total_bytes": f.total_bytes,
+        "part_size_bytes": f.part_size,
+        "total_parts": f.total_parts,
+        "upload_strategy": f.strategy.value,
+        "status": status.value,
+    }

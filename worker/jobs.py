@@ -11,11 +11,11 @@ from typing import Any
 
 from arq import Retry
 
+from app import storage_tasks
 from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
 from app.storage_tasks import is_transient
-from app.storage_tasks import provision_group as provision_group_task
 
 log = logging.getLogger("spatialgen.worker")
 
@@ -45,13 +45,41 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
 
+def _retry_if_transient(ctx: dict[str, Any], what: str, exc: Exception) -> None:
+    """Turn a storage outage into an arq Retry with backoff; anything else propagates."""
+    if is_transient(exc):
+        delay = backoff_seconds(ctx["job_try"])
+        log.warning("%s: storage unavailable (%s), retry in %ss", what, exc, delay)
+        raise Retry(defer=delay) from exc
+
+
 async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str]:
     """Open the S3 multipart uploads of a new group."""
     try:
-        return await provision_group_task(ctx["state"], ctx["store"], session_id)
+        return await storage_tasks.provision_group(ctx["state"], ctx["store"], session_id)
     except Exception as exc:
-        if is_transient(exc):
-            delay = backoff_seconds(ctx["job_try"])
-            log.warning("provision %s: storage unavailable (%s), retry in %ss", session_id, exc, delay)
-            raise Retry(defer=delay) from exc
+        _retry_if_transient(ctx, f"provision {session_id}", exc)
+        raise
+
+
+async def complete_file(
+    ctx: dict[str, Any], session_id: str, upload_id: str, attempt: int, parts: list[tuple[int, str]]
+) -> str:
+    """Assemble and verify one file; the group's last file creates the library record."""
+    try:
+        return await storage_tasks.complete_file(
+            ctx["state"], ctx["store"], ctx["settings"],
+            session_id=session_id, upload_id=upload_id, attempt=attempt, parts=parts,
+        )  # fmt: skip
+    except Exception as exc:
+        _retry_if_transient(ctx, f"complete {session_id}/{upload_id}", exc)
+        raise
+
+
+async def purge_group(ctx: dict[str, Any], session_id: str) -> dict[str, int]:
+    """Abort open uploads and delete objects of a canceled, expired or failed group."""
+    try:
+        return await storage_tasks.purge_group(ctx["state"], ctx["store"], session_id)
+    except Exception as exc:
+        _retry_if_transient(ctx, f"purge {session_id}", exc)
         raise

@@ -18,7 +18,7 @@ _settings = Settings.from_env()
 class WorkerSettings:
     """Upload worker: provisioning (and later completion, cleanup, expiry)."""
 
-    functions: ClassVar[list[Any]] = [jobs.provision_group]
+    functions: ClassVar[list[Any]] = [jobs.provision_group, jobs.complete_file, jobs.purge_group]
     on_startup = jobs.on_startup
     on_shutdown = jobs.on_shutdown
     redis_settings = RedisSettings.from_dsn(_settings.redis_url)

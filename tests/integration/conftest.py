@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker
-from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from app.api import create_app
+from app.api import create_app, open_services
 from app.settings import Settings
 from app.storage import ObjectStore
 from worker.settings import WorkerSettings
 
 
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app served in this event loop (so a background worker keeps running meanwhile).
+
+    Litestar's lifespan runs in an anyio task group that pytest-asyncio may tear down from another
+    task, so this opens the same services the lifespan would.
+    """
+    app = create_app(settings)
+    async with open_services(settings) as services:
+        app.state.services = services
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as c:
+            yield c
+
+
 @pytest.fixture
-async def client(settings: Settings, redis: Redis) -> AsyncIterator[AsyncTestClient[Any]]:
+async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
     """The API app (real lifespan, real Redis) behind an in-process HTTP client."""
-    async with AsyncTestClient(app=create_app(settings)) as c:
+    async with api_client(settings) as c:
         yield c
 
 
@@ -58,3 +75,28 @@ def burst(settings: Settings, store: ObjectStore) -> Any:
         return await run_worker_burst(settings, **overrides)
 
     return go
+
+
+@pytest.fixture
+async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterator[Worker]:
+    """An arq worker (the service's WorkerSettings) running in the background for the test."""
+    pool = ArqRedis.from_url(settings.redis_url)
+    worker = Worker(
+        functions=WorkerSettings.functions,
+        on_startup=WorkerSettings.on_startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        queue_name=settings.queue_name,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_pool=pool,
+        poll_delay=0.02,
+        max_jobs=20,
+        handle_signals=False,
+        ctx={"settings": settings},
+    )
+    task = asyncio.create_task(worker.main())
+    yield worker
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await worker.close()
+    await pool.aclose()

@@ -8,21 +8,21 @@ import json
 import re
 from typing import Any
 
+import httpx
 import pytest
 from arq.jobs import deserialize_job
-from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from app.api import create_app
 from app.apikeys import create_key
 from app.devstack import free_port
 from app.settings import Settings
 from app.state import EXPIRY_INDEX, UploadState, account_index_key, arq_job_key, group_key, state_key
 from tests.conftest import SEED_REQUEST
+from tests.integration.conftest import api_client
 
 URL = "/api/videos/uploads"
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-Client = AsyncTestClient[Any]
+Client = httpx.AsyncClient
 
 
 def h(key: str, **extra: str) -> dict[str, str]:
@@ -182,7 +182,7 @@ async def test_unknown_route_and_wrong_method_are_problem_json(client: Client, u
 async def test_redis_down_is_503_not_500(settings: Settings) -> None:
     dead = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
                        "redis_url": f"redis://127.0.0.1:{free_port()}/0"})  # fmt: skip
-    async with AsyncTestClient(app=create_app(dead)) as c:
+    async with api_client(dead) as c:
         r = await c.post(URL, json=SEED_REQUEST, headers=h("sgk_whatever"))
     assert r.status_code == 503 and r.json()["code"] == "dependency_unavailable"
     assert r.headers["retry-after"] == "5"
