@@ -1,0 +1,87 @@
+"""Pure rules of part-urls selections (SPEC 3.2) and complete part lists (SPEC 3.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.errors import ApiError
+from app.rules import completed_parts, select_parts
+
+
+def error_paths(fn: Any, *args: Any, **kwargs: Any) -> list[str]:
+    with pytest.raises(ApiError) as info:
+        fn(*args, **kwargs)
+    assert info.value.status == 400
+    return [e.path for e in info.value.errors or []]
+
+
+@pytest.mark.parametrize(
+    ("payload", "total", "expected"),
+    [
+        (None, 3, [1, 2, 3]),
+        ({}, 3, [1, 2, 3]),
+        ({"partNumbers": [3, 1]}, 3, [3, 1]),
+        ({"startPartNumber": 2}, 3, [2, 3]),
+        ({"count": 2}, 3, [1, 2]),
+        ({"startPartNumber": 3, "count": 10_000}, 3, [3]),
+        ({"startPartNumber": 1, "count": 10_000}, 10_000, list(range(1, 10_001))),
+        (None, 1, [1]),
+    ],
+)
+def test_selection(payload: Any, total: int, expected: list[int]) -> None:
+    assert select_parts(payload, total) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "paths"),
+    [
+        ({"partNumbers": [1], "startPartNumber": 1}, ["partNumbers"]),
+        ({"partNumbers": [0, 4, 2, 2, "x", None]}, [f"partNumbers[{i}]" for i in (0, 1, 3, 4, 5)]),
+        ({"partNumbers": []}, ["partNumbers"]),
+        ({"partNumbers": {"1": 1}}, ["partNumbers"]),
+        ({"startPartNumber": 0}, ["startPartNumber"]),
+        ({"startPartNumber": 4}, ["startPartNumber"]),
+        ({"startPartNumber": 1.0}, ["startPartNumber"]),
+        ({"count": 0, "startPartNumber": False}, ["startPartNumber", "count"]),
+        ({"count": 10_001}, ["count"]),
+        ({"count": 10**30}, ["count"]),
+        ({"extra": 1}, ["extra"]),
+        ("all", ["$"]),
+    ],
+)
+def test_bad_selection(payload: Any, paths: list[str]) -> None:
+    assert error_paths(select_parts, payload, 3) == paths
+
+
+def parts(*numbers: int) -> dict[str, Any]:
+    return {"parts": [{"partNumber": n, "etag": f'"e{n}"'} for n in numbers]}
+
+
+def test_complete_parts_sorted_and_exact() -> None:
+    assert completed_parts(parts(2, 1, 3), 3, required=True) == [(1, '"e1"'), (2, '"e2"'), (3, '"e3"')]
+    assert completed_parts(None, 1, required=False) == []
+    assert completed_parts({}, 1, required=False) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "paths"),
+    [
+        (None, ["parts"]),
+        (parts(1, 2), ["parts"]),  # part 3 missing
+        (parts(1, 2, 3, 3), ["parts[3].partNumber"]),
+        (parts(0, 1, 2, 3), ["parts[0].partNumber"]),
+        (parts(1, 2, 3, 4), ["parts[3].partNumber"]),
+        ({"parts": [{"partNumber": 1}, {"partNumber": 2, "etag": ""}, {"partNumber": 3, "etag": '""'}]},
+         ["parts[0].etag", "parts[1].etag", "parts[2].etag"]),
+        ({"parts": [{"partNumber": "1", "etag": "a"}, {"etag": "b"}, 7]},
+         ["parts[0].partNumber", "parts[1].partNumber", "parts[2]"]),
+        ({"parts": [{"partNumber": 1, "etag": "a\x00"}]}, ["parts[0].etag"]),
+        ({"parts": [{"partNumber": 1, "etag": "x" * 1025}]}, ["parts[0].etag"]),
+        ({"parts": [{"partNumber": 1, "etag": "a", "size": 3}]}, ["parts[0].size"]),
+        ({"parts": "1-3"}, ["parts"]),
+    ],
+)  # fmt: skip
+def test_bad_complete_parts(payload: Any, paths: list[str]) -> None:
+    assert error_paths(completed_parts, payload, 3, required=True) == paths
