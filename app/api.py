@@ -18,7 +18,7 @@ from litestar.params import FromPath
 from redis.asyncio import Redis
 
 from app import errors
-from app.apikeys import WRITE_ROLES, KeyCache, Principal, Role
+from app.apikeys import READ_ROLES, WRITE_ROLES, KeyCache, Principal, Role
 from app.errors import PROBLEM_JSON, ApiError
 from app.settings import Settings
 from app.state import UploadState
@@ -115,6 +115,24 @@ async def cancel_upload_group(request: Request[Any, Any, Any], session_id: FromP
     return json_response(_json.encode(view))
 
 
+@get("/api/videos/uploads/{session_id:str}")
+async def get_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[bytes]:
+    """The group with every file's status and upload progress (SPEC 3.5); readonly keys too."""
+    principal = await authenticate(request, READ_ROLES)
+    view = await services(request).uploads.group_status(principal, session_id)
+    return json_response(_json.encode(view))
+
+
+@get(f"{FILE_PATH}/parts")
+async def get_received_parts(
+    request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
+) -> Response[bytes]:
+    """Parts storage has received for a file, to resume without kept ETags (SPEC 3.5)."""
+    principal = await authenticate(request, READ_ROLES)
+    view = await services(request).uploads.received_parts(principal, session_id, upload_id)
+    return json_response(_json.encode(view))
+
+
 @get("/health/live")
 async def health_live() -> dict[str, str]:
     """The process is up."""
@@ -206,7 +224,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     return Litestar(
-        route_handlers=[start_upload_group, get_part_urls, complete_file_upload, cancel_upload_group, health_live],
+        route_handlers=[
+            start_upload_group,
+            get_part_urls,
+            complete_file_upload,
+            cancel_upload_group,
+            get_upload_group,
+            get_received_parts,
+            health_live,
+        ],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={

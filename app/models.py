@@ -189,3 +189,51 @@ class CanceledGroupView(msgspec.Struct, rename="camel", kw_only=True):
     canceled_at: str
     file_count: int
     canceled_file_count: int
+
+
+class FileProgressView(UploadFileView, kw_only=True):
+    """A file in the status document: its state and what storage has received so far."""
+
+    language_tag: str | None
+    uploaded_parts: int
+    uploaded_bytes: int
+    parts_refreshed_at: str | None
+    failure_reason: str | None
+
+
+class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET /api/videos/uploads/{sessionId}`: the group, its files and their progress."""
+
+    session_id: str
+    status: str
+    video_name: str
+    description: str | None
+    layout: str
+    perspective: str | None
+    folder_name: str | None
+    created_at: str
+    updated_at: str
+    expires_at: str
+    completed_at: str | None
+    canceled_at: str | None
+    library_id: int | None
+    file_count: int
+    files: list[FileProgressView]
+
+
+class ReceivedPart(msgspec.Struct, rename="camel", kw_only=True):
+    """A part as the store has received it."""
+
+    part_number: int
+    etag: str
+    size_bytes: int
+
+
+class ReceivedPartsView(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET .../files/{uploadId}/parts`: what the store holds, to resume without kept ETags."""
+
+    upload_id: str
+    status: str
+    total_parts: int
+    refreshed_at: str | None
+    parts: list[ReceivedPart]

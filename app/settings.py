@@ -55,6 +55,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Lifetime of an upload group before it expires (5 days)."""
     expiry_sweep_seconds: int = 60
     """Interval of the expiry sweep cron."""
+    orphan_sweep_seconds: int = 3600
+    """Interval of the sweep that aborts multipart uploads no live file owns."""
+    orphan_grace_seconds: int = 3600
+    """Minimum age of an unowned multipart upload before the orphan sweep aborts it."""
+    parts_staleness_seconds: float = 10.0
+    """Received-parts tracking older than this is refreshed (ListParts) when a status endpoint reads it."""
+    parts_wait_seconds: float = 2.0
+    """How long GET .../parts waits for a fresh ListParts before answering with what it has."""
     retention_seconds: int = 2_592_000
     """How long terminal groups stay readable in Redis (30 days)."""
     part_url_ttl_seconds: int = 86_400
@@ -110,7 +118,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             problems.append("S3_ADDRESSING_STYLE must be 'path' or 'virtual'")
         if self.server not in ("granian", "uvicorn"):
             problems.append("SERVER must be 'granian' or 'uvicorn'")
-        for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes"):
+        if self.expiry_sweep_seconds <= 0 or (self.expiry_sweep_seconds < 60 and 60 % self.expiry_sweep_seconds):
+            problems.append("EXPIRY_SWEEP_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60")
+        for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes",
+                     "orphan_sweep_seconds"):  # fmt: skip
             if getattr(self, name) <= 0:
                 problems.append(f"{name.upper()} must be positive")
         if problems:

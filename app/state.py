@@ -38,6 +38,11 @@ def state_key(session_id: str) -> str:
     return f"{PREFIX}{{{session_id}}}:s"
 
 
+def parts_key(session_id: str, upload_id: str) -> str:
+    """Parts the store has received for a file (msgpack list of [partNumber, etag, size])."""
+    return f"{PREFIX}{{{session_id}}}:parts:{upload_id}"
+
+
 def account_index_key(account: str) -> str:
     """zset of an account's sessionIds scored by creation time (ms)."""
     return f"{PREFIX}account:{account}"
@@ -88,6 +93,21 @@ def f_reason(upload_id: str) -> str:
     return f"r:{upload_id}"
 
 
+def f_parts_count(upload_id: str) -> str:
+    """State field: parts the store has received (as last tracked)."""
+    return f"pc:{upload_id}"
+
+
+def f_parts_bytes(upload_id: str) -> str:
+    """State field: bytes the store has received (as last tracked)."""
+    return f"pb:{upload_id}"
+
+
+def f_parts_time(upload_id: str) -> str:
+    """State field: when the tracking was last refreshed (ms)."""
+    return f"pt:{upload_id}"
+
+
 def f_attempt(upload_id: str) -> str:
     """State field counting a file's completion attempts (part of the complete job's id)."""
     return f"n:{upload_id}"
@@ -98,6 +118,9 @@ PROVISION_JOB = "provision_group"
 COMPLETE_JOB = "complete_file"
 PURGE_JOB = "purge_group"
 PROCESS_JOB = "process_asset_set"  # consumed by the downstream pipeline from its own queue
+REFRESH_PARTS_JOB = "refresh_parts"
+EXPIRE_CRON = "expire_due_groups"
+ORPHAN_CRON = "abort_orphan_uploads"
 
 
 def provision_job_id(session_id: str) -> str:
@@ -113,6 +136,11 @@ def complete_job_id(session_id: str, upload_id: str, attempt: int) -> str:
 def purge_job_ids(session_id: str) -> tuple[str, str]:
     """Purge now, and once more after the last presigned URL has lapsed (a late PUT can't leave data)."""
     return f"purge:{session_id}", f"purge:{session_id}:late"
+
+
+def refresh_job_id(session_id: str, upload_id: str, *, later: bool = False) -> str:
+    """Parts refresh of one file. While one is queued, asking again is a no-op: that coalesces polling."""
+    return f"parts{'-later' if later else ''}:{session_id}:{upload_id}"
 
 
 def process_job_id(session_id: str) -> str:
@@ -190,6 +218,7 @@ for i = 12, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 'initialized') end
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - ttl)  -- groups whose keys are gone
 if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7]) end
 enqueue(KEYS[6], KEYS[7], KEYS[8], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 return {'created'}
@@ -358,6 +387,62 @@ return {'canceled', ARGV[1], tostring(n)}
 )
 
 
+# KEYS: state, group, expiry index, then (job, result, queue) for the purge now and the late purge.
+# ARGV: now ms, retention ms, session id, purge id, blob, expires, score, late id, blob, expires, score.
+# Expires one due group: the group and its unfinished files become 'expired', storage is purged.
+# Idempotent: sweeps racing on the same group change it once; a group no longer live (or whose
+# keys are gone) just leaves the index, so the index never keeps dead entries.
+EXPIRE_GROUP = (
+    _LUA_ENQUEUE
+    + _LUA_LIVE
+    + """
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st or not live(st) then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  return st or 'gone'
+end
+local due = redis.call('ZSCORE', KEYS[3], ARGV[3])
+if due and tonumber(due) > tonumber(ARGV[1]) then return 'live' end
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  -- file status fields are named by the bare 36-character uploadId
+  if #fields[i] == 36 and fields[i + 1] ~= 'completed' then redis.call('HSET', KEYS[1], fields[i], 'expired') end
+end
+redis.call('HSET', KEYS[1], 'st', 'expired', 'te', ARGV[1], 'tu', ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+enqueue(KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+enqueue(KEYS[7], KEYS[8], KEYS[9], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+return 'expired'
+"""
+)
+
+# KEYS: state, parts. ARGV: upload id, part count, bytes, now ms, parts blob ('' = keep none).
+RECORD_PARTS = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'pc:' .. ARGV[1], ARGV[2], 'pb:' .. ARGV[1], ARGV[3], 'pt:' .. ARGV[1], ARGV[4])
+if ARGV[5] ~= '' then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[5]) end
+end
+return 1
+"""
+
+# KEYS: (job, result, queue) per job. ARGV: (id, blob, expires, score) per job. Plain arq enqueues.
+ENQUEUE_JOBS = (
+    _LUA_ENQUEUE
+    + """
+local n = 0
+for i = 0, #KEYS / 3 - 1 do
+  n = n + enqueue(KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3], ARGV[4 * i + 1], ARGV[4 * i + 2],
+                  ARGV[4 * i + 3], ARGV[4 * i + 4])
+end
+return n
+"""
+)
+
+
 class LibraryTemplate(msgspec.Struct, frozen=True):
     """Library record and processing job, prepared before the libraryId exists.
 
@@ -410,6 +495,20 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         """Why the file failed, or why its last completion was refused."""
         return self.state.get(f_reason(upload_id))
 
+    def tracked(self, upload_id: str) -> tuple[int, int, int | None]:
+        """(parts received, bytes received, refreshed at ms or None) as last tracked by workers."""
+        t = self.state.get(f_parts_time(upload_id))
+        return (
+            int(self.state.get(f_parts_count(upload_id), 0)),
+            int(self.state.get(f_parts_bytes(upload_id), 0)),
+            int(t) if t else None,
+        )
+
+    def ms(self, field: str) -> int | None:
+        """A timestamp field of the state hash (tc created, tu updated, tx canceled, td completed...)."""
+        v = self.state.get(field)
+        return int(v) if v else None
+
     @property
     def library_id(self) -> int | None:
         """The libraryId, once the group has completed."""
@@ -418,6 +517,7 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
 
 
 _group_decoder = msgspec.msgpack.Decoder(GroupRecord)
+_parts_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, int]])
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -439,6 +539,9 @@ class UploadState:
         self._reject_complete = redis.register_script(REJECT_COMPLETE)
         self._fail_file = redis.register_script(FAIL_FILE)
         self._cancel = redis.register_script(CANCEL_GROUP)
+        self._expire = redis.register_script(EXPIRE_GROUP)
+        self._record_parts = redis.register_script(RECORD_PARTS)
+        self._enqueue = redis.register_script(ENQUEUE_JOBS)
 
     async def create_group(
         self,
@@ -558,6 +661,39 @@ class UploadState:
         """The library record of a completed group."""
         raw = await self.redis.get(library_key(session_id))
         return None if raw is None else msgspec.json.decode(raw, type=dict[str, Any])
+
+    async def enqueue(self, *jobs: JobSpec) -> int:
+        """Enqueue arq jobs in one round trip; ids already queued (or with a kept result) are skipped."""
+        return int(await self._enqueue(keys=_job_keys(jobs), args=_job_args(jobs)))
+
+    async def record_parts(
+        self, session_id: str, upload_id: str, parts: Sequence[tuple[int, str, int]] | None, *, count: int,
+        size: int, now_ms: int,
+    ) -> bool:  # fmt: skip
+        """Store what the store has received for a file (list kept only for multipart files)."""
+        blob = b"" if parts is None else _encoder.encode(list(parts))
+        keys = [state_key(session_id), parts_key(session_id, upload_id)]
+        return bool(await self._record_parts(keys=keys, args=[upload_id, count, size, now_ms, blob]))
+
+    async def received_parts(self, session_id: str, upload_id: str) -> list[tuple[int, str, int]]:
+        """The tracked parts of a file: (partNumber, etag, size), in part order."""
+        raw = await self.redis.get(parts_key(session_id, upload_id))
+        return [] if raw is None else _parts_decoder.decode(raw)
+
+    async def due_groups(self, now_ms: int, limit: int) -> list[str]:
+        """Session ids whose expiresAt has passed, oldest first (the index, never a key scan)."""
+        return [x.decode() for x in await self.redis.zrangebyscore(EXPIRY_INDEX, "-inf", now_ms, start=0, num=limit)]
+
+    async def expire_groups(
+        self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, purges: Sequence[tuple[JobSpec, JobSpec]]
+    ) -> list[str]:
+        """Run EXPIRE_GROUP for each session in one pipelined round trip; returns each outcome."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, jobs in zip(session_ids, purges, strict=True):
+                keys = [state_key(sid), group_key(sid), EXPIRY_INDEX, *_job_keys(jobs)]
+                await self._expire(keys=keys, args=[now_ms, retention_ms, sid, *_job_args(jobs)], client=pipe)
+            out = await pipe.execute()
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in out]
 
 
 def _job_keys(jobs: Sequence[JobSpec]) -> list[str]:

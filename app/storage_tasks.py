@@ -10,8 +10,9 @@ import logging
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.models import FileStatus, GroupRecord, GroupStatus, UploadStrategy
+from app.rules import part_range
 from app.settings import Settings
-from app.state import COMPLETE_JOB, LibraryTemplate, UploadState, purge_jobs
+from app.state import COMPLETE_JOB, GroupSnapshot, LibraryTemplate, UploadState, purge_jobs
 from app.storage import ObjectStore, error_code
 from app.timefmt import iso_ms, now_ms
 
@@ -150,6 +151,8 @@ async def complete_file(
         )  # fmt: skip
         await store.delete_objects([f.storage_key])
         return "failed"
+    # Everything the client listed is in the object now: track it as fully received.
+    await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
     outcome, library_id = await state.finish_complete(
         snap.record, upload_id, now_ms=now, retention_ms=settings.retention_seconds * 1000,
         library=LibraryTemplate.build(library_payload(snap.record, settings.s3_bucket, now), now_ms=now),
@@ -178,4 +181,116 @@ async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -
     return {"aborted": aborted, "deleted": len(keys)}
 
 
-__all__ = ["COMPLETE_JOB", "complete_file", "is_transient", "provision_group", "purge_group"]
+async def refresh_parts(state: UploadState, store: ObjectStore, session_id: str, upload_id: str) -> int:
+    """Record which parts (and bytes) the store has received for one file; returns the part count."""
+    snap = await state.snapshot(session_id)
+    f = snap.record.file(upload_id) if snap else None
+    if snap is None or f is None:
+        return 0
+    status = snap.file_status(upload_id)
+    if status in (FileStatus.CANCELED, FileStatus.EXPIRED, FileStatus.FAILED):
+        return 0
+    now = now_ms()
+    if status is FileStatus.COMPLETED:
+        await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
+        return f.total_parts
+    if f.strategy is UploadStrategy.SINGLE_PUT:
+        size = await store.head_size(f.storage_key)
+        await state.record_parts(
+            session_id, upload_id, [(1, "", size)] if size is not None else [], count=int(size is not None),
+            size=size or 0, now_ms=now,
+        )  # fmt: skip
+        return int(size is not None)
+    s3_id = snap.s3_upload_id(upload_id)
+    if s3_id is None:
+        return 0
+    try:
+        stored = await store.list_parts(f.storage_key, s3_id)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchUpload":
+            return 0  # completed or aborted meanwhile; the next state change records the truth
+        raise
+    # Count only parts whose size fits their byte range: a short or oversized PUT is not "received".
+    fitting = []
+    for p in stored:
+        lo, hi = part_range(p.part_number, f.part_size, f.total_bytes)
+        if p.part_number <= f.total_parts and p.size == hi - lo:
+            fitting.append(p)
+    await state.record_parts(
+        session_id, upload_id, [(p.part_number, p.etag, p.size) for p in stored], count=len(fitting),
+        size=sum(p.size for p in fitting), now_ms=now,
+    )  # fmt: skip
+    return len(fitting)
+
+
+SWEEP_BATCH = 500
+
+
+async def expire_due_groups(state: UploadState, settings: Settings, *, now: int | None = None) -> int:
+    """Expire every group past its expiresAt, found through the time-ordered index; returns how many.
+
+    Each group changes in one script, pipelined SWEEP_BATCH at a time. Sweeps racing each other (several
+    workers on one cron tick) change each group once; a sweep that dies halfway leaves the rest in the
+    index for the next tick.
+    """
+    now = now_ms() if now is None else now
+    expired = 0
+    while True:
+        due = await state.due_groups(now, SWEEP_BATCH)
+        if not due:
+            return expired
+        outcomes = await state.expire_groups(
+            due, now_ms=now, retention_ms=settings.retention_seconds * 1000,
+            purges=[purge_jobs(settings, sid, now) for sid in due],
+        )  # fmt: skip
+        expired += outcomes.count("expired")
+        if len(due) < SWEEP_BATCH:
+            return expired
+
+
+async def abort_orphan_uploads(
+    state: UploadState, store: ObjectStore, settings: Settings, *, now: int | None = None
+) -> int:
+    """Abort multipart uploads under the key prefix that no live file owns and that are past the grace period.
+
+    Such an upload exists when a worker died between CreateMultipartUpload and recording its id, or when
+    a purge failed for good. An upload of a live file that is not recorded yet is left alone: its
+    provisioning job adopts it.
+    """
+    now = now_ms() if now is None else now
+    prefix = settings.s3_key_prefix.strip("/")
+    snapshots: dict[str, GroupSnapshot | None] = {}
+    aborted = 0
+    for u in await store.list_open_uploads(f"{prefix}/" if prefix else ""):
+        if now - u.initiated_ms < settings.orphan_grace_seconds * 1000:
+            continue
+        rel = u.key[len(prefix) + 1 :] if prefix else u.key
+        segments = rel.split("/")
+        if len(segments) != 3:
+            continue  # not a key this service made; leave it to whoever did
+        session_id, upload_id = segments[1], segments[2].split(".", 1)[0]
+        if session_id not in snapshots:
+            snapshots[session_id] = await state.snapshot(session_id)
+        snap = snapshots[session_id]
+        owned = False
+        if snap is not None:
+            live = snap.status in (GroupStatus.INITIALIZED, GroupStatus.UPLOADING)
+            recorded = snap.s3_upload_id(upload_id)
+            owned = live and snap.record.file(upload_id) is not None and recorded in (None, u.upload_id)
+        if not owned:
+            aborted += await store.abort_multipart(u.key, u.upload_id)
+    if aborted:
+        log.warning("aborted %d orphaned multipart uploads", aborted)
+    return aborted
+
+
+__all__ = [
+    "COMPLETE_JOB",
+    "abort_orphan_uploads",
+    "complete_file",
+    "expire_due_groups",
+    "is_transient",
+    "provision_group",
+    "purge_group",
+    "refresh_parts",
+]

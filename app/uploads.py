@@ -20,12 +20,16 @@ from app.apikeys import Principal
 from app.models import (
     CanceledGroupView,
     CompletedFileView,
+    FileProgressView,
     FileRecord,
     FileStatus,
     GroupRecord,
     GroupStatus,
+    GroupStatusView,
     PartUrl,
     PartUrlsView,
+    ReceivedPart,
+    ReceivedPartsView,
     StartUploadRequest,
     UploadFileView,
     UploadGroupCreated,
@@ -36,7 +40,11 @@ from app.rules import completed_parts, part_range, plan_parts, select_parts, sto
 from app.settings import Settings
 from app.state import (
     COMPLETE_JOB,
+    F_CANCELED,
+    F_COMPLETED,
+    F_UPDATED,
     PROVISION_JOB,
+    REFRESH_PARTS_JOB,
     GroupSnapshot,
     JobSpec,
     UploadState,
@@ -44,6 +52,7 @@ from app.state import (
     idempotency_key,
     provision_job_id,
     purge_jobs,
+    refresh_job_id,
 )
 from app.timefmt import iso_ms, now_ms
 
@@ -237,6 +246,8 @@ class UploadService:
                     bucket, f.storage_key, upload_id=s3_upload_id, part_numbers=numbers[start : start + SIGN_SLICE],
                     expires_in=expires_in, now=when,
                 )  # fmt: skip
+        # Track what arrives: a refresh a little later coalesces with any already queued for this file.
+        await self.state.enqueue(self._refresh_job(session_id, upload_id, now, later=True))
         parts = []
         for n, url in zip(numbers, urls, strict=True):
             lo, hi = part_range(n, f.part_size, f.total_bytes)
@@ -317,6 +328,57 @@ class UploadService:
     def _completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:
         return CompletedFileView(**_file_fields(f, snap.file_status(f.upload_id)), library_id=snap.library_id)
 
+    # --- status and tracking -------------------------------------------------------------------
+
+    def _refresh_job(self, session_id: str, upload_id: str, now: int, *, later: bool = False) -> JobSpec:
+        defer = int(self.settings.parts_staleness_seconds * 1000) if later else 0
+        return JobSpec.build(
+            REFRESH_PARTS_JOB, (session_id, upload_id), job_id=refresh_job_id(session_id, upload_id, later=later),
+            now_ms=now, queue=self.settings.queue_name, defer_ms=defer,
+        )  # fmt: skip
+
+    def _stale(self, snap: GroupSnapshot, f: FileRecord, now: int) -> bool:
+        """True if a live file's tracking is older than the staleness bound."""
+        if snap.status not in _LIVE or snap.file_status(f.upload_id) not in _TRACKED:
+            return False
+        refreshed = snap.tracked(f.upload_id)[2]
+        return refreshed is None or now - refreshed > self.settings.parts_staleness_seconds * 1000
+
+    async def group_status(self, principal: Principal, session_id: str) -> GroupStatusView:
+        """The group with every file's state and progress (SPEC 3.5); stale tracking is refreshed in the background."""
+        snap = await self.load_group(principal, session_id)
+        now = now_ms()
+        stale = [
+            self._refresh_job(session_id, f.upload_id, now) for f in snap.record.files if self._stale(snap, f, now)
+        ]
+        if stale:
+            await self.state.enqueue(*stale)
+        return group_status_view(snap, now)
+
+    async def received_parts(self, principal: Principal, session_id: str, upload_id: str) -> ReceivedPartsView:
+        """What storage holds for a file, refreshed now (bounded wait) if the tracking is stale."""
+        snap, f = await self.load_file(principal, session_id, upload_id)
+        now = now_ms()
+        if self._stale(snap, f, now):
+            await self.state.enqueue(self._refresh_job(session_id, upload_id, now))
+            deadline = time.monotonic() + self.settings.parts_wait_seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(POLL_SECONDS)
+                fresh = await self.state.snapshot(session_id)
+                if fresh is None:
+                    break
+                snap = fresh
+                refreshed = snap.tracked(upload_id)[2]
+                if refreshed is not None and refreshed >= now:
+                    break
+        refreshed = snap.tracked(upload_id)[2]
+        parts = await self.state.received_parts(session_id, upload_id)
+        return ReceivedPartsView(
+            upload_id=upload_id, status=snap.file_status(upload_id).value, total_parts=f.total_parts,
+            refreshed_at=iso_ms(refreshed) if refreshed else None,
+            parts=[ReceivedPart(part_number=n, etag=etag, size_bytes=size) for n, etag, size in parts],
+        )  # fmt: skip
+
     # --- cancel ------------------------------------------------------------------------------
 
     async def cancel_group(self, principal: Principal, session_id: str) -> CanceledGroupView:
@@ -384,6 +446,40 @@ class UploadService:
 
 
 _LIVE = (GroupStatus.INITIALIZED, GroupStatus.UPLOADING)
+_TRACKED = (FileStatus.INITIALIZED, FileStatus.UPLOADING, FileStatus.COMPLETING)
+
+
+def _iso_or_none(ms: int | None) -> str | None:
+    return iso_ms(ms) if ms is not None else None
+
+
+def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
+    """The status document of a group (also shown by `spatialgen-admin sessions show`)."""
+    r = snap.record
+    status = snap.status
+    if status in _LIVE and now >= r.expires_ms:
+        status = GroupStatus.EXPIRED  # past expiresAt is expired, whether or not the sweep has run
+    files = []
+    for f in r.files:
+        count, size, refreshed = snap.tracked(f.upload_id)
+        fstatus = snap.file_status(f.upload_id)
+        if status is GroupStatus.EXPIRED and fstatus in _TRACKED:
+            fstatus = FileStatus.EXPIRED
+        files.append(
+            FileProgressView(
+                **_file_fields(f, fstatus), language_tag=f.language, uploaded_parts=count, uploaded_bytes=size,
+                parts_refreshed_at=_iso_or_none(refreshed),
+                failure_reason=snap.reason(f.upload_id) if fstatus is FileStatus.FAILED else None,
+            )
+        )  # fmt: skip
+    return GroupStatusView(
+        session_id=r.session_id, status=status.value, video_name=r.video_name, description=r.description,
+        layout=r.layout.value, perspective=r.perspective.value if r.perspective else None, folder_name=r.folder_name,
+        created_at=iso_ms(r.created_ms), updated_at=iso_ms(snap.ms(F_UPDATED) or r.created_ms),
+        expires_at=iso_ms(r.expires_ms), completed_at=_iso_or_none(snap.ms(F_COMPLETED)),
+        canceled_at=_iso_or_none(snap.ms(F_CANCELED)), library_id=snap.library_id, file_count=len(r.files),
+        files=files,
+    )  # fmt: skip
 
 
 def _file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:

@@ -83,3 +83,22 @@ async def purge_group(ctx: dict[str, Any], session_id: str) -> dict[str, int]:
     except Exception as exc:
         _retry_if_transient(ctx, f"purge {session_id}", exc)
         raise
+
+
+async def refresh_parts(ctx: dict[str, Any], session_id: str, upload_id: str) -> int:
+    """Track which parts storage has received for one file (ListParts)."""
+    try:
+        return await storage_tasks.refresh_parts(ctx["state"], ctx["store"], session_id, upload_id)
+    except Exception as exc:
+        _retry_if_transient(ctx, f"refresh {session_id}/{upload_id}", exc)
+        raise
+
+
+async def expire_due_groups(ctx: dict[str, Any]) -> int:
+    """Cron: expire groups past their expiresAt (purges are queued as jobs)."""
+    return await storage_tasks.expire_due_groups(ctx["state"], ctx["settings"])
+
+
+async def abort_orphan_uploads(ctx: dict[str, Any]) -> int:
+    """Cron: abort multipart uploads that no live file owns."""
+    return await storage_tasks.abort_orphan_uploads(ctx["state"], ctx["store"], ctx["settings"])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from arq import cron, func
 from arq.connections import RedisSettings
+from arq.cron import CronJob
 
 from app.settings import Settings
 from worker import jobs
@@ -15,10 +17,38 @@ from worker import jobs
 _settings = Settings.from_env()
 
 
+def every(seconds: int) -> dict[str, Any]:
+    """arq cron fields that fire every `seconds` (a divisor of 60, or a multiple of 60 up to an hour)."""
+    if seconds < 60:
+        return {"second": set(range(0, 60, seconds))}
+    minutes = max(1, min(60, seconds // 60))
+    return {"minute": set(range(0, 60, minutes)), "second": {0}}
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    """The periodic jobs; `unique` cron ids mean several workers run each tick once between them."""
+    return [
+        cron(
+            jobs.expire_due_groups,
+            name="expire_due_groups",
+            run_at_startup=True,
+            **every(settings.expiry_sweep_seconds),
+        ),
+        cron(jobs.abort_orphan_uploads, name="abort_orphan_uploads", **every(settings.orphan_sweep_seconds)),
+    ]
+
+
 class WorkerSettings:
     """Upload worker: provisioning (and later completion, cleanup, expiry)."""
 
-    functions: ClassVar[list[Any]] = [jobs.provision_group, jobs.complete_file, jobs.purge_group]
+    functions: ClassVar[list[Any]] = [
+        jobs.provision_group,
+        jobs.complete_file,
+        jobs.purge_group,
+        # No kept result: the job id is free again once it ran, so the next refresh can be queued.
+        func(jobs.refresh_parts, name="refresh_parts", keep_result=0),
+    ]
+    cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
     on_shutdown = jobs.on_shutdown
     redis_settings = RedisSettings.from_dsn(_settings.redis_url)
