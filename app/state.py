@@ -399,7 +399,7 @@ EXPIRE_GROUP = (
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st or not live(st) then
   redis.call('ZREM', KEYS[3], ARGV[3])
-  return st or 'gone'
+  return 'skipped:' .. (st or 'gone')
 end
 local due = redis.call('ZSCORE', KEYS[3], ARGV[3])
 if due and tonumber(due) > tonumber(ARGV[1]) then return 'live' end
