@@ -5,6 +5,7 @@ No I/O here; everything is a plain function over msgspec Structs, unit-tested in
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, TypeGuard
@@ -94,8 +95,14 @@ def storage_key(prefix: str, account: str, session_id: str, upload_id: str, file
     return f"{head}{account}/{session_id}/{upload_id}{file_extension(file_name)}"
 
 
+# Fast path: most strings have no C0/C1 control character and no surrogate at all.
+_PLAIN_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
+
+
 def _bad_chars(value: str, allowed: str = "") -> str | None:
     """Why a string is unacceptable (control characters, lone surrogates), or None."""
+    if _PLAIN_TEXT.fullmatch(value):
+        return None
     for ch in value:
         if ch in allowed:
             continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import time
 import uuid
@@ -83,6 +84,12 @@ def _check_idempotency_key(value: str) -> str:
             errors=[errors.FieldError("Idempotency-Key", "must be 1-255 printable ASCII characters")],
         )
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_uuid4s(n: int) -> list[str]:
+    """n random (version 4) UUID strings from one urandom call (5 uuid4() calls cost 3x more)."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * n, 16)]
 
 
 class Created(msgspec.Struct, frozen=True):
@@ -400,11 +407,10 @@ class UploadService:
         )  # fmt: skip
 
     def _new_group(self, account: str, request: StartUploadRequest) -> GroupRecord:
-        session_id = str(uuid.uuid4())
+        session_id, *upload_ids = new_uuid4s(1 + len(request.files))
         created = now_ms()
         files = []
-        for spec in request.files:
-            upload_id = str(uuid.uuid4())
+        for spec, upload_id in zip(request.files, upload_ids, strict=True):
             plan = plan_parts(spec.size_bytes, self.settings.part_size_bytes)
             files.append(
                 FileRecord(

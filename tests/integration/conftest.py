@@ -95,8 +95,11 @@ async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterato
     )
     task = asyncio.create_task(worker.main())
     yield worker
-    task.cancel()
+    task.cancel()  # stop polling, then let jobs already running finish (close() would cancel them)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=30)
     await worker.close()
     await pool.aclose()
