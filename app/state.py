@@ -15,7 +15,7 @@ from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, 
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.models import FileStatus, GroupRecord, GroupStatus
 from app.settings import Settings
@@ -559,11 +559,22 @@ class ScriptBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]]) -> None:
+        # The RESP is written here rather than through redis-py's pipeline: its pack_command cost
+        # ~180 µs for one create call (26 arguments, one a pickled job), more than the round trip.
+        payload = b"".join(_resp(b"EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch)
+        pool = self.redis.connection_pool
+        replies: list[Any] = []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for script, keys, args, _ in batch:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(payload, check_health=False)
+                for _ in batch:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:  # one script's error; the connection is still in sync
+                        replies.append(exc)
+            finally:
+                await pool.release(conn)
         except Exception as exc:  # connection trouble: every caller gets it (-> 503)
             for *_, fut in batch:
                 if not fut.done():
@@ -582,6 +593,15 @@ class ScriptBatcher:
                 fut.set_exception(outcome)
             else:
                 fut.set_result(outcome)
+
+
+def _resp(*parts: bytes | str | int) -> bytes:
+    """One command in the Redis protocol (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        raw = part if isinstance(part, bytes) else str(part).encode()
+        out += (b"$%d\r\n" % len(raw), raw, b"\r\n")
+    return b"".join(out)
 
 
 class UploadState:

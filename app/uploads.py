@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,9 +86,15 @@ def _check_idempotency_key(value: str) -> str:
 
 
 def new_uuid4s(n: int) -> list[str]:
-    """n random (version 4) UUID strings from one urandom call (5 uuid4() calls cost 3x more)."""
-    raw = os.urandom(16 * n)
-    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * n, 16)]
+    """n random (version 4, RFC 4122 variant) UUID strings from one urandom call (cheaper than n uuid4())."""
+    raw = bytearray(os.urandom(16 * n))
+    out = []
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
+        h = raw[i : i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 class Created(msgspec.Struct, frozen=True):

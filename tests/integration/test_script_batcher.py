@@ -20,20 +20,20 @@ async def test_concurrent_calls_share_one_round_trip_and_return_their_own_replie
     batcher = ScriptBatcher(redis)
     script = redis.register_script(INCR_BY)
     await script(keys=["warm"], args=[0])
-    pipelines = 0
-    real_pipeline = redis.pipeline
+    checkouts = 0
+    real_get = redis.connection_pool.get_connection
 
-    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
-        nonlocal pipelines
-        pipelines += 1
-        return real_pipeline(*args, **kwargs)
+    async def counting_get(*args: Any, **kwargs: Any) -> Any:
+        nonlocal checkouts
+        checkouts += 1
+        return await real_get(*args, **kwargs)
 
-    redis.pipeline = counting_pipeline  # type: ignore[method-assign]
+    redis.connection_pool.get_connection = counting_get  # type: ignore[method-assign]
     try:
         replies = await asyncio.gather(*(batcher(script, [f"k{i % 3}"], [i]) for i in range(30)))
     finally:
-        redis.pipeline = real_pipeline  # type: ignore[method-assign]
-    assert pipelines == 1
+        redis.connection_pool.get_connection = real_get  # type: ignore[method-assign]
+    assert checkouts == 1  # one connection, one write, thirty replies
     assert replies[:3] == [0, 1, 2]  # k0 += 0, k1 += 1, k2 += 2: each caller gets its own reply
     assert int(await redis.get("k0")) == sum(range(0, 30, 3))
 
