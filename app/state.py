@@ -529,6 +529,11 @@ def encode_group(record: GroupRecord) -> bytes:
     return _encoder.encode(record)
 
 
+def decode_group(blob: bytes) -> GroupRecord:
+    """The group record stored by encode_group."""
+    return _group_decoder.decode(blob)
+
+
 class ScriptBatcher:
     """Auto-pipelining: script calls made in the same event-loop tick go to Redis as one pipeline.
 
@@ -674,7 +679,7 @@ class UploadState:
         if blob is None or not raw_state:
             return None
         state = {k.decode(): v.decode() for k, v in raw_state.items()}
-        return GroupSnapshot(_group_decoder.decode(blob), state)
+        return GroupSnapshot(decode_group(blob), state)
 
     async def record_s3_upload(self, session_id: str, upload_id: str, s3_upload_id: str) -> str:
         """Attach an S3 multipart upload id to a file: 'ok', 'dead', or the id already recorded."""
