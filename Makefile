@@ -36,8 +36,7 @@ fmt: install ## format the code
 	$(VENV)/bin/ruff format .
 
 bench: install ## run the benchmarks (ratios against baselines measured in the same run)
-	$(VENV)/bin/python tests/bench/bench_start.py
-	@if [ -f tests/bench/bench_presign.py ]; then $(VENV)/bin/python tests/bench/bench_presign.py; fi
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean: ## remove the venv, dev data and caches
 	rm -rf $(VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache
