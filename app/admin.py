@@ -389,6 +389,6 @@ async def session_document(redis: Redis, session_id: str, *, now: int | None = N
         return None
     view: dict[str, Any] = msgspec.to_builtins(group_status_view(snap, now_ms() if now is None else now))
     for doc, rec in zip(view["files"], snap.record.files, strict=True):
-        doc["storageKey"] = rec.storage_key
+        doc["storageKey"] = snap.record.storage_key(rec)
         doc["s3UploadId"] = snap.s3_upload_id(rec.upload_id)
     return {"sessionId": view["sessionId"], "account": snap.record.account, **view}

@@ -110,7 +110,8 @@ class FileRecord(msgspec.Struct, frozen=True, array_like=True):
     total_parts: int
     strategy: UploadStrategy
     language: str | None
-    storage_key: str
+    ext: str
+    """The validated, lowercased extension of the client's file name ('.mov'), used in the object key."""
 
 
 class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -118,6 +119,8 @@ class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
 
     session_id: str
     account: str
+    key_prefix: str
+    """Object key prefix of the group, `{prefix}/{account}/{sessionId}/` (stored once, not per file)."""
     video_name: str
     description: str | None
     layout: Layout
@@ -133,6 +136,17 @@ class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
             if f.upload_id == upload_id:
                 return f
         return None
+
+    def index(self, upload_id: str) -> int:
+        """Position of a file in the group (0-based)."""
+        for i, f in enumerate(self.files):
+            if f.upload_id == upload_id:
+                return i
+        raise KeyError(upload_id)
+
+    def storage_key(self, f: FileRecord) -> str:
+        """The object key of one of the group's files."""
+        return f"{self.key_prefix}{f.upload_id}{f.ext}"
 
 
 class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):

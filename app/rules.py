@@ -87,12 +87,17 @@ def file_extension(file_name: str) -> str:
     return file_name[dot:].lower() if dot > 0 else ""
 
 
+def group_key_prefix(prefix: str, account: str, session_id: str) -> str:
+    """Where a group's objects live: `{prefix}/{account}/{sessionId}/`."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{account}/{session_id}/"
+
+
 def storage_key(prefix: str, account: str, session_id: str, upload_id: str, file_name: str) -> str:
     """Object key `{prefix}/{account}/{session}/{upload}{ext}`; never uses the client's name."""
     # Only the validated, role-checked extension of the client's name is kept (one of
     # EXTENSIONS), so downstream tools still see a meaningful suffix.
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return f"{head}{account}/{session_id}/{upload_id}{file_extension(file_name)}"
+    return f"{group_key_prefix(prefix, account, session_id)}{upload_id}{file_extension(file_name)}"
 
 
 # Fast path: most strings have no C0/C1 control character and no surrogate at all.

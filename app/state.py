@@ -37,8 +37,17 @@ def group_key(session_id: str) -> str:
 
 
 def state_key(session_id: str) -> str:
-    """Mutable state hash: `st` group status, `<uploadId>` file status, `u:<uploadId>` S3 upload id."""
+    """Mutable state hash: `st` group status, `<uploadId>` file status, `p:<uploadId>` progress, timestamps."""
     return f"{PREFIX}{{{session_id}}}:s"
+
+
+def upload_ids_key(session_id: str) -> str:
+    """The files' S3 multipart upload ids, newline-joined in file order ('' for single-PUT files).
+
+    Kept out of the state hash on purpose: S3 upload ids are ~100+ bytes, and one value over
+    hash-max-listpack-value (64) turns the whole hash into a far bigger hashtable encoding.
+    """
+    return f"{PREFIX}{{{session_id}}}:u"
 
 
 def parts_key(session_id: str, upload_id: str) -> str:
@@ -86,29 +95,14 @@ F_LIBRARY = "lib"
 F_CANCELED_FILES = "cx"
 
 
-def f_upload(upload_id: str) -> str:
-    """State field of a file's S3 multipart upload id."""
-    return f"u:{upload_id}"
-
-
 def f_reason(upload_id: str) -> str:
     """State field of a file's failure (or last rejected completion) reason."""
     return f"r:{upload_id}"
 
 
-def f_parts_count(upload_id: str) -> str:
-    """State field: parts the store has received (as last tracked)."""
-    return f"pc:{upload_id}"
-
-
-def f_parts_bytes(upload_id: str) -> str:
-    """State field: bytes the store has received (as last tracked)."""
-    return f"pb:{upload_id}"
-
-
-def f_parts_time(upload_id: str) -> str:
-    """State field: when the tracking was last refreshed (ms)."""
-    return f"pt:{upload_id}"
+def f_progress(upload_id: str) -> str:
+    """State field: "parts:bytes:refreshed_ms" the store had received when last tracked."""
+    return f"p:{upload_id}"
 
 
 def f_attempt(upload_id: str) -> str:
@@ -228,17 +222,26 @@ return {'created'}
 """
 )
 
-# KEYS: state. ARGV: upload id, S3 upload id.
+# KEYS: state, upload ids. ARGV: upload id, S3 upload id, file position (1-based), file count.
 # Returns 'ok', 'dead' (group no longer live: abort the upload) or the id already recorded.
 RECORD_S3_UPLOAD = """
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st or (st ~= 'initialized' and st ~= 'uploading') then return 'dead' end
 local fst = redis.call('HGET', KEYS[1], ARGV[1])
 if fst ~= 'initialized' and fst ~= 'uploading' then return 'dead' end
-local field = 'u:' .. ARGV[1]
-local have = redis.call('HGET', KEYS[1], field)
-if have then return have end
-redis.call('HSET', KEYS[1], field, ARGV[2])
+local raw = redis.call('GET', KEYS[2]) or ''
+local ids, pos = {}, 1
+for i = 1, tonumber(ARGV[4]) do
+  local stop = string.find(raw, '\\n', pos, true)
+  if stop then ids[i] = string.sub(raw, pos, stop - 1); pos = stop + 1
+  else ids[i] = string.sub(raw, pos); pos = #raw + 2 end
+end
+local at = tonumber(ARGV[3])
+if ids[at] ~= '' then return ids[at] end
+ids[at] = ARGV[2]
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[2], table.concat(ids, '\\n'), 'PX', ttl)
+else redis.call('SET', KEYS[2], table.concat(ids, '\\n')) end
 return 'ok'
 """
 
@@ -421,14 +424,12 @@ return 'expired'
 """
 )
 
-# KEYS: state, parts. ARGV: upload id, part count, bytes, now ms, parts blob ('' = keep none).
+# KEYS: state, parts. ARGV: upload id, "parts:bytes:ms", parts blob ('' = none), parts cache ms.
+# The summary lives as long as the group; the part list is a cache of ListParts (storage is the truth).
 RECORD_PARTS = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'pc:' .. ARGV[1], ARGV[2], 'pb:' .. ARGV[1], ARGV[3], 'pt:' .. ARGV[1], ARGV[4])
-if ARGV[5] ~= '' then
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[5]) end
-end
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
 return 1
 """
 
@@ -476,6 +477,7 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
 
     record: GroupRecord
     state: dict[str, str]
+    upload_ids: tuple[str, ...] = ()
 
     @property
     def status(self) -> GroupStatus:
@@ -488,7 +490,10 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
 
     def s3_upload_id(self, upload_id: str) -> str | None:
         """The S3 multipart upload id recorded for a file, if provisioned."""
-        return self.state.get(f_upload(upload_id))
+        for f, s3_id in zip(self.record.files, self.upload_ids, strict=False):
+            if f.upload_id == upload_id:
+                return s3_id or None
+        return None
 
     def attempt(self, upload_id: str) -> int:
         """How many completions of this file have been started."""
@@ -500,12 +505,11 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
 
     def tracked(self, upload_id: str) -> tuple[int, int, int | None]:
         """(parts received, bytes received, refreshed at ms or None) as last tracked by workers."""
-        t = self.state.get(f_parts_time(upload_id))
-        return (
-            int(self.state.get(f_parts_count(upload_id), 0)),
-            int(self.state.get(f_parts_bytes(upload_id), 0)),
-            int(t) if t else None,
-        )
+        raw = self.state.get(f_progress(upload_id))
+        if not raw:
+            return 0, 0, None
+        count, size, refreshed = raw.split(":")
+        return int(count), int(size), int(refreshed)
 
     def ms(self, field: str) -> int | None:
         """A timestamp field of the state hash (tc created, tu updated, tx canceled, td completed...)."""
@@ -518,6 +522,10 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         lib = self.state.get(F_LIBRARY)
         return int(lib) if lib else None
 
+
+# Part lists are a cache of ListParts: kept long enough for a resuming client to read them after a
+# refresh, not for the group's whole life (a 10,000-part list is ~500 KB).
+PARTS_CACHE_MS = 120_000
 
 _group_decoder = msgspec.msgpack.Decoder(GroupRecord)
 _parts_decoder = msgspec.msgpack.Decoder(list[tuple[int, str, int]])
@@ -675,15 +683,19 @@ class UploadState:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(group_key(session_id))
             pipe.hgetall(state_key(session_id))
-            blob, raw_state = await pipe.execute()
+            pipe.get(upload_ids_key(session_id))
+            blob, raw_state, raw_ids = await pipe.execute()
         if blob is None or not raw_state:
             return None
         state = {k.decode(): v.decode() for k, v in raw_state.items()}
-        return GroupSnapshot(decode_group(blob), state)
+        ids = tuple(raw_ids.decode().split("\n")) if raw_ids else ()
+        return GroupSnapshot(decode_group(blob), state, ids)
 
-    async def record_s3_upload(self, session_id: str, upload_id: str, s3_upload_id: str) -> str:
+    async def record_s3_upload(self, record: GroupRecord, upload_id: str, s3_upload_id: str) -> str:
         """Attach an S3 multipart upload id to a file: 'ok', 'dead', or the id already recorded."""
-        out = await self._record_s3_upload(keys=[state_key(session_id)], args=[upload_id, s3_upload_id])
+        sid = record.session_id
+        args: list[Any] = [upload_id, s3_upload_id, record.index(upload_id) + 1, len(record.files)]
+        out = await self._record_s3_upload(keys=[state_key(sid), upload_ids_key(sid)], args=args)
         return out.decode() if isinstance(out, bytes) else str(out)
 
     async def mark_uploading(self, record: GroupRecord, upload_id: str, now_ms: int) -> str:
@@ -752,12 +764,12 @@ class UploadState:
 
     async def record_parts(
         self, session_id: str, upload_id: str, parts: Sequence[tuple[int, str, int]] | None, *, count: int,
-        size: int, now_ms: int,
+        size: int, now_ms: int, cache_ms: int = PARTS_CACHE_MS,
     ) -> bool:  # fmt: skip
-        """Store what the store has received for a file (list kept only for multipart files)."""
+        """Store what the store has received for a file: the summary, and the part list as a short-lived cache."""
         blob = b"" if parts is None else _encoder.encode(list(parts))
         keys = [state_key(session_id), parts_key(session_id, upload_id)]
-        return bool(await self._record_parts(keys=keys, args=[upload_id, count, size, now_ms, blob]))
+        return bool(await self._record_parts(keys=keys, args=[upload_id, f"{count}:{size}:{now_ms}", blob, cache_ms]))
 
     async def received_parts(self, session_id: str, upload_id: str) -> list[tuple[int, str, int]]:
         """The tracked parts of a file: (partNumber, etag, size), in part order."""

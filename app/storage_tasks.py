@@ -46,25 +46,26 @@ async def provision_group(state: UploadState, store: ObjectStore, session_id: st
     for f in snap.record.files:
         if f.strategy is not UploadStrategy.MULTIPART or snap.s3_upload_id(f.upload_id):
             continue
+        key = snap.record.storage_key(f)
         existing = sorted(
-            (u for u in await store.list_open_uploads(f.storage_key) if u.key == f.storage_key),
+            (u for u in await store.list_open_uploads(key) if u.key == key),
             key=lambda u: (u.initiated_ms, u.upload_id),
         )
         if existing:
             chosen = existing[0].upload_id
             for extra in existing[1:]:
-                await store.abort_multipart(f.storage_key, extra.upload_id)
+                await store.abort_multipart(key, extra.upload_id)
         else:
-            chosen = await store.create_multipart(f.storage_key)
-        result = await state.record_s3_upload(session_id, f.upload_id, chosen)
+            chosen = await store.create_multipart(key)
+        result = await state.record_s3_upload(snap.record, f.upload_id, chosen)
         if result == "ok":
             outcome[f.upload_id] = chosen
         elif result == "dead":
             # The group was canceled or expired meanwhile: leave nothing open behind it.
-            await store.abort_multipart(f.storage_key, chosen)
+            await store.abort_multipart(key, chosen)
             outcome[f.upload_id] = "aborted"
         elif result != chosen:
-            await store.abort_multipart(f.storage_key, chosen)
+            await store.abort_multipart(key, chosen)
             outcome[f.upload_id] = result
         else:
             outcome[f.upload_id] = chosen
@@ -89,7 +90,7 @@ def library_payload(record: GroupRecord, bucket: str, completed_ms: int) -> dict
                 "uploadId": f.upload_id,
                 "fileRole": f.role.value,
                 "fileName": f.name,
-                "storageKey": f.storage_key,
+                "storageKey": record.storage_key(f),
                 "sizeBytes": f.total_bytes,
                 "languageTag": f.language,
             }
@@ -119,16 +120,17 @@ async def complete_file(
         return "gone"
     if snap.file_status(upload_id) is not FileStatus.COMPLETING or snap.attempt(upload_id) != attempt:
         return "stale"  # a newer attempt exists, or the group was canceled meanwhile
+    key = snap.record.storage_key(f)
     if f.strategy is UploadStrategy.MULTIPART:
         s3_id = snap.s3_upload_id(upload_id)
         if s3_id is None:
             await state.reject_complete(session_id, upload_id, now_ms=now_ms(), reason="storage was not provisioned")
             return "rejected"
         try:
-            await store.complete_multipart(f.storage_key, s3_id, parts)
+            await store.complete_multipart(key, s3_id, parts)
         except ClientError as exc:
             code = error_code(exc)
-            if code == "NoSuchUpload" and await store.head_size(f.storage_key) is not None:
+            if code == "NoSuchUpload" and await store.head_size(key) is not None:
                 pass  # an earlier try assembled it; verify below
             elif code in _PART_ERRORS or code == "NoSuchUpload":
                 message = exc.response.get("Error", {}).get("Message", "")
@@ -136,7 +138,7 @@ async def complete_file(
                 return "rejected"
             else:
                 raise
-    size = await store.head_size(f.storage_key)
+    size = await store.head_size(key)
     if size is None:
         await state.reject_complete(
             session_id, upload_id, now_ms=now_ms(), reason="no object in storage: PUT the file to its URL first"
@@ -149,7 +151,7 @@ async def complete_file(
             snap.record, upload_id, now_ms=now, reason=reason, retention_ms=settings.retention_seconds * 1000,
             purges=purge_jobs(settings, session_id, now),
         )  # fmt: skip
-        await store.delete_objects([f.storage_key])
+        await store.delete_objects([key])
         return "failed"
     # Everything the client listed is in the object now: track it as fully received.
     await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
@@ -160,7 +162,7 @@ async def complete_file(
     )  # fmt: skip
     if outcome == "dead":
         # Canceled or expired while we assembled it: the purge may already have run, so clean up here.
-        await store.delete_objects([f.storage_key])
+        await store.delete_objects([key])
     if library_id is not None:
         log.info("group %s completed: library %s", session_id, library_id)
     return outcome
@@ -171,12 +173,10 @@ async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -
     snap = await state.snapshot(session_id)
     if snap is None or snap.status in (GroupStatus.INITIALIZED, GroupStatus.UPLOADING, GroupStatus.COMPLETED):
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
-    f0 = snap.record.files[0].storage_key
-    group_prefix = f0[: f0.rfind("/") + 1]
     aborted = 0
-    for u in await store.list_open_uploads(group_prefix):
+    for u in await store.list_open_uploads(snap.record.key_prefix):
         aborted += await store.abort_multipart(u.key, u.upload_id)
-    keys = [f.storage_key for f in snap.record.files]
+    keys = [snap.record.storage_key(f) for f in snap.record.files]
     await store.delete_objects(keys)
     return {"aborted": aborted, "deleted": len(keys)}
 
@@ -190,12 +190,13 @@ async def refresh_parts(state: UploadState, store: ObjectStore, session_id: str,
     status = snap.file_status(upload_id)
     if status in (FileStatus.CANCELED, FileStatus.EXPIRED, FileStatus.FAILED):
         return 0
+    key = snap.record.storage_key(f)
     now = now_ms()
     if status is FileStatus.COMPLETED:
         await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
         return f.total_parts
     if f.strategy is UploadStrategy.SINGLE_PUT:
-        size = await store.head_size(f.storage_key)
+        size = await store.head_size(key)
         await state.record_parts(
             session_id, upload_id, [(1, "", size)] if size is not None else [], count=int(size is not None),
             size=size or 0, now_ms=now,
@@ -205,7 +206,7 @@ async def refresh_parts(state: UploadState, store: ObjectStore, session_id: str,
     if s3_id is None:
         return 0
     try:
-        stored = await store.list_parts(f.storage_key, s3_id)
+        stored = await store.list_parts(key, s3_id)
     except ClientError as exc:
         if error_code(exc) == "NoSuchUpload":
             return 0  # completed or aborted meanwhile; the next state change records the truth

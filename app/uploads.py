@@ -36,7 +36,15 @@ from app.models import (
     UploadStrategy,
 )
 from app.presign import PresignCredentials, S3Presigner
-from app.rules import completed_parts, part_range, plan_parts, select_parts, storage_key, validate_start_request
+from app.rules import (
+    completed_parts,
+    file_extension,
+    group_key_prefix,
+    part_range,
+    plan_parts,
+    select_parts,
+    validate_start_request,
+)
 from app.settings import Settings
 from app.state import (
     COMPLETE_JOB,
@@ -247,15 +255,16 @@ class UploadService:
         when = datetime.fromtimestamp(signed_at, tz=UTC)
         expires_at = iso_ms((signed_at + expires_in) * 1000)
         bucket = self.settings.s3_bucket
+        key = snap.record.storage_key(f)
         if s3_upload_id is None:
-            urls = [self.presigner.presign_put_object(bucket, f.storage_key, expires_in=expires_in, now=when)]
+            urls = [self.presigner.presign_put_object(bucket, key, expires_in=expires_in, now=when)]
         else:
             urls = []
             for start in range(0, len(numbers), SIGN_SLICE):
                 if start:
                     await asyncio.sleep(0)
                 urls += self.presigner.presign_upload_parts(
-                    bucket, f.storage_key, upload_id=s3_upload_id, part_numbers=numbers[start : start + SIGN_SLICE],
+                    bucket, key, upload_id=s3_upload_id, part_numbers=numbers[start : start + SIGN_SLICE],
                     expires_in=expires_in, now=when,
                 )  # fmt: skip
         # Track what arrives: a refresh a little later coalesces with any already queued for this file.
@@ -371,7 +380,10 @@ class UploadService:
         """What storage holds for a file, refreshed now (bounded wait) if the tracking is stale."""
         snap, f = await self.load_file(principal, session_id, upload_id)
         now = now_ms()
-        if self._stale(snap, f, now):
+        parts = await self.state.received_parts(session_id, upload_id)
+        # The part list is a short-lived cache; a summary saying parts exist but no list means it lapsed.
+        lapsed = not parts and snap.tracked(upload_id)[0] > 0 and snap.file_status(upload_id) in _TRACKED
+        if lapsed or self._stale(snap, f, now):
             await self.state.enqueue(self._refresh_job(session_id, upload_id, now))
             deadline = time.monotonic() + self.settings.parts_wait_seconds
             while time.monotonic() < deadline:
@@ -383,8 +395,8 @@ class UploadService:
                 refreshed = snap.tracked(upload_id)[2]
                 if refreshed is not None and refreshed >= now:
                     break
+            parts = await self.state.received_parts(session_id, upload_id)
         refreshed = snap.tracked(upload_id)[2]
-        parts = await self.state.received_parts(session_id, upload_id)
         return ReceivedPartsView(
             upload_id=upload_id, status=snap.file_status(upload_id).value, total_parts=f.total_parts,
             refreshed_at=iso_ms(refreshed) if refreshed else None,
@@ -427,14 +439,13 @@ class UploadService:
                     total_parts=plan.total_parts,
                     strategy=plan.strategy,
                     language=spec.language_tag,
-                    storage_key=storage_key(
-                        self.settings.s3_key_prefix, account, session_id, upload_id, spec.file_name
-                    ),
+                    ext=file_extension(spec.file_name),
                 )
             )
         return GroupRecord(
             session_id=session_id,
             account=account,
+            key_prefix=group_key_prefix(self.settings.s3_key_prefix, account, session_id),
             video_name=request.video_name,
             description=request.description,
             layout=request.layout,

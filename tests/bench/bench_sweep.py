@@ -34,6 +34,7 @@ from app.rules import part_range  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.state import (  # noqa: E402
     EXPIRY_INDEX,
+    PARTS_CACHE_MS,
     UploadState,
     account_index_key,
     arq_job_key,
@@ -400,7 +401,11 @@ def fake_s3_upload_id() -> str:
 
 def fake_parts(f: FileRecord, count: int) -> list[Part]:
     """Parts as ListParts reports them: number, quoted MD5 ETag, size (the planned one; part_size past the plan)."""
-    return [(n, f'"{secrets.token_hex(16)}"', planned_size(f, n) or f.part_size) for n in range(1, count + 1)]
+    sizes = [hi - lo for lo, hi in (part_range(n, f.part_size, f.total_bytes) for n in range(1, count + 1))]
+    return [
+        (n, f'"{secrets.token_hex(16)}"', size if size > 0 else f.part_size)
+        for n, size in zip(range(1, count + 1), sizes, strict=True)
+    ]
 
 
 async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRecord, list[list[KeyInfo]]]:
@@ -416,7 +421,7 @@ async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRec
     stages = [await group_keys(b, sid)]
     for f in record.files:
         if f.strategy is UploadStrategy.MULTIPART:
-            outcome = await b.state.record_s3_upload(sid, f.upload_id, fake_s3_upload_id())
+            outcome = await b.state.record_s3_upload(record, f.upload_id, fake_s3_upload_id())
             if outcome != "ok":
                 raise RuntimeError(f"record_s3_upload answered {outcome!r}")
     stages.append(await group_keys(b, sid))
@@ -434,7 +439,7 @@ async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRec
 async def one_group_memory(b: Bench, many: ManyGroups) -> None:
     """Print MEMORY USAGE of one seed group's keys through its lifecycle, then the shared and total figures."""
     await b.flush()
-    sid, record, stages = await lifecycle(b, TRACKED_PARTS)
+    _, record, stages = await lifecycle(b, TRACKED_PARTS)
     multipart = [f for f in record.files if f.strategy is UploadStrategy.MULTIPART]
     labels = [
         "(a) just created",
@@ -463,151 +468,16 @@ async def one_group_memory(b: Bench, many: ManyGroups) -> None:
         f"provision job {many.used_delta_no_jobs / n:.0f} B/group; target {MEMORY_TARGET} B",
         flush=True,
     )
-    await explain(b, sid, record, stages, share)
-
-
-async def copy_hash(b: Bench, name: str, fields: dict[str, str]) -> KeyInfo:
-    """Write a hash the way HSET builds it (listpack until a limit is crossed) and measure it."""
-    await cast(Awaitable[int], b.client.hset(name, mapping=fields))  # redis-py types it sync-or-async
-    enc = (await b.client.object("encoding", name)).decode()
-    return KeyInfo(name, "hash", enc, await b.memory_usage(name), "")
-
-
-async def copy_string(b: Bench, name: str, value: bytes) -> int:
-    """Write a string and measure it."""
-    await b.client.set(name, value)
-    return await b.memory_usage(name)
-
-
-def planned_size(f: FileRecord, n: int) -> int | None:
-    """The size part n of a file must have, or None past its last part."""
-    if n > f.total_parts:
-        return None
-    lo, hi = part_range(n, f.part_size, f.total_bytes)
-    return hi - lo
-
-
-async def explain(b: Bench, sid: str, record: GroupRecord, stages: list[list[KeyInfo]], share: float) -> None:
-    """Where the bytes go at (b) and (c), and what concrete changes would save (each tried on a copy)."""
-    full = stages[-1]
-    total_b, total_c = (sum(k.bytes for k in stage) for stage in stages[1:])
-    limits = dict(await b.client.config_get("hash-max-listpack-*"))
-    group = next(k for k in full if k.name == group_key(sid))
-    state = next(k for k in full if k.kind == "hash")
-    state_b = next(k for k in stages[1] if k.kind == "hash")
-    parts = [k for k in full if ":parts:" in k.name]
-    parts_bytes = sum(k.bytes for k in parts)
-    raw_c = {k.decode(): v.decode() for k, v in (await hgetall(b, state.name)).items()}
-    raw_b = {k: v for k, v in raw_c.items() if not k.startswith(("pc:", "pb:", "pt:"))}  # record_parts adds only these
-    uuid_names = sum(len(k) for k in raw_c if any(f.upload_id in k for f in record.files))
+    durable = [k for k in stages[-1] if ":parts:" not in k.name]
+    cache = [k for k in stages[-1] if ":parts:" in k.name]
     print(
-        f"[3] breakdown at (c): state hash {state.bytes} B ({state.encoding}: a {S3_ID_CHARS}-B S3 upload id exceeds "
-        f"hash-max-listpack-value {limits.get('hash-max-listpack-value')}, so since (b) every field is a separate "
-        f"allocation; {len(raw_c)} fields, {uuid_names} B of field names are uploadIds) + parts lists {parts_bytes} B "
-        f"in {len(parts)} keys + group record {group.bytes} B ({group.detail}) = {total_c} B",
+        f"[3] at (c): the group's durable keys {sum(k.bytes for k in durable)} B + index share {share:.0f} B = "
+        f"{sum(k.bytes for k in durable) + share:.0f} B (target {MEMORY_TARGET} B); plus the part-list cache "
+        f"{sum(k.bytes for k in cache)} B in {len(cache)} keys, expiring {PARTS_CACHE_MS // 1000} s after a refresh",
         flush=True,
     )
-    index = {f.upload_id: str(i) for i, f in enumerate(record.files)}
-    s3_blob = msgspec.msgpack.encode({u: raw_c[f"u:{u}"] for u in index if f"u:{u}" in raw_c})
-
-    def without_s3(fields: dict[str, str]) -> dict[str, str]:
-        return {k: v for k, v in fields.items() if not k.startswith("u:")}
-
-    def positional(fields: dict[str, str]) -> dict[str, str]:
-        """Fields named by file position, and the three tracking fields of a file in one."""
-        out: dict[str, str] = {}
-        for k, v in fields.items():
-            head, _, tail = k.rpartition(":")
-            if tail not in index:
-                out[k] = v
-            elif head not in ("pc", "pb", "pt"):
-                out[f"{head}{index[tail]}"] = v
-        for u, i in index.items():
-            if f"pc:{u}" in fields:
-                out[f"p{i}"] = ",".join(fields[f"{x}:{u}"] for x in ("pc", "pb", "pt"))
-        return out
-
-    # A: only a config change; the whole lifecycle re-run under it.
-    old = str(limits.get("hash-max-listpack-value", "64"))
-    raised = S3_ID_CHARS + 64
-    await b.client.config_set("hash-max-listpack-value", str(raised))
-    try:
-        _, _, a_stages = await lifecycle(b, TRACKED_PARTS)
-    finally:
-        await b.client.config_set("hash-max-listpack-value", old)
-    a_totals = [sum(k.bytes for k in stage) for stage in a_stages]
-    a_state = [next(k for k in stage if k.kind == "hash") for stage in a_stages]
-    print(
-        f"[3] try A, config only: hash-max-listpack-value {raised} (was {old}): state hash (b) {a_state[1].bytes} B, "
-        f"(c) {a_state[2].bytes} B ({a_state[2].encoding}) instead of {state_b.bytes} / {state.bytes} B -> group "
-        f"(a) {a_totals[0]} B, (b) {a_totals[1]} B, (c) {a_totals[2]} B",
-        flush=True,
-    )
-    # B: the record without per-file storage keys (derivable from prefix/account/session/upload + extension).
-    as_list = msgspec.to_builtins(record)
-    slim = msgspec.msgpack.encode([*as_list[:-1], [[*f[:-1], Path(f[-1]).suffix] for f in as_list[-1]]])
-    slim_bytes = await copy_string(b, "bench:v:b", slim)
-    print(
-        f"[3] try B: group record without the stored storage keys (each repeats prefix/account/sessionId/uploadId; "
-        f"keep only the extension): {slim_bytes} B instead of {group.bytes} B",
-        flush=True,
-    )
-    # C: parts lists with binary MD5 ETags (16 bytes) instead of the quoted 34-character hex string.
-    listed = {
-        k.name.rsplit(":", 1)[1]: msgspec.msgpack.decode(await b.client.get(k.name) or b"", type=list[Part])
-        for k in parts
-    }
-    c_bytes = 0
-    for i, lst in enumerate(listed.values()):
-        binary = [(n, bytes.fromhex(etag.strip('"')) if etag else b"", size) for n, etag, size in lst]
-        c_bytes += await copy_string(b, f"bench:v:c{i}", msgspec.msgpack.encode(binary))
-    print(f"[3] try C: parts lists with 16-byte binary ETags: {c_bytes} B instead of {parts_bytes} B", flush=True)
-    # D: S3 upload ids in a string of their own (msgpack map uploadId -> S3 id); the hash stays a listpack.
-    d_ids = await copy_string(b, "bench:v:ids", s3_blob)
-    d_b = await copy_hash(b, "bench:v:db", without_s3(raw_b))
-    d_c = await copy_hash(b, "bench:v:dc", without_s3(raw_c))
-    print(
-        f"[3] try D: S3 upload ids moved to their own msgpack string key ({d_ids} B): state hash (b) {d_b.bytes} B, "
-        f"(c) {d_c.bytes} B ({d_c.encoding}) -> state+ids (b) {d_b.bytes + d_ids} B, (c) {d_c.bytes + d_ids} B "
-        f"instead of {state_b.bytes} / {state.bytes} B",
-        flush=True,
-    )
-    # E: positional field names (file index, not the 36-char uploadId) and pc/pb/pt merged, on top of D.
-    e_b = await copy_hash(b, "bench:v:eb", positional(without_s3(raw_b)))
-    e_c = await copy_hash(b, "bench:v:ec", positional(without_s3(raw_c)))
-    print(
-        f"[3] try E, on top of D: fields named by file index ('0', 'p0' = 'count,bytes,ms'): state hash "
-        f"(b) {e_b.bytes} B, (c) {e_c.bytes} B ({e_c.encoding}, {len(positional(without_s3(raw_c)))} fields) -> "
-        f"state+ids (b) {e_b.bytes + d_ids} B, (c) {e_c.bytes + d_ids} B",
-        flush=True,
-    )
-    # F: one parts key per group: per file index, [n, binary ETag] plus the size only when it is not the planned one.
-    files = {f.upload_id: f for f in record.files}
-    merged = {
-        index[u]: [
-            [n, bytes.fromhex(etag.strip('"')) if etag else b""] + ([] if size == planned_size(files[u], n) else [size])
-            for n, etag, size in lst
-        ]
-        for u, lst in listed.items()
-    }
-    f_bytes = await copy_string(b, "bench:v:f", msgspec.msgpack.encode(merged))
-    print(
-        f"[3] try F: one parts key per group (binary ETags, sizes only where they differ from the plan): {f_bytes} B "
-        f"instead of {parts_bytes} B in {len(parts)} keys",
-        flush=True,
-    )
-    cheap_b, cheap_c = a_state[1].bytes + slim_bytes, a_state[2].bytes + slim_bytes + c_bytes
-    best_b, best_c = slim_bytes + e_b.bytes + d_ids, slim_bytes + e_c.bytes + d_ids + f_bytes
-    for label, at_b, at_c in (("A+B+C", cheap_b, cheap_c), ("B+D+E+F", best_b, best_c)):
-        print(
-            f"[3] {label} together: (b) {at_b} B, (c) {at_c} B instead of {total_b} / {total_c} B; with the index "
-            f"share {at_b + share:.0f} / {at_c + share:.0f} B vs the {MEMORY_TARGET} B target",
-            flush=True,
-        )
-    await b.client.delete(*[k async for k in b.client.scan_iter(match="bench:v:*")])
 
 
-# ---------------------------------------------------------------------------------------------
 async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
     """Start Valkey, then run the three measurements."""
     port = free_port()

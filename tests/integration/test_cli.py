@@ -185,7 +185,7 @@ async def test_sessions_show_is_the_status_document_plus_storage(
     assert doc == {**expected, "account": "acme"}
     assert list(doc)[:3] == ["sessionId", "account", "status"]
     for f, want, rec in zip(files, expected_files, snap.record.files, strict=True):
-        assert f.pop("storageKey") == rec.storage_key
+        assert f.pop("storageKey") == snap.record.storage_key(rec)
         assert f.pop("s3UploadId") == snap.s3_upload_id(rec.upload_id)
         assert f == want
     assert sum(1 for f in snap.record.files if snap.s3_upload_id(f.upload_id)) == 3  # provisioned multipart files
@@ -193,7 +193,7 @@ async def test_sessions_show_is_the_status_document_plus_storage(
     code, out, _ = await cli(capsys, settings, "sessions", "show", sid)
     assert code == 0
     assert out.splitlines()[0].split() == ["FIELD", "VALUE"]
-    assert "UPLOAD_ID" in out and "S3_UPLOAD_ID" in out and snap.record.files[0].storage_key in out
+    assert "UPLOAD_ID" in out and "S3_UPLOAD_ID" in out and snap.record.storage_key(snap.record.files[0]) in out
 
 
 async def test_unknown_session_exits_1(capsys: Any, settings: Settings, redis: Redis) -> None:

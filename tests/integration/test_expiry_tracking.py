@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role, create_key
 from app.settings import MIB, Settings
-from app.state import EXPIRY_INDEX, UploadState, group_key, refresh_job_id, state_key
+from app.state import EXPIRY_INDEX, UploadState, group_key, parts_key, refresh_job_id, state_key
 from app.storage import ObjectStore
 from app.storage_tasks import abort_orphan_uploads, expire_due_groups, refresh_parts
 from app.uploads import UploadService
@@ -138,7 +138,7 @@ async def test_orphan_uploads_are_aborted_and_owned_ones_kept(
     assert snap is not None
     left = snap.record.files[0]
     owned = snap.s3_upload_id(left.upload_id)
-    extra = await store.create_multipart(left.storage_key)  # a second upload for a live file
+    extra = await store.create_multipart(snap.record.storage_key(left))  # a second upload for a live file
     orphan = await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000000/{left.upload_id}.mov")
     foreign = await store.create_multipart("uploads/not-ours.bin")
     grace0 = msgspec.structs.replace(settings, orphan_grace_seconds=0)
@@ -153,7 +153,7 @@ async def test_orphan_uploads_are_aborted_and_owned_ones_kept(
 
 
 async def test_status_and_parts_show_what_storage_received(
-    api: httpx.AsyncClient, key: dict[str, str], redis: Redis, running_worker: Worker
+    api: httpx.AsyncClient, key: dict[str, str], redis: Redis, running_worker: Worker, small: Settings
 ) -> None:
     body = {"videoName": "progress", "layout": "2D", "files": [
         {"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 12 * MIB},
@@ -188,6 +188,11 @@ async def test_status_and_parts_show_what_storage_received(
     assert [(p["partNumber"], p["etag"], p["sizeBytes"]) for p in got["parts"]] == [
         (1, etags[1], 5 * MIB), (2, etags[2], 5 * MIB)
     ]  # fmt: skip
+    # The part list is a cache: once it lapses, the next read refreshes it even when the summary is fresh.
+    await redis.delete(parts_key(sid, video["uploadId"]))
+    async with api_client(msgspec.structs.replace(small, parts_staleness_seconds=3600)) as patient:
+        again = (await patient.get(f"{URL}/{sid}/files/{video['uploadId']}/parts", headers=ro)).json()
+    assert [p["partNumber"] for p in again["parts"]] == [1, 2]
     # Readonly keys may read but not write.
     r = await api.post(f"{URL}/{sid}/files/{video['uploadId']}/part-urls", headers=ro)
     assert r.status_code == 403
@@ -221,8 +226,10 @@ async def test_refresh_of_a_single_put_file_uses_head_object(
     service = UploadService(small, state)
     body = {"videoName": "x", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 7}]}
     sid = (await service.start_upload_group(ACME, msgspec.json.encode(body), None)).session_id
-    f = (await state.snapshot(sid)).record.files[0]  # type: ignore[union-attr]
+    snap0 = await state.snapshot(sid)
+    assert snap0 is not None
+    f = snap0.record.files[0]
     assert await refresh_parts(state, store, sid, f.upload_id) == 0
-    s3.put_object(Bucket=small.s3_bucket, Key=f.storage_key, Body=b"1234567")
+    s3.put_object(Bucket=small.s3_bucket, Key=snap0.record.storage_key(f), Body=b"1234567")
     assert await refresh_parts(state, store, sid, f.upload_id) == 1
     assert (await state.snapshot(sid)).tracked(f.upload_id)[:2] == (1, 7)  # type: ignore[union-attr]

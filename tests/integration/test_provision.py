@@ -41,7 +41,7 @@ async def test_worker_opens_exactly_one_upload_per_multipart_file(
     assert len(multipart) == 3
     listed = open_uploads(s3, settings.s3_bucket)
     assert sorted((u["Key"], u["UploadId"]) for u in listed) == sorted(
-        (f.storage_key, snap.s3_upload_id(f.upload_id)) for f in multipart
+        (snap.record.storage_key(f), snap.s3_upload_id(f.upload_id)) for f in multipart
     )
     single = next(f for f in snap.record.files if f.strategy == "single_put")
     assert snap.s3_upload_id(single.upload_id) is None
@@ -73,12 +73,12 @@ async def test_crash_between_create_and_record_is_adopted_not_duplicated(
     assert snap is not None
     left = snap.record.files[0]
     # An earlier try created this upload (twice, even) and died before writing Redis.
-    orphan_a = await store.create_multipart(left.storage_key)
-    orphan_b = await store.create_multipart(left.storage_key)
+    orphan_a = await store.create_multipart(snap.record.storage_key(left))
+    orphan_b = await store.create_multipart(snap.record.storage_key(left))
     await burst()
     snap = await state.snapshot(sid)
     assert snap is not None
-    uploads = open_uploads(s3, settings.s3_bucket, left.storage_key)
+    uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
     assert len(uploads) == 1
     assert uploads[0]["UploadId"] == snap.s3_upload_id(left.upload_id)
     assert snap.s3_upload_id(left.upload_id) in (orphan_a, orphan_b)
@@ -92,9 +92,9 @@ async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
     snap = await state.snapshot(sid)
     assert snap is not None
     left = snap.record.files[0]
-    first = await store.create_multipart(left.storage_key)
-    assert await state.record_s3_upload(sid, left.upload_id, first) == "ok"
-    assert await state.record_s3_upload(sid, left.upload_id, "other-id") == first
+    first = await store.create_multipart(snap.record.storage_key(left))
+    assert await state.record_s3_upload(snap.record, left.upload_id, first) == "ok"
+    assert await state.record_s3_upload(snap.record, left.upload_id, "other-id") == first
 
 
 async def test_storage_down_means_retry_with_backoff(settings: Settings, state: UploadState, redis: Redis) -> None:

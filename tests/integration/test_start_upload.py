@@ -58,7 +58,7 @@ async def test_seed_example_creates_group(client: Client, upload_key: str, redis
     assert snap.record.account == "acme" and snap.status == "initialized"
     exts = [".mov", ".mov", ".mp4", ".srt"]
     expected_keys = [f"uploads/acme/{sid}/{f['uploadId']}{ext}" for f, ext in zip(doc["files"], exts, strict=True)]
-    assert [f.storage_key for f in snap.record.files] == expected_keys
+    assert [snap.record.storage_key(f) for f in snap.record.files] == expected_keys
     assert all(snap.file_status(f["uploadId"]) == "initialized" for f in doc["files"])
     expires_ms = await redis.zscore(EXPIRY_INDEX, sid)
     assert expires_ms == snap.record.expires_ms == snap.record.created_ms + settings.session_ttl_seconds * 1000

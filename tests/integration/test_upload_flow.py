@@ -115,15 +115,15 @@ async def test_whole_group_uploads_completes_and_hands_over_exactly_once(
     assert snap is not None and snap.status == "completed" and snap.library_id == lib
     assert await redis.zscore(EXPIRY_INDEX, sid) is None
     for f in snap.record.files:
-        head = s3.head_object(Bucket=small_settings.s3_bucket, Key=f.storage_key)
+        head = s3.head_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(f))
         assert head["ContentLength"] == f.total_bytes
-        got = s3.get_object(Bucket=small_settings.s3_bucket, Key=f.storage_key)["Body"].read()
+        got = s3.get_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(f))["Body"].read()
         assert got == payloads[f.upload_id]
     assert open_uploads(s3, small_settings.s3_bucket) == []
 
     record = await UploadState(redis).library_record(sid)
     assert record is not None and record["libraryId"] == lib and record["account"] == "acme"
-    assert [x["storageKey"] for x in record["files"]] == [f.storage_key for f in snap.record.files]
+    assert [x["storageKey"] for x in record["files"]] == [snap.record.storage_key(f) for f in snap.record.files]
     assert await redis.zcard(small_settings.processing_queue_name) == 1
     job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))))
     assert job.function == "process_asset_set" and job.args == (record,)
