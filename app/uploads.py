@@ -277,6 +277,13 @@ class UploadService:
         return PartUrlsView(**_file_fields(f, FileStatus.UPLOADING), parts=parts)
 
     async def _wait_for_provisioning(self, session_id: str, upload_id: str) -> str:
+        # Normally the create's job is queued or running. If it gave up (storage down for hours), queue it
+        # again; the deterministic id makes this a no-op while the first is queued or its result is kept.
+        job = JobSpec.build(
+            PROVISION_JOB, (session_id,), job_id=provision_job_id(session_id), now_ms=now_ms(),
+            queue=self.settings.queue_name,
+        )  # fmt: skip
+        await self.state.enqueue(job)
         deadline = time.monotonic() + self.settings.provision_wait_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS * 2)

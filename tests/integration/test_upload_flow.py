@@ -230,8 +230,13 @@ async def test_part_urls_503_while_storage_is_not_provisioned(
     quick = msgspec.structs.replace(small_settings, provision_wait_seconds=0.2)
     async with api_client(quick) as api:
         doc = await start(api, key)  # no worker is running
-        r = await api.post(f"{URL}/{doc['sessionId']}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
+        sid = doc["sessionId"]
+        # The provisioning job is gone (it gave up, its result expired): part-urls queues it again.
+        await redis.delete(arq_job_key(f"provision:{sid}"))
+        await redis.zrem(small_settings.queue_name, f"provision:{sid}")
+        r = await api.post(f"{URL}/{sid}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
     assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"] == "2"
+    assert await redis.zscore(small_settings.queue_name, f"provision:{sid}") is not None
 
 
 async def test_complete_validation(api: Client, key: dict[str, str]) -> None:
