@@ -1,6 +1,7 @@
 """The HTTP layer: the Litestar app, its routes, and the one place errors become problem+json.
 
 Handlers authenticate, read the body and call the upload service; nothing here builds Redis keys or talks to S3.
+Operations endpoints (health, metrics) live here too; the OpenAPI declarations are in app/openapi_docs.py.
 """
 
 from __future__ import annotations
@@ -8,20 +9,67 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import redis.exceptions
 from litestar import Litestar, Request, Response, delete, get, post
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    SecurityScheme,
+    Tag,
+)
 from litestar.params import FromPath
 from redis.asyncio import Redis
 
-from app import errors
+from app import errors, metrics
 from app.apikeys import READ_ROLES, WRITE_ROLES, KeyCache, Principal, Role
 from app.errors import PROBLEM_JSON, ApiError
+from app.health import OK, ReadinessProbe
+from app.models import (
+    CanceledGroupView,
+    CompletedFileView,
+    GroupStatusView,
+    PartUrlsView,
+    ReceivedPartsView,
+    UploadGroupCreated,
+)
+from app.openapi_docs import (
+    API_DESCRIPTION,
+    API_KEY_SCHEME,
+    API_TITLE,
+    AUTH,
+    BODY_ERRORS,
+    COMPLETE_BODY,
+    CREATED_HEADERS,
+    EX_FILE_PATH,
+    EX_GROUP_PATH,
+    GROUP_GONE,
+    IDEMPOTENCY_KEY,
+    OPS_TAG,
+    PART_URLS_BODY,
+    SECURED,
+    START_BODY,
+    UPLOADS_TAG,
+    WRITE_AUTH,
+    ApiOperation,
+    Liveness,
+    NotReadyProblem,
+    Readiness,
+    api_version,
+    operation,
+    problems,
+    success,
+)
 from app.settings import Settings
 from app.state import UploadState
+from app.timefmt import now_ms
 from app.uploads import UploadService
 
 log = logging.getLogger("spatialgen.api")
@@ -37,12 +85,19 @@ class Services(msgspec.Struct):
     redis: Redis
     keys: KeyCache
     uploads: UploadService
+    probe: ReadinessProbe
 
 
 def services(request: Request[Any, Any, Any]) -> Services:
     """The process-wide services (set up by the lifespan)."""
     svc: Services = request.app.state.services
     return svc
+
+
+def registry(request: Request[Any, Any, Any]) -> metrics.Registry:
+    """This process's metrics (created with the app)."""
+    reg: metrics.Registry = request.app.state.metrics
+    return reg
 
 
 async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]) -> Principal:
@@ -68,7 +123,21 @@ def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None
     return Response(content=body, status_code=status, media_type=JSON, headers=headers)
 
 
-@post("/api/videos/uploads", status_code=201)
+# ---------------------------------------------------------------------------------------------
+# Routes.
+# ---------------------------------------------------------------------------------------------
+@post(
+    "/api/videos/uploads", status_code=201, tags=[UPLOADS_TAG], security=SECURED, operation_id="startUploadGroup",
+    summary="Start Upload Group",
+    description="Validate the asset set, plan every file's parts and register the group; storage is prepared in the "
+    "background. Roles: admin, upload.",
+    operation_class=operation(body=START_BODY, success_headers=CREATED_HEADERS, header_params=[IDEMPOTENCY_KEY]),
+    responses={
+        201: success(UploadGroupCreated, "The group was created (or replayed for its Idempotency-Key).", "created"),
+        **problems("/api/videos/uploads", *BODY_ERRORS, errors.INVALID_HEADER, *WRITE_AUTH,
+                   errors.IDEMPOTENCY_KEY_REUSED, errors.DEPENDENCY_DOWN),
+    },
+)  # fmt: skip
 async def start_upload_group(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Start Upload Group (SPEC 3.1)."""
     principal = await authenticate(request, WRITE_ROLES)
@@ -79,13 +148,28 @@ async def start_upload_group(request: Request[Any, Any, Any]) -> Response[bytes]
     headers = {"Location": f"/api/videos/uploads/{created.session_id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
+    else:
+        registry(request).groups_created += 1
     return json_response(created.body, 201, headers)
 
 
 FILE_PATH = "/api/videos/uploads/{session_id:str}/files/{upload_id:str}"
 
 
-@post(f"{FILE_PATH}/part-urls", status_code=200)
+@post(
+    f"{FILE_PATH}/part-urls", status_code=200, tags=[UPLOADS_TAG], security=SECURED, operation_id="getPartUrls",
+    summary="Get Part URLs",
+    description="Presigned `PUT` URLs for the selected parts of a file (a single_put file gets one URL for the whole "
+    "file). Send each part's bytes [byteStart, byteEnd) to its URL before expiresAt and keep the ETag header storage "
+    "answers. May be called again at any time for fresh URLs. Roles: admin, upload.",
+    operation_class=operation(body=PART_URLS_BODY),
+    responses={
+        200: success(PartUrlsView, "The file and its presigned part URLs.", "part-urls"),
+        **problems(f"{EX_FILE_PATH}/part-urls", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
+                    errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_COMPLETED, errors.FILE_COMPLETING,
+                    errors.FILE_FAILED, errors.NOT_PROVISIONED, errors.DEPENDENCY_DOWN),
+    },
+)  # fmt: skip
 async def get_part_urls(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> Response[bytes]:
@@ -96,26 +180,75 @@ async def get_part_urls(
     return json_response(_json.encode(view))
 
 
-@post(f"{FILE_PATH}/complete", status_code=200)
+@post(
+    f"{FILE_PATH}/complete", status_code=200, tags=[UPLOADS_TAG], security=SECURED, operation_id="completeFileUpload",
+    summary="Complete File Upload",
+    description="Assemble the file from its parts and verify it. 200 when it is completed (with the group's libraryId "
+    "once every file is); 202 while a worker is still completing it: call again to follow up. Roles: admin, upload.",
+    operation_class=operation(body=COMPLETE_BODY),
+    responses={
+        200: success(CompletedFileView, "The file is completed.", "completed", "group-completed"),
+        202: success(CompletedFileView, "Still being completed; repeat the call.", "completing"),
+        **problems(f"{EX_FILE_PATH}/complete", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
+                   errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_FAILED, errors.MISSING_PARTS,
+                   errors.DEPENDENCY_DOWN),
+    },
+)  # fmt: skip
 async def complete_file_upload(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> Response[bytes]:
     """Complete File Upload (SPEC 3.3): 200 when done, 202 while a worker is still completing it."""
     principal = await authenticate(request, WRITE_ROLES)
     body = await read_body(request)
-    status, view = await services(request).uploads.complete_file(principal, session_id, upload_id, body)
+    try:
+        status, view = await services(request).uploads.complete_file(principal, session_id, upload_id, body)
+    except ApiError as exc:
+        registry(request).count_completion(exc.spec.code)
+        raise
+    registry(request).count_completion("completed" if status == 200 else "accepted")
     return json_response(_json.encode(view), status)
 
 
-@delete("/api/videos/uploads/{session_id:str}", status_code=200)
+@delete(
+    "/api/videos/uploads/{session_id:str}", status_code=200, tags=[UPLOADS_TAG], security=SECURED,
+    operation_id="cancelUploadGroup", summary="Cancel Upload Group",
+    description="Cancel the group: its unfinished files become canceled and their storage is purged. Repeating the "
+    "call returns the same answer. Roles: admin, upload.",
+    operation_class=ApiOperation,
+    responses={
+        200: success(CanceledGroupView, "The group is canceled.", "canceled"),
+        **problems(EX_GROUP_PATH, *WRITE_AUTH, errors.SESSION_NOT_FOUND, errors.SESSION_COMPLETED,
+                    errors.SESSION_EXPIRED, errors.SESSION_FAILED, errors.DEPENDENCY_DOWN, method="DELETE"),
+    },
+)  # fmt: skip
 async def cancel_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[bytes]:
     """Cancel Upload Group (SPEC 3.4)."""
     principal = await authenticate(request, WRITE_ROLES)
+    asked_at = now_ms()
     view = await services(request).uploads.cancel_group(principal, session_id)
+    if _epoch_ms(view.canceled_at) >= asked_at:  # canceled by this call, not a repeat answering the first cancel
+        registry(request).groups_canceled += 1
     return json_response(_json.encode(view))
 
 
-@get("/api/videos/uploads/{session_id:str}")
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00Z")
+
+
+def _epoch_ms(iso: str) -> int:
+    return (datetime.fromisoformat(iso) - _EPOCH) // timedelta(milliseconds=1)
+
+
+@get(
+    "/api/videos/uploads/{session_id:str}", tags=[UPLOADS_TAG], security=SECURED, operation_id="getUploadGroup",
+    summary="Get Upload Group",
+    description="The group with every file's status and upload progress (parts and bytes storage has received). "
+    "All roles.",
+    operation_class=ApiOperation,
+    responses={
+        200: success(GroupStatusView, "The group.", "group"),
+        **problems(EX_GROUP_PATH, *AUTH, errors.SESSION_NOT_FOUND, errors.DEPENDENCY_DOWN),
+    },
+)  # fmt: skip
 async def get_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> Response[bytes]:
     """The group with every file's status and upload progress (SPEC 3.5); readonly keys too."""
     principal = await authenticate(request, READ_ROLES)
@@ -123,7 +256,18 @@ async def get_upload_group(request: Request[Any, Any, Any], session_id: FromPath
     return json_response(_json.encode(view))
 
 
-@get(f"{FILE_PATH}/parts")
+@get(
+    f"{FILE_PATH}/parts", tags=[UPLOADS_TAG], security=SECURED, operation_id="getReceivedParts",
+    summary="Get Received Parts",
+    description="The parts storage holds for a file, with their ETags, to resume an upload without kept ETags. "
+    "All roles.",
+    operation_class=ApiOperation,
+    responses={
+        200: success(ReceivedPartsView, "The parts storage has received.", "parts"),
+        **problems(f"{EX_FILE_PATH}/parts", *AUTH, errors.SESSION_NOT_FOUND, errors.FILE_NOT_FOUND,
+                    errors.DEPENDENCY_DOWN),
+    },
+)  # fmt: skip
 async def get_received_parts(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> Response[bytes]:
@@ -133,10 +277,79 @@ async def get_received_parts(
     return json_response(_json.encode(view))
 
 
-@get("/health/live")
+# ---------------------------------------------------------------------------------------------
+# Operations: health and metrics (no API key).
+# ---------------------------------------------------------------------------------------------
+_NOT_READY_EXAMPLE = errors.DEPENDENCY_DOWN(
+    "Not ready: storage timeout.", extra={"checks": {"redis": "ok", "storage": "timeout"}}
+).problem("/health/ready")
+
+
+def _metrics_example() -> str:
+    """What /metrics shows after two requests, rendered by the real exposition code."""
+    reg = metrics.Registry()
+    reg.started_at = 1_778_092_931.0
+    reg.observe("/api/videos/uploads", "POST", 201, 0.0123)
+    reg.observe("/api/videos/uploads/{session_id}", "GET", 200, 0.0031)
+    reg.groups_created = 1
+    shared = metrics.SharedCounts(
+        {"arq:queue": (2, 1), "spatialgen:processing": (0, 0)}, live=1, completed=41,
+        counters={metrics.F_GROUPS_EXPIRED: 3, metrics.job_field("complete_file", "ok"): 5},
+    )  # fmt: skip
+    return metrics.render(reg, shared).decode()
+
+
+_METRICS_EXAMPLE = _metrics_example()
+
+
+@get(
+    "/health/live", tags=[OPS_TAG], operation_id="healthLive", summary="Liveness",
+    description="The process is up and serving requests (checks nothing else).", operation_class=ApiOperation,
+    responses={200: ResponseSpec(Liveness, description="Alive.", generate_examples=False,
+                                 examples=[Example(id="alive", value={"status": "ok"})])},
+)  # fmt: skip
 async def health_live() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+@get(
+    "/health/ready", tags=[OPS_TAG], operation_id="healthReady", summary="Readiness",
+    description="Redis (PING) and storage (HeadBucket) answer. Both are checked at once, each for at most 0.8 s, so "
+    "the probe answers within a second even when a dependency hangs.",
+    operation_class=ApiOperation,
+    responses={
+        200: ResponseSpec(Readiness, description="Ready.", generate_examples=False, examples=[
+            Example(id="ready", value={"status": "ready", "checks": {"redis": "ok", "storage": "ok"}})]),
+        503: ResponseSpec(NotReadyProblem, description="A dependency failed: `dependency_unavailable`, with every "
+                          "check's result (ok, timeout, or error: <kind>).", media_type=PROBLEM_JSON,
+                          generate_examples=False, examples=[Example(id="not-ready", value=_NOT_READY_EXAMPLE)]),
+    },
+)  # fmt: skip
+async def health_ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Ready when Redis and storage both answer in time."""
+    checks = await services(request).probe.check()
+    if all(result == OK for result in checks.values()):
+        return json_response(_json.encode({"status": "ready", "checks": checks}))
+    failed = ", ".join(f"{name} {result}" for name, result in checks.items() if result != OK)
+    err = errors.DEPENDENCY_DOWN(f"Not ready: {failed}.", headers={"Retry-After": "5"}, extra={"checks": checks})
+    return problem_response(err, request.url.path)
+
+
+@get(
+    "/metrics", tags=[OPS_TAG], operation_id="metrics", summary="Prometheus metrics",
+    media_type=metrics.CONTENT_TYPE, operation_class=ApiOperation,
+    description="Prometheus text format. Requests by route template, method and status and latency histograms count "
+    "this process; queue depths, live/completed/expired groups and job outcomes are read from Redis (all processes).",
+    responses={200: ResponseSpec(str, description="Metrics in Prometheus text format 0.0.4.",
+                                 media_type=f"{metrics.CONTENT_TYPE}; charset=utf-8", generate_examples=False,
+                                 examples=[Example(id="excerpt", value=_METRICS_EXAMPLE)])},
+)  # fmt: skip
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The exposition document."""
+    svc = services(request)
+    shared = await metrics.read_shared(svc.redis, svc.settings)
+    return Response(content=metrics.render(registry(request), shared), media_type=metrics.CONTENT_TYPE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,20 +415,51 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     redis_client = Redis.from_url(
         settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
     )
+    probe = ReadinessProbe(settings, redis_client)
     try:
         yield Services(
             settings=settings,
             redis=redis_client,
             keys=KeyCache(redis_client, settings.key_cache_seconds),
             uploads=UploadService(settings, UploadState(redis_client)),
+            probe=probe,
         )
     finally:
-        await redis_client.aclose()
+        try:
+            await probe.aclose()
+        finally:
+            await redis_client.aclose()
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The OpenAPI document's metadata and the docs UIs: Swagger UI at /schema, ReDoc at /schema/redoc."""
+    return OpenAPIConfig(
+        title=API_TITLE,
+        version=api_version(),
+        description=API_DESCRIPTION,
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()],
+        components=Components(
+            security_schemes={
+                API_KEY_SCHEME: SecurityScheme(
+                    type="apiKey",
+                    name="X-SPATIALGEN-APPKEY",
+                    security_scheme_in="header",
+                    description="API key (`sgk_…`) created with `spatialgen-admin keys create`.",
+                )
+            }
+        ),
+        tags=[
+            Tag(name=UPLOADS_TAG, description="Upload groups and their files."),
+            Tag(name=OPS_TAG, description="Health probes and metrics (no API key)."),
+        ],
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app for these settings (read from the environment by default)."""
     settings = settings or Settings.from_env()
+    process_metrics = metrics.Registry()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -223,7 +467,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.services = svc
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             start_upload_group,
             get_part_urls,
@@ -232,6 +476,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             get_upload_group,
             get_received_parts,
             health_live,
+            health_ready,
+            metrics_endpoint,
         ],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
@@ -242,4 +488,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             redis.exceptions.TimeoutError: handle_redis_down,
             Exception: handle_unexpected,
         },
+        openapi_config=openapi_config(),
+        state=State({"metrics": process_metrics}),
     )
+    # Outermost, around the router: unmatched routes (404/405) are counted too, and no per-route middleware stack
+    # (with its extra exception-handler layer) is added to the hot path.
+    app.asgi_handler = metrics.MetricsMiddleware(app.asgi_handler, process_metrics)
+    return app

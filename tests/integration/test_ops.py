@@ -1,0 +1,315 @@
+"""Health probes, Prometheus metrics and the OpenAPI document, against the real Valkey and moto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from app.devstack import free_port
+from app.metrics import F_GROUPS_EXPIRED, METRICS_KEY, job_field
+from app.settings import Settings
+from app.state import EXPIRY_INDEX, LIBRARY_COUNTER
+from app.storage import ObjectStore
+from app.timefmt import now_ms
+from tests.conftest import SEED_REQUEST
+from tests.integration.conftest import api_client
+
+URL = "/api/videos/uploads"
+FILE = "/api/videos/uploads/{session_id}/files/{upload_id}"
+PROBLEM = "application/problem+json"
+Client = httpx.AsyncClient
+
+
+def h(key: str, **extra: str) -> dict[str, str]:
+    return {"X-SPATIALGEN-APPKEY": key, "Content-Type": "application/json", **extra}
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers: a hung Redis or S3."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+
+
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text format as {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+def requests_series(route: str, method: str, status: int) -> str:
+    return f'spatialgen_http_requests_total{{route="{route}",method="{method}",status="{status}"}}'
+
+
+# ---------------------------------------------------------------------------------------------
+# Health
+# ---------------------------------------------------------------------------------------------
+async def test_live_and_ready(client: Client, store: ObjectStore) -> None:
+    r = await client.get("/health/live")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    for _ in range(2):  # the first check creates the storage client, the second reuses it
+        r = await client.get("/health/ready")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "ready", "checks": {"redis": "ok", "storage": "ok"}}
+
+
+@pytest.mark.parametrize(
+    ("redis_mode", "storage_mode"),
+    [("dead", "dead"), ("hang", "hang"), ("ok", "hang"), ("hang", "ok"), ("ok", "dead")],
+)
+async def test_ready_is_a_fast_503_when_a_dependency_is_down_or_hangs(
+    settings: Settings, store: ObjectStore, redis: Redis, redis_mode: str, storage_mode: str
+) -> None:
+    async with silent_server() as hung_port:
+        port = {"dead": free_port(), "hang": hung_port}
+        changes: dict[str, Any] = {}
+        if redis_mode != "ok":
+            changes["redis_url"] = f"redis://127.0.0.1:{port[redis_mode]}/0"
+        if storage_mode != "ok":
+            changes["s3_endpoint_url"] = f"http://127.0.0.1:{port[storage_mode]}"
+        expected = {"redis": redis_mode, "storage": storage_mode}
+        async with api_client(msgspec.structs.replace(settings, **changes)) as c:
+            for _ in range(2):
+                started = time.perf_counter()
+                r = await c.get("/health/ready")
+                elapsed = time.perf_counter() - started
+                assert elapsed < 1.5, elapsed
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"].startswith(PROBLEM) and r.headers["retry-after"] == "5"
+                doc = r.json()
+                assert doc["code"] == "dependency_unavailable" and doc["instance"] == "/health/ready"
+                for name, mode in expected.items():
+                    got = doc["checks"][name]
+                    if mode == "ok":
+                        assert got == "ok"
+                    elif mode == "hang":
+                        assert got == "timeout"
+                    else:
+                        assert got.startswith("error: ")
+                    assert (f"{name} {got}" in doc["detail"]) == (mode != "ok")
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+async def test_metrics_count_by_route_template_and_read_shared_counts(
+    client: Client, upload_key: str, redis: Redis, settings: Settings
+) -> None:
+    r = await client.post(URL, json=SEED_REQUEST, headers=h(upload_key))
+    assert r.status_code == 201
+    sid = r.json()["sessionId"]
+    assert (await client.get(f"{URL}/{sid}", headers=h(upload_key))).status_code == 200
+    unknown = str(uuid.uuid4())
+    assert (await client.get(f"{URL}/{unknown}", headers=h(upload_key))).status_code == 404
+    assert (await client.post(f"{URL}/{unknown}/files/{unknown}/complete", headers=h(upload_key))).status_code == 404
+    assert (await client.get(f"/api/nope/{unknown}")).status_code == 404
+    # A deferred upload job, a due processing job, and what the workers count.
+    now = now_ms()
+    await redis.zadd(settings.queue_name, {"later": now + 600_000})
+    await redis.zadd(settings.processing_queue_name, {"process:x": now - 1})
+    await redis.set(LIBRARY_COUNTER, 41)
+    await redis.hset(
+        METRICS_KEY,
+        mapping={F_GROUPS_EXPIRED: 3, job_field("complete_file", "ok"): 5, job_field("provision_group", "retried"): 2},
+    )
+
+    r = await client.get("/metrics")  # no API key needed
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert sid not in r.text and unknown not in r.text  # route templates only, never raw paths
+    m = samples(r.text)
+    assert m[requests_series(URL, "POST", 201)] == 1
+    assert m[requests_series(f"{URL}/{{session_id}}", "GET", 200)] == 1
+    assert m[requests_series(f"{URL}/{{session_id}}", "GET", 404)] == 1
+    assert m[requests_series(f"{FILE}/complete", "POST", 404)] == 1
+    assert m[requests_series("unmatched", "GET", 404)] == 1
+    start = 'route="/api/videos/uploads",method="POST"'
+    buckets = [v for k, v in m.items() if k.startswith(f"spatialgen_http_request_duration_seconds_bucket{{{start}")]
+    assert len(buckets) == 12 and buckets == sorted(buckets) and buckets[-1] == 1
+    assert m[f"spatialgen_http_request_duration_seconds_count{{{start}}}"] == 1
+    assert 0 < m[f"spatialgen_http_request_duration_seconds_sum{{{start}}}"] < 5
+
+    # Queue depths are what Redis holds: the provisioning job and the status call's refresh jobs are due.
+    due = m[f'spatialgen_queue_depth{{queue="{settings.queue_name}",state="due"}}']
+    assert due >= 1 and due == await redis.zcount(settings.queue_name, "-inf", now_ms())
+    assert m[f'spatialgen_queue_depth{{queue="{settings.queue_name}",state="scheduled"}}'] == 1
+    assert m[f'spatialgen_queue_depth{{queue="{settings.processing_queue_name}",state="due"}}'] == 1
+    assert m[f'spatialgen_queue_depth{{queue="{settings.processing_queue_name}",state="scheduled"}}'] == 0
+    assert m["spatialgen_groups_live"] == 1 == await redis.zcard(EXPIRY_INDEX)
+    assert m["spatialgen_groups_created_total"] == 1
+    assert m["spatialgen_groups_completed_total"] == 41
+    assert m["spatialgen_groups_expired_total"] == 3
+    assert m['spatialgen_jobs_total{function="complete_file",outcome="ok"}'] == 5
+    assert m['spatialgen_jobs_total{function="provision_group",outcome="retried"}'] == 2
+    assert m['spatialgen_file_completions_total{outcome="session_not_found"}'] == 1
+    assert m["spatialgen_state_store_up"] == 1
+
+    # A scrape is counted once it has been answered.
+    m = samples((await client.get("/metrics")).text)
+    assert m[requests_series("/metrics", "GET", 200)] == 1
+
+
+async def test_created_and_canceled_counters_skip_replays_and_repeats(client: Client, upload_key: str) -> None:
+    first = await client.post(URL, json=SEED_REQUEST, headers=h(upload_key, **{"Idempotency-Key": "k"}))
+    replay = await client.post(URL, json=SEED_REQUEST, headers=h(upload_key, **{"Idempotency-Key": "k"}))
+    assert first.status_code == replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    sid = first.json()["sessionId"]
+    for _ in range(2):
+        assert (await client.delete(f"{URL}/{sid}", headers=h(upload_key))).status_code == 200
+    m = samples((await client.get("/metrics")).text)
+    assert m[requests_series(URL, "POST", 201)] == 2
+    assert m["spatialgen_groups_created_total"] == 1
+    assert m[requests_series(f"{URL}/{{session_id}}", "DELETE", 200)] == 2
+    assert m["spatialgen_groups_canceled_total"] == 1
+    assert m["spatialgen_groups_live"] == 0
+
+
+@pytest.mark.parametrize("mode", ["dead", "hang"])
+async def test_metrics_answer_fast_without_redis(settings: Settings, mode: str) -> None:
+    async with silent_server() as hung_port:
+        port = free_port() if mode == "dead" else hung_port
+        async with api_client(msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
+            await c.get("/health/live")
+            started = time.perf_counter()
+            r = await c.get("/metrics")
+            assert time.perf_counter() - started < 1.5
+    assert r.status_code == 200
+    m = samples(r.text)
+    assert m["spatialgen_state_store_up"] == 0
+    assert m[requests_series("/health/live", "GET", 200)] == 1
+    assert not any(k.startswith(("spatialgen_queue_depth", "spatialgen_groups_live")) for k in m)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAPI
+# ---------------------------------------------------------------------------------------------
+OPERATIONS = {
+    ("post", URL),
+    ("post", "/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"),
+    ("post", "/api/videos/uploads/{session_id}/files/{upload_id}/complete"),
+    ("delete", "/api/videos/uploads/{session_id}"),
+    ("get", "/api/videos/uploads/{session_id}"),
+    ("get", "/api/videos/uploads/{session_id}/files/{upload_id}/parts"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("get", "/metrics"),
+}
+
+
+async def test_openapi_document_describes_every_endpoint_and_error(client: Client) -> None:
+    r = await client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["info"]["title"] == "SpatialGen Direct Upload API"
+    assert doc["info"]["version"] and "X-SPATIALGEN-APPKEY" in doc["info"]["description"]
+    assert {(m, p) for p, item in doc["paths"].items() for m in item} == OPERATIONS
+    scheme = doc["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-SPATIALGEN-APPKEY")
+
+    for method, path in OPERATIONS:
+        op = doc["paths"][path][method]
+        assert op["summary"] and op["description"] and op["operationId"], (method, path)
+        if path.startswith("/api/"):
+            assert op["security"] == [{"apiKey": []}]
+            assert {"401", "503"} <= set(op["responses"])
+        else:
+            assert "security" not in op
+        for status, response in op["responses"].items():
+            assert response["description"]
+            if status.startswith(("4", "5")):
+                assert list(response["content"]) == [PROBLEM], (method, path, status)
+                examples = response["content"][PROBLEM]["examples"]
+                for name, example in examples.items():
+                    value = example["value"]
+                    assert value["status"] == int(status) and value["type"].endswith(value["code"])
+                    assert name == value["code"] or name == "not-ready"
+            else:
+                (media,) = response["content"].values()
+                assert media["examples"], (method, path, status)
+            if status == "503":
+                assert "Retry-After" in response["headers"]
+
+    start = doc["paths"][URL]["post"]
+    body = start["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["examples"]["seed-request"]["value"] == SEED_REQUEST
+    schema = body["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"videoName", "layout", "files"} and schema["additionalProperties"] is False
+    assert set(schema["properties"]["files"]["items"]["required"]) == {"fileName", "fileRole", "sizeBytes"}
+    assert {"Location", "Idempotent-Replayed"} <= set(start["responses"]["201"]["headers"])
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in start["parameters"])
+    assert set(start["responses"]) == {"201", "400", "401", "403", "409", "413", "415", "503"}
+    assert set(start["responses"]["400"]["content"][PROBLEM]["examples"]) == {
+        "invalid_request", "malformed_json", "invalid_header",
+    }  # fmt: skip
+
+    part_urls = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"]["post"]
+    props = part_urls["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert set(props) == {"partNumbers", "startPartNumber", "count"}
+    assert set(part_urls["responses"]["503"]["content"][PROBLEM]["examples"]) == {
+        "storage_not_ready", "dependency_unavailable",
+    }  # fmt: skip
+    complete = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/complete"]["post"]
+    assert set(complete["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"parts"}
+    assert {"200", "202"} <= set(complete["responses"])
+    assert "missing_parts" in complete["responses"]["409"]["content"][PROBLEM]["examples"]
+    params = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/parts"]["get"]["parameters"]
+    assert {p["name"] for p in params} == {"session_id", "upload_id"} and all(p["description"] for p in params)
+    assert set(doc["paths"]["/health/ready"]["get"]["responses"]) == {"200", "503"}
+    assert {"type", "title", "status", "detail", "code"} <= set(doc["components"]["schemas"]["Problem"]["required"])
+
+
+async def test_openapi_document_is_valid_openapi_3_1(client: Client) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")  # installed with moto[server]
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    validator.validate(doc)
+
+
+async def test_openapi_examples_match_real_answers(client: Client, upload_key: str) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    start = doc["paths"][URL]["post"]["responses"]
+    example = start["201"]["content"]["application/json"]["examples"]["created"]["value"]
+    real = (await client.post(URL, json=SEED_REQUEST, headers=h(upload_key))).json()
+    assert list(example) == list(real)
+
+    def without_ids(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in f.items() if k != "uploadId"} for f in files]
+
+    assert without_ids(example["files"]) == without_ids(real["files"])
+    bad = {**SEED_REQUEST, "layout": "3D"}
+    problem = (await client.post(URL, json=bad, headers=h(upload_key))).json()
+    documented = start["400"]["content"][PROBLEM]["examples"]["invalid_request"]["value"]
+    assert list(documented) == list(problem)
+
+
+async def test_docs_ui(client: Client) -> None:
+    r = await client.get("/schema")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in r.text and "SpatialGen Direct Upload API" in r.text
+    r = await client.get("/schema/redoc")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
