@@ -6,12 +6,15 @@ Shared clients (Redis state, S3 store) are created once per worker process in `o
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from arq import Retry
 
 from app import storage_tasks
+from app.metrics import F_GROUPS_EXPIRED, METRICS_KEY, job_field
 from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
@@ -19,8 +22,31 @@ from app.storage_tasks import is_transient
 
 log = logging.getLogger("spatialgen.worker")
 
-# Exponential backoff for an unreachable store, capped: 1, 2, 4 ... 300 s.
+# Exponential backoff for an unreachable store, capped: 1, 2, 4 ... 300 s; ~2.5 h of tries in all.
 BACKOFF_CAP_SECONDS = 300
+MAX_TRIES = 40
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def counted(fn: F) -> F:
+    """Count each run's outcome (ok / retried / failed) in the shared metrics hash; never fails the job."""
+
+    @functools.wraps(fn)  # arq names the job after the wrapped function
+    async def run(ctx: dict[str, Any], *args: Any) -> Any:
+        outcome = "failed"
+        try:
+            result = await fn(ctx, *args)
+            outcome = "ok"
+            return result
+        except Retry:
+            outcome = "retried" if ctx.get("job_try", 1) < MAX_TRIES else "failed"
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await ctx["redis"].hincrby(METRICS_KEY, job_field(fn.__name__, outcome), 1)
+
+    return cast(F, run)
 
 
 def backoff_seconds(job_try: int) -> int:
@@ -53,6 +79,7 @@ def _retry_if_transient(ctx: dict[str, Any], what: str, exc: Exception) -> None:
         raise Retry(defer=delay) from exc
 
 
+@counted
 async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str]:
     """Open the S3 multipart uploads of a new group."""
     try:
@@ -62,6 +89,7 @@ async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str
         raise
 
 
+@counted
 async def complete_file(
     ctx: dict[str, Any], session_id: str, upload_id: str, attempt: int, parts: list[tuple[int, str]]
 ) -> str:
@@ -76,6 +104,7 @@ async def complete_file(
         raise
 
 
+@counted
 async def purge_group(ctx: dict[str, Any], session_id: str) -> dict[str, int]:
     """Abort open uploads and delete objects of a canceled, expired or failed group."""
     try:
@@ -85,6 +114,7 @@ async def purge_group(ctx: dict[str, Any], session_id: str) -> dict[str, int]:
         raise
 
 
+@counted
 async def refresh_parts(ctx: dict[str, Any], session_id: str, upload_id: str) -> int:
     """Track which parts storage has received for one file (ListParts)."""
     try:
@@ -94,11 +124,17 @@ async def refresh_parts(ctx: dict[str, Any], session_id: str, upload_id: str) ->
         raise
 
 
+@counted
 async def expire_due_groups(ctx: dict[str, Any]) -> int:
     """Cron: expire groups past their expiresAt (purges are queued as jobs)."""
-    return await storage_tasks.expire_due_groups(ctx["state"], ctx["settings"])
+    expired = await storage_tasks.expire_due_groups(ctx["state"], ctx["settings"])
+    if expired:
+        with contextlib.suppress(Exception):
+            await ctx["redis"].hincrby(METRICS_KEY, F_GROUPS_EXPIRED, expired)
+    return expired
 
 
+@counted
 async def abort_orphan_uploads(ctx: dict[str, Any]) -> int:
     """Cron: abort multipart uploads that no live file owns."""
     return await storage_tasks.abort_orphan_uploads(ctx["state"], ctx["store"], ctx["settings"])

@@ -54,9 +54,9 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(_settings.redis_url)
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs
-    # Storage outages are retried with backoff (see jobs.backoff_seconds); ~2.5 h of tries before giving up.
     # part-urls and complete wait on these jobs, so poll often (one cheap ZRANGEBYSCORE per poll).
     poll_delay = 0.05
-    max_tries = 40
+    # Storage outages are retried with backoff (see jobs.backoff_seconds); ~2.5 h of tries before giving up.
+    max_tries = jobs.MAX_TRIES
     job_timeout = 600
     keep_result = 3600

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role
 from app.devstack import free_port
+from app.metrics import METRICS_KEY, job_field
 from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
@@ -34,6 +35,7 @@ async def test_worker_opens_exactly_one_upload_per_multipart_file(
     sid = await start_seed_group(settings, state)
     worker = await burst()
     assert worker.jobs_complete == 1 and worker.jobs_failed == 0
+    assert await state.redis.hget(METRICS_KEY, job_field("provision_group", "ok")) == b"1"
 
     snap = await state.snapshot(sid)
     assert snap is not None
@@ -102,10 +104,11 @@ async def test_storage_down_means_retry_with_backoff(settings: Settings, state: 
     dead = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
                        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
     async with ObjectStore.connect(dead, connect_timeout=1.0) as down:
-        ctx = {"state": state, "store": down, "job_try": 3}
+        ctx = {"state": state, "store": down, "job_try": 3, "redis": redis}
         with pytest.raises(Retry) as info:
             await jobs.provision_group(ctx, sid)
     assert info.value.defer_score == 4000  # third try waits 4 s
+    assert await redis.hget(METRICS_KEY, job_field("provision_group", "retried")) == b"1"
     snap = await state.snapshot(sid)
     assert snap is not None and all(snap.s3_upload_id(f.upload_id) is None for f in snap.record.files)
 
