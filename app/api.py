@@ -6,6 +6,7 @@ Operations endpoints (health, metrics) live here too; the OpenAPI declarations a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ import msgspec
 import redis.exceptions
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
@@ -111,11 +112,25 @@ async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    """The raw body, after checking its declared type (JSON or none)."""
+    """The raw body, after checking its declared type (JSON in UTF-8, not compressed, or none)."""
     ctype = request.headers.get("content-type", "")
-    if ctype and not ctype.split(";", 1)[0].strip().lower().endswith(("/json", "+json")):
+    media, _, params = ctype.partition(";")
+    if ctype and not media.strip().lower().endswith(("/json", "+json")):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send the body as application/json, not {ctype[:60]!r}.")
-    return await request.body()
+    charset = params.strip().lower().removeprefix("charset=").strip('" ') if "charset" in params.lower() else ""
+    if charset not in ("", "utf-8", "utf8"):
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send JSON in UTF-8, not {charset[:30]!r}.")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"Content-Encoding {encoding[:30]!r} is not accepted; send plain JSON.")
+    timeout = services(request).settings.body_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.body()
+    except TimeoutError:
+        raise errors.BODY_TIMEOUT(f"The body did not arrive within {timeout:g} s.") from None
+    except InternalServerException:  # Litestar's "client disconnected prematurely": the body is incomplete
+        raise errors.BODY_INCOMPLETE("The connection closed before the whole body arrived.") from None
 
 
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:

@@ -78,6 +78,8 @@ INVALID_REQUEST = ErrorSpec("invalid_request", 400, "The request is invalid")
 MALFORMED_JSON = ErrorSpec("malformed_json", 400, "The request body is not valid JSON")
 UNSUPPORTED_MEDIA_TYPE = ErrorSpec("unsupported_media_type", 415, "The request body must be JSON")
 INVALID_HEADER = ErrorSpec("invalid_header", 400, "A request header is invalid")
+BODY_INCOMPLETE = ErrorSpec("body_incomplete", 400, "The request body is incomplete")
+BODY_TIMEOUT = ErrorSpec("body_timeout", 408, "The request body took too long to arrive")
 # 401 / 403
 MISSING_API_KEY = ErrorSpec("missing_api_key", 401, "The X-SPATIALGEN-APPKEY header is missing")
 INVALID_API_KEY = ErrorSpec("invalid_api_key", 401, "The API key is not valid")

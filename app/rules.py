@@ -459,8 +459,8 @@ def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[t
                       if etag is None else "must be a non-empty string")  # fmt: skip
             elif len(etag) > MAX_ETAG_CHARS:
                 c.add(f"{path}.etag", "is too long")
-            elif (bad := _bad_chars(etag)) is not None:
-                c.add(f"{path}.etag", bad)
+            elif not (etag.isascii() and etag.isprintable()):
+                c.add(f"{path}.etag", "must be printable ASCII, as S3 returns it (a quoted hex digest)")
             elif n is not None:
                 seen.add(n)
                 out.append((n, etag))

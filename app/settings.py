@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long complete waits for the worker before answering 202."""
     max_body_bytes: int = 1 * MIB
     """Largest accepted request body."""
+    body_timeout_seconds: float = 30.0
+    """How long the API waits for a request body to arrive before answering 408."""
     idempotency_ttl_seconds: int = 86_400
     """How long an Idempotency-Key is remembered."""
     key_cache_seconds: float = 10.0

@@ -296,7 +296,7 @@ return {'ok'}
 # KEYS: state, group, library record, library counter, library index, expiry index,
 #       processing job, processing result, processing queue.
 # ARGV: upload id, now ms, retention ms, session id, library JSON tail, job blob head, job blob tail,
-#       job expires ms, then every upload id of the group.
+#       job expires ms, group expires ms, then every upload id of the group.
 # The verified file becomes 'completed'. If it was the group's last, in the same step: group
 # 'completed', one libraryId, one library record, one processing job. Nothing else can interleave,
 # so concurrent completions (and a racing cancel) yield exactly one of each or none.
@@ -306,11 +306,16 @@ FINISH_COMPLETE = (
     + """
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st then return {'gone'} end
-if not live(st) then return {'dead', st} end
 local f = redis.call('HGET', KEYS[1], ARGV[1])
+if live(st) and tonumber(ARGV[2]) >= tonumber(ARGV[9]) then st = 'expired' end  -- the sweep will mark it
+if not live(st) then
+  -- canceled, failed or expired while we assembled it: the file shares the group's fate
+  if f == 'completing' then redis.call('HSET', KEYS[1], ARGV[1], st) end
+  return {'dead', st}
+end
 if f ~= 'completing' then return {'stale', tostring(f)} end
 redis.call('HSET', KEYS[1], ARGV[1], 'completed', 'tu', ARGV[2])
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   if redis.call('HGET', KEYS[1], ARGV[i]) ~= 'completed' then return {'file_completed'} end
 end
 local lib = redis.call('INCR', KEYS[4])
@@ -330,16 +335,18 @@ return {'group_completed', lib}
 """
 )
 
-# KEYS: state. ARGV: upload id, now ms, reason. The store refused the parts: back to 'uploading'.
+# KEYS: state. ARGV: upload id, now ms, reason, attempt. The store refused the parts (or the job gave
+# up): back to 'uploading' so the client can fix it. Only the attempt that owns 'completing' may do it.
 REJECT_COMPLETE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'completing' then return 0 end
+if redis.call('HGET', KEYS[1], 'n:' .. ARGV[1]) ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], 'uploading', 'r:' .. ARGV[1], ARGV[3], 'tu', ARGV[2])
 return 1
 """
 
 # KEYS: state, group, expiry index, then (job, result, queue) for the purge now and the late purge.
 # ARGV: upload id, now ms, reason, retention ms, session id, purge id, blob, expires, score,
-#       late purge id, blob, expires, score.
+#       late purge id, blob, expires, score, then every upload id.
 # The assembled object is wrong: file and group 'failed' (terminal), storage purged.
 FAIL_FILE = (
     _LUA_ENQUEUE
@@ -349,6 +356,12 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'completing' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], 'failed', 'r:' .. ARGV[1], ARGV[3], 'tu', ARGV[2])
 local st = redis.call('HGET', KEYS[1], 'st')
 if live(st) then
+  -- the set can never complete: every other unfinished file fails with it (completed ones stay so)
+  for i = 14, #ARGV do
+    if ARGV[i] ~= ARGV[1] and redis.call('HGET', KEYS[1], ARGV[i]) ~= 'completed' then
+      redis.call('HSET', KEYS[1], ARGV[i], 'failed', 'r:' .. ARGV[i], 'another file of the group failed')
+    end
+  end
   redis.call('HSET', KEYS[1], 'st', 'failed', 'tf', ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -724,14 +737,16 @@ class UploadState:
         keys = [state_key(sid), group_key(sid), library_key(sid), LIBRARY_COUNTER, LIBRARY_INDEX, EXPIRY_INDEX,
                 arq_job_key(job_id), arq_result_key(job_id), processing_queue]  # fmt: skip
         args: list[Any] = [upload_id, now_ms, retention_ms, sid, library.record_tail, library.job_head,
-                           library.job_tail, expires_extra_ms, *(f.upload_id for f in record.files)]  # fmt: skip
+                           library.job_tail, expires_extra_ms, record.expires_ms,
+                           *(f.upload_id for f in record.files)]  # fmt: skip
         out = await self._finish_complete(keys=keys, args=args)
         outcome = out[0].decode()
         return outcome, (int(out[1]) if outcome == "group_completed" else None)
 
-    async def reject_complete(self, session_id: str, upload_id: str, *, now_ms: int, reason: str) -> bool:
+    async def reject_complete(self, session_id: str, upload_id: str, *, attempt: int, now_ms: int, reason: str) -> bool:
         """The store refused the parts: back to 'uploading' with the reason kept."""
-        return bool(await self._reject_complete(keys=[state_key(session_id)], args=[upload_id, now_ms, reason]))
+        args: list[Any] = [upload_id, now_ms, reason, attempt]
+        return bool(await self._reject_complete(keys=[state_key(session_id)], args=args))
 
     async def fail_file(
         self, record: GroupRecord, upload_id: str, *, now_ms: int, reason: str, retention_ms: int,
@@ -740,7 +755,7 @@ class UploadState:
         """The assembled object is wrong: file and group become 'failed' and the group's storage is purged."""
         sid = record.session_id
         keys = [state_key(sid), group_key(sid), EXPIRY_INDEX, *_job_keys(purges)]
-        args = [upload_id, now_ms, reason, retention_ms, sid, *_job_args(purges)]
+        args = [upload_id, now_ms, reason, retention_ms, sid, *_job_args(purges), *(f.upload_id for f in record.files)]
         return bool(await self._fail_file(keys=keys, args=args))
 
     async def cancel_group(

@@ -124,7 +124,9 @@ async def complete_file(
     if f.strategy is UploadStrategy.MULTIPART:
         s3_id = snap.s3_upload_id(upload_id)
         if s3_id is None:
-            await state.reject_complete(session_id, upload_id, now_ms=now_ms(), reason="storage was not provisioned")
+            await state.reject_complete(
+                session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason="storage was not provisioned"
+            )
             return "rejected"
         try:
             await store.complete_multipart(key, s3_id, parts)
@@ -134,14 +136,20 @@ async def complete_file(
                 pass  # an earlier try assembled it; verify below
             elif code in _PART_ERRORS or code == "NoSuchUpload":
                 message = exc.response.get("Error", {}).get("Message", "")
-                await state.reject_complete(session_id, upload_id, now_ms=now_ms(), reason=f"{code}: {message}"[:500])
+                await state.reject_complete(
+                    session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=f"{code}: {message}"[:500]
+                )
                 return "rejected"
             else:
                 raise
     size = await store.head_size(key)
     if size is None:
         await state.reject_complete(
-            session_id, upload_id, now_ms=now_ms(), reason="no object in storage: PUT the file to its URL first"
+            session_id,
+            upload_id,
+            attempt=attempt,
+            now_ms=now_ms(),
+            reason="no object in storage: PUT the file to its URL first",
         )
         return "rejected"
     now = now_ms()

@@ -80,6 +80,8 @@ def decode_json_body(body: bytes) -> Any:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise errors.MALFORMED_JSON(f"The body is not valid JSON: {exc}.") from None
+    except UnicodeDecodeError:
+        raise errors.MALFORMED_JSON("The body is not valid UTF-8.") from None
     except RecursionError:
         raise errors.MALFORMED_JSON("The body is nested too deeply.") from None
 
@@ -177,7 +179,7 @@ class UploadService:
 
     async def load_group(self, principal: Principal, session_id: str) -> GroupSnapshot:
         """The caller's group, or 404 (also for another account's group: its existence is not revealed)."""
-        snap = await self.state.snapshot(session_id) if UUID_RE.match(session_id) else None
+        snap = await self.state.snapshot(session_id) if UUID_RE.fullmatch(session_id) else None
         if snap is None or snap.record.account != principal.account:
             raise errors.SESSION_NOT_FOUND(f"No upload group {session_id[:64]!r} for this account.")
         return snap
@@ -209,25 +211,26 @@ class UploadService:
             raise errors.SESSION_FAILED(f"Upload group {sid} failed; start a new group.")
 
     @staticmethod
-    def _conflict(snap: GroupSnapshot, f: FileRecord, why: str) -> errors.ApiError:
-        """Map a script's refusal ('canceled', 'file', 'completed'...) to the matching 409."""
-        if why in {"file:completing", "completing"}:
-            return errors.FILE_COMPLETING(f"File {f.upload_id} is being completed.")
-        if why in ("file:completed", "completed") and snap.status is not GroupStatus.COMPLETED:
-            return errors.FILE_COMPLETED(f"File {f.upload_id} is already completed.")
-        if why in ("file:failed", "failed"):
-            return errors.FILE_FAILED(
-                f"File {f.upload_id} failed: {snap.reason(f.upload_id) or 'verification failed'}."
-            )
+    def _conflict(snap: GroupSnapshot, why: str, f: FileRecord | None = None) -> errors.ApiError:
+        """Map a refusal to its 409: `file:<status>` from a file-level check, else the group's status."""
+        sid = snap.record.session_id
+        if why.startswith("file:") and f is not None:
+            state = why.removeprefix("file:")
+            if state == "completing":
+                return errors.FILE_COMPLETING(f"File {f.upload_id} is being completed; repeat complete to poll.")
+            if state == "completed":
+                return errors.FILE_COMPLETED(f"File {f.upload_id} is already completed.")
+            if state == "failed":
+                reason = snap.reason(f.upload_id) or "verification failed"
+                return errors.FILE_FAILED(f"File {f.upload_id} failed: {reason}.")
+            why = state  # canceled / expired: the group's fate
         mapping = {
             "canceled": errors.SESSION_CANCELED,
             "expired": errors.SESSION_EXPIRED,
             "gone": errors.SESSION_EXPIRED,
             "completed": errors.SESSION_COMPLETED,
-            "file:canceled": errors.SESSION_CANCELED,
         }
-        spec = mapping.get(why, errors.SESSION_FAILED)
-        return spec(f"Upload group {snap.record.session_id} is {why.removeprefix('file:')}.")
+        return mapping.get(why, errors.SESSION_FAILED)(f"Upload group {sid} is {why}.")
 
     # --- part URLs ---------------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class UploadService:
         if file_status is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
             outcome = await self.state.mark_uploading(snap.record, upload_id, now)
             if outcome != "ok":
-                raise self._conflict(snap, f, outcome)
+                raise self._conflict(snap, outcome, f)
         s3_upload_id = None
         if f.strategy is UploadStrategy.MULTIPART:
             s3_upload_id = snap.s3_upload_id(upload_id) or await self._wait_for_provisioning(session_id, upload_id)
@@ -315,7 +318,7 @@ class UploadService:
             if status is FileStatus.COMPLETING:
                 break
             if status is FileStatus.FAILED:
-                raise self._conflict(snap, f, "failed")
+                raise self._conflict(snap, "file:failed", f)
             attempt = snap.attempt(upload_id)
             job = JobSpec.build(
                 COMPLETE_JOB, (session_id, upload_id, attempt + 1, parts),
@@ -335,7 +338,7 @@ class UploadService:
         while True:
             snap = await self.load_group(principal, session_id)
             status = snap.file_status(f.upload_id)
-            if status is not FileStatus.COMPLETING:
+            if status is not FileStatus.COMPLETING or snap.status not in _LIVE:
                 break
             if time.monotonic() >= deadline:
                 return 202, self._completed_view(snap, f)
@@ -348,9 +351,9 @@ class UploadService:
                 "Upload the missing parts (GET .../parts lists what storage has) and complete again."
             )
         if status is FileStatus.FAILED:
-            raise self._conflict(snap, f, "failed")
-        self.ensure_live(snap, now_ms())
-        raise self._conflict(snap, f, status.value)
+            raise self._conflict(snap, "file:failed", f)
+        self.ensure_live(snap, now_ms())  # the group died meanwhile: its 409
+        raise self._conflict(snap, f"file:{status.value}", f)
 
     @staticmethod
     def _completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:
@@ -424,7 +427,7 @@ class UploadService:
             if out[0] == "completed":
                 raise errors.SESSION_COMPLETED(f"Upload group {session_id} is completed and cannot be canceled.")
             self.ensure_live(snap, now)
-            raise self._conflict(snap, snap.record.files[0], out[0])
+            raise self._conflict(snap, out[0])
         return CanceledGroupView(
             session_id=session_id, status=GroupStatus.CANCELED.value, canceled_at=iso_ms(int(out[1])),
             file_count=len(snap.record.files), canceled_file_count=int(out[2]),

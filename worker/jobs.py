@@ -19,6 +19,7 @@ from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
 from app.storage_tasks import is_transient
+from app.timefmt import now_ms
 
 log = logging.getLogger("spatialgen.worker")
 
@@ -100,7 +101,12 @@ async def complete_file(
             session_id=session_id, upload_id=upload_id, attempt=attempt, parts=parts,
         )  # fmt: skip
     except Exception as exc:
-        _retry_if_transient(ctx, f"complete {session_id}/{upload_id}", exc)
+        if ctx.get("job_try", 1) < MAX_TRIES:
+            _retry_if_transient(ctx, f"complete {session_id}/{upload_id}", exc)
+        # Giving up (an error that retrying won't fix, or the last try): hand the file back to the
+        # client as 'uploading' with the reason, instead of leaving it 'completing' until expiry.
+        reason = f"storage could not complete the file: {type(exc).__name__}: {exc}"[:500]
+        await ctx["state"].reject_complete(session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=reason)
         raise
 
 

@@ -79,6 +79,8 @@ def test_complete_parts_sorted_and_exact() -> None:
          ["parts[0].partNumber", "parts[1].partNumber", "parts[2]"]),
         ({"parts": [{"partNumber": 1, "etag": "a\x00"}]}, ["parts[0].etag"]),
         ({"parts": [{"partNumber": 1, "etag": "x" * 1025}]}, ["parts[0].etag"]),
+        ({"parts": [{"partNumber": 1, "etag": "\uffff"}]}, ["parts[0].etag"]),
+        ({"parts": [{"partNumber": 1, "etag": "ünï"}]}, ["parts[0].etag"]),
         ({"parts": [{"partNumber": 1, "etag": "a", "size": 3}]}, ["parts[0].size"]),
         ({"parts": "1-3"}, ["parts"]),
     ],

@@ -1,0 +1,1100 @@
+"""Benchmark: POST .../part-urls for all 9,987 parts of a 2 TiB file (server time, HTTP time, botocore baseline).
+
+Also measures small part-urls requests while 10k batches are signed, against the same requests alone; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import functools
+import gc
+import http.client
+import inspect
+import io
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import pstats
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from unittest import mock
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import msgspec  # noqa: E402
+from redis.asyncio import Redis  # noqa: E402
+
+from app import uploads  # noqa: E402
+from app.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
+from app.devstack import free_port, start_valkey  # noqa: E402
+from app.models import FileStatus, GroupStatus, PartUrl, PartUrlsView, UploadStrategy  # noqa: E402
+from app.presign import S3Presigner  # noqa: E402
+from app.rules import part_range, select_parts  # noqa: E402
+from app.settings import TIB, Settings  # noqa: E402
+from app.state import UploadState  # noqa: E402
+from app.timefmt import iso_ms, now_ms  # noqa: E402
+from app.uploads import UploadService  # noqa: E402
+from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
+
+ACCOUNT = "bench"
+FILE_BYTES = 2 * TIB  # layout 2D, one video: 9,987 parts of 210 MiB
+FAKE_S3_UPLOAD_ID = "2~bench-" + "x" * 100  # AWS multipart upload ids run ~100-160 characters
+START_BODY = {
+    "videoName": "Part URL benchmark",
+    "layout": "2D",
+    "perspective": "Regular",
+    "files": [{"fileName": "movie.mov", "fileRole": "video", "sizeBytes": FILE_BYTES}],
+}
+SMALL_BODY = b'{"partNumbers":[1]}'
+SERVER_TARGET_MS = 150.0
+RATIO_TARGET = 30.0
+MAX_SAMPLES = 3
+
+_json = msgspec.json.Encoder()
+
+
+def ms(seconds: float) -> float:
+    """Seconds to milliseconds."""
+    return seconds * 1e3
+
+
+def fmt_ms(seconds: float | None) -> str:
+    """`12.3 ms`, or `n/a`."""
+    return "n/a" if seconds is None else f"{ms(seconds):.1f} ms"
+
+
+def pct(values: list[float], q: int) -> float:
+    """Percentile q (1..99) of values, inclusive method; nan when empty."""
+    if not values:
+        return float("nan")
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-request load: its own process (its CPU never shares our GIL), raw asyncio over keep-alive
+# connections, one request in flight per connection, paced at a steady total rate (0 = closed loop).
+# Latency is send -> last body byte; "scheduled" latency counts from when the request was due, so a
+# request held back by a stalled predecessor still shows the stall (no coordinated omission).
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SmallJob:
+    """One small-request measurement."""
+
+    port: int
+    request: bytes
+    connections: int
+    rate: float  # requests per second over all connections; 0 = as fast as answers come
+    warmup: float
+    seconds: float
+
+
+@dataclass
+class SmallResult:
+    """Latencies (ms) of requests due inside the measured window, and what went wrong."""
+
+    latencies_ms: list[float]
+    scheduled_ms: list[float]
+    errors: Counter[str] = field(default_factory=Counter)
+    samples: list[str] = field(default_factory=list)
+
+
+class _SmallLoad:
+    def __init__(self, job: SmallJob, loop: asyncio.AbstractEventLoop) -> None:
+        self.job = job
+        self.loop = loop
+        now = loop.time()
+        self.window_start = now + job.warmup
+        self.window_end = self.window_start + job.seconds
+        self.interval = job.connections / job.rate if job.rate > 0 else 0.0
+        self.result = SmallResult([], [])
+        self.open = 0
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def record(self, status: int, body: bytes, due: float, sent: float, now: float) -> None:
+        if status != 200:
+            self.result.errors[f"HTTP {status}"] += 1
+            if len(self.result.samples) < MAX_SAMPLES:
+                self.result.samples.append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
+        if self.window_start <= due < self.window_end:
+            self.result.latencies_ms.append(ms(now - sent))
+            self.result.scheduled_ms.append(ms(now - due))
+
+    def closed(self, exc: Exception | None) -> None:
+        """A connection ended; exc is None when we closed it after its last request."""
+        self.open -= 1
+        if exc is not None:
+            self.result.errors[f"connection lost ({exc!r})"] += 1
+        if self.open == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+class _SmallConn(asyncio.Protocol):
+    def __init__(self, load: _SmallLoad, offset: float) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.need = -1
+        self.status = 0
+        self.due = load.loop.time() + offset
+        self.sent = 0.0
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.load.loop.call_at(self.due, self.send)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.sent = self.load.loop.time()
+        self.transport.write(self.load.job.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.need < 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).lower()
+            self.status = int(head[9:12])
+            at = head.find(b"\r\ncontent-length:")
+            eol = head.find(b"\r\n", at + 2)
+            self.need = int(head[at + 17 : eol if eol >= 0 else None])
+            del self.buf[: end + 4]
+        if len(self.buf) < self.need:
+            return
+        body = bytes(self.buf[: self.need])
+        del self.buf[: self.need]
+        self.need = -1
+        load = self.load
+        now = load.loop.time()
+        load.record(self.status, body, self.due, self.sent, now)
+        assert self.transport is not None
+        # Paced: the next request is due one interval after this one was, however late this one is.
+        self.due = self.due + load.interval if load.interval else now
+        if self.due >= load.window_end:
+            self.closing = True
+            self.transport.close()
+        elif self.due <= now:
+            self.send()
+        else:
+            load.loop.call_at(self.due, self.send)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.load.closed(None if self.closing else exc or ConnectionResetError("closed by server"))
+
+
+async def _run_small(job: SmallJob) -> SmallResult:
+    loop = asyncio.get_running_loop()
+    load = _SmallLoad(job, loop)
+    for i in range(job.connections):
+        load.open += 1
+        # Stagger the connections over one interval so the total rate is steady.
+        offset = load.interval * i / job.connections
+        await loop.create_connection(functools.partial(_SmallConn, load, offset), "127.0.0.1", job.port)
+    await asyncio.wait_for(load.done, job.warmup + job.seconds + 60)
+    return load.result
+
+
+def _small_process(conn: multiprocessing.connection.Connection) -> None:
+    """Entry point of the small-load process: run each job received, send back its result; None ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
+    while (job := conn.recv()) is not None:
+        conn.send(asyncio.run(_run_small(job)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain HTTP (big answers, setup) on one keep-alive connection.
+# ---------------------------------------------------------------------------------------------
+class Http:
+    """A keep-alive HTTP/1.1 connection to the API with the benchmark's key."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.headers = {"Content-Type": "application/json", "X-SPATIALGEN-APPKEY": api_key}
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes, float]:
+        """Status, body and seconds from sending the request to the last byte of the answer."""
+        started = time.perf_counter()
+        self.conn.request("POST", path, body=body, headers=self.headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, data, time.perf_counter() - started
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+def request_bytes(port: int, path: str, api_key: str, body: bytes) -> bytes:
+    """A pre-built HTTP/1.1 POST, sent over and over by the small-load process."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-SPATIALGEN-APPKEY: {api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_METRIC_RE = re.compile(r"^\w*http_request_duration_seconds_(sum|count)\{(.*)\} (\S+)$", re.MULTILINE)
+
+
+def part_urls_metrics(port: int) -> tuple[float, int] | None:
+    """(seconds, requests) the server's own /metrics reports for POST part-urls so far; None without /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return None
+    found: dict[str, float] = {}
+    for kind, labels, value in _METRIC_RE.findall(text):
+        if "part-urls" in labels and 'method="POST"' in labels:
+            found[kind] = float(value)
+    if "sum" not in found or "count" not in found:
+        return None
+    return found["sum"], int(found["count"])
+
+
+def app_time(before: tuple[float, int] | None, after: tuple[float, int] | None) -> float | None:
+    """Mean seconds per part-urls request between two /metrics readings (time inside the ASGI app)."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process: the same UploadService the server runs, over the same Valkey, timed without HTTP.
+# ---------------------------------------------------------------------------------------------
+class InProcess:
+    """UploadService in this process, on a long-lived event loop (asyncio.Runner)."""
+
+    def __init__(self, settings: Settings, principal: Principal, session_id: str, upload_id: str) -> None:
+        self.runner = asyncio.Runner()
+        self.settings = settings
+        self.principal = principal
+        self.session_id = session_id
+        self.upload_id = upload_id
+        self.redis: Redis = self.runner.run(self._connect())
+        self.service = UploadService(settings, UploadState(self.redis))
+
+    async def _connect(self) -> Redis:
+        client: Redis = Redis.from_url(self.settings.redis_url)
+        return client
+
+    async def handler(self, body: bytes = b"") -> bytes:
+        """What the route does after authentication: sign, then encode the view."""
+        view = await self.service.sign_part_urls(self.principal, self.session_id, self.upload_id, body)
+        return _json.encode(view)
+
+    def timed(self, body: bytes = b"") -> tuple[float, float, int]:
+        """(seconds in sign_part_urls, seconds encoding its view, answer bytes) of one call."""
+
+        async def go() -> tuple[float, float, int]:
+            t0 = time.perf_counter()
+            view = await self.service.sign_part_urls(self.principal, self.session_id, self.upload_id, body)
+            t1 = time.perf_counter()
+            answer = _json.encode(view)
+            return t1 - t0, time.perf_counter() - t1, len(answer)
+
+        return self.runner.run(go())
+
+    def longest_block(self, make: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+        """(total seconds, longest stretch without yielding to the event loop) of one awaited call.
+
+        A ticker task yields in a loop and records the gaps between its turns: the longest gap is
+        how long any other request on this loop would have waited.
+        """
+
+        async def go() -> tuple[float, float]:
+            gaps: list[float] = []
+            stop = False
+
+            async def ticker() -> None:
+                last = time.perf_counter()
+                while not stop:
+                    await asyncio.sleep(0)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            t0 = time.perf_counter()
+            await make()
+            total = time.perf_counter() - t0
+            stop = True
+            await task
+            return total, max(gaps)
+
+        return self.runner.run(go())
+
+    def close(self) -> None:
+        """Close Redis and the loop."""
+        with suppress(Exception):
+            self.runner.run(self.redis.aclose())
+        self.runner.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: Valkey, the API server, a key, a group with one 2 TiB video, a fake S3 upload id.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Resources:
+    """Everything to tear down on exit, whatever happens."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    loader: multiprocessing.process.BaseProcess | None = None
+    pipe: multiprocessing.connection.Connection | None = None
+    http: list[Http] = field(default_factory=list)
+    inproc: InProcess | None = None
+
+    def close(self) -> None:
+        """Stop the load process, close clients, stop the server and Valkey."""
+        if self.loader is not None and self.loader.is_alive():
+            with suppress(OSError):
+                if self.pipe is not None:
+                    self.pipe.send(None)
+                self.loader.join(2)
+            if self.loader.is_alive():
+                self.loader.terminate()
+                self.loader.join(5)
+        for h in self.http:
+            h.close()
+        if self.inproc is not None:
+            self.inproc.close()
+        stop_all(self.procs, self.groups)
+
+
+@dataclass
+class Target:
+    """The file whose part URLs are asked for."""
+
+    port: int
+    api_key: str
+    session_id: str
+    upload_id: str
+    total_parts: int
+    part_size: int
+
+    @property
+    def path(self) -> str:
+        """The part-urls route of the file."""
+        return f"/api/videos/uploads/{self.session_id}/files/{self.upload_id}/part-urls"
+
+
+async def _make_key(url: str) -> str:
+    client = Redis.from_url(url)
+    try:
+        secret, _ = await create_key(client, account=ACCOUNT, role="upload", label="bench_part_urls")
+    finally:
+        await client.aclose()
+    return secret
+
+
+def storage_key_of(record: Any, f: Any) -> str:
+    """A file's object key (a GroupRecord method now; a FileRecord field in older trees)."""
+    method = getattr(record, "storage_key", None)
+    return str(method(f)) if callable(method) else str(f.storage_key)
+
+
+async def _provision(url: str, session_id: str, upload_id: str) -> str:
+    """Record a fake S3 multipart upload id, as the provision worker would (no S3 call)."""
+    client = Redis.from_url(url)
+    try:
+        state = UploadState(client)
+        snap = await state.snapshot(session_id)
+        assert snap is not None
+        first = next(iter(inspect.signature(state.record_s3_upload).parameters))
+        owner: Any = snap.record if first == "record" else session_id
+        return await state.record_s3_upload(owner, upload_id, FAKE_S3_UPLOAD_ID)
+    finally:
+        await client.aclose()
+
+
+def setup(tmp: Path, res: Resources, server_kind: str = "granian") -> tuple[Target, Settings]:
+    """Start Valkey and the API, create the key and the group, mark the file provisioned."""
+    vport = free_port()
+    res.procs.append(start_valkey(vport, tmp / "valkey", appendonly=False))
+    url = f"redis://127.0.0.1:{vport}/0"
+    api_key = asyncio.run(_make_key(url))
+    env = {
+        **os.environ,
+        "SPATIALGEN_REDIS_URL": url,
+        "SPATIALGEN_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # signing never talks to S3
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    server = start_server("api", server_kind, OURS_TARGET, env)
+    res.procs.append(server.proc)
+    res.groups.append(server.proc.pid)
+    client = Http(server.port, api_key)
+    res.http.append(client)
+    status, answer, _ = client.post("/api/videos/uploads", msgspec.json.encode(START_BODY))
+    if status != 201:
+        raise SystemExit(f"start answered {status}: {answer[:500]!r}")
+    created = msgspec.json.decode(answer)
+    session_id, f = created["sessionId"], created["files"][0]
+    outcome = asyncio.run(_provision(url, session_id, f["uploadId"]))
+    if outcome != "ok":
+        raise SystemExit(f"record_s3_upload answered {outcome!r}")
+    settings = Settings.from_env(env)
+    target = Target(server.port, api_key, session_id, f["uploadId"], f["totalParts"], f["partSizeBytes"])
+    return target, settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class BigTimes:
+    """Part 1: one all-parts request, over HTTP and in-process."""
+
+    http_s: list[float]
+    sign_s: list[float]
+    encode_s: list[float]
+    answer_bytes: int
+    server_cpu_s: float
+    app_s: float | None = None
+
+
+def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, server_pid: int) -> BigTimes:
+    """Alternate HTTP and in-process calls (so drift hits both alike); warm both up first."""
+    for _ in range(2):
+        status, answer, _ = client.post(target.path, b"")
+        if status != 200:
+            raise SystemExit(f"part-urls answered {status}: {answer[:500]!r}")
+        inproc.timed()
+    parts = msgspec.json.decode(answer)["parts"]
+    if len(parts) != target.total_parts:
+        raise SystemExit(f"expected {target.total_parts} parts, got {len(parts)}")
+    times = BigTimes([], [], [], len(answer), 0.0)
+    cpu = 0.0
+    seen = part_urls_metrics(target.port)
+    for _ in range(repeats):
+        cpu0 = tree_cpu_seconds(server_pid)
+        status, answer, seconds = client.post(target.path, b"")
+        cpu += tree_cpu_seconds(server_pid) - cpu0
+        assert status == 200
+        times.http_s.append(seconds)
+        sign, encode, _ = inproc.timed()
+        times.sign_s.append(sign)
+        times.encode_s.append(encode)
+    times.server_cpu_s = cpu / repeats
+    # /metrics counts only the HTTP requests (the in-process calls never reach the server).
+    times.app_s = app_time(seen, part_urls_metrics(target.port))
+    return times
+
+
+def measure_botocore(settings: Settings, target: Target, storage_key: str, rounds: int) -> tuple[float, int]:
+    """Seconds for botocore to presign the same parts (best of rounds), and one URL's length."""
+    import botocore.config
+    import botocore.session
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        region_name=settings.s3_region,
+        endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        aws_session_token=settings.s3_session_token or None,
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": settings.s3_addressing_style}),
+    )
+    times = []
+    url = ""
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for part in range(1, target.total_parts + 1):
+            url = client.generate_presigned_url(
+                "upload_part",
+                Params={"Bucket": settings.s3_bucket, "Key": storage_key, "UploadId": FAKE_S3_UPLOAD_ID,
+                        "PartNumber": part},
+                ExpiresIn=settings.part_url_ttl_seconds,
+            )  # fmt: skip
+        times.append(time.perf_counter() - started)
+    return min(times), len(url)
+
+
+@dataclass
+class StallRun:
+    """Part 3: small-request latencies, alone or while a client loops all-parts requests."""
+
+    small: SmallResult
+    big_s: list[float]
+
+
+def stall_round(
+    target: Target, pipe: multiprocessing.connection.Connection, job: SmallJob, big: Http | None
+) -> StallRun:
+    """Run the small load; if `big` is given, loop all-parts requests on it until the load ends."""
+    pipe.send(job)
+    big_s: list[float] = []
+    if big is not None:
+        while not pipe.poll():
+            status, answer, seconds = big.post(target.path, b"")
+            if status != 200:
+                raise SystemExit(f"part-urls answered {status}: {answer[:500]!r}")
+            big_s.append(seconds)
+    small: SmallResult = pipe.recv()
+    if small.errors:
+        print(f"  !! small requests: {sum(small.errors.values())} errors: {dict(small.errors)}", flush=True)
+        for s in small.samples:
+            print(f"     {s}", flush=True)
+    return StallRun(small, big_s)
+
+
+def stall_line(label: str, latencies: list[float]) -> str:
+    """`p50 3.1 ms p99 48.0 ms max 60.0 ms` for one set of latencies."""
+    return f"{label}p50 {pct(latencies, 50):.1f} ms p99 {pct(latencies, 99):.1f} ms max {max(latencies):.1f} ms"
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants of sign_part_urls, for experiments only (app/ is not changed): run in-process, or in a
+# server started on `tests.bench.bench_part_urls:variant_app` with BENCH_PART_URLS_VARIANT set.
+# ---------------------------------------------------------------------------------------------
+VARIANT_ENV = "BENCH_PART_URLS_VARIANT"
+VARIANT_TARGET = "tests.bench.bench_part_urls:variant_app"
+VARIANTS = {
+    "asis": "the app unchanged (app.asgi:app)",
+    "slice250": "SIGN_SLICE 250, otherwise unchanged",
+    "raw1000": "per slice of 1000: sign, build PartUrls, encode_into one bytearray; parts as msgspec.Raw",
+    "raw250": "the same with slices of 250",
+    "rawng250": "raw250 with a gc=False copy of PartUrl (ints and strs only: no cycles possible)",
+    "thread": "over 256 parts: sign + build + encode in asyncio.to_thread, parts as msgspec.Raw",
+    "process": "over 256 parts: sign + build + encode in a 1-process pool (spawn), parts as msgspec.Raw",
+    "cached": "control, not a fix: the parts JSON of the first call is reused (no signing): HTTP and answer cost only",
+}
+VARIANT_RE = re.compile(r"^(asis|thread|process|cached|slice\d+|raw\d+|rawng\d+)$")
+OFFLOAD_MIN_PARTS = 256
+_ORIGINAL_SIGN = UploadService.sign_part_urls
+_POOL: ProcessPoolExecutor | None = None
+_CHILD_PRESIGNER: S3Presigner | None = None
+_CACHED: dict[tuple[str, int], bytes] = {}
+
+
+class PartUrlNoGC(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """PartUrl, untracked by the cyclic GC (encodes to the same JSON)."""
+
+    part_number: int
+    size_bytes: int
+    byte_start: int
+    byte_end: int
+    url: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class PartsJob:
+    """Everything needed to produce the parts JSON of one answer (picklable, for the process pool)."""
+
+    bucket: str
+    key: str
+    s3_upload_id: str
+    expires_in: int
+    signed_at: int
+    part_size: int
+    total_bytes: int
+    expires_at: str
+
+
+def build_parts(
+    numbers: list[int], urls: list[str], part_size: int, total: int, expires_at: str, cls: type[Any] = PartUrl
+) -> list[Any]:
+    """The PartUrl list exactly as sign_part_urls builds it (cls: PartUrl or PartUrlNoGC)."""
+    parts = []
+    for n, url in zip(numbers, urls, strict=True):
+        lo, hi = part_range(n, part_size, total)
+        parts.append(cls(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
+                         expires_at=expires_at))  # fmt: skip
+    return parts
+
+
+def sign_numbers(presigner: S3Presigner, job: PartsJob, numbers: list[int]) -> list[str]:
+    """The presigned URLs of these parts."""
+    return presigner.presign_upload_parts(
+        job.bucket, job.key, upload_id=job.s3_upload_id, part_numbers=numbers, expires_in=job.expires_in,
+        now=datetime.fromtimestamp(job.signed_at, tz=UTC),
+    )  # fmt: skip
+
+
+def parts_json(presigner: S3Presigner, job: PartsJob, numbers: list[int]) -> bytes:
+    """Sign, build and JSON-encode the parts (a JSON array) for these part numbers."""
+    urls = sign_numbers(presigner, job, numbers)
+    return _json.encode(build_parts(numbers, urls, job.part_size, job.total_bytes, job.expires_at))
+
+
+def append_array(buf: bytearray, items: list[Any]) -> None:
+    """Encode items as a JSON array into buf, merging it with the array buf already ends with."""
+    if not buf:
+        _json.encode_into(items, buf, 0)
+        return
+    at = len(buf) - 1  # overwrite the closing bracket, then turn the new opening one into a comma
+    _json.encode_into(items, buf, at)
+    buf[at] = 0x2C
+
+
+def _child_parts_json(job: PartsJob, numbers: list[int]) -> bytes:
+    """parts_json in a pool process, with a presigner built once from the inherited SPATIALGEN_* env."""
+    global _CHILD_PRESIGNER  # noqa: PLW0603
+    if _CHILD_PRESIGNER is None:
+        _CHILD_PRESIGNER = UploadService(Settings.from_env(), cast(UploadState, None)).presigner
+    return parts_json(_CHILD_PRESIGNER, job, numbers)
+
+
+def _pool() -> ProcessPoolExecutor:
+    global _POOL  # noqa: PLW0603
+    if _POOL is None:
+        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _POOL
+
+
+async def sign_variant(
+    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes, *, variant: str
+) -> PartUrlsView:
+    """sign_part_urls with the parts produced the variant's way (multipart files only)."""
+    payload = uploads.decode_json_body(body) if body.strip() else None
+    snap, f = await service.load_file(principal, session_id, upload_id)
+    s3_upload_id = snap.s3_upload_id(upload_id)
+    if f.strategy is not UploadStrategy.MULTIPART or s3_upload_id is None:
+        return await _ORIGINAL_SIGN(service, principal, session_id, upload_id, body)
+    now = now_ms()
+    service.ensure_live(snap, now)
+    numbers = select_parts(payload, f.total_parts)
+    if snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
+        outcome = await service.state.mark_uploading(snap.record, upload_id, now)
+        if outcome != "ok":  # let the app's own code raise the matching 409
+            return await _ORIGINAL_SIGN(service, principal, session_id, upload_id, body)
+    signed_at = now // 1000
+    expires_in = min(service.settings.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
+    job = PartsJob(
+        service.settings.s3_bucket, storage_key_of(snap.record, f), s3_upload_id, expires_in, signed_at,
+        f.part_size, f.total_bytes, iso_ms((signed_at + expires_in) * 1000),
+    )  # fmt: skip
+    raw: bytes | bytearray
+    if variant == "cached":
+        cache_key = (upload_id, len(numbers))
+        if cache_key not in _CACHED:
+            _CACHED[cache_key] = parts_json(service.presigner, job, numbers)
+        raw = _CACHED[cache_key]
+    elif variant in ("thread", "process") and len(numbers) <= OFFLOAD_MIN_PARTS:
+        raw = parts_json(service.presigner, job, numbers)
+    elif variant == "thread":
+        raw = await asyncio.to_thread(parts_json, service.presigner, job, numbers)
+    elif variant == "process":
+        raw = await asyncio.get_running_loop().run_in_executor(_pool(), _child_parts_json, job, numbers)
+    else:
+        cls = PartUrlNoGC if variant.startswith("rawng") else PartUrl
+        step = int(variant.removeprefix("rawng").removeprefix("raw"))
+        raw = bytearray()
+        for start in range(0, len(numbers), step):
+            if start:
+                await asyncio.sleep(0)
+            nums = numbers[start : start + step]
+            urls = sign_numbers(service.presigner, job, nums)
+            append_array(raw, build_parts(nums, urls, job.part_size, job.total_bytes, job.expires_at, cls))
+    await service.state.enqueue(service._refresh_job(session_id, upload_id, now, later=True))
+    fields = uploads._file_fields(f, FileStatus.UPLOADING)
+    return PartUrlsView(**fields, parts=cast(list[PartUrl], msgspec.Raw(raw)))
+
+
+@contextmanager
+def variant_patches(variant: str) -> Iterator[None]:
+    """Patch app.uploads for a variant while the block runs."""
+    if variant == "asis":
+        yield
+    elif variant.startswith("slice"):
+        with mock.patch.object(uploads, "SIGN_SLICE", int(variant.removeprefix("slice"))):
+            yield
+    else:
+
+        async def patched(
+            self: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes
+        ) -> PartUrlsView:
+            return await sign_variant(self, principal, session_id, upload_id, body, variant=variant)
+
+        with mock.patch.object(UploadService, "sign_part_urls", patched):
+            yield
+
+
+def __getattr__(name: str) -> Any:
+    """`variant_app`: the API with the variant named in BENCH_PART_URLS_VARIANT (built on first access)."""
+    if name != "variant_app":
+        raise AttributeError(name)
+    from app.api import create_app
+
+    variant = os.environ[VARIANT_ENV]
+    if not VARIANT_RE.match(variant):
+        raise SystemExit(f"unknown variant {variant!r}")
+    patches = variant_patches(variant)
+    patches.__enter__()  # for the life of the server process
+    globals()["_variant_patches"] = patches  # referenced: a collected generator would undo the patch
+    app = create_app()
+    globals()["variant_app"] = app
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the time goes, and what other shapes of the same work would cost (all in this process).
+# ---------------------------------------------------------------------------------------------
+def median_of(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of fn() over repeats."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def breakdown(inproc: InProcess, target: Target, storage_key: str, repeats: int) -> None:
+    """Time each stage of sign_part_urls + encoding on its own, for all parts."""
+    svc = inproc.service
+    numbers = list(range(1, target.total_parts + 1))
+    job = PartsJob(inproc.settings.s3_bucket, storage_key, FAKE_S3_UPLOAD_ID, 86_400, int(time.time()),
+                   target.part_size, FILE_BYTES, "2030-01-01T00:00:00.000Z")  # fmt: skip
+    when = datetime.fromtimestamp(job.signed_at, tz=UTC)
+
+    def sign() -> list[str]:
+        return svc.presigner.presign_upload_parts(
+            job.bucket, job.key, upload_id=job.s3_upload_id, part_numbers=numbers, expires_in=job.expires_in, now=when
+        )
+
+    urls = sign()
+    parts = build_parts(numbers, urls, target.part_size, FILE_BYTES, job.expires_at)
+    view = PartUrlsView(upload_id=target.upload_id, file_role="video", file_name="movie.mov", total_bytes=FILE_BYTES,
+                        part_size_bytes=target.part_size, total_parts=target.total_parts,
+                        upload_strategy="multipart", status="uploading", parts=parts)  # fmt: skip
+    t_sign = median_of(sign, repeats)
+    t_build = median_of(lambda: build_parts(numbers, urls, target.part_size, FILE_BYTES, job.expires_at), repeats)
+    t_encode = median_of(lambda: _json.encode(view), repeats)
+    t_iso = median_of(lambda: iso_ms(job.signed_at * 1000), repeats)
+    t_redis = median_of(lambda: inproc.runner.run(svc.state.snapshot(target.session_id)), repeats)
+    t_total = statistics.median(inproc.timed()[0] for _ in range(repeats))
+    print(
+        f"breakdown (in-process medians, {len(numbers)} parts): presign {ms(t_sign):.1f} ms | "
+        f"PartUrl structs {ms(t_build):.1f} ms | JSON encode {ms(t_encode):.1f} ms | iso_ms (once per answer) "
+        f"{t_iso * 1e6:.1f} µs | one snapshot round trip {ms(t_redis):.2f} ms | sign_part_urls total "
+        f"{ms(t_total):.1f} ms (+ encode = {ms(t_total + t_encode):.1f} ms)",
+        flush=True,
+    )
+
+
+def profile(inproc: InProcess) -> None:
+    """cProfile of sign_part_urls + encoding: the top functions by own time."""
+
+    async def call() -> None:
+        await inproc.handler()  # the answer is dropped here: a task holding 6 MB would be repr()'d
+
+    prof = cProfile.Profile()
+    for _ in range(3):
+        prof.enable()
+        inproc.runner.run(call())
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
+    lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
+    print("cProfile (3 calls of sign_part_urls + encode, by own time):", flush=True)
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls"))
+    for ln in lines[start:]:
+        print(f"    {ln}", flush=True)
+
+
+@contextmanager
+def gc_pauses() -> Iterator[dict[int, list[float]]]:
+    """Collect the cyclic GC's pauses (ms) by generation while the block runs."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(ms(time.perf_counter() - started[0]))
+
+    gc.callbacks.append(callback)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def experiments(inproc: InProcess, variants: list[str], repeats: int) -> None:
+    """Per variant, in-process: time of sign + encode, and the longest stretch the event loop is held."""
+    print("variants in-process (medians; the block is what any concurrent request waits at worst):", flush=True)
+    for variant in variants:
+        with variant_patches(variant):
+            inproc.runner.run(inproc.handler())  # warm-up (starts the pool process)
+            with gc_pauses() as pauses:
+                results = [inproc.longest_block(inproc.handler) for _ in range(repeats)]
+        total = statistics.median(r[0] for r in results)
+        block = statistics.median(r[1] for r in results)
+        young = pauses[0] + pauses[1]
+        print(
+            f"    {variant:9s} total {ms(total):6.1f} ms, longest event-loop block {ms(block):5.1f} ms (max "
+            f"{ms(max(r[1] for r in results)):5.1f}); GC per call: {len(young) / repeats:4.1f} young collections "
+            f"{sum(young) / repeats:4.2f} ms, {len(pauses[2])} full in {repeats} calls "
+            f"(max {max(pauses[2], default=0):.1f} ms)  [{VARIANTS.get(variant, variant)}]",
+            flush=True,
+        )
+
+
+def mixed(
+    inproc: InProcess, variant: str, seconds: float, rate: float, connections: int
+) -> tuple[list[float], list[float]]:
+    """In-process stall test (no HTTP, no granian): small calls paced on one event loop, alone then with batches.
+
+    Returns the small calls' latencies (ms) alone and while another task loops all-parts calls.
+    """
+
+    async def small_loop(lat: list[float], offset: float, until: float) -> None:
+        interval = connections / rate
+        due = time.perf_counter() + offset
+        while due < until:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            t0 = time.perf_counter()
+            await inproc.handler(SMALL_BODY)
+            lat.append(ms(time.perf_counter() - t0))
+            due += interval
+
+    async def big_loop(until: float) -> None:
+        while time.perf_counter() < until:
+            await inproc.handler()
+
+    async def go(with_big: bool) -> list[float]:
+        lat: list[float] = []
+        until = time.perf_counter() + seconds
+        tasks = [small_loop(lat, i / rate, until) for i in range(connections)]
+        await asyncio.gather(*tasks, *([big_loop(until)] if with_big else []))
+        return lat
+
+    with variant_patches(variant):
+        inproc.runner.run(inproc.handler())
+        alone = inproc.runner.run(go(False))
+        during = inproc.runner.run(go(True))
+    return alone, during
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------------------------
+def stall_test(args: argparse.Namespace, res: Resources, target: Target, label: str) -> tuple[float, float]:
+    """Small requests alone and during back-to-back all-parts requests, alternating; returns both p99s."""
+    assert res.pipe is not None
+    job = SmallJob(
+        port=target.port,
+        request=request_bytes(target.port, target.path, target.api_key, SMALL_BODY),
+        connections=args.connections,
+        rate=args.rate,
+        warmup=args.warmup,
+        seconds=args.seconds,
+    )
+    big_client = Http(target.port, target.api_key)
+    res.http.append(big_client)
+    alone: list[StallRun] = []
+    during: list[StallRun] = []
+    for rnd in range(1, args.rounds + 1):
+        for with_big in (False, True) if rnd % 2 else (True, False):
+            r = stall_round(target, res.pipe, job, big_client if with_big else None)
+            (during if with_big else alone).append(r)
+            extra = (
+                f" | {len(r.big_s)} batches, median {ms(statistics.median(r.big_s)):.0f} ms each" if with_big else ""
+            )
+            print(
+                f"  round {rnd} {'during batches' if with_big else 'alone         '}: "
+                f"{stall_line('', r.small.latencies_ms)} ({len(r.small.latencies_ms)} requests){extra}",
+                flush=True,
+            )
+    lat_d = [x for r in during for x in r.small.latencies_ms]
+    lat_a = [x for r in alone for x in r.small.latencies_ms]
+    sch_d = [x for r in during for x in r.small.scheduled_ms]
+    sch_a = [x for r in alone for x in r.small.scheduled_ms]
+    print(
+        f"{label}small requests during 10k batches: {stall_line('', lat_d)} | alone {stall_line('', lat_a)} | "
+        f"p99 ratio {pct(lat_d, 99) / pct(lat_a, 99):.1f}",
+        flush=True,
+    )
+    print(
+        f"  counted from when each was due (a stalled request delays its connection's next ones): during "
+        f"{stall_line('', sch_d)} | alone {stall_line('', sch_a)} | p99 ratio {pct(sch_d, 99) / pct(sch_a, 99):.1f}",
+        flush=True,
+    )
+    return pct(lat_d, 99), pct(lat_a, 99)
+
+
+def http_times(target: Target, repeats: int) -> tuple[float, float, int, float | None]:
+    """Median and p90 seconds of sequential all-parts requests on one connection, answer bytes, app time."""
+    client = Http(target.port, target.api_key)
+    try:
+        size = 0
+        for _ in range(2):
+            status, answer, _ = client.post(target.path, b"")
+            if status != 200 or len(msgspec.json.decode(answer)["parts"]) != target.total_parts:
+                raise SystemExit(f"part-urls answered {status}: {answer[:300]!r}")
+            size = len(answer)
+        seen = part_urls_metrics(target.port)
+        times = [client.post(target.path, b"")[2] for _ in range(repeats)]
+        app_s = app_time(seen, part_urls_metrics(target.port))
+    finally:
+        client.close()
+    return statistics.median(times), pct(times, 90), size, app_s
+
+
+def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
+    """Set everything up, then run the three measurements and print their summaries."""
+    target, settings = setup(tmp, res, args.server)
+    server_pid = res.procs[-1].pid
+    principal = Principal(ACCOUNT, Role.UPLOAD, key_id_of(digest(target.api_key)))
+    res.inproc = inproc = InProcess(settings, principal, target.session_id, target.upload_id)
+    snap = inproc.runner.run(inproc.service.state.snapshot(target.session_id))
+    assert snap is not None
+    storage_key = storage_key_of(snap.record, snap.record.files[0])
+    client = res.http[0]
+    print(
+        f"part-urls of one {FILE_BYTES // TIB} TiB video: {target.total_parts} parts of "
+        f"{target.part_size // 2**20} MiB; {args.server}, one worker; {os.cpu_count()} CPUs",
+        flush=True,
+    )
+
+    # 1. One all-parts request: HTTP wall time and in-process server time.
+    big = measure_big(target, client, inproc, args.repeats, server_pid)
+    sign_med, http_med = statistics.median(big.sign_s), statistics.median(big.http_s)
+    server_s = [s + e for s, e in zip(big.sign_s, big.encode_s, strict=True)]
+    server_med = statistics.median(server_s)
+    print(
+        f"  in-process sign_part_urls: median {ms(sign_med):.1f} ms, p90 {ms(pct(big.sign_s, 90)):.1f} ms | "
+        f"+ JSON encode: median {ms(server_med):.1f} ms, p90 {ms(pct(server_s, 90)):.1f} ms | HTTP wall: median "
+        f"{ms(http_med):.1f} ms, p90 {ms(pct(big.http_s, 90)):.1f} ms | server CPU per HTTP request "
+        f"{ms(big.server_cpu_s):.1f} ms | in the ASGI app (server's /metrics) {fmt_ms(big.app_s)} mean "
+        f"({args.repeats} runs each)",
+        flush=True,
+    )
+
+    # 2. botocore on the same parts, same bucket/key/upload id.
+    boto_s, _ = measure_botocore(settings, target, storage_key, args.boto_rounds)
+    print(
+        f"part-urls {target.total_parts} parts: server {ms(server_med):.1f} ms (in-process median, sign "
+        f"{ms(sign_med):.1f} + encode), HTTP {ms(http_med):.1f} ms median ({big.answer_bytes / 1e6:.1f} MB) | "
+        f"botocore {ms(boto_s):.0f} ms | ratio {boto_s / server_med:.0f}x in-process, {boto_s / http_med:.0f}x HTTP "
+        f"(target >= {RATIO_TARGET:.0f}x); target <= {SERVER_TARGET_MS:.0f} ms",
+        flush=True,
+    )
+    variants = [v for v in args.variants.split(",") if v] if args.variants else []
+    for v in variants:
+        if not VARIANT_RE.match(v):
+            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)} (any slice/raw/rawng size)")
+    if args.profile:
+        breakdown(inproc, target, storage_key, args.repeats)
+        profile(inproc)
+        experiments(inproc, ["asis", *(v for v in variants if v != "asis")], 7)
+        print(f"in-process stall test ({args.connections} tasks, {args.rate:g} small calls/s, {args.seconds:g} s):")
+        for v in ["asis", *(v for v in variants if v != "asis")]:
+            alone_ms, during_ms = mixed(inproc, v, args.seconds, args.rate or 200.0, args.connections)
+            print(
+                f"    {v:9s} during batches {stall_line('', during_ms)} | alone {stall_line('', alone_ms)} | "
+                f"p99 ratio {pct(during_ms, 99) / pct(alone_ms, 99):.1f}",
+                flush=True,
+            )
+
+    # 3. Small requests alone, and while one client loops all-parts requests.
+    ctx = multiprocessing.get_context("spawn")
+    res.pipe, child = ctx.Pipe()
+    res.loader = ctx.Process(target=_small_process, args=(child,), name="bench-small", daemon=True)
+    res.loader.start()
+    rate = f"{args.rate:g} req/s" if args.rate else "closed loop"
+    print(
+        f"small requests: {SMALL_BODY.decode()} on {args.connections} connections, {rate}, "
+        f"{args.warmup:g} s warm-up + {args.seconds:g} s per run, {args.rounds} alternating rounds",
+        flush=True,
+    )
+    p99_during, p99_alone = stall_test(args, res, target, "") if args.rounds else (math.nan, math.nan)
+
+    # Variants: the same HTTP measurements against a server running each variant (same Valkey and file).
+    summary = [f"asis {ms(http_med):.0f} ms, p99 {p99_during:.0f}/{p99_alone:.0f} ms"]
+    env = {**os.environ, "SPATIALGEN_REDIS_URL": settings.redis_url, VARIANT_ENV: ""}
+    env["SPATIALGEN_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    for variant in (v for v in variants if v != "asis"):
+        server = start_server(variant, args.server, VARIANT_TARGET, {**env, VARIANT_ENV: variant})
+        res.procs.append(server.proc)
+        res.groups.append(server.proc.pid)
+        vt = Target(server.port, target.api_key, target.session_id, target.upload_id, target.total_parts,
+                    target.part_size)  # fmt: skip
+        med, p90, size, app_s = http_times(vt, args.repeats)
+        print(
+            f"variant {variant} ({VARIANTS.get(variant, variant)}): HTTP median {ms(med):.1f} ms, p90 {ms(p90):.1f} ms "
+            f"({size / 1e6:.1f} MB); in the ASGI app {fmt_ms(app_s)} mean",
+            flush=True,
+        )
+        d, a = stall_test(args, res, vt, f"variant {variant}: ") if args.rounds else (math.nan, math.nan)
+        summary.append(f"{variant} {ms(med):.0f} ms, p99 {d:.0f}/{a:.0f} ms")
+        stop_all([server.proc], [server.proc.pid])
+        res.procs.remove(server.proc)
+        res.groups.remove(server.proc.pid)
+    if variants:
+        print(f"variants (HTTP median of one 10k request, small p99 during/alone): {' | '.join(summary)}", flush=True)
+
+
+def main() -> None:
+    """Parse options, run the benchmark, and tear everything down on any exit."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15, help="all-parts requests timed in part 1 (default 15)")
+    parser.add_argument("--boto-rounds", type=int, default=1, help="botocore runs, best taken (default 1, ~5 s each)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per stall run (default 5)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per stall run (default 0.5)")
+    parser.add_argument("--connections", type=int, default=8, help="small-request connections (default 8)")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="small requests per second in total; 0 = closed loop (default 200)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating alone/during rounds (default 2; 0 skips the HTTP stall test)"
+    )
+    parser.add_argument(
+        "--server", choices=["granian", "uvicorn"], default="granian", help="ASGI server (default granian)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a stage breakdown, cProfile and in-process variant timings"
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated experiments to run through HTTP as well (not app code): {', '.join(VARIANTS)}",
+    )
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    res = Resources()
+    with tempfile.TemporaryDirectory(prefix="bench_part_urls_") as tmp:
+        try:
+            run(args, Path(tmp), res)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            sys.exit(130)
+        finally:
+            res.close()
+
+
+if __name__ == "__main__":
+    main()
