@@ -101,13 +101,36 @@ def storage_key(prefix: str, account: str, session_id: str, upload_id: str, file
 
 
 # Fast path: most strings have no C0/C1 control character and no surrogate at all.
-_PLAIN_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
+# Characters no name needs and that make names lie about themselves: C0/C1 controls, unpaired
+# surrogates, bidi embeddings/overrides/isolates (a "Trojan source" name can display as another),
+# line/paragraph separators and Unicode noncharacters. Zero-width joiners stay allowed: Persian,
+# Hindi and emoji sequences need them. The fast path is one regex over the whole string.
+_BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = f"\x00-\x1f\x7f-\x9f\ud800-\udfff{_BIDI_CONTROLS}\u2028\u2029\ufdd0-\ufdef\ufffe\uffff"
+_PLAIN_TEXT = re.compile(f"[^{_FORBIDDEN}]*")
+_INVISIBLE = re.compile("[\\s\u200b-\u200d\u2060\ufeff]*")
 
 
 def _bad_chars(value: str, allowed: str = "") -> str | None:
-    """Why a string is unacceptable (control characters, lone surrogates), or None."""
+    """Why a string is unacceptable (controls, surrogates, bidi overrides, separators, noncharacters), or None."""
     if _PLAIN_TEXT.fullmatch(value):
         return None
+    for ch in value:
+        if ch in allowed:
+            continue
+        code = ord(ch)
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            return f"must not contain control characters (found U+{code:04X})"
+        if cat == "Cs":
+            return "must not contain unpaired surrogates"
+        if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+            return f"must not contain bidirectional control characters (found U+{code:04X})"
+        if cat in ("Zl", "Zp"):
+            return f"must not contain line or paragraph separators (found U+{code:04X})"
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return f"must not contain Unicode noncharacters (found U+{code:04X})"
+    return None
     for ch in value:
         if ch in allowed:
             continue
@@ -150,6 +173,8 @@ class _Collector:
             return None
         if trim:
             value = value.strip()
+        if min_chars and _INVISIBLE.fullmatch(value):
+            value = ""  # only spaces or zero-width characters: nothing anyone could see
         if len(value) < min_chars:
             self.add(path, "must not be empty" if min_chars == 1 else f"must be at least {min_chars} characters")
             return None

@@ -345,3 +345,25 @@ def test_all_violations_are_reported_together() -> None:
         "files",  # no video_right
         "files[1].fileRole",  # video not allowed in Separate
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("فارسی\u200cکار", True),  # zero-width non-joiner is part of Persian spelling
+        ("family 👨\u200d👩\u200d👧", True),  # emoji ZWJ sequence
+        ("evil\u202egnp.mov", False),  # right-to-left override: displays as another name
+        ("a\u2066b\u2069", False),  # bidi isolate
+        ("line\u2028break", False),
+        ("x\uffff", False),
+        ("x\ufdd0", False),
+        ("\u200b", False),  # nothing visible
+        (" \u200b\ufeff ", False),
+    ],
+)
+def test_names_that_lie_about_themselves(name: str, ok: bool) -> None:
+    assert paths(body(videoName=name)) == ([] if ok else ["videoName"])
+
+
+def test_file_names_reject_bidi_overrides() -> None:
+    assert paths(body("2D", [vf("clip\u202e4pm.mov", "video")])) == ["files[0].fileName"]
