@@ -480,6 +480,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings) as svc:
             app.state.services = svc
+            svc.probe.warm()
             yield
 
     app = Litestar(

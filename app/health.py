@@ -46,6 +46,11 @@ class ReadinessProbe:
         )
         return {"redis": redis_result, "storage": storage_result}
 
+    def warm(self) -> None:
+        """Start creating the storage client now (API startup), so the first probe does not pay for it."""
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open_store())
+
     async def aclose(self) -> None:
         """Close the storage client, if one was created."""
         if self._opening is not None:
