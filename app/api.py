@@ -431,16 +431,18 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
     )
     probe = ReadinessProbe(settings, redis_client)
+    uploads = UploadService(settings, UploadState(redis_client))
     try:
         yield Services(
             settings=settings,
             redis=redis_client,
             keys=KeyCache(redis_client, settings.key_cache_seconds),
-            uploads=UploadService(settings, UploadState(redis_client)),
+            uploads=uploads,
             probe=probe,
         )
     finally:
         try:
+            uploads.close()
             await probe.aclose()
         finally:
             await redis_client.aclose()
@@ -481,6 +483,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         async with open_services(settings) as svc:
             app.state.services = svc
             svc.probe.warm()
+            svc.uploads.start_signer()
             yield
 
     app = Litestar(

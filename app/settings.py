@@ -67,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long terminal groups stay readable in Redis (30 days)."""
     part_url_ttl_seconds: int = 86_400
     """Lifetime of presigned part URLs (never past the group's expiry)."""
+    sign_offload_min_parts: int = 256
+    """part-urls answers with at least this many parts are signed in a helper process (0: never)."""
     provision_wait_seconds: float = 3.0
     """How long part-urls waits for the worker to open the multipart upload."""
     complete_wait_seconds: float = 5.0

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import multiprocessing
 import os
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -65,8 +69,7 @@ from app.state import (
 from app.timefmt import iso_ms, now_ms
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# URLs are signed in slices so a 10,000-part request yields the event loop between slices.
-SIGN_SLICE = 1000
+log = logging.getLogger("spatialgen.api")
 POLL_SECONDS = 0.05
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -107,6 +110,61 @@ def new_uuid4s(n: int) -> list[str]:
     return out
 
 
+class PresignerConfig(msgspec.Struct, frozen=True):
+    """What a presigner needs; picklable, so the signer process can build (and cache) its own."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None
+    addressing_style: str
+
+
+class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One part-urls answer to sign: a PutObject URL (no upload id) or UploadPart URLs."""
+
+    bucket: str
+    key: str
+    upload_id: str | None
+    part_numbers: list[int]
+    part_size: int
+    total_bytes: int
+    expires_in: int
+    signed_at: int
+
+
+_presigners: dict[PresignerConfig, S3Presigner] = {}
+_WARM_UP = SignBatch(bucket="warm-up", key="k", upload_id="u", part_numbers=[1], part_size=1, total_bytes=1,
+                     expires_in=1, signed_at=0)  # fmt: skip
+
+
+def sign_parts_json(config: PresignerConfig, batch: SignBatch) -> bytes:
+    """Presign a batch and return its `parts` array as JSON (runs in the API process or the signer process)."""
+    presigner = _presigners.get(config)
+    if presigner is None:
+        credentials = PresignCredentials(config.access_key_id, config.secret_access_key, config.session_token)
+        presigner = _presigners[config] = S3Presigner(
+            endpoint_url=config.endpoint_url, region=config.region, credentials=credentials,
+            addressing_style=config.addressing_style,
+        )  # fmt: skip
+    when = datetime.fromtimestamp(batch.signed_at, tz=UTC)
+    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+    if batch.upload_id is None:
+        urls = [presigner.presign_put_object(batch.bucket, batch.key, expires_in=batch.expires_in, now=when)]
+    else:
+        urls = presigner.presign_upload_parts(
+            batch.bucket, batch.key, upload_id=batch.upload_id, part_numbers=batch.part_numbers,
+            expires_in=batch.expires_in, now=when,
+        )  # fmt: skip
+    parts = []
+    for n, url in zip(batch.part_numbers, urls, strict=True):
+        lo, hi = part_range(n, batch.part_size, batch.total_bytes)
+        parts.append(PartUrl(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
+                             expires_at=expires_at))  # fmt: skip
+    return _json.encode(parts)
+
+
 class Created(msgspec.Struct, frozen=True):
     """Outcome of a start call: the JSON answer and whether it replays an earlier one."""
 
@@ -121,14 +179,15 @@ class UploadService:
     def __init__(self, settings: Settings, state: UploadState) -> None:
         self.settings = settings
         self.state = state
-        self.presigner = S3Presigner(
+        self.presigner_config = PresignerConfig(
             endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
             region=settings.s3_region,
-            credentials=PresignCredentials(
-                settings.s3_access_key_id, settings.s3_secret_access_key, settings.s3_session_token or None
-            ),
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            session_token=settings.s3_session_token or None,
             addressing_style=settings.s3_addressing_style,
         )
+        self._signer: ProcessPoolExecutor | None = None
 
     async def start_upload_group(self, principal: Principal, body: bytes, idem_header: str | None) -> Created:
         """Validate a start request, register the group and its files, and queue their provisioning."""
@@ -255,29 +314,45 @@ class UploadService:
         expires_in = min(self.settings.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
         if expires_in < 1:
             raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
-        when = datetime.fromtimestamp(signed_at, tz=UTC)
-        expires_at = iso_ms((signed_at + expires_in) * 1000)
-        bucket = self.settings.s3_bucket
-        key = snap.record.storage_key(f)
-        if s3_upload_id is None:
-            urls = [self.presigner.presign_put_object(bucket, key, expires_in=expires_in, now=when)]
-        else:
-            urls = []
-            for start in range(0, len(numbers), SIGN_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                urls += self.presigner.presign_upload_parts(
-                    bucket, key, upload_id=s3_upload_id, part_numbers=numbers[start : start + SIGN_SLICE],
-                    expires_in=expires_in, now=when,
-                )  # fmt: skip
+        batch = SignBatch(
+            bucket=self.settings.s3_bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
+            part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
+            signed_at=signed_at,
+        )  # fmt: skip
+        parts_json = await self._sign(batch)
         # Track what arrives: a refresh a little later coalesces with any already queued for this file.
         await self.state.enqueue(self._refresh_job(session_id, upload_id, now, later=True))
-        parts = []
-        for n, url in zip(numbers, urls, strict=True):
-            lo, hi = part_range(n, f.part_size, f.total_bytes)
-            parts.append(PartUrl(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
-                                 expires_at=expires_at))  # fmt: skip
-        return PartUrlsView(**_file_fields(f, FileStatus.UPLOADING), parts=parts)
+        # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
+        return PartUrlsView(**_file_fields(f, FileStatus.UPLOADING), parts=cast(list[PartUrl], msgspec.Raw(parts_json)))
+
+    async def _sign(self, batch: SignBatch) -> bytes:
+        """Sign a batch here, or in the signer process when it is large enough to hold up other requests."""
+        threshold = self.settings.sign_offload_min_parts
+        if threshold <= 0 or len(batch.part_numbers) < threshold:
+            return sign_parts_json(self.presigner_config, batch)
+        if self._signer is None:
+            self.start_signer()
+        assert self._signer is not None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._signer, sign_parts_json, self.presigner_config, batch
+            )
+        except BrokenProcessPool:  # the signer died (OOM-killed, say): start a new one, sign this batch here
+            log.warning("signer process died; restarting it")
+            self._signer = None
+            return sign_parts_json(self.presigner_config, batch)
+
+    def start_signer(self) -> None:
+        """Start the signer process (API startup calls this so the first big batch doesn't pay for it)."""
+        if self._signer is None and self.settings.sign_offload_min_parts > 0:
+            self._signer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._signer.submit(sign_parts_json, self.presigner_config, _WARM_UP)
+
+    def close(self) -> None:
+        """Stop the signer process."""
+        if self._signer is not None:
+            self._signer.shutdown(wait=False, cancel_futures=True)
+            self._signer = None
 
     async def _wait_for_provisioning(self, session_id: str, upload_id: str) -> str:
         # Normally the create's job is queued or running. If it gave up (storage down for hours), queue it

@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import functools
-import gc
 import http.client
-import inspect
-import io
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import pstats
 import re
 import signal
 import statistics
@@ -26,14 +20,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -42,15 +35,10 @@ if str(REPO) not in sys.path:
 import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from app import uploads  # noqa: E402
 from app.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
 from app.devstack import free_port, start_valkey  # noqa: E402
-from app.models import FileStatus, GroupStatus, PartUrl, PartUrlsView, UploadStrategy  # noqa: E402
-from app.presign import S3Presigner  # noqa: E402
-from app.rules import part_range, select_parts  # noqa: E402
 from app.settings import TIB, Settings  # noqa: E402
 from app.state import UploadState  # noqa: E402
-from app.timefmt import iso_ms, now_ms  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
 from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
 
@@ -417,12 +405,6 @@ async def _make_key(url: str) -> str:
     return secret
 
 
-def storage_key_of(record: Any, f: Any) -> str:
-    """A file's object key (a GroupRecord method now; a FileRecord field in older trees)."""
-    method = getattr(record, "storage_key", None)
-    return str(method(f)) if callable(method) else str(f.storage_key)
-
-
 async def _provision(url: str, session_id: str, upload_id: str) -> str:
     """Record a fake S3 multipart upload id, as the provision worker would (no S3 call)."""
     client = Redis.from_url(url)
@@ -430,9 +412,7 @@ async def _provision(url: str, session_id: str, upload_id: str) -> str:
         state = UploadState(client)
         snap = await state.snapshot(session_id)
         assert snap is not None
-        first = next(iter(inspect.signature(state.record_s3_upload).parameters))
-        owner: Any = snap.record if first == "record" else session_id
-        return await state.record_s3_upload(owner, upload_id, FAKE_S3_UPLOAD_ID)
+        return await state.record_s3_upload(snap.record, upload_id, FAKE_S3_UPLOAD_ID)
     finally:
         await client.aclose()
 
@@ -480,6 +460,7 @@ class BigTimes:
     answer_bytes: int
     server_cpu_s: float
     app_s: float | None = None
+    sample_urls: list[tuple[int, str]] = field(default_factory=list)
 
 
 def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, server_pid: int) -> BigTimes:
@@ -493,6 +474,7 @@ def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, s
     if len(parts) != target.total_parts:
         raise SystemExit(f"expected {target.total_parts} parts, got {len(parts)}")
     times = BigTimes([], [], [], len(answer), 0.0)
+    times.sample_urls = [(p["partNumber"], p["url"]) for p in (parts[0], parts[-1])]
     cpu = 0.0
     seen = part_urls_metrics(target.port)
     for _ in range(repeats):
@@ -510,8 +492,15 @@ def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, s
     return times
 
 
-def measure_botocore(settings: Settings, target: Target, storage_key: str, rounds: int) -> tuple[float, int]:
-    """Seconds for botocore to presign the same parts (best of rounds), and one URL's length."""
+def measure_botocore(
+    settings: Settings, target: Target, storage_key: str, rounds: int, ours: list[tuple[int, str]]
+) -> float:
+    """Seconds for botocore to presign the same parts (best of rounds), after checking it signs what we sign.
+
+    `ours` holds (part number, URL) pairs from our answer: with botocore's clock pinned to their X-Amz-Date,
+    botocore's URL for the same part must carry the same query parameters (it only orders them differently).
+    """
+    import botocore.auth
     import botocore.config
     import botocore.session
 
@@ -524,19 +513,32 @@ def measure_botocore(settings: Settings, target: Target, storage_key: str, round
         aws_session_token=settings.s3_session_token or None,
         config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": settings.s3_addressing_style}),
     )
-    times = []
-    url = ""
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for part in range(1, target.total_parts + 1):
-            url = client.generate_presigned_url(
+
+    def presign(part: int, expires_in: int) -> str:
+        return str(
+            client.generate_presigned_url(
                 "upload_part",
                 Params={"Bucket": settings.s3_bucket, "Key": storage_key, "UploadId": FAKE_S3_UPLOAD_ID,
                         "PartNumber": part},
-                ExpiresIn=settings.part_url_ttl_seconds,
-            )  # fmt: skip
+                ExpiresIn=expires_in,
+            )
+        )  # fmt: skip
+
+    for part, url in ours:
+        query = parse_qs(urlsplit(url).query)
+        signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+        clock = functools.partial(lambda when, remove_tzinfo=True: when, signed)
+        with mock.patch.object(botocore.auth, "get_current_datetime", clock):
+            theirs = presign(part, int(query["X-Amz-Expires"][0]))
+        if parse_qs(urlsplit(theirs).query) != query or theirs.split("?")[0] != url.split("?")[0]:
+            raise SystemExit(f"part {part}: our URL and botocore's differ:\n ours     {url}\n botocore {theirs}")
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for part in range(1, target.total_parts + 1):
+            presign(part, settings.part_url_ttl_seconds)
         times.append(time.perf_counter() - started)
-    return min(times), len(url)
+    return min(times)
 
 
 @dataclass
@@ -569,338 +571,11 @@ def stall_round(
 
 def stall_line(label: str, latencies: list[float]) -> str:
     """`p50 3.1 ms p99 48.0 ms max 60.0 ms` for one set of latencies."""
+    if not latencies:
+        return f"{label}no samples"
     return f"{label}p50 {pct(latencies, 50):.1f} ms p99 {pct(latencies, 99):.1f} ms max {max(latencies):.1f} ms"
 
 
-# ---------------------------------------------------------------------------------------------
-# Variants of sign_part_urls, for experiments only (app/ is not changed): run in-process, or in a
-# server started on `tests.bench.bench_part_urls:variant_app` with BENCH_PART_URLS_VARIANT set.
-# ---------------------------------------------------------------------------------------------
-VARIANT_ENV = "BENCH_PART_URLS_VARIANT"
-VARIANT_TARGET = "tests.bench.bench_part_urls:variant_app"
-VARIANTS = {
-    "asis": "the app unchanged (app.asgi:app)",
-    "slice250": "SIGN_SLICE 250, otherwise unchanged",
-    "raw1000": "per slice of 1000: sign, build PartUrls, encode_into one bytearray; parts as msgspec.Raw",
-    "raw250": "the same with slices of 250",
-    "rawng250": "raw250 with a gc=False copy of PartUrl (ints and strs only: no cycles possible)",
-    "thread": "over 256 parts: sign + build + encode in asyncio.to_thread, parts as msgspec.Raw",
-    "process": "over 256 parts: sign + build + encode in a 1-process pool (spawn), parts as msgspec.Raw",
-    "cached": "control, not a fix: the parts JSON of the first call is reused (no signing): HTTP and answer cost only",
-}
-VARIANT_RE = re.compile(r"^(asis|thread|process|cached|slice\d+|raw\d+|rawng\d+)$")
-OFFLOAD_MIN_PARTS = 256
-_ORIGINAL_SIGN = UploadService.sign_part_urls
-_POOL: ProcessPoolExecutor | None = None
-_CHILD_PRESIGNER: S3Presigner | None = None
-_CACHED: dict[tuple[str, int], bytes] = {}
-
-
-class PartUrlNoGC(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    """PartUrl, untracked by the cyclic GC (encodes to the same JSON)."""
-
-    part_number: int
-    size_bytes: int
-    byte_start: int
-    byte_end: int
-    url: str
-    expires_at: str
-
-
-@dataclass(frozen=True)
-class PartsJob:
-    """Everything needed to produce the parts JSON of one answer (picklable, for the process pool)."""
-
-    bucket: str
-    key: str
-    s3_upload_id: str
-    expires_in: int
-    signed_at: int
-    part_size: int
-    total_bytes: int
-    expires_at: str
-
-
-def build_parts(
-    numbers: list[int], urls: list[str], part_size: int, total: int, expires_at: str, cls: type[Any] = PartUrl
-) -> list[Any]:
-    """The PartUrl list exactly as sign_part_urls builds it (cls: PartUrl or PartUrlNoGC)."""
-    parts = []
-    for n, url in zip(numbers, urls, strict=True):
-        lo, hi = part_range(n, part_size, total)
-        parts.append(cls(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
-                         expires_at=expires_at))  # fmt: skip
-    return parts
-
-
-def sign_numbers(presigner: S3Presigner, job: PartsJob, numbers: list[int]) -> list[str]:
-    """The presigned URLs of these parts."""
-    return presigner.presign_upload_parts(
-        job.bucket, job.key, upload_id=job.s3_upload_id, part_numbers=numbers, expires_in=job.expires_in,
-        now=datetime.fromtimestamp(job.signed_at, tz=UTC),
-    )  # fmt: skip
-
-
-def parts_json(presigner: S3Presigner, job: PartsJob, numbers: list[int]) -> bytes:
-    """Sign, build and JSON-encode the parts (a JSON array) for these part numbers."""
-    urls = sign_numbers(presigner, job, numbers)
-    return _json.encode(build_parts(numbers, urls, job.part_size, job.total_bytes, job.expires_at))
-
-
-def append_array(buf: bytearray, items: list[Any]) -> None:
-    """Encode items as a JSON array into buf, merging it with the array buf already ends with."""
-    if not buf:
-        _json.encode_into(items, buf, 0)
-        return
-    at = len(buf) - 1  # overwrite the closing bracket, then turn the new opening one into a comma
-    _json.encode_into(items, buf, at)
-    buf[at] = 0x2C
-
-
-def _child_parts_json(job: PartsJob, numbers: list[int]) -> bytes:
-    """parts_json in a pool process, with a presigner built once from the inherited SPATIALGEN_* env."""
-    global _CHILD_PRESIGNER  # noqa: PLW0603
-    if _CHILD_PRESIGNER is None:
-        _CHILD_PRESIGNER = UploadService(Settings.from_env(), cast(UploadState, None)).presigner
-    return parts_json(_CHILD_PRESIGNER, job, numbers)
-
-
-def _pool() -> ProcessPoolExecutor:
-    global _POOL  # noqa: PLW0603
-    if _POOL is None:
-        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    return _POOL
-
-
-async def sign_variant(
-    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes, *, variant: str
-) -> PartUrlsView:
-    """sign_part_urls with the parts produced the variant's way (multipart files only)."""
-    payload = uploads.decode_json_body(body) if body.strip() else None
-    snap, f = await service.load_file(principal, session_id, upload_id)
-    s3_upload_id = snap.s3_upload_id(upload_id)
-    if f.strategy is not UploadStrategy.MULTIPART or s3_upload_id is None:
-        return await _ORIGINAL_SIGN(service, principal, session_id, upload_id, body)
-    now = now_ms()
-    service.ensure_live(snap, now)
-    numbers = select_parts(payload, f.total_parts)
-    if snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
-        outcome = await service.state.mark_uploading(snap.record, upload_id, now)
-        if outcome != "ok":  # let the app's own code raise the matching 409
-            return await _ORIGINAL_SIGN(service, principal, session_id, upload_id, body)
-    signed_at = now // 1000
-    expires_in = min(service.settings.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
-    job = PartsJob(
-        service.settings.s3_bucket, storage_key_of(snap.record, f), s3_upload_id, expires_in, signed_at,
-        f.part_size, f.total_bytes, iso_ms((signed_at + expires_in) * 1000),
-    )  # fmt: skip
-    raw: bytes | bytearray
-    if variant == "cached":
-        cache_key = (upload_id, len(numbers))
-        if cache_key not in _CACHED:
-            _CACHED[cache_key] = parts_json(service.presigner, job, numbers)
-        raw = _CACHED[cache_key]
-    elif variant in ("thread", "process") and len(numbers) <= OFFLOAD_MIN_PARTS:
-        raw = parts_json(service.presigner, job, numbers)
-    elif variant == "thread":
-        raw = await asyncio.to_thread(parts_json, service.presigner, job, numbers)
-    elif variant == "process":
-        raw = await asyncio.get_running_loop().run_in_executor(_pool(), _child_parts_json, job, numbers)
-    else:
-        cls = PartUrlNoGC if variant.startswith("rawng") else PartUrl
-        step = int(variant.removeprefix("rawng").removeprefix("raw"))
-        raw = bytearray()
-        for start in range(0, len(numbers), step):
-            if start:
-                await asyncio.sleep(0)
-            nums = numbers[start : start + step]
-            urls = sign_numbers(service.presigner, job, nums)
-            append_array(raw, build_parts(nums, urls, job.part_size, job.total_bytes, job.expires_at, cls))
-    await service.state.enqueue(service._refresh_job(session_id, upload_id, now, later=True))
-    fields = uploads._file_fields(f, FileStatus.UPLOADING)
-    return PartUrlsView(**fields, parts=cast(list[PartUrl], msgspec.Raw(raw)))
-
-
-@contextmanager
-def variant_patches(variant: str) -> Iterator[None]:
-    """Patch app.uploads for a variant while the block runs."""
-    if variant == "asis":
-        yield
-    elif variant.startswith("slice"):
-        with mock.patch.object(uploads, "SIGN_SLICE", int(variant.removeprefix("slice"))):
-            yield
-    else:
-
-        async def patched(
-            self: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes
-        ) -> PartUrlsView:
-            return await sign_variant(self, principal, session_id, upload_id, body, variant=variant)
-
-        with mock.patch.object(UploadService, "sign_part_urls", patched):
-            yield
-
-
-def __getattr__(name: str) -> Any:
-    """`variant_app`: the API with the variant named in BENCH_PART_URLS_VARIANT (built on first access)."""
-    if name != "variant_app":
-        raise AttributeError(name)
-    from app.api import create_app
-
-    variant = os.environ[VARIANT_ENV]
-    if not VARIANT_RE.match(variant):
-        raise SystemExit(f"unknown variant {variant!r}")
-    patches = variant_patches(variant)
-    patches.__enter__()  # for the life of the server process
-    globals()["_variant_patches"] = patches  # referenced: a collected generator would undo the patch
-    app = create_app()
-    globals()["variant_app"] = app
-    return app
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the time goes, and what other shapes of the same work would cost (all in this process).
-# ---------------------------------------------------------------------------------------------
-def median_of(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of fn() over repeats."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def breakdown(inproc: InProcess, target: Target, storage_key: str, repeats: int) -> None:
-    """Time each stage of sign_part_urls + encoding on its own, for all parts."""
-    svc = inproc.service
-    numbers = list(range(1, target.total_parts + 1))
-    job = PartsJob(inproc.settings.s3_bucket, storage_key, FAKE_S3_UPLOAD_ID, 86_400, int(time.time()),
-                   target.part_size, FILE_BYTES, "2030-01-01T00:00:00.000Z")  # fmt: skip
-    when = datetime.fromtimestamp(job.signed_at, tz=UTC)
-
-    def sign() -> list[str]:
-        return svc.presigner.presign_upload_parts(
-            job.bucket, job.key, upload_id=job.s3_upload_id, part_numbers=numbers, expires_in=job.expires_in, now=when
-        )
-
-    urls = sign()
-    parts = build_parts(numbers, urls, target.part_size, FILE_BYTES, job.expires_at)
-    view = PartUrlsView(upload_id=target.upload_id, file_role="video", file_name="movie.mov", total_bytes=FILE_BYTES,
-                        part_size_bytes=target.part_size, total_parts=target.total_parts,
-                        upload_strategy="multipart", status="uploading", parts=parts)  # fmt: skip
-    t_sign = median_of(sign, repeats)
-    t_build = median_of(lambda: build_parts(numbers, urls, target.part_size, FILE_BYTES, job.expires_at), repeats)
-    t_encode = median_of(lambda: _json.encode(view), repeats)
-    t_iso = median_of(lambda: iso_ms(job.signed_at * 1000), repeats)
-    t_redis = median_of(lambda: inproc.runner.run(svc.state.snapshot(target.session_id)), repeats)
-    t_total = statistics.median(inproc.timed()[0] for _ in range(repeats))
-    print(
-        f"breakdown (in-process medians, {len(numbers)} parts): presign {ms(t_sign):.1f} ms | "
-        f"PartUrl structs {ms(t_build):.1f} ms | JSON encode {ms(t_encode):.1f} ms | iso_ms (once per answer) "
-        f"{t_iso * 1e6:.1f} µs | one snapshot round trip {ms(t_redis):.2f} ms | sign_part_urls total "
-        f"{ms(t_total):.1f} ms (+ encode = {ms(t_total + t_encode):.1f} ms)",
-        flush=True,
-    )
-
-
-def profile(inproc: InProcess) -> None:
-    """cProfile of sign_part_urls + encoding: the top functions by own time."""
-
-    async def call() -> None:
-        await inproc.handler()  # the answer is dropped here: a task holding 6 MB would be repr()'d
-
-    prof = cProfile.Profile()
-    for _ in range(3):
-        prof.enable()
-        inproc.runner.run(call())
-        prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
-    lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
-    print("cProfile (3 calls of sign_part_urls + encode, by own time):", flush=True)
-    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls"))
-    for ln in lines[start:]:
-        print(f"    {ln}", flush=True)
-
-
-@contextmanager
-def gc_pauses() -> Iterator[dict[int, list[float]]]:
-    """Collect the cyclic GC's pauses (ms) by generation while the block runs."""
-    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
-    started = [0.0]
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        else:
-            pauses[info["generation"]].append(ms(time.perf_counter() - started[0]))
-
-    gc.callbacks.append(callback)
-    try:
-        yield pauses
-    finally:
-        gc.callbacks.remove(callback)
-
-
-def experiments(inproc: InProcess, variants: list[str], repeats: int) -> None:
-    """Per variant, in-process: time of sign + encode, and the longest stretch the event loop is held."""
-    print("variants in-process (medians; the block is what any concurrent request waits at worst):", flush=True)
-    for variant in variants:
-        with variant_patches(variant):
-            inproc.runner.run(inproc.handler())  # warm-up (starts the pool process)
-            with gc_pauses() as pauses:
-                results = [inproc.longest_block(inproc.handler) for _ in range(repeats)]
-        total = statistics.median(r[0] for r in results)
-        block = statistics.median(r[1] for r in results)
-        young = pauses[0] + pauses[1]
-        print(
-            f"    {variant:9s} total {ms(total):6.1f} ms, longest event-loop block {ms(block):5.1f} ms (max "
-            f"{ms(max(r[1] for r in results)):5.1f}); GC per call: {len(young) / repeats:4.1f} young collections "
-            f"{sum(young) / repeats:4.2f} ms, {len(pauses[2])} full in {repeats} calls "
-            f"(max {max(pauses[2], default=0):.1f} ms)  [{VARIANTS.get(variant, variant)}]",
-            flush=True,
-        )
-
-
-def mixed(
-    inproc: InProcess, variant: str, seconds: float, rate: float, connections: int
-) -> tuple[list[float], list[float]]:
-    """In-process stall test (no HTTP, no granian): small calls paced on one event loop, alone then with batches.
-
-    Returns the small calls' latencies (ms) alone and while another task loops all-parts calls.
-    """
-
-    async def small_loop(lat: list[float], offset: float, until: float) -> None:
-        interval = connections / rate
-        due = time.perf_counter() + offset
-        while due < until:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            t0 = time.perf_counter()
-            await inproc.handler(SMALL_BODY)
-            lat.append(ms(time.perf_counter() - t0))
-            due += interval
-
-    async def big_loop(until: float) -> None:
-        while time.perf_counter() < until:
-            await inproc.handler()
-
-    async def go(with_big: bool) -> list[float]:
-        lat: list[float] = []
-        until = time.perf_counter() + seconds
-        tasks = [small_loop(lat, i / rate, until) for i in range(connections)]
-        await asyncio.gather(*tasks, *([big_loop(until)] if with_big else []))
-        return lat
-
-    with variant_patches(variant):
-        inproc.runner.run(inproc.handler())
-        alone = inproc.runner.run(go(False))
-        during = inproc.runner.run(go(True))
-    return alone, during
-
-
-# ---------------------------------------------------------------------------------------------
-# Main.
-# ---------------------------------------------------------------------------------------------
 def stall_test(args: argparse.Namespace, res: Resources, target: Target, label: str) -> tuple[float, float]:
     """Small requests alone and during back-to-back all-parts requests, alternating; returns both p99s."""
     assert res.pipe is not None
@@ -945,24 +620,6 @@ def stall_test(args: argparse.Namespace, res: Resources, target: Target, label: 
     return pct(lat_d, 99), pct(lat_a, 99)
 
 
-def http_times(target: Target, repeats: int) -> tuple[float, float, int, float | None]:
-    """Median and p90 seconds of sequential all-parts requests on one connection, answer bytes, app time."""
-    client = Http(target.port, target.api_key)
-    try:
-        size = 0
-        for _ in range(2):
-            status, answer, _ = client.post(target.path, b"")
-            if status != 200 or len(msgspec.json.decode(answer)["parts"]) != target.total_parts:
-                raise SystemExit(f"part-urls answered {status}: {answer[:300]!r}")
-            size = len(answer)
-        seen = part_urls_metrics(target.port)
-        times = [client.post(target.path, b"")[2] for _ in range(repeats)]
-        app_s = app_time(seen, part_urls_metrics(target.port))
-    finally:
-        client.close()
-    return statistics.median(times), pct(times, 90), size, app_s
-
-
 def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     """Set everything up, then run the three measurements and print their summaries."""
     target, settings = setup(tmp, res, args.server)
@@ -971,7 +628,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     res.inproc = inproc = InProcess(settings, principal, target.session_id, target.upload_id)
     snap = inproc.runner.run(inproc.service.state.snapshot(target.session_id))
     assert snap is not None
-    storage_key = storage_key_of(snap.record, snap.record.files[0])
+    storage_key = snap.record.storage_key(snap.record.files[0])
     client = res.http[0]
     print(
         f"part-urls of one {FILE_BYTES // TIB} TiB video: {target.total_parts} parts of "
@@ -994,7 +651,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     )
 
     # 2. botocore on the same parts, same bucket/key/upload id.
-    boto_s, _ = measure_botocore(settings, target, storage_key, args.boto_rounds)
+    boto_s = measure_botocore(settings, target, storage_key, args.boto_rounds, big.sample_urls)
     print(
         f"part-urls {target.total_parts} parts: server {ms(server_med):.1f} ms (in-process median, sign "
         f"{ms(sign_med):.1f} + encode), HTTP {ms(http_med):.1f} ms median ({big.answer_bytes / 1e6:.1f} MB) | "
@@ -1002,22 +659,6 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         f"(target >= {RATIO_TARGET:.0f}x); target <= {SERVER_TARGET_MS:.0f} ms",
         flush=True,
     )
-    variants = [v for v in args.variants.split(",") if v] if args.variants else []
-    for v in variants:
-        if not VARIANT_RE.match(v):
-            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(VARIANTS)} (any slice/raw/rawng size)")
-    if args.profile:
-        breakdown(inproc, target, storage_key, args.repeats)
-        profile(inproc)
-        experiments(inproc, ["asis", *(v for v in variants if v != "asis")], 7)
-        print(f"in-process stall test ({args.connections} tasks, {args.rate:g} small calls/s, {args.seconds:g} s):")
-        for v in ["asis", *(v for v in variants if v != "asis")]:
-            alone_ms, during_ms = mixed(inproc, v, args.seconds, args.rate or 200.0, args.connections)
-            print(
-                f"    {v:9s} during batches {stall_line('', during_ms)} | alone {stall_line('', alone_ms)} | "
-                f"p99 ratio {pct(during_ms, 99) / pct(alone_ms, 99):.1f}",
-                flush=True,
-            )
 
     # 3. Small requests alone, and while one client loops all-parts requests.
     ctx = multiprocessing.get_context("spawn")
@@ -1030,32 +671,8 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         f"{args.warmup:g} s warm-up + {args.seconds:g} s per run, {args.rounds} alternating rounds",
         flush=True,
     )
-    p99_during, p99_alone = stall_test(args, res, target, "") if args.rounds else (math.nan, math.nan)
-
-    # Variants: the same HTTP measurements against a server running each variant (same Valkey and file).
-    summary = [f"asis {ms(http_med):.0f} ms, p99 {p99_during:.0f}/{p99_alone:.0f} ms"]
-    env = {**os.environ, "SPATIALGEN_REDIS_URL": settings.redis_url, VARIANT_ENV: ""}
-    env["SPATIALGEN_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    for variant in (v for v in variants if v != "asis"):
-        server = start_server(variant, args.server, VARIANT_TARGET, {**env, VARIANT_ENV: variant})
-        res.procs.append(server.proc)
-        res.groups.append(server.proc.pid)
-        vt = Target(server.port, target.api_key, target.session_id, target.upload_id, target.total_parts,
-                    target.part_size)  # fmt: skip
-        med, p90, size, app_s = http_times(vt, args.repeats)
-        print(
-            f"variant {variant} ({VARIANTS.get(variant, variant)}): HTTP median {ms(med):.1f} ms, p90 {ms(p90):.1f} ms "
-            f"({size / 1e6:.1f} MB); in the ASGI app {fmt_ms(app_s)} mean",
-            flush=True,
-        )
-        d, a = stall_test(args, res, vt, f"variant {variant}: ") if args.rounds else (math.nan, math.nan)
-        summary.append(f"{variant} {ms(med):.0f} ms, p99 {d:.0f}/{a:.0f} ms")
-        stop_all([server.proc], [server.proc.pid])
-        res.procs.remove(server.proc)
-        res.groups.remove(server.proc.pid)
-    if variants:
-        print(f"variants (HTTP median of one 10k request, small p99 during/alone): {' | '.join(summary)}", flush=True)
+    if args.rounds:
+        stall_test(args, res, target, "")
 
 
 def main() -> None:
@@ -1074,14 +691,6 @@ def main() -> None:
     )
     parser.add_argument(
         "--server", choices=["granian", "uvicorn"], default="granian", help="ASGI server (default granian)"
-    )
-    parser.add_argument(
-        "--profile", action="store_true", help="also print a stage breakdown, cProfile and in-process variant timings"
-    )
-    parser.add_argument(
-        "--variants",
-        default="",
-        help=f"comma-separated experiments to run through HTTP as well (not app code): {', '.join(VARIANTS)}",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -142,3 +142,23 @@ async def test_uuid_with_trailing_newline_is_404(client: httpx.AsyncClient, uplo
     doc = (await client.post(URL, json=SEED_REQUEST, headers={"X-SPATIALGEN-APPKEY": upload_key})).json()
     r = await client.get(f"{URL}/{doc['sessionId']}%0A", headers={"X-SPATIALGEN-APPKEY": upload_key})
     assert r.status_code == 404
+
+
+async def test_large_batches_are_signed_in_the_signer_process_identically(
+    settings: Settings, state: UploadState
+) -> None:
+    from app.uploads import SignBatch, sign_parts_json
+
+    batch = SignBatch(bucket="spatialgen-test", key="uploads/a/s/u.mov", upload_id="Up+Load/Id=",
+                      part_numbers=list(range(1, 601)), part_size=5 * 1024 * 1024,
+                      total_bytes=600 * 5 * 1024 * 1024 - 7, expires_in=3600, signed_at=1_800_000_000)  # fmt: skip
+    offloading = UploadService(msgspec.structs.replace(settings, sign_offload_min_parts=100), state)
+    try:
+        in_process = sign_parts_json(offloading.presigner_config, batch)
+        offloaded = await offloading._sign(batch)
+        assert offloading._signer is not None  # the large batch really went to the signer process
+    finally:
+        offloading.close()
+    assert offloaded == in_process
+    parts = msgspec.json.decode(offloaded)
+    assert len(parts) == 600 and parts[-1]["byteEnd"] == batch.total_bytes
