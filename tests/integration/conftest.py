@@ -95,6 +95,11 @@ async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterato
     )
     task = asyncio.create_task(worker.main())
     yield worker
+    # Stop picking jobs and let the poll loop go idle, so the cancel below lands in its sleep and not
+    # halfway through one of arq's pipelines (which would leave an unclosed pipeline to the GC).
+    worker.allow_pick_jobs = False
+    worker.allow_abort_jobs = False
+    await asyncio.sleep(0.2)
     task.cancel()  # stop polling, then let jobs already running finish (close() would cancel them)
     with contextlib.suppress(asyncio.CancelledError):
         await task
