@@ -60,7 +60,7 @@ async def eventually(check: Any, timeout: float = 10.0) -> None:
 async def test_short_ttl_group_expires_and_leaves_nothing_in_storage(
     small: Settings, redis: Redis, key: dict[str, str], running_worker: Worker, s3: Any
 ) -> None:
-    short = msgspec.structs.replace(small, session_ttl_seconds=3)
+    short = msgspec.structs.replace(small, session_ttl_seconds=8)  # room to upload first, even on a busy machine
     async with api_client(short) as api:
         body = {"videoName": "short", "layout": "Separate", "files": [
             {"fileName": "l.mov", "fileRole": "video_left", "sizeBytes": 6 * MIB},
