@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -137,6 +138,21 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
 _presigners: dict[PresignerConfig, S3Presigner] = {}
 _WARM_UP = SignBatch(bucket="warm-up", key="k", upload_id="u", part_numbers=[1], part_size=1, total_bytes=1,
                      expires_in=1, signed_at=0)  # fmt: skip
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Signer-process initializer: exit as soon as the API process that started it is gone.
+
+    An ASGI server may end its worker processes abruptly (no atexit, no lifespan shutdown); without
+    this the signer would outlive it, holding the server's inherited pipes open.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def sign_parts_json(config: PresignerConfig, batch: SignBatch) -> bytes:
@@ -345,13 +361,19 @@ class UploadService:
     def start_signer(self) -> None:
         """Start the signer process (API startup calls this so the first big batch doesn't pay for it)."""
         if self._signer is None and self.settings.sign_offload_min_parts > 0:
-            self._signer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._signer = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent, initargs=(os.getpid(),),
+            )  # fmt: skip
             self._signer.submit(sign_parts_json, self.presigner_config, _WARM_UP)
 
     def close(self) -> None:
-        """Stop the signer process."""
+        """Stop the signer process (now: server workers may exit without running Python's exit hooks)."""
         if self._signer is not None:
+            children = list(getattr(self._signer, "_processes", {}).values())
             self._signer.shutdown(wait=False, cancel_futures=True)
+            for child in children:
+                child.terminate()
             self._signer = None
 
     async def _wait_for_provisioning(self, session_id: str, upload_id: str) -> str:

@@ -4,9 +4,11 @@ real bytes PUT in parallel to presigned URLs, over real Valkey and moto servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,39 @@ def stack(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
     try:
         wait_for_port(port, api)
         yield f"http://127.0.0.1:{port}", env
+        tree = descendants(api.pid)
+        assert tree, "the API server should have started worker and signer processes"
     finally:
         stop([api, worker])
+    # Nothing the server started may outlive it (its signer process once did, holding pipes open).
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in tree if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive == []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def running(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def cli_key(env: dict[str, str]) -> str:
