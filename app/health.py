@@ -87,33 +87,17 @@ class ReadinessProbe:
         await store.ping()
 
     async def _open_store(self) -> ObjectStore:
+        # aiobotocore's import and S3 model loading block for ~1.5 s: done in a thread, first.
         session = await asyncio.to_thread(_prepared_session)
-        from aiobotocore.config import AioConfig
-
         from app.storage import ObjectStore
 
-        s = self.settings
         # One attempt, short timeouts: a probe must report a dead store now, not after retries and backoff.
-        config = AioConfig(
-            signature_version="s3v4",
-            s3={"addressing_style": s.s3_addressing_style},
-            connect_timeout=self.timeout,
-            read_timeout=self.timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=2,
-        )
-        client = await self._stack.enter_async_context(
-            session.create_client(
-                "s3",
-                endpoint_url=s.s3_endpoint_url or None,
-                region_name=s.s3_region,
-                aws_access_key_id=s.s3_access_key_id,
-                aws_secret_access_key=s.s3_secret_access_key,
-                aws_session_token=s.s3_session_token or None,
-                config=config,
+        return await self._stack.enter_async_context(
+            ObjectStore.connect(
+                self.settings, connect_timeout=self.timeout, read_timeout=self.timeout, attempts=1, pool_size=2,
+                session=session,
             )
-        )
-        return ObjectStore(client, s.s3_bucket)
+        )  # fmt: skip
 
 
 def _prepared_session() -> Any:

@@ -47,18 +47,30 @@ class ObjectStore:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls, settings: Settings, *, connect_timeout: float = 10.0) -> AsyncIterator[ObjectStore]:
-        """Open an aiobotocore S3 client for the configured endpoint and close it afterwards."""
+    async def connect(
+        cls,
+        settings: Settings,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        attempts: int = 4,
+        pool_size: int = 64,
+        session: Any = None,
+    ) -> AsyncIterator[ObjectStore]:
+        """Open an aiobotocore S3 client for the configured endpoint and close it afterwards.
+
+        Workers use the defaults (retries with backoff); the readiness probe asks for one attempt and
+        short timeouts, so a dead store is reported now.
+        """
         config = AioConfig(
             signature_version="s3v4",
             s3={"addressing_style": settings.s3_addressing_style},
             connect_timeout=connect_timeout,
-            read_timeout=max(connect_timeout, 60.0),
-            retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=64,
+            read_timeout=max(connect_timeout, read_timeout),
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            max_pool_connections=pool_size,
         )
-        session = get_session()
-        async with session.create_client(
+        async with (session or get_session()).create_client(
             "s3",
             endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region,
