@@ -227,11 +227,7 @@ def _clip(text: str, limit: int = 40) -> str:
 
 def validate_start_request(payload: Any, *, max_file_bytes: int, max_files: int) -> StartUploadRequest:
     """Check a decoded start body against every SPEC 3.1 rule; raise one 400 listing all violations."""
-    c = _Collector()
-    if not isinstance(payload, dict):
-        c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
-        raise errors.INVALID_REQUEST("The request body is not a JSON object.", errors=c.errors)
-    c.unknown_fields(payload, _GROUP_FIELDS, "")
+    c, payload = _body_object(payload, _GROUP_FIELDS, "request")
     video_name = c.text(payload, "videoName", "videoName", required=True, max_chars=MAX_NAME_CHARS, trim=True)
     description = c.text(
         payload,
@@ -388,15 +384,19 @@ def _raise_if(c: _Collector, what: str) -> None:
         raise errors.INVALID_REQUEST(f"Invalid {what}: {first.path} {first.message}{more}", errors=c.errors)
 
 
-def select_parts(payload: Any, total_parts: int) -> list[int]:
-    """Which part numbers a part-urls request asks for (SPEC 3.2); None/{} means all of them."""
+def _body_object(payload: Any, known: frozenset[str], what: str) -> tuple[_Collector, dict[str, Any]]:
+    """A collector for a body that must be a JSON object; a non-object is a 400 at once, unknown fields are noted."""
     c = _Collector()
-    if payload is None:
-        payload = {}
     if not isinstance(payload, dict):
         c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
-        _raise_if(c, "part selection")
-    c.unknown_fields(payload, _SELECTION_FIELDS, "")
+        _raise_if(c, what)
+    c.unknown_fields(payload, known, "")
+    return c, payload
+
+
+def select_parts(payload: Any, total_parts: int) -> list[int]:
+    """Which part numbers a part-urls request asks for (SPEC 3.2); None/{} means all of them."""
+    c, payload = _body_object({} if payload is None else payload, _SELECTION_FIELDS, "part selection")
     numbers = payload.get("partNumbers")
     start = payload.get("startPartNumber")
     count = payload.get("count")
@@ -441,13 +441,7 @@ def select_parts(payload: Any, total_parts: int) -> list[int]:
 
 def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[tuple[int, str]]:
     """The (partNumber, etag) list of a complete request: every part 1..total_parts exactly once."""
-    c = _Collector()
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        c.add("$", f"the body must be a JSON object, not {_json_type(payload)}")
-        _raise_if(c, "completion")
-    c.unknown_fields(payload, _COMPLETE_FIELDS, "")
+    c, payload = _body_object({} if payload is None else payload, _COMPLETE_FIELDS, "completion")
     parts = payload.get("parts")
     out: list[tuple[int, str]] = []
     if parts is None:
