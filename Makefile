@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test lint typecheck fmt bench clean
+.PHONY: help install run test lint typecheck fmt docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 install: $(VENV)/.installed ## create .venv with the locked dependencies
 
 run: install ## start Valkey, S3 (moto), the API and a worker; prints the URL and a dev API key
-	$(VENV)/bin/python -m app.devstack
+	$(VENV)/bin/python -m deploy.local.devstack
 
 test: install ## run the whole test suite (starts its own Valkey and S3 servers)
 	$(VENV)/bin/pytest -q
@@ -34,6 +34,9 @@ lint: install ## ruff lint + format check, mypy
 fmt: install ## format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: install ## regenerate .env.example and the README's settings table from the settings' docstrings
+	$(VENV)/bin/python -m deploy.local.gendocs
 
 bench: install ## run the benchmarks (ratios against baselines measured in the same run)
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import admin, apikeys
 from app.models import GroupStatus
-from app.settings import Settings
+from app.settings import Settings, with_dev_env
 
 NAME_CHARS = 40
 
@@ -265,7 +265,7 @@ async def _dispatch(args: argparse.Namespace, redis: Redis, settings: Settings) 
 async def run(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
+    settings = Settings.from_env(with_dev_env())
     url = args.redis_url or settings.redis_url
     try:
         redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)

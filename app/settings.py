@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 
 ENV_PREFIX = "SPATIALGEN_"
+DEV_ENV_FILE = "dev.env"
+"""Written by `make run` into the data dir: what it started, for the CLI tools to find with no flags."""
 KIB = 1024
 MIB = 1024 * KIB
 TIB = 1024 * 1024 * MIB
@@ -25,6 +27,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Interface the API binds to."""
     port: int = 8000
     """TCP port of the API."""
+    api_workers: int = 1
+    """API worker processes of one `spatialgen-api` (scale pods rather than this in Kubernetes)."""
+    shutdown_grace_seconds: float = 20.0
+    """On SIGTERM: how long the API finishes in-flight requests and a worker finishes its jobs."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis/Valkey URL (state and arq queues)."""
     s3_endpoint_url: str = "http://127.0.0.1:9000"
@@ -87,10 +93,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """arq queue the finished asset sets are handed to."""
     worker_max_jobs: int = 50
     """Concurrent jobs per worker process."""
-    server: str = "granian"
-    """ASGI server used by `make run`: granian or uvicorn."""
     data_dir: str = ".data"
-    """Where `make run` keeps the embedded Valkey's AOF and the dev key."""
+    """Where `make run` keeps the embedded Valkey's AOF and dev.env (what it started, for the CLI tools)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,8 +124,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             problems.append("MAX_FILE_BYTES must be between 1 and 5 TiB")
         if self.s3_addressing_style not in ("path", "virtual"):
             problems.append("S3_ADDRESSING_STYLE must be 'path' or 'virtual'")
-        if self.server not in ("granian", "uvicorn"):
-            problems.append("SERVER must be 'granian' or 'uvicorn'")
+        if self.api_workers < 1:
+            problems.append("API_WORKERS must be at least 1")
+        if self.shutdown_grace_seconds < 0:
+            problems.append("SHUTDOWN_GRACE_SECONDS must not be negative")
         if self.expiry_sweep_seconds <= 0 or (self.expiry_sweep_seconds < 60 and 60 % self.expiry_sweep_seconds):
             problems.append("EXPIRY_SWEEP_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60")
         for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes",
@@ -130,6 +136,54 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 problems.append(f"{name.upper()} must be positive")
         if problems:
             raise SystemExit("invalid settings: " + "; ".join(f"{ENV_PREFIX}{p}" for p in problems))
+
+
+def with_dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment, completed from `make run`'s dev.env when SPATIALGEN_REDIS_URL is not set.
+
+    Only the CLI tools read it, so `spatialgen-admin` works with no flags next to a running `make run`.
+    """
+    merged = dict(os.environ if env is None else env)
+    if ENV_PREFIX + "REDIS_URL" in merged:
+        return merged
+    path = os.path.join(merged.get(ENV_PREFIX + "DATA_DIR", ".data"), DEV_ENV_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return merged
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#") and name.startswith(ENV_PREFIX):
+            merged.setdefault(name.strip(), value.strip())
+    return merged
+
+
+def _shown(value: Any) -> str:
+    return str(value)
+
+
+def render_env_example() -> str:
+    """The whole `.env.example`: every setting with its description and default (`make docs` writes it)."""
+    defaults = Settings()
+    lines = [
+        "# SpatialGen Direct Upload service settings (all optional; defaults shown).",
+        "# With nothing set, `make run` starts embedded Valkey and S3 (moto) on loopback.",
+        "",
+    ]
+    for env, doc in field_docs().items():
+        lines += [f"# {doc}", f"# {env}={_shown(getattr(defaults, env.removeprefix(ENV_PREFIX).lower()))}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_settings_table() -> str:
+    """The README's configuration table (`make docs` writes it between its markers)."""
+    defaults = Settings()
+    rows = ["| variable | default | what it is |", "|---|---|---|"]
+    for env, doc in field_docs().items():
+        value = _shown(getattr(defaults, env.removeprefix(ENV_PREFIX).lower()))
+        rows.append(f"| `{env}` | {f'`{value}`' if value else '(empty)'} | {doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def field_docs() -> dict[str, str]:

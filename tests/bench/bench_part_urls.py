@@ -36,10 +36,10 @@ import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from app.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
-from app.devstack import free_port, start_valkey  # noqa: E402
 from app.settings import TIB, Settings  # noqa: E402
 from app.state import UploadState  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
+from deploy.local.devstack import free_port, start_valkey  # noqa: E402
 from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
 
 ACCOUNT = "bench"

@@ -249,12 +249,15 @@ class Server:
 
 def start_server(name: str, kind: str, target: str, env: dict[str, str]) -> Server:
     """Start `target` on a free port with the project's own server command line (one worker)."""
-    from app.devstack import free_port, server_command, wait_for_port
-    from app.settings import Settings
+    from deploy.local.devstack import BIN, free_port, wait_for_port
 
     port = free_port()
-    cmd = server_command(Settings(port=port, server=kind))
-    cmd[cmd.index(OURS_TARGET)] = target
+    if kind == "uvicorn":
+        cmd = [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+               "--log-level", "warning"]  # fmt: skip
+    else:  # the options app/serve.py (spatialgen-api) gives granian
+        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--no-ws", "--log-level", "warning", target]  # fmt: skip
     # A session of its own: Ctrl-C reaches only us, and the whole group can be killed by its id.
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True)
     try:
@@ -267,7 +270,7 @@ def start_server(name: str, kind: str, target: str, env: dict[str, str]) -> Serv
 
 def stop_all(procs: list[subprocess.Popen[bytes]], groups: list[int]) -> None:
     """Stop our processes newest first (servers before Valkey), then kill leftovers of our server groups."""
-    from app.devstack import stop
+    from deploy.local.devstack import stop
 
     for p in reversed(procs):
         stop([p])
@@ -477,8 +480,8 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     import msgspec
 
     from app.apikeys import digest
-    from app.devstack import free_port, start_valkey
     from app.state import api_key_key
+    from deploy.local.devstack import free_port, start_valkey
     from tests.conftest import SEED_REQUEST
 
     vport = free_port()

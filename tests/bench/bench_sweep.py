@@ -28,7 +28,6 @@ import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from app.apikeys import Principal, Role  # noqa: E402
-from app.devstack import free_port, start_valkey, stop  # noqa: E402
 from app.models import FileRecord, GroupRecord, UploadStrategy  # noqa: E402
 from app.rules import part_range  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -46,6 +45,7 @@ from app.state import (  # noqa: E402
 from app.storage_tasks import SWEEP_BATCH, expire_due_groups  # noqa: E402
 from app.timefmt import now_ms  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
+from deploy.local.devstack import free_port, start_valkey, stop  # noqa: E402
 from tests.conftest import SEED_REQUEST  # noqa: E402
 
 ACCOUNT = "bench"

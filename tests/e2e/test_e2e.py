@@ -18,9 +18,9 @@ import pytest
 from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
-from app.devstack import free_port, server_command, stop, wait_for_port, worker_command
 from app.settings import MIB, Settings
 from app.state import arq_job_key, process_job_id
+from deploy.local.devstack import api_command, free_port, stop, wait_for_port, worker_command
 from tests.conftest import open_uploads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,8 @@ def stack(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
         "SPATIALGEN_PART_SIZE_BYTES": str(5 * MIB),
         "SPATIALGEN_KEY_CACHE_SECONDS": "1",
     }
-    s = Settings.from_env(env)
-    api = subprocess.Popen(server_command(s), env=env, cwd=ROOT)
+    Settings.from_env(env)  # the env must be valid settings
+    api = subprocess.Popen(api_command(), env=env, cwd=ROOT)
     worker = subprocess.Popen(worker_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, api)

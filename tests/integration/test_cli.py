@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from app import admin
 from app.apikeys import Principal, Role
 from app.cli import run
-from app.devstack import free_port
 from app.settings import Settings
 from app.state import PROCESS_JOB, UploadState, account_index_key, group_key, state_key
 from app.timefmt import now_ms
 from app.uploads import UploadService, group_status_view
+from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 
 ACME = Principal("acme", Role.UPLOAD, "test")

@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 
 from app.api import create_app, open_services
 from app.apikeys import Principal, Role, create_key
-from app.devstack import free_port
 from app.settings import Settings
 from app.state import COMPLETE_JOB, JobSpec, UploadState, complete_job_id
 from app.storage import ObjectStore
 from app.uploads import UploadService
+from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from worker import jobs
 

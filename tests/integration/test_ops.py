@@ -13,12 +13,12 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.devstack import free_port
 from app.metrics import F_GROUPS_EXPIRED, METRICS_KEY, job_field
 from app.settings import Settings
 from app.state import EXPIRY_INDEX, LIBRARY_COUNTER
 from app.storage import ObjectStore
 from app.timefmt import now_ms
+from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from tests.integration.conftest import api_client
 

@@ -10,12 +10,12 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role
-from app.devstack import free_port
 from app.metrics import METRICS_KEY, job_field
 from app.settings import Settings
 from app.state import UploadState
 from app.storage import ObjectStore
 from app.uploads import UploadService
+from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST, open_uploads
 from worker import jobs
 

@@ -14,9 +14,9 @@ from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
 from app.apikeys import create_key
-from app.devstack import free_port
 from app.settings import Settings
 from app.state import EXPIRY_INDEX, UploadState, account_index_key, arq_job_key, group_key, state_key
+from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from tests.integration.conftest import api_client
 

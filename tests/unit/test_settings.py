@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ENV_PREFIX, Settings, field_docs
+from app.settings import ENV_PREFIX, Settings, field_docs, render_env_example, with_dev_env
+from deploy.local.gendocs import readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,11 +15,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_setting_is_documented_in_env_example_and_readme() -> None:
     docs = field_docs()
     assert set(docs) == {ENV_PREFIX + f.upper() for f in Settings.__struct_fields__}
-    example = (ROOT / ".env.example").read_text()
+    assert all(docs.values())
+    # Both are generated (`make docs`); what is committed must be what the settings say now.
+    assert (ROOT / ".env.example").read_text() == render_env_example()
     readme = (ROOT / "README.md").read_text()
-    for env, doc in docs.items():
-        assert f"# {env}=" in example and doc in example, env
-        assert f"`{env}`" in readme, env
+    assert readme == readme_with_table(readme), "README settings table is stale: run `make docs`"
+
+
+def test_cli_tools_find_make_runs_services_through_dev_env(tmp_path: Path) -> None:
+    (tmp_path / "dev.env").write_text("# comment\nSPATIALGEN_REDIS_URL=redis://127.0.0.1:4242/0\nOTHER=x\n")
+    env = with_dev_env({"SPATIALGEN_DATA_DIR": str(tmp_path)})
+    assert env["SPATIALGEN_REDIS_URL"] == "redis://127.0.0.1:4242/0" and "OTHER" not in env
+    # An explicit setting always wins; no file, nothing added.
+    explicit = {"SPATIALGEN_DATA_DIR": str(tmp_path), "SPATIALGEN_REDIS_URL": "redis://elsewhere:6379/0"}
+    assert with_dev_env(explicit) == explicit
+    assert with_dev_env({"SPATIALGEN_DATA_DIR": str(tmp_path / "none")}) == {
+        "SPATIALGEN_DATA_DIR": str(tmp_path / "none")
+    }
 
 
 def test_env_values_are_parsed_and_typed() -> None:

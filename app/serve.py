@@ -1,0 +1,30 @@
+"""`spatialgen-api`: the API server process (granian serving app.asgi:app), as run by the image and `make run`.
+
+SIGTERM is graceful: granian stops accepting, lets in-flight requests finish for up to
+SPATIALGEN_SHUTDOWN_GRACE_SECONDS, then ends its workers.
+"""
+
+from __future__ import annotations
+
+from granian import Granian
+from granian.constants import Interfaces
+
+from app.settings import Settings
+
+ASGI_TARGET = "app.asgi:app"
+
+
+def main() -> None:
+    """Console-script entry point: serve the API with the SPATIALGEN_* settings."""
+    settings = Settings.from_env()
+    Granian(
+        ASGI_TARGET,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.api_workers,
+        websockets=False,
+        log_access=False,
+        workers_kill_timeout=max(1, round(settings.shutdown_grace_seconds)),
+        respawn_failed_workers=True,
+    ).serve()

