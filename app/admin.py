@@ -16,10 +16,12 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.jobs import deserialize_job_raw, deserialize_result
 from redis.asyncio import Redis
 
-from app.models import GroupStatus
-from app.state import F_STATUS, UploadState, account_index_key, decode_group, group_key, state_key
+from app.lifecycle import LIVE_GROUP, GroupStatus
+from app.state import UploadState, decode_group
+from app.state.jobs import deserialize
+from app.state.keys import Field, account_index_key, group_key, state_key
 from app.timefmt import iso_ms, now_ms
-from app.uploads import group_status_view
+from app.views import group_status_view
 
 UNDECODABLE = "<undecodable>"
 MISSING = "<missing>"
@@ -33,7 +35,6 @@ BATCH = 500
 ARGS_CHARS = 60
 RESULT_CHARS = 80
 ACCOUNT_INDEX_PREFIX = account_index_key("")
-_LIVE = (GroupStatus.INITIALIZED.value, GroupStatus.UPLOADING.value)
 
 
 class QueueStats(msgspec.Struct, kw_only=True, rename="camel"):
@@ -157,12 +158,14 @@ def _result_row(key: bytes, blob: bytes | None) -> JobRow | None:
     if blob is None:
         return None  # expired between the scan and the read
     try:
-        r = deserialize_result(blob)
+        r = deserialize_result(blob, deserializer=deserialize)
         return JobRow(
             job_id=job_id, queue=str(r.queue_name), function=str(r.function), args=args_summary(r.args, r.kwargs),
             tries=int(r.job_try or 0), enqueued_at=iso_ms(_ms(r.enqueue_time)),
             state="complete" if r.success else "failed", finished_at=iso_ms(_ms(r.finish_time)),
-            result=_repr(r.result, RESULT_CHARS),
+            # A failed job's result is its exception, which our job format keeps as its repr (a string).
+            result=clip(r.result, RESULT_CHARS) if not r.success and isinstance(r.result, str) else _repr(r.result,
+                                                                                                      RESULT_CHARS),
         )  # fmt: skip
     except Exception:
         return JobRow(
@@ -199,7 +202,7 @@ async def pending_jobs(redis: Redis, queue: str, *, limit: int, now: int | None 
         function, args, enqueued, job_try = MISSING, "", None, 0
         if blob is not None:
             try:
-                fn, a, kw, t, et = deserialize_job_raw(blob)
+                fn, a, kw, t, et = deserialize_job_raw(blob, deserializer=deserialize)
                 function, args, enqueued, job_try = str(fn), args_summary(a, kw), iso_ms(int(et)), int(t or 0)
             except Exception:
                 function = args = UNDECODABLE
@@ -314,7 +317,7 @@ async def _session_rows(redis: Redis, batch: Sequence[tuple[str, str, int]], now
     async with redis.pipeline(transaction=False) as pipe:
         for sid, _, _ in batch:
             pipe.get(group_key(sid))
-            pipe.hget(state_key(sid), F_STATUS)
+            pipe.hget(state_key(sid), Field.STATUS)
         out = await pipe.execute()
     rows = []
     for i, (sid, account, created) in enumerate(batch):
@@ -328,7 +331,7 @@ async def _session_rows(redis: Redis, batch: Sequence[tuple[str, str, int]], now
             rows.append(SessionRow(session_id=sid, account=account, status=status, files=0,
                                    created_at=iso_ms(created), expires_at="", video_name=UNDECODABLE))  # fmt: skip
             continue
-        if status in _LIVE and now >= rec.expires_ms:
+        if status in LIVE_GROUP and now >= rec.expires_ms:
             status = GroupStatus.EXPIRED.value
         rows.append(
             SessionRow(

@@ -72,6 +72,7 @@ from app.openapi_docs import (
 )
 from app.settings import Settings
 from app.state import UploadState
+from app.storage.signer import PresignerConfig, Signer
 from app.timefmt import now_ms
 from app.uploads import UploadService
 
@@ -97,9 +98,9 @@ def services(request: Request[Any, Any, Any]) -> Services:
     return svc
 
 
-def registry(request: Request[Any, Any, Any]) -> metrics.Registry:
+def registry(request: Request[Any, Any, Any]) -> metrics.ApiMetrics:
     """This process's metrics (created with the app)."""
-    reg: metrics.Registry = request.app.state.metrics
+    reg: metrics.ApiMetrics = request.app.state.metrics
     return reg
 
 
@@ -170,7 +171,7 @@ async def start_upload_group(request: Request[Any, Any, Any]) -> ASGIApp:
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        registry(request).groups_created += 1
+        registry(request).groups_created.inc()
     return json_response(created.body, 201, headers)
 
 
@@ -248,7 +249,7 @@ async def cancel_upload_group(request: Request[Any, Any, Any], session_id: FromP
     asked_at = now_ms()
     view = await services(request).uploads.cancel_group(principal, session_id)
     if _epoch_ms(view.canceled_at) >= asked_at:  # canceled by this call, not a repeat answering the first cancel
-        registry(request).groups_canceled += 1
+        registry(request).groups_canceled.inc()
     return json_response(_json.encode(view))
 
 
@@ -308,16 +309,17 @@ _NOT_READY_EXAMPLE = errors.DEPENDENCY_DOWN(
 
 def _metrics_example() -> str:
     """What /metrics shows after two requests, rendered by the real exposition code."""
-    reg = metrics.Registry()
-    reg.started_at = 1_778_092_931.0
+    reg = metrics.ApiMetrics()
     reg.observe("/api/videos/uploads", "POST", 201, 0.0123)
     reg.observe("/api/videos/uploads/{session_id}", "GET", 200, 0.0031)
-    reg.groups_created = 1
+    reg.groups_created.inc()
     shared = metrics.SharedCounts(
         {"arq:queue": (2, 1), "spatialgen:processing": (0, 0)}, live=1, completed=41,
         counters={metrics.F_GROUPS_EXPIRED: 3, metrics.job_field("complete_file", "ok"): 5},
     )  # fmt: skip
-    return metrics.render(reg, shared).decode()
+    body, _ = reg.render(shared)
+    # Only the service's own families: process_* figures differ on every machine.
+    return "\n".join(line for line in body.decode().splitlines() if "process_" not in line) + "\n"
 
 
 _METRICS_EXAMPLE = _metrics_example()
@@ -360,8 +362,9 @@ async def health_ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get(
     "/metrics", tags=[OPS_TAG], operation_id="metrics", summary="Prometheus metrics",
     media_type=metrics.CONTENT_TYPE, operation_class=ApiOperation,
-    description="Prometheus text format. Requests by route template, method and status and latency histograms count "
-    "this process; queue depths, live/completed/expired groups and job outcomes are read from Redis (all processes).",
+    description="Prometheus text format (OpenMetrics when the Accept header asks for it). Requests by route template, "
+    "method and status, latency histograms and process_* figures count this process; queue depths, "
+    "live/completed/expired groups and job outcomes are read from Redis (all processes).",
     responses={200: ResponseSpec(str, description="Metrics in Prometheus text format 0.0.4.",
                                  media_type=f"{metrics.CONTENT_TYPE}; charset=utf-8", generate_examples=False,
                                  examples=[Example(id="excerpt", value=_METRICS_EXAMPLE)])},
@@ -370,7 +373,10 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The exposition document."""
     svc = services(request)
     shared = await metrics.read_shared(svc.redis, svc.settings)
-    return Response(content=metrics.render(registry(request), shared), media_type=metrics.CONTENT_TYPE)
+    body, content_type = registry(request).render(shared, request.headers.get("accept", ""))
+    # Litestar appends the charset to text/* types itself.
+    media_type = content_type.replace("; charset=utf-8", "") if content_type.startswith("text/") else content_type
+    return Response(content=body, media_type=media_type)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +443,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
     )
     probe = ReadinessProbe(settings, redis_client)
-    uploads = UploadService(settings, UploadState(redis_client))
+    state = UploadState(redis_client)
+    try:
+        await state.load_scripts()  # a broken script stops the process here, not on its first call
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("Redis unreachable at startup (%s); scripts load on first use", exc)
+    signer = Signer(PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts)
+    uploads = UploadService(settings, state, signer)
     try:
         yield Services(
             settings=settings,
@@ -448,7 +460,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
     finally:
         try:
-            uploads.close()
+            signer.close()
             await probe.aclose()
         finally:
             await redis_client.aclose()
@@ -482,14 +494,14 @@ def openapi_config() -> OpenAPIConfig:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app for these settings (read from the environment by default)."""
     settings = settings or Settings.from_env()
-    process_metrics = metrics.Registry()
+    process_metrics = metrics.ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings) as svc:
             app.state.services = svc
             svc.probe.warm()
-            svc.uploads.start_signer()
+            svc.uploads.signer.start()
             yield
 
     app = Litestar(

@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from app import errors
-from app.state import API_KEYS_INDEX, api_key_key
+from app.state.keys import API_KEYS_INDEX, api_key_key
 from app.timefmt import iso_ms, now_ms
 
 KEY_PREFIX = "sgk_"

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import admin, apikeys
-from app.models import GroupStatus
+from app.lifecycle import GroupStatus
 from app.settings import Settings, with_dev_env
 
 NAME_CHARS = 40

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.storage import ObjectStore
+    from app.storage.s3 import ObjectStore
 
 log = logging.getLogger("spatialgen.health")
 
@@ -89,7 +89,7 @@ class ReadinessProbe:
     async def _open_store(self) -> ObjectStore:
         # aiobotocore's import and S3 model loading block for ~1.5 s: done in a thread, first.
         session = await asyncio.to_thread(_prepared_session)
-        from app.storage import ObjectStore
+        from app.storage.s3 import ObjectStore
 
         # One attempt, short timeouts: a probe must report a dead store now, not after retries and backoff.
         return await self._stack.enter_async_context(

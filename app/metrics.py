@@ -1,14 +1,13 @@
-"""Prometheus metrics: per-process request counters and latency histograms, plus shared counts read from Redis.
-
-Exposition is hand-written text format 0.0.4; the per-request path is one pure ASGI wrapper that costs a few µs
-(two clock reads and two dict updates), and nothing is written to Redis on the hot path.
+"""Prometheus metrics on prometheus_client: this API process's requests, and shared figures read from Redis.
 
 What comes from where:
-- this API process (reset when it restarts): requests by route template / method / status, latency histograms,
-  groups created and canceled, file completions by outcome;
-- Redis, read once per scrape in one pipelined round trip (the same for every process): queue depths of the two
-  arq queues, live groups (the expiry index), groups completed (the libraryId counter) and the counters the
-  workers keep in the `METRICS_KEY` hash (groups expired, job outcomes).
+- this API process (reset when it restarts): requests by route template / method / status and their latency
+  histograms, groups created and canceled, file completions by outcome, and the standard `process_*` metrics;
+- Redis, read once per scrape in one pipelined round trip (the same from every process): queue depths of the
+  two arq queues, live groups (the expiry index), groups completed (the libraryId counter) and the counters
+  the workers keep in `METRICS_KEY` (groups expired, job outcomes).
+The per-request path is one pure ASGI wrapper (two clock reads, two cached metric children); nothing is
+written to Redis on the hot path. OpenMetrics is served when the scraper's Accept header asks for it.
 """
 
 from __future__ import annotations
@@ -16,38 +15,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import Any
 
+import prometheus_client
 import redis.exceptions
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from app.settings import Settings
-from app.state import EXPIRY_INDEX, LIBRARY_COUNTER, PREFIX
+from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY
 from app.timefmt import now_ms
 
 log = logging.getLogger("spatialgen.metrics")
 
+# One `_created` sample per series doubles every scrape for no use here (our counters start with the process).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
 CONTENT_TYPE = "text/plain; version=0.0.4"
-"""Prometheus text format (Litestar appends `; charset=utf-8` to text/* types)."""
-NAMESPACE = "spatialgen"
+"""Prometheus text format, the default answer (Litestar appends `; charset=utf-8` to text/* types)."""
 SCRAPE_TIMEOUT_SECONDS = 0.8
 """Longest wait for the Redis reads of one scrape; past it the scrape answers without them."""
-
-# Latency buckets (seconds): fast JSON answers, and complete / parts / part-urls that wait on workers for seconds.
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Latency buckets (s): fast JSON answers, and complete / parts / part-urls that wait on workers for seconds."""
 UNMATCHED = "unmatched"
 """Route label of requests that matched no route (404, 405): raw paths are never used as label values."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
-# ---------------------------------------------------------------------------------------------
-# Counters the workers keep in Redis: one hash, HINCRBY'd by workers, read with one HGETALL per scrape.
-# ---------------------------------------------------------------------------------------------
-METRICS_KEY = f"{PREFIX}metrics"
-"""Hash of shared counters: `groups_expired` and `job:{function}:{outcome}` fields."""
+# Counters the workers keep in Redis (METRICS_KEY): HINCRBY'd by workers, read with one HGETALL per scrape.
 F_GROUPS_EXPIRED = "groups_expired"
-"""Field of METRICS_KEY: groups the expiry sweep has expired (HINCRBY by the sweep's count)."""
+"""Field of METRICS_KEY: groups the expiry sweep has expired."""
 JOB_OUTCOMES = ("ok", "retried", "failed")
 """ok: returned; retried: raised arq Retry (or a retryable error); failed: raised, or gave up after the last try."""
 JOB_FIELD_PREFIX = "job:"
@@ -58,87 +58,6 @@ def job_field(function: str, outcome: str) -> str:
     return f"{JOB_FIELD_PREFIX}{function}:{outcome}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Per-process registry.
-# ---------------------------------------------------------------------------------------------
-class _RouteSeries:
-    """Everything observed for one (route template, method): answers by status and a latency histogram."""
-
-    __slots__ = ("buckets", "by_status", "seconds")
-
-    def __init__(self) -> None:
-        self.by_status: dict[int, int] = {}
-        self.buckets = [0] * (len(BUCKETS) + 1)  # non-cumulative; the last one is +Inf
-        self.seconds = 0.0
-
-
-class Registry:
-    """Counters of one API process. Updated from the event loop only, so no locking is needed."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], _RouteSeries] = {}
-        self.groups_created = 0
-        self.groups_canceled = 0
-        self.completions: dict[str, int] = {}
-        self.started_at = time.time()
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Record one answered request."""
-        key = (route, method)
-        series = self.routes.get(key)
-        if series is None:
-            series = self.routes[key] = _RouteSeries()
-        by_status = series.by_status
-        by_status[status] = by_status.get(status, 0) + 1
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
-        series.seconds += seconds
-
-    def count_completion(self, outcome: str) -> None:
-        """A complete call's outcome: `completed` (200), `accepted` (202) or the error code it was refused with."""
-        self.completions[outcome] = self.completions.get(outcome, 0) + 1
-
-
-class MetricsMiddleware:
-    """Pure ASGI wrapper timing every HTTP request and counting it by route template, method and status.
-
-    It wraps the app's whole handler (router included), so unmatched routes count too, as route "unmatched".
-    The template comes from the scope the router fills in (`path_template`, e.g. `/api/videos/uploads/{session_id}`).
-    """
-
-    __slots__ = ("app", "registry")
-
-    def __init__(self, app: Any, registry: Registry) -> None:
-        self.app = app
-        self.registry = registry
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500  # what the server answers if the app raises before starting a response
-
-        async def send_and_note_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_and_note_status)
-        finally:
-            method = scope["method"]
-            self.registry.observe(
-                scope.get("path_template", UNMATCHED),
-                method if method in _METHODS else "OTHER",
-                status,
-                time.perf_counter() - start,
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared counts from Redis.
-# ---------------------------------------------------------------------------------------------
 class SharedCounts:
     """What one scrape read from Redis."""
 
@@ -185,114 +104,138 @@ async def read_shared(
     return SharedCounts(depths, int(live), int(completed or 0), counters)
 
 
-# ---------------------------------------------------------------------------------------------
-# Exposition.
-# ---------------------------------------------------------------------------------------------
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class SharedCollector(Collector):
+    """Exposes the figures of the scrape's Redis read (set just before the registry is rendered)."""
 
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _float(value: float) -> str:
-    return repr(float(value))
-
-
-class _Writer:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.latest: SharedCounts | None = None
 
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, str, float | int]]) -> None:
-        """One metric family: HELP, TYPE, then (suffix, labels, value) samples."""
-        full = f"{NAMESPACE}_{name}"
-        self.lines.append(f"# HELP {full} {help_text}")
-        self.lines.append(f"# TYPE {full} {kind}")
-        for suffix, labels, value in samples:
-            shown = str(value) if isinstance(value, int) else _float(value)
-            self.lines.append(f"{full}{suffix}{labels} {shown}")
-
-
-def render(registry: Registry, shared: SharedCounts | None) -> bytes:
-    """The whole exposition document."""
-    w = _Writer()
-    routes = sorted(registry.routes.items())
-    w.family(
-        "http_requests_total", "counter",
-        "HTTP requests answered by this API process, by route template, method and status.",
-        (("", _labels(route=r, method=m, status=str(code)), n)
-         for (r, m), s in routes for code, n in sorted(s.by_status.items())),
-    )  # fmt: skip
-    histogram: list[tuple[str, str, float | int]] = []
-    for (r, m), s in routes:
-        cumulative = 0
-        for bound, n in zip((*map(_float, BUCKETS), "+Inf"), s.buckets, strict=True):
-            cumulative += n
-            histogram.append(("_bucket", _labels(route=r, method=m, le=bound), cumulative))
-        histogram.append(("_sum", _labels(route=r, method=m), s.seconds))
-        histogram.append(("_count", _labels(route=r, method=m), cumulative))
-    w.family(
-        "http_request_duration_seconds", "histogram",
-        "Time to answer HTTP requests in this API process, by route template and method.", histogram,
-    )  # fmt: skip
-    w.family(
-        "groups_created_total", "counter",
-        "Upload groups created through this API process (idempotent replays not counted).",
-        [("", "", registry.groups_created)],
-    )  # fmt: skip
-    w.family(
-        "groups_canceled_total", "counter", "Upload groups canceled through this API process (repeats not counted).",
-        [("", "", registry.groups_canceled)],
-    )  # fmt: skip
-    w.family(
-        "file_completions_total", "counter",
-        "Complete File Upload answers of this API process by outcome: completed (200), accepted (202, worker still "
-        "busy) or the error code of a refusal (missing_parts, session_canceled, ...).",
-        (("", _labels(outcome=o), n) for o, n in sorted(registry.completions.items())),
-    )  # fmt: skip
-    w.family(
-        "process_start_time_seconds", "gauge", "Start time of this API process (Unix epoch seconds).",
-        [("", "", registry.started_at)],
-    )  # fmt: skip
-    w.family(
-        "state_store_up", "gauge", "1 if this scrape could read the shared counts from Redis, else 0.",
-        [("", "", 0 if shared is None else 1)],
-    )  # fmt: skip
-    if shared is not None:
-        _render_shared(w, shared)
-    w.lines.append("")
-    return "\n".join(w.lines).encode()
+    def collect(self) -> Iterator[Metric]:
+        """The shared families, and whether Redis could be read at all."""
+        shared = self.latest
+        up = GaugeMetricFamily("spatialgen_state_store_up", "1 if this scrape could read the shared counts from Redis.")
+        up.add_metric([], 0 if shared is None else 1)
+        yield up
+        if shared is None:
+            return
+        depth = GaugeMetricFamily(
+            "spatialgen_queue_depth",
+            "Jobs in an arq queue: due (waiting for a worker, or running) or scheduled (deferred to a later time).",
+            labels=["queue", "state"],
+        )
+        for q, (due, scheduled) in shared.queues.items():
+            depth.add_metric([q, "due"], due)
+            depth.add_metric([q, "scheduled"], scheduled)
+        yield depth
+        live = GaugeMetricFamily("spatialgen_groups_live", "Upload groups still accepting uploads (the expiry index).")
+        live.add_metric([], shared.live)
+        yield live
+        completed = CounterMetricFamily("spatialgen_groups_completed", "Upload groups completed, ever.")
+        completed.add_metric([], shared.completed)
+        yield completed
+        expired = CounterMetricFamily("spatialgen_groups_expired", "Upload groups expired by the workers' sweep.")
+        if F_GROUPS_EXPIRED in shared.counters:
+            expired.add_metric([], shared.counters[F_GROUPS_EXPIRED])
+        yield expired
+        jobs = CounterMetricFamily(
+            "spatialgen_jobs", "arq jobs run by the workers, by function and outcome (all workers).",
+            labels=["function", "outcome"],
+        )  # fmt: skip
+        for field, n in sorted(shared.counters.items()):
+            function, _, outcome = field.removeprefix(JOB_FIELD_PREFIX).rpartition(":")
+            if field.startswith(JOB_FIELD_PREFIX) and function and outcome in JOB_OUTCOMES:
+                jobs.add_metric([function, outcome], n)
+        yield jobs
 
 
-def _render_shared(w: _Writer, shared: SharedCounts) -> None:
-    depth: list[tuple[str, str, float | int]] = []
-    for q, (due, scheduled) in shared.queues.items():
-        depth.append(("", _labels(queue=q, state="due"), due))
-        depth.append(("", _labels(queue=q, state="scheduled"), scheduled))
-    w.family(
-        "queue_depth", "gauge",
-        "Jobs in an arq queue: due (waiting for a worker, or running) or scheduled (deferred to a later time).",
-        depth,
-    )  # fmt: skip
-    w.family(
-        "groups_live", "gauge", "Upload groups still accepting uploads (the expiry index; all processes).",
-        [("", "", shared.live)],
-    )  # fmt: skip
-    w.family(
-        "groups_completed_total", "counter", "Upload groups completed, ever (the libraryId counter; all processes).",
-        [("", "", shared.completed)],
-    )  # fmt: skip
-    expired = shared.counters.get(F_GROUPS_EXPIRED)
-    w.family(
-        "groups_expired_total", "counter", "Upload groups expired by the workers' expiry sweep (all workers).",
-        [] if expired is None else [("", "", expired)],
-    )  # fmt: skip
-    jobs: list[tuple[str, str, float | int]] = []
-    for field, n in sorted(shared.counters.items()):
-        if not field.startswith(JOB_FIELD_PREFIX):
-            continue
-        function, _, outcome = field.removeprefix(JOB_FIELD_PREFIX).rpartition(":")
-        if function and outcome in JOB_OUTCOMES:
-            jobs.append(("", _labels(function=function, outcome=outcome), n))
-    w.family("jobs_total", "counter", "arq jobs run by the workers, by function and outcome (all workers).", jobs)
+class ApiMetrics:
+    """The metrics of one API process: its own registry, so several apps in one process never mix."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "spatialgen_http_requests", "HTTP requests answered by this API process, by route template, method "
+            "and status.", ["route", "method", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "spatialgen_http_request_duration_seconds", "Time to answer HTTP requests in this API process, by "
+            "route template and method.", ["route", "method"], buckets=BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.groups_created = Counter(
+            "spatialgen_groups_created", "Upload groups created through this API process (replays not counted).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.groups_canceled = Counter(
+            "spatialgen_groups_canceled", "Upload groups canceled through this API process (repeats not counted).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.completions = Counter(
+            "spatialgen_file_completions", "Complete File Upload answers of this API process by outcome: completed "
+            "(200), accepted (202, worker still busy) or the error code of a refusal.", ["outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        ProcessCollector(registry=self.registry)
+        self.shared = SharedCollector()
+        self.registry.register(self.shared)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Record one answered request (label children are looked up once per series, then cached)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_completion(self, outcome: str) -> None:
+        """A complete call's outcome: `completed` (200), `accepted` (202) or the error code it was refused with."""
+        self.completions.labels(outcome).inc()
+
+    def render(self, shared: SharedCounts | None, accept: str = "") -> tuple[bytes, str]:
+        """The exposition document in the format the scraper asked for, and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        self.shared.latest = shared  # collect() runs synchronously below: nothing can interleave
+        try:
+            return encoder(self.registry), content_type
+        finally:
+            self.shared.latest = None
+
+
+class MetricsMiddleware:
+    """Pure ASGI wrapper timing every HTTP request and counting it by route template, method and status.
+
+    It wraps the app's whole handler (router included), so unmatched routes count too, as route "unmatched".
+    The template comes from the scope the router fills in (`path_template`, e.g. `/api/videos/uploads/{session_id}`).
+    """
+
+    __slots__ = ("app", "metrics")
+
+    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def send_and_note_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            method = scope["method"]
+            self.metrics.observe(
+                scope.get("path_template", UNMATCHED),
+                method if method in _METHODS else "OTHER",
+                status,
+                time.perf_counter() - start,
+            )

@@ -9,6 +9,8 @@ from enum import StrEnum
 
 import msgspec
 
+from app.objectkeys import object_key
+
 
 class Layout(StrEnum):
     """Stereo layout of the asset set."""
@@ -46,29 +48,6 @@ class UploadStrategy(StrEnum):
 
     SINGLE_PUT = "single_put"
     MULTIPART = "multipart"
-
-
-class FileStatus(StrEnum):
-    """Lifecycle of one file (SPEC 4)."""
-
-    INITIALIZED = "initialized"
-    UPLOADING = "uploading"
-    COMPLETING = "completing"
-    COMPLETED = "completed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-class GroupStatus(StrEnum):
-    """Lifecycle of an upload group (SPEC 4)."""
-
-    INITIALIZED = "initialized"
-    UPLOADING = "uploading"
-    COMPLETED = "completed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-    FAILED = "failed"
 
 
 class FileSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,7 +125,7 @@ class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
 
     def storage_key(self, f: FileRecord) -> str:
         """The object key of one of the group's files."""
-        return f"{self.key_prefix}{f.upload_id}{f.ext}"
+        return object_key(self.key_prefix, f.upload_id, f.ext)
 
 
 class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):

@@ -1,4 +1,4 @@
-"""Pure upload rules: request validation, part sizing, byte ranges and storage keys.
+"""Pure upload rules: request validation, part sizing and byte ranges.
 
 No I/O here; everything is a plain function over msgspec Structs, unit-tested in tests/unit.
 """
@@ -87,19 +87,6 @@ def file_extension(file_name: str) -> str:
     return file_name[dot:].lower() if dot > 0 else ""
 
 
-def group_key_prefix(prefix: str, account: str, session_id: str) -> str:
-    """Where a group's objects live: `{prefix}/{account}/{sessionId}/`."""
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    return f"{head}{account}/{session_id}/"
-
-
-def storage_key(prefix: str, account: str, session_id: str, upload_id: str, file_name: str) -> str:
-    """Object key `{prefix}/{account}/{session}/{upload}{ext}`; never uses the client's name."""
-    # Only the validated, role-checked extension of the client's name is kept (one of
-    # EXTENSIONS), so downstream tools still see a meaningful suffix.
-    return f"{group_key_prefix(prefix, account, session_id)}{upload_id}{file_extension(file_name)}"
-
-
 # Fast path: most strings have no C0/C1 control character and no surrogate at all.
 # Characters no name needs and that make names lie about themselves: C0/C1 controls, unpaired
 # surrogates, bidi embeddings/overrides/isolates (a "Trojan source" name can display as another),
@@ -130,15 +117,6 @@ def _bad_chars(value: str, allowed: str = "") -> str | None:
             return f"must not contain line or paragraph separators (found U+{code:04X})"
         if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
             return f"must not contain Unicode noncharacters (found U+{code:04X})"
-    return None
-    for ch in value:
-        if ch in allowed:
-            continue
-        cat = unicodedata.category(ch)
-        if cat == "Cc":
-            return f"must not contain control characters (found U+{ord(ch):04X})"
-        if cat == "Cs":
-            return "must not contain unpaired surrogates"
     return None
 
 

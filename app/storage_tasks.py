@@ -9,11 +9,14 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.models import FileStatus, GroupRecord, GroupStatus, UploadStrategy
+from app.lifecycle import LIVE_GROUP, FileStatus, GroupStatus, Reply
+from app.models import GroupRecord, UploadStrategy
+from app.objectkeys import parse_object_key, root_prefix
 from app.rules import part_range
 from app.settings import Settings
-from app.state import COMPLETE_JOB, GroupSnapshot, LibraryTemplate, UploadState, purge_jobs
-from app.storage import ObjectStore, error_code
+from app.state import GroupSnapshot, Progress, UploadState
+from app.state.jobs import LibraryTemplate, purge_jobs
+from app.storage.s3 import ObjectStore, error_code
 from app.timefmt import iso_ms, now_ms
 
 log = logging.getLogger("spatialgen.worker")
@@ -57,18 +60,18 @@ async def provision_group(state: UploadState, store: ObjectStore, session_id: st
                 await store.abort_multipart(key, extra.upload_id)
         else:
             chosen = await store.create_multipart(key)
-        result = await state.record_s3_upload(snap.record, f.upload_id, chosen)
-        if result == "ok":
+        reply = await state.record_s3_upload(snap.record, f.upload_id, chosen)
+        if reply.code is Reply.OK:
             outcome[f.upload_id] = chosen
-        elif result == "dead":
-            # The group was canceled or expired meanwhile: leave nothing open behind it.
+        elif reply.code is Reply.RECORDED:
+            # A concurrent try recorded first: keep its upload, abort ours (unless it adopted the same one).
+            if reply.text() != chosen:
+                await store.abort_multipart(key, chosen)
+            outcome[f.upload_id] = reply.text()
+        else:
+            # The group or file no longer takes uploads (canceled, expired, gone): leave nothing open behind it.
             await store.abort_multipart(key, chosen)
             outcome[f.upload_id] = "aborted"
-        elif result != chosen:
-            await store.abort_multipart(key, chosen)
-            outcome[f.upload_id] = result
-        else:
-            outcome[f.upload_id] = chosen
     return outcome
 
 
@@ -162,24 +165,24 @@ async def complete_file(
         await store.delete_objects([key])
         return "failed"
     # Everything the client listed is in the object now: track it as fully received.
-    await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
-    outcome, library_id = await state.finish_complete(
+    await state.record_parts(session_id, upload_id, None, progress=Progress(f.total_parts, f.total_bytes, now))
+    reply = await state.finish_complete(
         snap.record, upload_id, now_ms=now, retention_ms=settings.retention_seconds * 1000,
         library=LibraryTemplate.build(library_payload(snap.record, settings.s3_bucket, now), now_ms=now),
         processing_queue=settings.processing_queue_name,
     )  # fmt: skip
-    if outcome == "dead":
+    if reply.code is Reply.GROUP_STATE:
         # Canceled or expired while we assembled it: the purge may already have run, so clean up here.
         await store.delete_objects([key])
-    if library_id is not None:
-        log.info("group %s completed: library %s", session_id, library_id)
-    return outcome
+    if reply.code is Reply.GROUP_COMPLETED:
+        log.info("group %s completed: library %s", session_id, reply.text())
+    return reply.code.value
 
 
 async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, int]:
     """Abort every open multipart upload and delete every object of a canceled, expired or failed group."""
     snap = await state.snapshot(session_id)
-    if snap is None or snap.status in (GroupStatus.INITIALIZED, GroupStatus.UPLOADING, GroupStatus.COMPLETED):
+    if snap is None or snap.status in LIVE_GROUP or snap.status is GroupStatus.COMPLETED:
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
     aborted = 0
     for u in await store.list_open_uploads(snap.record.key_prefix):
@@ -201,13 +204,13 @@ async def refresh_parts(state: UploadState, store: ObjectStore, session_id: str,
     key = snap.record.storage_key(f)
     now = now_ms()
     if status is FileStatus.COMPLETED:
-        await state.record_parts(session_id, upload_id, None, count=f.total_parts, size=f.total_bytes, now_ms=now)
+        await state.record_parts(session_id, upload_id, None, progress=Progress(f.total_parts, f.total_bytes, now))
         return f.total_parts
     if f.strategy is UploadStrategy.SINGLE_PUT:
         size = await store.head_size(key)
         await state.record_parts(
-            session_id, upload_id, [(1, "", size)] if size is not None else [], count=int(size is not None),
-            size=size or 0, now_ms=now,
+            session_id, upload_id, [(1, "", size)] if size is not None else [],
+            progress=Progress(int(size is not None), size or 0, now),
         )  # fmt: skip
         return int(size is not None)
     s3_id = snap.s3_upload_id(upload_id)
@@ -226,8 +229,8 @@ async def refresh_parts(state: UploadState, store: ObjectStore, session_id: str,
         if p.part_number <= f.total_parts and p.size == hi - lo:
             fitting.append(p)
     await state.record_parts(
-        session_id, upload_id, [(p.part_number, p.etag, p.size) for p in stored], count=len(fitting),
-        size=sum(p.size for p in fitting), now_ms=now,
+        session_id, upload_id, [(p.part_number, p.etag, p.size) for p in stored],
+        progress=Progress(len(fitting), sum(p.size for p in fitting), now),
     )  # fmt: skip
     return len(fitting)
 
@@ -252,7 +255,7 @@ async def expire_due_groups(state: UploadState, settings: Settings, *, now: int 
             due, now_ms=now, retention_ms=settings.retention_seconds * 1000,
             purges=[purge_jobs(settings, sid, now) for sid in due],
         )  # fmt: skip
-        expired += outcomes.count("expired")
+        expired += sum(1 for reply in outcomes if reply.code is Reply.OK)
         if len(due) < SWEEP_BATCH:
             return expired
 
@@ -267,25 +270,25 @@ async def abort_orphan_uploads(
     provisioning job adopts it.
     """
     now = now_ms() if now is None else now
-    prefix = settings.s3_key_prefix.strip("/")
     snapshots: dict[str, GroupSnapshot | None] = {}
     aborted = 0
-    for u in await store.list_open_uploads(f"{prefix}/" if prefix else ""):
+    for u in await store.list_open_uploads(root_prefix(settings.s3_key_prefix)):
         if now - u.initiated_ms < settings.orphan_grace_seconds * 1000:
             continue
-        rel = u.key[len(prefix) + 1 :] if prefix else u.key
-        segments = rel.split("/")
-        if len(segments) != 3:
+        parsed = parse_object_key(settings.s3_key_prefix, u.key)
+        if parsed is None:
             continue  # not a key this service made; leave it to whoever did
-        session_id, upload_id = segments[1], segments[2].split(".", 1)[0]
-        if session_id not in snapshots:
-            snapshots[session_id] = await state.snapshot(session_id)
-        snap = snapshots[session_id]
+        if parsed.session_id not in snapshots:
+            snapshots[parsed.session_id] = await state.snapshot(parsed.session_id)
+        snap = snapshots[parsed.session_id]
         owned = False
         if snap is not None:
-            live = snap.status in (GroupStatus.INITIALIZED, GroupStatus.UPLOADING)
-            recorded = snap.s3_upload_id(upload_id)
-            owned = live and snap.record.file(upload_id) is not None and recorded in (None, u.upload_id)
+            recorded = snap.s3_upload_id(parsed.upload_id)
+            owned = (
+                snap.status in LIVE_GROUP
+                and snap.record.file(parsed.upload_id) is not None
+                and recorded in (None, u.upload_id)
+            )
         if not owned:
             aborted += await store.abort_multipart(u.key, u.upload_id)
     if aborted:
@@ -294,7 +297,6 @@ async def abort_orphan_uploads(
 
 
 __all__ = [
-    "COMPLETE_JOB",
     "abort_orphan_uploads",
     "complete_file",
     "expire_due_groups",

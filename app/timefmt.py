@@ -18,8 +18,3 @@ def iso_ms(epoch_ms: int) -> str:
     """Format epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
     dt = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
-
-
-def to_datetime(epoch_ms: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)

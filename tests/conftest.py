@@ -12,12 +12,14 @@ from typing import Any
 
 import boto3
 import pytest
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from app.apikeys import create_key
 from app.settings import Settings
 from app.state import UploadState
-from app.storage import ObjectStore
+from app.state.jobs import deserialize, serialize
+from app.storage.s3 import ObjectStore
 from deploy.local.devstack import free_port, start_moto, start_valkey, stop
 
 SEED_REQUEST: dict[str, Any] = {
@@ -117,3 +119,10 @@ def open_uploads(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]
     """Every open multipart upload in the bucket, via ListMultipartUploads."""
     uploads: list[dict[str, Any]] = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
     return uploads
+
+
+def arq_pool(url: str) -> ArqRedis:
+    """An arq client writing and reading our job format (msgpack), as the workers and the admin CLI expect."""
+    pool = ArqRedis.from_url(url)  # from_url: the client owns (and closes) its connection pool
+    pool.job_serializer, pool.job_deserializer = serialize, deserialize
+    return pool

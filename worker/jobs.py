@@ -14,10 +14,11 @@ from typing import Any, TypeVar, cast
 from arq import Retry
 
 from app import storage_tasks
-from app.metrics import F_GROUPS_EXPIRED, METRICS_KEY, job_field
+from app.metrics import F_GROUPS_EXPIRED, job_field
 from app.settings import Settings
 from app.state import UploadState
-from app.storage import ObjectStore
+from app.state.keys import METRICS_KEY
+from app.storage.s3 import ObjectStore
 from app.storage_tasks import is_transient
 from app.timefmt import now_ms
 
@@ -62,7 +63,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx["stack"] = stack
     ctx["store"] = await stack.enter_async_context(ObjectStore.connect(settings))
-    ctx["state"] = UploadState(ctx["redis"])
+    ctx["state"] = state = UploadState(ctx["redis"])
+    await state.load_scripts()  # a broken script stops the worker at start, not on a job's first call
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 
 from app.settings import Settings
+from app.state.jobs import EXPIRE_CRON, ORPHAN_CRON, REFRESH_PARTS_JOB, deserialize, serialize
 from worker import jobs
 
 _settings = Settings.from_env()
@@ -30,11 +31,11 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
     return [
         cron(
             jobs.expire_due_groups,
-            name="expire_due_groups",
+            name=EXPIRE_CRON,
             run_at_startup=True,
             **every(settings.expiry_sweep_seconds),
         ),
-        cron(jobs.abort_orphan_uploads, name="abort_orphan_uploads", **every(settings.orphan_sweep_seconds)),
+        cron(jobs.abort_orphan_uploads, name=ORPHAN_CRON, **every(settings.orphan_sweep_seconds)),
     ]
 
 
@@ -46,7 +47,7 @@ class WorkerSettings:
         jobs.complete_file,
         jobs.purge_group,
         # No kept result: the job id is free again once it ran, so the next refresh can be queued.
-        func(jobs.refresh_parts, name="refresh_parts", keep_result=0),
+        func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, keep_result=0),
     ]
     cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
@@ -60,3 +61,8 @@ class WorkerSettings:
     max_tries = jobs.MAX_TRIES
     job_timeout = 600
     keep_result = 3600
+    # Our job format (app/state/jobs.py): msgpack through arq's hooks, never pickle.
+    job_serializer = staticmethod(serialize)
+    job_deserializer = staticmethod(deserialize)
+    # SIGTERM: stop taking jobs and let running ones finish for the grace period; arq re-queues the rest.
+    job_completion_wait = max(1, round(_settings.shutdown_grace_seconds))

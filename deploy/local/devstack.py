@@ -150,7 +150,7 @@ def worker_command() -> list[str]:
 
 
 async def _ensure_bucket(settings: Settings) -> None:
-    from app.storage import ObjectStore
+    from app.storage.s3 import ObjectStore
 
     async with ObjectStore.connect(settings) as store:
         await store.ensure_bucket()

@@ -16,7 +16,7 @@ import botocore.auth
 import botocore.config
 import botocore.session
 
-from app.presign import PresignCredentials, S3Presigner
+from app.storage.presign import PresignCredentials, S3Presigner
 
 ENDPOINT_URL = "http://127.0.0.1:9000"
 REGION = "us-east-1"

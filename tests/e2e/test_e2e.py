@@ -19,7 +19,8 @@ from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
 from app.settings import MIB, Settings
-from app.state import arq_job_key, process_job_id
+from app.state.jobs import deserialize, process_job_id
+from app.state.keys import arq_job_key
 from deploy.local.devstack import api_command, free_port, stop, wait_for_port, worker_command
 from tests.conftest import open_uploads
 
@@ -141,7 +142,7 @@ async def test_separate_group_upload_end_to_end(
             library_id = r.json()["libraryId"]
         assert isinstance(library_id, int)
 
-    job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))))
+    job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))), deserializer=deserialize)
     assert job.function == "process_asset_set" and job.args[0]["libraryId"] == library_id
     assert await redis.zscore(settings.processing_queue_name, process_job_id(sid)) is not None
     for f, record in zip(doc["files"], job.args[0]["files"], strict=True):

@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import RedisSettings
 from arq.worker import Worker
 from redis.asyncio import Redis
 
 from app.api import create_app, open_services
 from app.settings import Settings
-from app.storage import ObjectStore
+from app.storage.s3 import ObjectStore
+from tests.conftest import arq_pool
 from worker.settings import WorkerSettings
 
 
@@ -43,13 +44,15 @@ async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncC
 
 async def run_worker_burst(settings: Settings, **overrides: Any) -> Worker:
     """Run an unmodified arq worker with the service's WorkerSettings until its queue is empty."""
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     kwargs: dict[str, Any] = {
         "functions": WorkerSettings.functions,
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
         "queue_name": settings.queue_name,
         "max_tries": WorkerSettings.max_tries,
+        "job_serializer": WorkerSettings.job_serializer,
+        "job_deserializer": WorkerSettings.job_deserializer,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "redis_pool": pool,
         "burst": True,
@@ -80,12 +83,14 @@ def burst(settings: Settings, store: ObjectStore) -> Any:
 @pytest.fixture
 async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterator[Worker]:
     """An arq worker (the service's WorkerSettings) running in the background for the test."""
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     worker = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         queue_name=settings.queue_name,
+        job_serializer=WorkerSettings.job_serializer,
+        job_deserializer=WorkerSettings.job_deserializer,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         redis_pool=pool,
         poll_delay=0.02,

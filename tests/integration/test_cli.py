@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
@@ -20,11 +19,14 @@ from app import admin
 from app.apikeys import Principal, Role
 from app.cli import run
 from app.settings import Settings
-from app.state import PROCESS_JOB, UploadState, account_index_key, group_key, state_key
+from app.state import UploadState
+from app.state.jobs import PROCESS_JOB, deserialize, serialize
+from app.state.keys import account_index_key, group_key, state_key
 from app.timefmt import now_ms
-from app.uploads import UploadService, group_status_view
+from app.uploads import UploadService
+from app.views import group_status_view
 from deploy.local.devstack import free_port
-from tests.conftest import SEED_REQUEST
+from tests.conftest import SEED_REQUEST, arq_pool
 
 ACME = Principal("acme", Role.UPLOAD, "test")
 GLOBEX = Principal("globex", Role.UPLOAD, "test")
@@ -62,7 +64,7 @@ async def new_group(svc: UploadService, who: Principal, name: str) -> str:
 async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any) -> AsyncIterator[Busy]:
     """Upload queue: 3 due, 2 deferred, 4 results (1 failed). Processing queue: 3 due, 1 deferred. 5 groups."""
     svc = UploadService(settings, state)
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     a1 = await new_group(svc, ACME, "first")
     a2 = await new_group(svc, ACME, "second")
     g1 = await new_group(svc, GLOBEX, "globex one")
@@ -211,12 +213,13 @@ async def test_in_progress_jobs_of_a_running_worker(capsys: Any, settings: Setti
         await release.wait()
         return int(payload["libraryId"])
 
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     for i in range(3):
         await pool.enqueue_job(PROCESS_JOB, {"libraryId": i}, _job_id=f"proc-{i}", _queue_name=PROCESSING)
     await pool.enqueue_job(PROCESS_JOB, {"libraryId": 9}, _job_id="proc-later", _defer_by=600, _queue_name=PROCESSING)
     worker = Worker(functions=[func(hold, name=PROCESS_JOB)], queue_name=PROCESSING, redis_pool=pool, max_jobs=1,
-                    poll_delay=0.02, handle_signals=False)  # fmt: skip
+                    poll_delay=0.02, handle_signals=False, job_serializer=serialize,
+                    job_deserializer=deserialize)  # fmt: skip
     task = asyncio.create_task(worker.main())
     try:
         for _ in range(250):

@@ -16,8 +16,10 @@ from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role, create_key
 from app.settings import MIB, Settings
-from app.state import EXPIRY_INDEX, UploadState, group_key, parts_key, refresh_job_id, state_key
-from app.storage import ObjectStore
+from app.state import UploadState
+from app.state.jobs import purge_jobs, refresh_job_id
+from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key
+from app.storage.s3 import ObjectStore
 from app.storage_tasks import abort_orphan_uploads, expire_due_groups, refresh_parts
 from app.uploads import UploadService
 from tests.conftest import SEED_REQUEST, open_uploads
@@ -110,8 +112,6 @@ async def test_concurrent_sweeps_expire_each_group_once(settings: Settings, stat
 async def test_a_sweep_that_died_halfway_is_finished_by_the_next(settings: Settings, state: UploadState) -> None:
     sids = await new_groups(settings, state, 10)
     later = int(time.time() * 1000) + settings.session_ttl_seconds * 1000 + 1
-    from app.state import purge_jobs
-
     half = sids[:5]
     await state.expire_groups(
         half, now_ms=later, retention_ms=1000, purges=[purge_jobs(settings, s, later) for s in half]
@@ -232,4 +232,4 @@ async def test_refresh_of_a_single_put_file_uses_head_object(
     assert await refresh_parts(state, store, sid, f.upload_id) == 0
     s3.put_object(Bucket=small.s3_bucket, Key=snap0.record.storage_key(f), Body=b"1234567")
     assert await refresh_parts(state, store, sid, f.upload_id) == 1
-    assert (await state.snapshot(sid)).tracked(f.upload_id)[:2] == (1, 7)  # type: ignore[union-attr]
+    assert (await state.snapshot(sid)).progress(f.upload_id)[:2] == (1, 7)  # type: ignore[union-attr]

@@ -12,9 +12,11 @@ from redis.asyncio import Redis
 
 from app.api import create_app, open_services
 from app.apikeys import Principal, Role, create_key
+from app.lifecycle import Reply
 from app.settings import Settings
-from app.state import COMPLETE_JOB, JobSpec, UploadState, complete_job_id
-from app.storage import ObjectStore
+from app.state import UploadState
+from app.state.jobs import COMPLETE_JOB, JobSpec, complete_job_id
+from app.storage.s3 import ObjectStore
 from app.uploads import UploadService
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
@@ -125,9 +127,8 @@ async def test_a_completion_that_gives_up_hands_the_file_back(settings: Settings
     job = JobSpec.build(
         COMPLETE_JOB, (sid, uid, 1, []), job_id=complete_job_id(sid, uid, 1), now_ms=snap.record.created_ms
     )
-    assert await state.begin_complete(snap.record, uid, now_ms=snap.record.created_ms, attempt_seen=0, job=job) == [
-        "ok"
-    ]
+    reply = await state.begin_complete(snap.record, uid, now_ms=snap.record.created_ms, attempt_seen=0, job=job)
+    assert reply.code is Reply.OK
     dead = msgspec.structs.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
     async with ObjectStore.connect(dead, connect_timeout=1.0) as down:
         ctx = {"state": state, "store": down, "settings": settings, "job_try": jobs.MAX_TRIES, "redis": state.redis}
@@ -147,16 +148,17 @@ async def test_uuid_with_trailing_newline_is_404(client: httpx.AsyncClient, uplo
 async def test_large_batches_are_signed_in_the_signer_process_identically(
     settings: Settings, state: UploadState
 ) -> None:
-    from app.uploads import SignBatch, sign_parts_json
+    from app.storage.signer import PresignerConfig, SignBatch, Signer, sign_parts_json
 
     batch = SignBatch(bucket="spatialgen-test", key="uploads/a/s/u.mov", upload_id="Up+Load/Id=",
                       part_numbers=list(range(1, 601)), part_size=5 * 1024 * 1024,
                       total_bytes=600 * 5 * 1024 * 1024 - 7, expires_in=3600, signed_at=1_800_000_000)  # fmt: skip
-    offloading = UploadService(msgspec.structs.replace(settings, sign_offload_min_parts=100), state)
+    config = PresignerConfig.from_settings(settings)
+    offloading = Signer(config, offload_min_parts=100)
     try:
-        in_process = sign_parts_json(offloading.presigner_config, batch)
-        offloaded = await offloading._sign(batch)
-        assert offloading._signer is not None  # the large batch really went to the signer process
+        in_process = sign_parts_json(config.presigner(), batch)
+        offloaded = await offloading.sign(batch)
+        assert offloading.helper_pid() is not None  # the large batch really went to the signer process
     finally:
         offloading.close()
     assert offloaded == in_process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -13,10 +14,10 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.metrics import F_GROUPS_EXPIRED, METRICS_KEY, job_field
+from app.metrics import F_GROUPS_EXPIRED, job_field
 from app.settings import Settings
-from app.state import EXPIRY_INDEX, LIBRARY_COUNTER
-from app.storage import ObjectStore
+from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY
+from app.storage.s3 import ObjectStore
 from app.timefmt import now_ms
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
@@ -50,18 +51,28 @@ async def silent_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def samples(text: str) -> dict[str, float]:
-    """Prometheus text format as {'name{labels}': value}."""
+    """Prometheus text format as {'name{labels}': value}, labels in name order (as `series` writes them)."""
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             series, _, value = line.rpartition(" ")
-            out[series] = float(value)
+            name, _, labels = series.partition("{")
+            canonical = ",".join(f'{k}="{v}"' for k, v in sorted(LABEL.findall(labels)))
+            out[f"{name}{{{canonical}}}" if canonical else name] = float(value)
     return out
 
 
+def series(name: str, **labels: str) -> str:
+    """A sample's key in `samples`."""
+    return f"{name}{{{','.join(f'{k}={chr(34)}{v}{chr(34)}' for k, v in sorted(labels.items()))}}}"
+
+
 def requests_series(route: str, method: str, status: int) -> str:
-    return f'spatialgen_http_requests_total{{route="{route}",method="{method}",status="{status}"}}'
+    return series("spatialgen_http_requests_total", route=route, method=method, status=str(status))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +156,14 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert m[requests_series(f"{URL}/{{session_id}}", "GET", 404)] == 1
     assert m[requests_series(f"{FILE}/complete", "POST", 404)] == 1
     assert m[requests_series("unmatched", "GET", 404)] == 1
-    start = 'route="/api/videos/uploads",method="POST"'
-    buckets = [v for k, v in m.items() if k.startswith(f"spatialgen_http_request_duration_seconds_bucket{{{start}")]
+    start = {"route": "/api/videos/uploads", "method": "POST"}
+    buckets = [m[series("spatialgen_http_request_duration_seconds_bucket", le=le, **start)]
+               for le in ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf")]
+    assert len([k for k in m if k.startswith("spatialgen_http_request_duration_seconds_bucket")
+                and k.endswith(',method="POST",route="/api/videos/uploads"}')]) == 12  # fmt: skip
     assert len(buckets) == 12 and buckets == sorted(buckets) and buckets[-1] == 1
-    assert m[f"spatialgen_http_request_duration_seconds_count{{{start}}}"] == 1
-    assert 0 < m[f"spatialgen_http_request_duration_seconds_sum{{{start}}}"] < 5
+    assert m[series("spatialgen_http_request_duration_seconds_count", **start)] == 1
+    assert 0 < m[series("spatialgen_http_request_duration_seconds_sum", **start)] < 5
 
     # Queue depths are what Redis holds: the provisioning job and the status call's refresh jobs are due.
     due = m[f'spatialgen_queue_depth{{queue="{settings.queue_name}",state="due"}}']

@@ -6,17 +6,18 @@ from typing import Any
 
 import pytest
 from arq import Retry
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role
-from app.metrics import METRICS_KEY, job_field
+from app.lifecycle import Reply
+from app.metrics import job_field
 from app.settings import Settings
-from app.state import UploadState
-from app.storage import ObjectStore
+from app.state import ScriptReply, UploadState
+from app.state.keys import METRICS_KEY
+from app.storage.s3 import ObjectStore
 from app.uploads import UploadService
 from deploy.local.devstack import free_port
-from tests.conftest import SEED_REQUEST, open_uploads
+from tests.conftest import SEED_REQUEST, arq_pool, open_uploads
 from worker import jobs
 
 ACME = Principal("acme", Role.UPLOAD, "test")
@@ -49,7 +50,7 @@ async def test_worker_opens_exactly_one_upload_per_multipart_file(
     assert snap.s3_upload_id(single.upload_id) is None
 
     # The same job again (a duplicate or a retry after success) changes nothing.
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}:again", _queue_name=settings.queue_name)
     await pool.aclose()
     worker = await burst()
@@ -61,7 +62,7 @@ async def test_duplicate_enqueue_of_the_same_job_id_is_a_no_op(
     settings: Settings, state: UploadState, redis: Redis
 ) -> None:
     sid = await start_seed_group(settings, state)
-    pool = ArqRedis.from_url(settings.redis_url)
+    pool = arq_pool(settings.redis_url)
     assert await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}") is None
     await pool.aclose()
     assert await redis.zcard(settings.queue_name) == 1
@@ -95,8 +96,8 @@ async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
     assert snap is not None
     left = snap.record.files[0]
     first = await store.create_multipart(snap.record.storage_key(left))
-    assert await state.record_s3_upload(snap.record, left.upload_id, first) == "ok"
-    assert await state.record_s3_upload(snap.record, left.upload_id, "other-id") == first
+    assert await state.record_s3_upload(snap.record, left.upload_id, first) == ScriptReply(Reply.OK)
+    assert await state.record_s3_upload(snap.record, left.upload_id, "other-id") == (Reply.RECORDED, (first,))
 
 
 async def test_storage_down_means_retry_with_backoff(settings: Settings, state: UploadState, redis: Redis) -> None:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app.state import ScriptBatcher
+from app.state.batcher import ScriptBatcher
 from deploy.local.devstack import free_port
 
 INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"

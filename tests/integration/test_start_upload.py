@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 
 from app.apikeys import create_key
 from app.settings import Settings
-from app.state import EXPIRY_INDEX, UploadState, account_index_key, arq_job_key, group_key, state_key
+from app.state import UploadState
+from app.state.jobs import deserialize
+from app.state.keys import EXPIRY_INDEX, account_index_key, arq_job_key, group_key, state_key
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from tests.integration.conftest import api_client
@@ -70,8 +72,8 @@ async def test_seed_example_creates_group(client: Client, upload_key: str, redis
     # The provisioning job is a normal arq job in the upload queue.
     job_id = f"provision:{sid}"
     assert await redis.zscore(settings.queue_name, job_id) is not None
-    job = deserialize_job(await redis.get(arq_job_key(job_id)))
-    assert job.function == "provision_group" and job.args == (sid,) and job.kwargs == {}
+    job = deserialize_job(await redis.get(arq_job_key(job_id)), deserializer=deserialize)
+    assert job.function == "provision_group" and job.args == [sid] and job.kwargs == {}
 
 
 async def test_unicode_and_trimmed_names_round_trip(client: Client, upload_key: str) -> None:

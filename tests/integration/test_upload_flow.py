@@ -10,15 +10,16 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from arq.connections import ArqRedis
 from arq.jobs import deserialize_job
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from app.apikeys import create_key
 from app.settings import MIB, Settings
-from app.state import EXPIRY_INDEX, LIBRARY_COUNTER, UploadState, arq_job_key, process_job_id
-from tests.conftest import open_uploads
+from app.state import UploadState
+from app.state.jobs import deserialize, process_job_id
+from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, arq_job_key
+from tests.conftest import arq_pool, open_uploads
 from tests.integration.conftest import api_client
 
 Client = httpx.AsyncClient
@@ -125,8 +126,8 @@ async def test_whole_group_uploads_completes_and_hands_over_exactly_once(
     assert record is not None and record["libraryId"] == lib and record["account"] == "acme"
     assert [x["storageKey"] for x in record["files"]] == [snap.record.storage_key(f) for f in snap.record.files]
     assert await redis.zcard(small_settings.processing_queue_name) == 1
-    job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))))
-    assert job.function == "process_asset_set" and job.args == (record,)
+    job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))), deserializer=deserialize)
+    assert job.function == "process_asset_set" and job.args == [record]
 
 
 async def test_processing_job_runs_on_an_unmodified_arq_worker(
@@ -141,10 +142,13 @@ async def test_processing_job_runs_on_an_unmodified_arq_worker(
     async def process_asset_set(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         seen.append(payload)
 
-    pool = ArqRedis.from_url(small_settings.redis_url)
+    pool = arq_pool(small_settings.redis_url)
+    # Configured as the README tells a downstream team: our queue name and any msgpack codec.
     downstream = Worker(
         functions=[func(process_asset_set, name="process_asset_set")],
         queue_name=small_settings.processing_queue_name,
+        job_serializer=msgspec.msgpack.encode,
+        job_deserializer=msgspec.msgpack.decode,
         redis_pool=pool,
         burst=True,
         handle_signals=False,

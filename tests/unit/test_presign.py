@@ -19,8 +19,8 @@ import botocore.config
 import botocore.session
 import pytest
 
-import app.presign
-from app.presign import PresignCredentials, S3Presigner
+import app.storage.presign
+from app.storage.presign import PresignCredentials, S3Presigner
 
 ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -403,13 +403,13 @@ def reference_signing_key(secret: str, date_stamp: str, region: str) -> bytes:
 def test_signing_key_is_cached_per_date(monkeypatch: pytest.MonkeyPatch) -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     derivations: list[str] = []
-    real_hmac = app.presign._hmac_sha256  # wrapped to count derivation steps
+    real_hmac = app.storage.presign._hmac_sha256  # wrapped to count derivation steps
 
     def counting_hmac(key: bytes, msg: str) -> bytes:
         derivations.append(msg)
         return real_hmac(key, msg)
 
-    monkeypatch.setattr(app.presign, "_hmac_sha256", counting_hmac)
+    monkeypatch.setattr(app.storage.presign, "_hmac_sha256", counting_hmac)
 
     day1 = presigner.signing_key("20260304")
     assert day1 == reference_signing_key(SECRET_ACCESS_KEY, "20260304", "eu-west-3")
@@ -435,13 +435,13 @@ def test_signing_key_is_cached_per_date(monkeypatch: pytest.MonkeyPatch) -> None
 def test_signing_key_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     derivations: list[str] = []
-    real_hmac = app.presign._hmac_sha256  # wrapped to count derivation steps
+    real_hmac = app.storage.presign._hmac_sha256  # wrapped to count derivation steps
 
     def counting_hmac(key: bytes, msg: str) -> bytes:
         derivations.append(msg)
         return real_hmac(key, msg)
 
-    monkeypatch.setattr(app.presign, "_hmac_sha256", counting_hmac)
+    monkeypatch.setattr(app.storage.presign, "_hmac_sha256", counting_hmac)
     for day in range(1, 31):
         presigner.signing_key(f"202603{day:02d}")
     # Long-running processes see a new date every day; old keys must not pile up, so the

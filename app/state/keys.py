@@ -1,0 +1,107 @@
+"""The Redis key schema and the field names of a group's state hash: every key and field is named here only.
+
+All keys of one group share the hash tag {sessionId}, so they sit on one Cluster slot; the indexes, the
+libraryId counter and arq's queue keys are global by nature.
+"""
+
+from __future__ import annotations
+
+from arq.constants import job_key_prefix, result_key_prefix
+
+PREFIX = "sg:"
+EXPIRY_INDEX = f"{PREFIX}expiry"
+"""zset: live sessionIds scored by expiresAt (ms); the expiry sweep reads it, never a key scan."""
+LIBRARY_COUNTER = f"{PREFIX}library:next"
+"""INCR source of libraryIds."""
+LIBRARY_INDEX = f"{PREFIX}library:index"
+"""hash: libraryId -> sessionId."""
+API_KEYS_INDEX = f"{PREFIX}apikeys"
+"""zset: API key digests scored by creation time (ms)."""
+METRICS_KEY = f"{PREFIX}metrics"
+"""hash of counters the workers keep: `groups_expired` and `job:{function}:{outcome}`."""
+
+
+def group_key(session_id: str) -> str:
+    """Immutable group record (msgpack GroupRecord)."""
+    return f"{PREFIX}{{{session_id}}}:g"
+
+
+def state_key(session_id: str) -> str:
+    """Mutable state hash of a group: the `Field`s below and the per-file fields of `FileField`."""
+    return f"{PREFIX}{{{session_id}}}:s"
+
+
+def upload_ids_key(session_id: str) -> str:
+    """The files' S3 multipart upload ids, newline-joined in file order ('' for single-PUT files).
+
+    Kept out of the state hash on purpose: S3 upload ids are ~100+ bytes, and one value over
+    hash-max-listpack-value (64) turns the whole hash into a far bigger hashtable encoding.
+    """
+    return f"{PREFIX}{{{session_id}}}:u"
+
+
+def parts_key(session_id: str, upload_id: str) -> str:
+    """Parts the store has received for a file (msgpack list of [partNumber, etag, size]); a short-lived cache."""
+    return f"{PREFIX}{{{session_id}}}:parts:{upload_id}"
+
+
+def library_key(session_id: str) -> str:
+    """The library record created when the group completes (JSON, see README)."""
+    return f"{PREFIX}{{{session_id}}}:library"
+
+
+def account_index_key(account: str) -> str:
+    """zset of an account's sessionIds scored by creation time (ms)."""
+    return f"{PREFIX}account:{account}"
+
+
+def idempotency_key(account: str, key_digest: str) -> str:
+    """Remembered answer of a create carrying an Idempotency-Key."""
+    return f"{PREFIX}idem:{account}:{key_digest}"
+
+
+def api_key_key(key_digest: str) -> str:
+    """Hash describing one API key (account, role, label, created)."""
+    return f"{PREFIX}apikey:{key_digest}"
+
+
+def arq_job_key(job_id: str) -> str:
+    """arq's key holding a queued job."""
+    return job_key_prefix + job_id
+
+
+def arq_result_key(job_id: str) -> str:
+    """arq's key holding a finished job's result."""
+    return result_key_prefix + job_id
+
+
+class Field:
+    """Group-wide fields of the state hash (short names: the hash stays a compact listpack)."""
+
+    STATUS = "st"
+    CREATED = "tc"
+    UPDATED = "tu"
+    CANCELED = "tx"
+    COMPLETED = "td"
+    FAILED = "tf"
+    EXPIRED = "te"
+    LIBRARY = "lib"
+    CANCELED_FILES = "cx"
+
+
+class FileField:
+    """Per-file fields of the state hash: a prefix followed by the file's uploadId."""
+
+    STATUS = "f:"
+    """The file's FileStatus."""
+    REASON = "r:"
+    """Why the file failed, or why its last completion was refused."""
+    PROGRESS = "p:"
+    """"parts:bytes:refreshed_ms" the store had received when last tracked."""
+    ATTEMPT = "n:"
+    """Completion attempts started (part of the complete job's id)."""
+
+
+def file_field(prefix: str, upload_id: str) -> str:
+    """A per-file field: `file_field(FileField.STATUS, uid)` -> 'f:<uid>'."""
+    return prefix + upload_id

@@ -1,0 +1,31 @@
+--- Expire one due group: it and its unfinished files become 'expired', storage is purged.
+-- KEYS: state, group, expiry_index
+-- ARGV: now_ms, retention_ms, session_id
+-- JOBS: purge, late_purge
+-- REPLY: ok | not_due | gone | group_state <status>
+-- Idempotent: sweeps racing on one group change it once. A group no longer live (or whose keys are
+-- gone) just leaves the index, so the index never keeps dead entries.
+--! include enqueue
+--! include lifecycle
+local st = redis.call('HGET', K.state, ${F.status})
+if not st or not live(st) then
+  redis.call('ZREM', K.expiry_index, A.session_id)
+  if not st then return {${R.gone}} end
+  return {${R.group_state}, st}
+end
+local due = redis.call('ZSCORE', K.expiry_index, A.session_id)
+if due and tonumber(due) > tonumber(A.now_ms) then return {${R.not_due}} end
+local fields = redis.call('HGETALL', K.state)
+local prefix = ${FF.status}
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, #prefix) == prefix and not SETTLED_FILE[fields[i + 1]] then
+    redis.call('HSET', K.state, fields[i], ${FILE.expired})
+  end
+end
+redis.call('HSET', K.state, ${F.status}, ${GROUP.expired}, ${F.expired}, A.now_ms, ${F.updated}, A.now_ms)
+redis.call('ZREM', K.expiry_index, A.session_id)
+redis.call('PEXPIRE', K.state, A.retention_ms)
+redis.call('PEXPIRE', K.group, A.retention_ms)
+enqueue(J.purge)
+enqueue(J.late_purge)
+return {${R.ok}}

@@ -1,0 +1,18 @@
+--- First part-urls call of a file: the file (and the group) become 'uploading'.
+-- KEYS: state
+-- ARGV: upload_id, now_ms, expires_ms
+-- REPLY: ok | gone | expired | group_state <status> | file_state <status>
+--! include lifecycle
+local st = redis.call('HGET', K.state, ${F.status})
+if not st then return {${R.gone}} end
+if not live(st) then return {${R.group_state}, st} end
+if tonumber(A.now_ms) >= tonumber(A.expires_ms) then return {${R.expired}} end
+local field = ${FF.status} .. A.upload_id
+local f = redis.call('HGET', K.state, field)
+if f == ${FILE.initialized} then
+  redis.call('HSET', K.state, field, ${FILE.uploading}, ${F.updated}, A.now_ms)
+elseif f ~= ${FILE.uploading} then
+  return {${R.file_state}, tostring(f)}
+end
+if st == ${GROUP.initialized} then redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading}) end
+return {${R.ok}}

@@ -1,0 +1,227 @@
+"""UploadState: typed calls over the state scripts and the reads of a group; the only code that runs them.
+
+Every write is one script (atomic, one round trip); replies come back as `ScriptReply` with a `Reply` code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+from arq.constants import expires_extra_ms
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from app.lifecycle import Reply
+from app.models import GroupRecord
+from app.state import keys
+from app.state.batcher import ScriptBatcher
+from app.state.jobs import JobSpec, LibraryTemplate, process_job_id
+from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key, upload_ids_key
+from app.state.scripts import StateScript, all_scripts
+from app.state.snapshot import GroupSnapshot, Progress, decode_group, decode_parts, encode_group, encode_parts
+
+PARTS_CACHE_MS = 120_000
+"""Part lists are a cache of ListParts: kept long enough for a resuming client to read them after a refresh,
+not for the group's whole life (a 10,000-part list is ~500 KB)."""
+
+
+class ScriptReply(NamedTuple):
+    """A state script's answer: what happened, and the values that go with it (see each .lua header)."""
+
+    code: Reply
+    values: tuple[Any, ...] = ()
+
+    def text(self, i: int = 0) -> str:
+        """Value i as text."""
+        v = self.values[i]
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _reply(raw: list[Any], *, keep_bytes: bool = False) -> ScriptReply:
+    code = Reply(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
+    values = raw[1:] if keep_bytes else [v.decode() if isinstance(v, bytes) else v for v in raw[1:]]
+    return ScriptReply(code, tuple(values))
+
+
+class UploadState:
+    """Typed access to upload-group state in Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._batch = ScriptBatcher(redis)
+        self._scripts = all_scripts()
+        self._registered: dict[str, AsyncScript] = {
+            name: redis.register_script(s.source) for name, s in self._scripts.items()
+        }
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every script now, so a broken one stops the process at start, not on first use."""
+        for script in self._scripts.values():
+            sha = await self.redis.script_load(script.source)
+            if sha != script.sha:  # pragma: no cover - Redis hashes what we hashed
+                raise RuntimeError(f"{script.name}: Redis loaded it as {sha}, expected {script.sha}")
+
+    async def _run(self, name: str, *, batched: bool = False, client: Any = None, **values: Any) -> Any:
+        script: StateScript = self._scripts[name]
+        keys_, args = script.bind(**values)
+        registered = self._registered[name]
+        if batched:
+            return await self._batch(registered, keys_, args)
+        return await registered(keys=keys_, args=args, client=client)
+
+    # --- create and reads -------------------------------------------------------------------------
+
+    async def create_group(
+        self, record: GroupRecord, *, key_ttl_ms: int, job: JobSpec, idem_key: str | None, idem_value: bytes,
+        idem_ttl_ms: int,
+    ) -> ScriptReply:  # fmt: skip
+        """Write group, files, indexes, idempotency answer and the provisioning job atomically.
+
+        CREATED, REPLAY (values[0]: the stored idempotency value, bytes) or COLLISION.
+        """
+        sid = record.session_id
+        raw = await self._run(
+            "create_group", batched=True,
+            group=group_key(sid), state=state_key(sid), expiry_index=EXPIRY_INDEX,
+            account_index=keys.account_index_key(record.account), idempotency=idem_key or "",
+            group_blob=encode_group(record), session_id=sid, created_ms=record.created_ms,
+            expires_ms=record.expires_ms, key_ttl_ms=key_ttl_ms, idem_value=idem_value, idem_ttl_ms=idem_ttl_ms,
+            provision=job, upload_ids=[f.upload_id for f in record.files],
+        )  # fmt: skip
+        return _reply(raw, keep_bytes=True)
+
+    async def snapshot(self, session_id: str) -> GroupSnapshot | None:
+        """Read a group's record and state in one round trip; None if unknown or removed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(group_key(session_id))
+            pipe.hgetall(state_key(session_id))
+            pipe.get(upload_ids_key(session_id))
+            blob, raw_state, raw_ids = await pipe.execute()
+        if blob is None or not raw_state:
+            return None
+        state = {k.decode(): v.decode() for k, v in raw_state.items()}
+        ids = tuple(raw_ids.decode().split("\n")) if raw_ids else ()
+        return GroupSnapshot(decode_group(blob), state, ids)
+
+    async def library_record(self, session_id: str) -> dict[str, Any] | None:
+        """The library record of a completed group."""
+        raw = await self.redis.get(keys.library_key(session_id))
+        return None if raw is None else msgspec.json.decode(raw, type=dict[str, Any])
+
+    async def received_parts(self, session_id: str, upload_id: str) -> list[tuple[int, str, int]]:
+        """The tracked parts of a file: (partNumber, etag, size), in part order."""
+        raw = await self.redis.get(parts_key(session_id, upload_id))
+        return [] if raw is None else decode_parts(raw)
+
+    async def due_groups(self, now_ms: int, limit: int) -> list[str]:
+        """Session ids whose expiresAt has passed, oldest first (the index, never a key scan)."""
+        return [x.decode() for x in await self.redis.zrangebyscore(EXPIRY_INDEX, "-inf", now_ms, start=0, num=limit)]
+
+    # --- file and group transitions ---------------------------------------------------------------
+
+    async def record_s3_upload(self, record: GroupRecord, upload_id: str, s3_upload_id: str) -> ScriptReply:
+        """Attach an S3 multipart upload id to a file: OK, RECORDED (another id, values[0]) or why not."""
+        sid = record.session_id
+        return _reply(await self._run(
+            "record_s3_upload", state=state_key(sid), upload_ids=upload_ids_key(sid), upload_id=upload_id,
+            s3_upload_id=s3_upload_id, position=record.index(upload_id) + 1, file_count=len(record.files),
+        ))  # fmt: skip
+
+    async def mark_uploading(self, record: GroupRecord, upload_id: str, now_ms: int) -> ScriptReply:
+        """First part-urls call of a file: OK, or why not (GONE, EXPIRED, GROUP_STATE, FILE_STATE)."""
+        return _reply(await self._run(
+            "mark_uploading", state=state_key(record.session_id), upload_id=upload_id, now_ms=now_ms,
+            expires_ms=record.expires_ms,
+        ))  # fmt: skip
+
+    async def begin_complete(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, attempt_seen: int, job: JobSpec
+    ) -> ScriptReply:
+        """Move a file to 'completing' and queue its job: OK, STALE, or why not."""
+        return _reply(await self._run(
+            "begin_complete", state=state_key(record.session_id), upload_id=upload_id, now_ms=now_ms,
+            expires_ms=record.expires_ms, attempt_seen=attempt_seen, complete=job,
+        ))  # fmt: skip
+
+    async def finish_complete(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, retention_ms: int, library: LibraryTemplate,
+        processing_queue: str,
+    ) -> ScriptReply:  # fmt: skip
+        """Mark a verified file completed: FILE_COMPLETED, GROUP_COMPLETED (values[0]: libraryId) or why not."""
+        sid = record.session_id
+        job_id = process_job_id(sid)
+        return _reply(await self._run(
+            "finish_complete",
+            state=state_key(sid), group=group_key(sid), library=keys.library_key(sid),
+            library_counter=keys.LIBRARY_COUNTER, library_index=keys.LIBRARY_INDEX, expiry_index=EXPIRY_INDEX,
+            process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),
+            process_queue=processing_queue,
+            upload_id=upload_id, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
+            expires_ms=record.expires_ms, library_tail=library.record_tail, process_id=job_id,
+            job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=expires_extra_ms,
+            upload_ids=[f.upload_id for f in record.files],
+        ))  # fmt: skip
+
+    async def reject_complete(self, session_id: str, upload_id: str, *, attempt: int, now_ms: int, reason: str) -> bool:
+        """Storage refused the parts: back to 'uploading' with the reason kept (False: another attempt owns it)."""
+        out = _reply(await self._run(
+            "reject_complete", state=state_key(session_id), upload_id=upload_id, now_ms=now_ms, reason=reason,
+            attempt=attempt,
+        ))  # fmt: skip
+        return out.code is Reply.OK
+
+    async def fail_file(
+        self, record: GroupRecord, upload_id: str, *, now_ms: int, reason: str, retention_ms: int,
+        purges: tuple[JobSpec, JobSpec],
+    ) -> bool:  # fmt: skip
+        """The assembled object is wrong: file and group become 'failed' and the group's storage is purged."""
+        sid = record.session_id
+        out = _reply(await self._run(
+            "fail_file", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
+            upload_id=upload_id, now_ms=now_ms, reason=reason, retention_ms=retention_ms, session_id=sid,
+            purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
+        ))  # fmt: skip
+        return out.code is Reply.OK
+
+    async def cancel_group(
+        self, record: GroupRecord, *, now_ms: int, retention_ms: int, purges: tuple[JobSpec, JobSpec]
+    ) -> ScriptReply:
+        """Cancel a live group: OK (values: canceledAt ms, canceled file count; also on repeats) or why not."""
+        sid = record.session_id
+        return _reply(await self._run(
+            "cancel_group", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
+            now_ms=now_ms, expires_ms=record.expires_ms, retention_ms=retention_ms, session_id=sid,
+            purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
+        ))  # fmt: skip
+
+    async def expire_groups(
+        self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, purges: Sequence[tuple[JobSpec, JobSpec]]
+    ) -> list[ScriptReply]:
+        """Expire each due group (one script each, pipelined in one round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, (purge, late) in zip(session_ids, purges, strict=True):
+                await self._run(
+                    "expire_group", client=pipe, state=state_key(sid), group=group_key(sid),
+                    expiry_index=EXPIRY_INDEX, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
+                    purge=purge, late_purge=late,
+                )  # fmt: skip
+            out = await pipe.execute()
+        return [_reply(x) for x in out]
+
+    async def record_parts(
+        self, session_id: str, upload_id: str, parts: Sequence[tuple[int, str, int]] | None, *, progress: Progress,
+        cache_ms: int = PARTS_CACHE_MS,
+    ) -> bool:  # fmt: skip
+        """Store what storage has received for a file: the summary, and the part list as a short-lived cache."""
+        out = _reply(await self._run(
+            "record_parts", state=state_key(session_id), parts=parts_key(session_id, upload_id),
+            upload_id=upload_id, summary=progress.encode(),
+            parts_blob=b"" if parts is None else encode_parts(list(parts)), cache_ms=cache_ms,
+        ))  # fmt: skip
+        return out.code is Reply.OK
+
+    async def enqueue(self, *jobs: JobSpec) -> int:
+        """Enqueue arq jobs in one round trip; ids already queued (or with a kept result) are skipped."""
+        return int(_reply(await self._run("enqueue_jobs", jobs=list(jobs))).values[0])

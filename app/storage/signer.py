@@ -1,0 +1,163 @@
+"""The signer: turns a part-urls selection into the answer's `parts` JSON, inline or in its own process.
+
+A 10,000-part answer is ~90 ms of CPU; signed on the event loop it would hold up every other request of
+the API process, so batches of at least `offload_min_parts` go to one helper process per API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import msgspec
+
+from app.models import PartUrl
+from app.rules import part_range
+from app.settings import Settings
+from app.storage.presign import PresignCredentials, S3Presigner
+from app.timefmt import iso_ms
+
+log = logging.getLogger("spatialgen.signer")
+_json = msgspec.json.Encoder()
+
+
+class PresignerConfig(msgspec.Struct, frozen=True):
+    """What a presigner needs: sent to the helper process, which builds its own."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None
+    addressing_style: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PresignerConfig:
+        """URLs name the endpoint clients reach (S3_PUBLIC_ENDPOINT_URL when set)."""
+        return cls(
+            endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url, region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id, secret_access_key=settings.s3_secret_access_key,
+            session_token=settings.s3_session_token or None, addressing_style=settings.s3_addressing_style,
+        )  # fmt: skip
+
+    def presigner(self) -> S3Presigner:
+        """A presigner for this configuration."""
+        credentials = PresignCredentials(self.access_key_id, self.secret_access_key, self.session_token)
+        return S3Presigner(
+            endpoint_url=self.endpoint_url, region=self.region, credentials=credentials,
+            addressing_style=self.addressing_style,
+        )  # fmt: skip
+
+
+class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One part-urls answer to sign: a PutObject URL (no upload id) or UploadPart URLs."""
+
+    bucket: str
+    key: str
+    upload_id: str | None
+    part_numbers: list[int]
+    part_size: int
+    total_bytes: int
+    expires_in: int
+    signed_at: int
+
+
+def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
+    """Presign a batch and return its `parts` array as JSON."""
+    when = datetime.fromtimestamp(batch.signed_at, tz=UTC)
+    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+    if batch.upload_id is None:
+        urls = [presigner.presign_put_object(batch.bucket, batch.key, expires_in=batch.expires_in, now=when)]
+    else:
+        urls = presigner.presign_upload_parts(
+            batch.bucket, batch.key, upload_id=batch.upload_id, part_numbers=batch.part_numbers,
+            expires_in=batch.expires_in, now=when,
+        )  # fmt: skip
+    parts = []
+    for n, url in zip(batch.part_numbers, urls, strict=True):
+        lo, hi = part_range(n, batch.part_size, batch.total_bytes)
+        parts.append(PartUrl(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
+                             expires_at=expires_at))  # fmt: skip
+    return _json.encode(parts)
+
+
+_batch_decoder = msgspec.msgpack.Decoder(SignBatch)
+_batch_encoder = msgspec.msgpack.Encoder()
+
+
+def _serve(conn: Connection, config: PresignerConfig) -> None:
+    """Helper-process main: sign each batch received until the pipe closes.
+
+    The pipe closes when the API process ends, however it ends (a server may kill its workers without
+    running exit hooks), so the helper never outlives it.
+    """
+    presigner = config.presigner()
+    while True:
+        try:
+            request = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(sign_parts_json(presigner, _batch_decoder.decode(request)))
+
+
+class Signer:
+    """Signs part-urls batches: small ones inline, large ones in the helper process it owns."""
+
+    def __init__(self, config: PresignerConfig, *, offload_min_parts: int) -> None:
+        self.config = config
+        self.offload_min_parts = offload_min_parts
+        self._presigner = config.presigner()
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()  # one batch at a time on the pipe (held by the thread doing the exchange)
+
+    def start(self) -> None:
+        """Start the helper process (API startup), so the first large batch does not wait for it."""
+        if self._process is not None or self.offload_min_parts <= 0:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=_serve, args=(theirs, self.config), name="spatialgen-signer", daemon=True)
+        process.start()
+        theirs.close()  # only the helper holds its end now: our exit closes the pipe and ends the helper
+        self._process, self._conn = process, ours
+
+    async def sign(self, batch: SignBatch) -> bytes:
+        """The batch's `parts` JSON."""
+        if self.offload_min_parts <= 0 or len(batch.part_numbers) < self.offload_min_parts:
+            return sign_parts_json(self._presigner, batch)
+        if self._conn is None:
+            self.start()
+        try:
+            return await asyncio.to_thread(self._exchange, _batch_encoder.encode(batch))
+        except (EOFError, OSError):  # the helper died (OOM-killed, say): sign this one here, start a new one
+            log.warning("signer process died; restarting it")
+            self.close()
+            return sign_parts_json(self._presigner, batch)
+
+    def helper_pid(self) -> int | None:
+        """The helper process's pid while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def _exchange(self, request: bytes) -> bytes:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise EOFError("signer closed")
+            conn.send_bytes(request)
+            return conn.recv_bytes()
+
+    def close(self) -> None:
+        """Stop the helper process now (server workers may exit without running Python's exit hooks)."""
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.terminate()
+            process.join(1)

@@ -1,0 +1,89 @@
+"""The documents the API shows, built from records and snapshots (also used by `spatialgen-admin sessions show`).
+
+Pure functions; the Structs they fill are in app/models.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.lifecycle import LIVE_GROUP, TRACKED_FILE, FileStatus, GroupStatus
+from app.models import (
+    CompletedFileView,
+    FileProgressView,
+    FileRecord,
+    GroupRecord,
+    GroupStatusView,
+    UploadFileView,
+    UploadGroupCreated,
+)
+from app.state import GroupSnapshot
+from app.state.keys import Field
+from app.timefmt import iso_ms
+
+
+def file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:
+    """The file fields every file view shares (SPEC 3.1 response)."""
+    return {
+        "upload_id": f.upload_id,
+        "file_role": f.role.value,
+        "file_name": f.name,
+        "total_bytes": f.total_bytes,
+        "part_size_bytes": f.part_size,
+        "total_parts": f.total_parts,
+        "upload_strategy": f.strategy.value,
+        "status": status.value,
+    }
+
+
+def created_view(record: GroupRecord) -> UploadGroupCreated:
+    """The 201 answer of Start Upload Group."""
+    return UploadGroupCreated(
+        session_id=record.session_id,
+        expires_at=iso_ms(record.expires_ms),
+        video_name=record.video_name,
+        file_count=len(record.files),
+        files=[UploadFileView(**file_fields(f, FileStatus.INITIALIZED)) for f in record.files],
+    )
+
+
+def completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:
+    """The answer of Complete File Upload."""
+    return CompletedFileView(**file_fields(f, snap.file_status(f.upload_id)), library_id=snap.library_id)
+
+
+def shown_status(snap: GroupSnapshot, now: int) -> GroupStatus:
+    """The group's status as clients see it: a live group past its expiresAt is expired, swept or not."""
+    status = snap.status
+    return GroupStatus.EXPIRED if status in LIVE_GROUP and now >= snap.record.expires_ms else status
+
+
+def _iso_or_none(ms: int | None) -> str | None:
+    return iso_ms(ms) if ms is not None else None
+
+
+def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
+    """The status document of a group (SPEC 3.5)."""
+    r = snap.record
+    status = shown_status(snap, now)
+    files = []
+    for f in r.files:
+        progress = snap.progress(f.upload_id)
+        fstatus = snap.file_status(f.upload_id)
+        if status is GroupStatus.EXPIRED and fstatus in TRACKED_FILE:
+            fstatus = FileStatus.EXPIRED
+        files.append(
+            FileProgressView(
+                **file_fields(f, fstatus), language_tag=f.language, uploaded_parts=progress.parts,
+                uploaded_bytes=progress.bytes, parts_refreshed_at=_iso_or_none(progress.refreshed_ms),
+                failure_reason=snap.reason(f.upload_id) if fstatus is FileStatus.FAILED else None,
+            )
+        )  # fmt: skip
+    return GroupStatusView(
+        session_id=r.session_id, status=status.value, video_name=r.video_name, description=r.description,
+        layout=r.layout.value, perspective=r.perspective.value if r.perspective else None, folder_name=r.folder_name,
+        created_at=iso_ms(r.created_ms), updated_at=iso_ms(snap.ms(Field.UPDATED) or r.created_ms),
+        expires_at=iso_ms(r.expires_ms), completed_at=_iso_or_none(snap.ms(Field.COMPLETED)),
+        canceled_at=_iso_or_none(snap.ms(Field.CANCELED)), library_id=snap.library_id, file_count=len(r.files),
+        files=files,
+    )  # fmt: skip
