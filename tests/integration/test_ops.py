@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
