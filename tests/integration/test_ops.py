@@ -157,8 +157,10 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert m[requests_series(f"{FILE}/complete", "POST", 404)] == 1
     assert m[requests_series("unmatched", "GET", 404)] == 1
     start = {"route": "/api/videos/uploads", "method": "POST"}
-    buckets = [m[series("spatialgen_http_request_duration_seconds_bucket", le=le, **start)]
-               for le in ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf")]
+    buckets = [
+        m[series("spatialgen_http_request_duration_seconds_bucket", le=le, **start)]
+        for le in ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf")
+    ]
     assert len([k for k in m if k.startswith("spatialgen_http_request_duration_seconds_bucket")
                 and k.endswith(',method="POST",route="/api/videos/uploads"}')]) == 12  # fmt: skip
     assert len(buckets) == 12 and buckets == sorted(buckets) and buckets[-1] == 1
