@@ -98,7 +98,7 @@ _PLAIN_TEXT = re.compile(f"[^{_FORBIDDEN}]*")
 _INVISIBLE = re.compile("[\\s\u200b-\u200d\u2060\ufeff]*")
 
 
-def _bad_chars(value: str, allowed: str = "") -> str | None:
+def _bad_chars(value: str, allowed: str = "") -> str | None:  # noqa: PLR0911 - one answer per kind of bad character
     """Why a string is unacceptable (controls, surrogates, bidi overrides, separators, noncharacters), or None."""
     if _PLAIN_TEXT.fullmatch(value):
         return None
@@ -183,7 +183,7 @@ class _Collector:
                 self.add(f"{prefix}{_clip(str(key))}", "is not a known field")
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: Any) -> str:  # noqa: PLR0911 - one answer per JSON type
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -261,43 +261,52 @@ def _validate_file(c: _Collector, raw: Any, path: str, max_file_bytes: int) -> F
     c.unknown_fields(raw, _FILE_FIELDS, f"{path}.")
     name = c.text(raw, "fileName", f"{path}.fileName", required=True, max_chars=MAX_NAME_CHARS)
     role: FileRole | None = c.choice(raw, "fileRole", f"{path}.fileRole", _ROLES, required=True)
-
-    size = raw.get("sizeBytes")
-    if size is None:
-        c.add(f"{path}.sizeBytes", "is required")
-    elif isinstance(size, bool) or not isinstance(size, int):
-        c.add(f"{path}.sizeBytes", f"must be an integer, not {_json_type(size)}")
-    elif size < 1:
-        c.add(f"{path}.sizeBytes", f"must be a positive integer (got {size})")
-    elif size > max_file_bytes:
-        c.add(f"{path}.sizeBytes", f"must be at most {max_file_bytes} bytes (got {_clip(str(size))})")
-
+    size = _size(c, raw.get("sizeBytes"), f"{path}.sizeBytes", max_file_bytes)
     language: str | None = None
-    tag = raw.get("languageTag")
     if role is not None:
-        allowed = LANGUAGES_BY_ROLE.get(role)
-        if allowed is None:
-            if tag is not None:
-                c.add(f"{path}.languageTag", f"must be omitted for fileRole {role.value}")
-        elif tag is None:
-            c.add(f"{path}.languageTag", f"is required for fileRole {role.value}")
-        elif not isinstance(tag, str):
-            c.add(f"{path}.languageTag", f"must be a string, not {_json_type(tag)}")
-        elif tag.lower() not in allowed:
-            hint = " (zxx is only for audio)" if tag.lower() == "zxx" else ""
-            c.add(f"{path}.languageTag", f"{_clip(tag)!r} is not a supported language tag{hint}")
-        else:
-            language = tag.lower()
+        language = _language(c, raw.get("languageTag"), f"{path}.languageTag", role)
         if name is not None and file_extension(name) not in EXTENSIONS[role]:
             c.add(
                 f"{path}.fileName",
                 f"a {role.value} file must end in {' or '.join(EXTENSIONS[role])} (got {_clip(name)!r})",
             )
-    if len(c.errors) > before or name is None or role is None:
+    if len(c.errors) > before or name is None or role is None or size is None:
         # Keep the role for the group rules even when other fields of this file are wrong.
         return FileSpec(file_name=name or "", file_role=role, size_bytes=0) if role is not None else None
-    assert isinstance(size, int)  # no errors were added, so sizeBytes is a valid integer
     return FileSpec(file_name=name, file_role=role, size_bytes=size, language_tag=language)
+
+
+def _size(c: _Collector, size: Any, path: str, max_file_bytes: int) -> int | None:
+    """A file's sizeBytes: a positive integer up to the largest object accepted."""
+    if size is None:
+        c.add(path, "is required")
+    elif not _is_int(size):
+        c.add(path, f"must be an integer, not {_json_type(size)}")
+    elif size < 1:
+        c.add(path, f"must be a positive integer (got {size})")
+    elif size > max_file_bytes:
+        c.add(path, f"must be at most {max_file_bytes} bytes (got {_clip(str(size))})")
+    else:
+        return size
+    return None
+
+
+def _language(c: _Collector, tag: Any, path: str, role: FileRole) -> str | None:
+    """A file's languageTag, lowercased: required for audio and subtitles, absent for every other role."""
+    allowed = LANGUAGES_BY_ROLE.get(role)
+    if allowed is None:
+        if tag is not None:
+            c.add(path, f"must be omitted for fileRole {role.value}")
+    elif tag is None:
+        c.add(path, f"is required for fileRole {role.value}")
+    elif not isinstance(tag, str):
+        c.add(path, f"must be a string, not {_json_type(tag)}")
+    elif tag.lower() not in allowed:
+        hint = " (zxx is only for audio)" if tag.lower() == "zxx" else ""
+        c.add(path, f"{_clip(tag)!r} is not a supported language tag{hint}")
+    else:
+        return tag.lower()
+    return None
 
 
 def _check_group_rules(
@@ -307,40 +316,44 @@ def _check_group_rules(
     for i, f in enumerate(files):
         if f is not None:
             by_role.setdefault(f.file_role, []).append(i)
-
-    def exactly_one(role: FileRole) -> None:
-        where = by_role.get(role, [])
-        if not where:
-            c.add("files", f"layout {layout.value if layout else ''} requires exactly one {role.value} file")
-        for i in where[1:]:
-            c.add(f"files[{i}].fileRole", f"only one {role.value} file is allowed")
-
-    def none_of(role: FileRole) -> None:
-        for i in by_role.get(role, []):
-            c.add(f"files[{i}].fileRole", f"layout {layout.value if layout else ''} does not allow {role.value} files")
-
-    if layout is Layout.SEPARATE:
-        exactly_one(FileRole.VIDEO_LEFT)
-        exactly_one(FileRole.VIDEO_RIGHT)
-        none_of(FileRole.VIDEO)
-    elif layout is not None:
-        exactly_one(FileRole.VIDEO)
-        none_of(FileRole.VIDEO_LEFT)
-        none_of(FileRole.VIDEO_RIGHT)
-
+    if layout is not None:
+        _check_video_roles(c, layout, by_role)
     for role in (FileRole.AIME, FileRole.FCPXMLD):
         for i in by_role.get(role, [])[1:]:
             c.add(f"files[{i}].fileRole", f"at most one {role.value} file is allowed per group")
-
     if layout is Layout.AIV:
-        if perspective is not Perspective.HALF:
-            c.add("perspective", "layout AIV requires perspective 180")
-        has_aivu = any(
-            (f := files[i]) is not None and file_extension(f.file_name) == ".aivu"
-            for i in by_role.get(FileRole.VIDEO, [])
-        )
-        if not has_aivu and not (by_role.get(FileRole.AIME) and by_role.get(FileRole.FCPXMLD)):
-            c.add("files", "layout AIV requires a video file ending in .aivu, or both an aime and an fcpxmld file")
+        _check_aiv(c, perspective, files, by_role)
+
+
+def _check_video_roles(c: _Collector, layout: Layout, by_role: dict[FileRole, list[int]]) -> None:
+    """Separate takes exactly one left and one right video and no main video; every other layout the reverse."""
+    wanted, refused = (
+        ((FileRole.VIDEO_LEFT, FileRole.VIDEO_RIGHT), (FileRole.VIDEO,))
+        if layout is Layout.SEPARATE
+        else ((FileRole.VIDEO,), (FileRole.VIDEO_LEFT, FileRole.VIDEO_RIGHT))
+    )
+    for role in wanted:
+        where = by_role.get(role, [])
+        if not where:
+            c.add("files", f"layout {layout.value} requires exactly one {role.value} file")
+        for i in where[1:]:
+            c.add(f"files[{i}].fileRole", f"only one {role.value} file is allowed")
+    for role in refused:
+        for i in by_role.get(role, []):
+            c.add(f"files[{i}].fileRole", f"layout {layout.value} does not allow {role.value} files")
+
+
+def _check_aiv(
+    c: _Collector, perspective: Perspective | None, files: list[FileSpec | None], by_role: dict[FileRole, list[int]]
+) -> None:
+    """Apple Immersive Video: perspective 180, and an .aivu video or both metadata files."""
+    if perspective is not Perspective.HALF:
+        c.add("perspective", "layout AIV requires perspective 180")
+    has_aivu = any(
+        (f := files[i]) is not None and file_extension(f.file_name) == ".aivu" for i in by_role.get(FileRole.VIDEO, [])
+    )
+    if not has_aivu and not (by_role.get(FileRole.AIME) and by_role.get(FileRole.FCPXMLD)):
+        c.add("files", "layout AIV requires a video file ending in .aivu, or both an aime and an fcpxmld file")
 
 
 # --- part-urls and complete requests ---------------------------------------------------------
@@ -372,6 +385,27 @@ def _body_object(payload: Any, known: frozenset[str], what: str) -> tuple[_Colle
     return c, payload
 
 
+def _listed_parts(c: _Collector, numbers: Any, total_parts: int) -> None:
+    """partNumbers: a non-empty array of distinct part numbers within the file."""
+    if not isinstance(numbers, list):
+        c.add("partNumbers", f"must be an array, not {_json_type(numbers)}")
+    elif not numbers:
+        c.add("partNumbers", "must contain at least one part number")
+    elif len(numbers) > MAX_PARTS:
+        c.add("partNumbers", f"must contain at most {MAX_PARTS} part numbers")
+    else:
+        seen: set[int] = set()
+        for i, n in enumerate(numbers):
+            if not _is_int(n):
+                c.add(f"partNumbers[{i}]", f"must be an integer, not {_json_type(n)}")
+            elif not 1 <= n <= total_parts:
+                c.add(f"partNumbers[{i}]", f"must be between 1 and {total_parts} (got {_clip(str(n))})")
+            elif n in seen:
+                c.add(f"partNumbers[{i}]", f"part {n} is listed twice")
+            else:
+                seen.add(n)
+
+
 def select_parts(payload: Any, total_parts: int) -> list[int]:
     """Which part numbers a part-urls request asks for (SPEC 3.2); None/{} means all of them."""
     c, payload = _body_object({} if payload is None else payload, _SELECTION_FIELDS, "part selection")
@@ -382,23 +416,7 @@ def select_parts(payload: Any, total_parts: int) -> list[int]:
         c.add("partNumbers", "use either partNumbers or startPartNumber/count, not both")
         _raise_if(c, "part selection")
     if numbers is not None:
-        if not isinstance(numbers, list):
-            c.add("partNumbers", f"must be an array, not {_json_type(numbers)}")
-        elif not numbers:
-            c.add("partNumbers", "must contain at least one part number")
-        elif len(numbers) > MAX_PARTS:
-            c.add("partNumbers", f"must contain at most {MAX_PARTS} part numbers")
-        else:
-            seen: set[int] = set()
-            for i, n in enumerate(numbers):
-                if not _is_int(n):
-                    c.add(f"partNumbers[{i}]", f"must be an integer, not {_json_type(n)}")
-                elif not 1 <= n <= total_parts:
-                    c.add(f"partNumbers[{i}]", f"must be between 1 and {total_parts} (got {_clip(str(n))})")
-                elif n in seen:
-                    c.add(f"partNumbers[{i}]", f"part {n} is listed twice")
-                else:
-                    seen.add(n)
+        _listed_parts(c, numbers, total_parts)
         _raise_if(c, "part selection")
         return list(numbers)
     if start is None:
@@ -432,35 +450,10 @@ def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[t
     else:
         seen: set[int] = set()
         for i, p in enumerate(parts):
-            path = f"parts[{i}]"
-            if not isinstance(p, dict):
-                c.add(path, f"must be an object, not {_json_type(p)}")
-                continue
-            c.unknown_fields(p, _PART_FIELDS, f"{path}.")
-            raw_n = p.get("partNumber")
-            etag = p.get("etag")
-            n: int | None = None
-            if not _is_int(raw_n):
-                c.add(
-                    f"{path}.partNumber",
-                    "is required" if raw_n is None else f"must be an integer, not {_json_type(raw_n)}",
-                )
-            elif not 1 <= raw_n <= total_parts:
-                c.add(f"{path}.partNumber", f"must be between 1 and {total_parts} (got {_clip(str(raw_n))})")
-            elif raw_n in seen:
-                c.add(f"{path}.partNumber", f"part {raw_n} is listed twice")
-            else:
-                n = raw_n
-            if not isinstance(etag, str) or not etag.strip('" '):
-                c.add(f"{path}.etag", "is required (the ETag header S3 returned for the part)"
-                      if etag is None else "must be a non-empty string")  # fmt: skip
-            elif len(etag) > MAX_ETAG_CHARS:
-                c.add(f"{path}.etag", "is too long")
-            elif not (etag.isascii() and etag.isprintable()):
-                c.add(f"{path}.etag", "must be printable ASCII, as S3 returns it (a quoted hex digest)")
-            elif n is not None:
-                seen.add(n)
-                out.append((n, etag))
+            entry = _completed_part(c, p, f"parts[{i}]", total_parts, seen)
+            if entry is not None:
+                seen.add(entry[0])
+                out.append(entry)
         if required and not c.errors:
             missing = [n for n in range(1, total_parts + 1) if n not in seen]
             if missing:
@@ -468,3 +461,32 @@ def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[t
                 c.add("parts", f"must list every part 1..{total_parts}; missing {len(missing)}: {shown}")
     _raise_if(c, "completion")
     return sorted(out)
+
+
+def _completed_part(c: _Collector, p: Any, path: str, total_parts: int, seen: set[int]) -> tuple[int, str] | None:
+    """One {partNumber, etag} of a complete request, or None when it is wrong (its errors noted)."""
+    if not isinstance(p, dict):
+        c.add(path, f"must be an object, not {_json_type(p)}")
+        return None
+    c.unknown_fields(p, _PART_FIELDS, f"{path}.")
+    raw_n = p.get("partNumber")
+    etag = p.get("etag")
+    n: int | None = None
+    if not _is_int(raw_n):
+        c.add(f"{path}.partNumber", "is required" if raw_n is None else f"must be an integer, not {_json_type(raw_n)}")
+    elif not 1 <= raw_n <= total_parts:
+        c.add(f"{path}.partNumber", f"must be between 1 and {total_parts} (got {_clip(str(raw_n))})")
+    elif raw_n in seen:
+        c.add(f"{path}.partNumber", f"part {raw_n} is listed twice")
+    else:
+        n = raw_n
+    if not isinstance(etag, str) or not etag.strip('" '):
+        c.add(f"{path}.etag", "is required (the ETag header S3 returned for the part)"
+              if etag is None else "must be a non-empty string")  # fmt: skip
+    elif len(etag) > MAX_ETAG_CHARS:
+        c.add(f"{path}.etag", "is too long")
+    elif not (etag.isascii() and etag.isprintable()):
+        c.add(f"{path}.etag", "must be printable ASCII, as S3 returns it (a quoted hex digest)")
+    elif n is not None:
+        return n, etag
+    return None

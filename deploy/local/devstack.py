@@ -214,11 +214,76 @@ def _write_dev_env(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+class DevStack:
+    """What `make run` started: the stores it owns (unless configured externally), the API and a worker."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.settings = Settings.from_env(env)
+        self.data = Path(self.settings.data_dir)
+        self.dev_env = self.data / DEV_ENV_FILE
+        self.valkey: DevValkey | None = None
+        self.moto: subprocess.Popen[bytes] | None = None
+        self.children: list[Child] = []
+
+    def start(self) -> None:
+        """Start the stores, then the API and a worker; record what runs where in dev.env."""
+        if "SPATIALGEN_REDIS_URL" not in self.env:
+            # Both dev stores start empty on every run (moto keeps nothing across restarts, so a kept
+            # Valkey would point at multipart uploads that no longer exist); AOF protects the run itself.
+            shutil.rmtree(self.data / "valkey", ignore_errors=True)
+            port = int(self.env.get("SPATIALGEN_DEV_REDIS_PORT", "0")) or free_port()
+            self.valkey = start_valkey(port, self.data / "valkey")
+            self.env["SPATIALGEN_REDIS_URL"] = self.valkey.url
+            print(f"valkey    {self.valkey.url} (AOF in {self.data / 'valkey'}; empty at every start)", flush=True)
+        if "SPATIALGEN_S3_ENDPOINT_URL" not in self.env:
+            port = int(self.env.get("SPATIALGEN_DEV_S3_PORT", "0")) or free_port()
+            self.moto = start_moto(port)
+            self.env["SPATIALGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+            print(f"s3 (moto) http://127.0.0.1:{port} bucket {self.settings.s3_bucket}", flush=True)
+        self.settings = settings = Settings.from_env(self.env)
+        if self.moto is not None:
+            asyncio.run(_ensure_bucket(settings))
+        key = asyncio.run(_dev_key(settings))
+        self.children = [Child("API", api_command(), self.env, port=settings.port),
+                         Child("worker", worker_command(), self.env)]  # fmt: skip
+        api_url = f"http://{settings.host}:{settings.port}"
+        _write_dev_env(self.dev_env, {
+            "SPATIALGEN_REDIS_URL": settings.redis_url, "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
+        })  # fmt: skip
+        print(f"\nAPI       {api_url}", flush=True)
+        print(f"API key   {key}   (account 'dev', role 'upload'; created for this run)", flush=True)
+        print(
+            f"CLI tools read {self.dev_env} (SPATIALGEN_REDIS_URL, SPATIALGEN_API_URL, SPATIALGEN_API_KEY)", flush=True
+        )
+        print("Ctrl-C stops everything.\n", flush=True)
+
+    def check(self) -> None:
+        """Restart whatever died: Valkey on its AOF, moto empty (its storage is gone), the API or worker."""
+        if self.valkey is not None and not self.valkey.alive():
+            print("valkey died; restarting it on its AOF", file=sys.stderr, flush=True)
+            self.valkey.start()
+        if self.moto is not None and self.moto.poll() is not None:
+            print("moto died (its storage is gone); restarting it empty", file=sys.stderr, flush=True)
+            self.moto = start_moto(int(self.settings.s3_endpoint_url.rsplit(":", 1)[1]))
+            asyncio.run(_ensure_bucket(self.settings))
+        now = time.monotonic()
+        for child in self.children:
+            child.check(now)
+
+    def stop(self) -> None:
+        """Stop everything, newest first, and remove dev.env."""
+        self.dev_env.unlink(missing_ok=True)
+        stop([c.proc for c in self.children])
+        if self.moto is not None:
+            stop([self.moto])
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
 def main() -> None:
     """`make run`: start whatever is not configured externally, then the API and one worker; keep them running."""
-    env = dict(os.environ)
-    settings = Settings.from_env(env)
-    data = Path(settings.data_dir)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -227,59 +292,14 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    valkey: DevValkey | None = None
-    moto: subprocess.Popen[bytes] | None = None
-    children: list[Child] = []
-    dev_env = data / DEV_ENV_FILE
+    stack = DevStack(dict(os.environ))
     try:
-        if "SPATIALGEN_REDIS_URL" not in env:
-            # Both dev stores start empty on every run (moto keeps nothing across restarts, so a kept
-            # Valkey would point at multipart uploads that no longer exist); AOF protects the run itself.
-            shutil.rmtree(data / "valkey", ignore_errors=True)
-            port = int(env.get("SPATIALGEN_DEV_REDIS_PORT", "0")) or free_port()
-            valkey = start_valkey(port, data / "valkey")
-            env["SPATIALGEN_REDIS_URL"] = valkey.url
-            print(f"valkey    {valkey.url} (AOF in {data / 'valkey'}; empty at every start)", flush=True)
-        own_s3 = "SPATIALGEN_S3_ENDPOINT_URL" not in env
-        if own_s3:
-            port = int(env.get("SPATIALGEN_DEV_S3_PORT", "0")) or free_port()
-            moto = start_moto(port)
-            env["SPATIALGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-            print(f"s3 (moto) http://127.0.0.1:{port} bucket {settings.s3_bucket}", flush=True)
-        settings = Settings.from_env(env)
-        if own_s3:
-            asyncio.run(_ensure_bucket(settings))
-        key = asyncio.run(_dev_key(settings))
-        children.append(Child("API", api_command(), env, port=settings.port))
-        children.append(Child("worker", worker_command(), env))
-        api_url = f"http://{settings.host}:{settings.port}"
-        _write_dev_env(dev_env, {
-            "SPATIALGEN_REDIS_URL": settings.redis_url, "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
-        })  # fmt: skip
-        print(f"\nAPI       {api_url}", flush=True)
-        print(f"API key   {key}   (account 'dev', role 'upload'; created for this run)", flush=True)
-        print(f"CLI tools read {dev_env} (SPATIALGEN_REDIS_URL, SPATIALGEN_API_URL, SPATIALGEN_API_KEY)", flush=True)
-        print("Ctrl-C stops everything.\n", flush=True)
+        stack.start()
         while not stopping:
-            now = time.monotonic()
-            if valkey is not None and not valkey.alive():
-                print("valkey died; restarting it on its AOF", file=sys.stderr, flush=True)
-                valkey.start()
-            if moto is not None and moto.poll() is not None:
-                print("moto died (its storage is gone); restarting it empty", file=sys.stderr, flush=True)
-                moto = start_moto(int(settings.s3_endpoint_url.rsplit(":", 1)[1]))
-                asyncio.run(_ensure_bucket(settings))
-            for child in children:
-                child.check(now)
+            stack.check()
             time.sleep(0.2)
     finally:
-        dev_env.unlink(missing_ok=True)
-        stop([c.proc for c in children])
-        if moto is not None:
-            stop([moto])
-        if valkey is not None:
-            valkey.stop()
+        stack.stop()
 
 
 if __name__ == "__main__":

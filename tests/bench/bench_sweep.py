@@ -263,7 +263,7 @@ async def hset_baseline(b: Bench, n: int) -> None:
             await pipe.execute()
 
 
-async def expire_many(b: Bench, ids: list[str]) -> None:
+async def expire_many(b: Bench, ids: list[str]) -> None:  # noqa: PLR0915 - phases in sequence, each printed
     """Expire every group in one sweep call; baselines: pipelined HSETs, and no-op scripts with the same arguments.
 
     Another process PINGs Valkey every millisecond throughout, so each phase also shows what an API request waits.

@@ -325,3 +325,13 @@ async def test_docs_ui(client: Client) -> None:
     assert "swagger-ui" in r.text and "SpatialGen Direct Upload API" in r.text
     r = await client.get("/schema/redoc")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+
+
+async def test_metrics_include_process_figures_and_speak_openmetrics_when_asked(client: Client) -> None:
+    m = samples((await client.get("/metrics")).text)
+    assert m["process_cpu_seconds_total"] > 0 and m["process_resident_memory_bytes"] > 0
+    assert m["process_start_time_seconds"] > 1_700_000_000
+    r = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.endswith("# EOF\n")
+    assert "# TYPE spatialgen_http_requests counter" in r.text  # OpenMetrics names the family without _total

@@ -1,0 +1,80 @@
+"""The lifecycle vocabulary: every status has a place, every refusal an error code; bounded polling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, TERMINAL_GROUP, TRACKED_FILE, FileStatus, GroupStatus
+from app.models import FileRecord, FileRole, GroupRecord, Layout, UploadStrategy
+from app.polling import poll_until
+from app.state import GroupSnapshot
+from app.uploads import file_refusal, group_refusal
+
+GROUP_CODES = {
+    GroupStatus.INITIALIZED: None, GroupStatus.UPLOADING: None, GroupStatus.COMPLETED: "session_completed",
+    GroupStatus.CANCELED: "session_canceled", GroupStatus.EXPIRED: "session_expired",
+    GroupStatus.FAILED: "session_failed",
+}  # fmt: skip
+FILE_CODES = {
+    FileStatus.INITIALIZED: None, FileStatus.UPLOADING: None, FileStatus.COMPLETING: "file_completing",
+    FileStatus.COMPLETED: "file_completed", FileStatus.CANCELED: "session_canceled",
+    FileStatus.EXPIRED: "session_expired", FileStatus.FAILED: "file_failed",
+}  # fmt: skip
+
+
+def snapshot() -> GroupSnapshot:
+    f = FileRecord(upload_id="u", role=FileRole.VIDEO, name="v.mov", total_bytes=1, part_size=1, total_parts=1,
+                   strategy=UploadStrategy.SINGLE_PUT, language=None, ext=".mov")  # fmt: skip
+    record = GroupRecord(session_id="s", account="a", key_prefix="a/s/", video_name="v", description=None,
+                         layout=Layout.FLAT_2D, perspective=None, folder_name=None, created_ms=0, expires_ms=1,
+                         files=(f,))  # fmt: skip
+    return GroupSnapshot(record, {"r:u": "wrong size"})
+
+
+def test_sets_partition_the_statuses() -> None:
+    assert set(GroupStatus) == LIVE_GROUP | TERMINAL_GROUP and not LIVE_GROUP & TERMINAL_GROUP
+    assert OPEN_FILE < TRACKED_FILE and not TRACKED_FILE & SETTLED_FILE
+
+
+@pytest.mark.parametrize("status", list(GroupStatus))
+def test_every_group_status_is_either_live_or_refused_with_its_code(status: GroupStatus) -> None:
+    assert set(GROUP_CODES) == set(GroupStatus)  # a new status must be given its answer here
+    if GROUP_CODES[status] is None:
+        assert status in LIVE_GROUP
+        with pytest.raises(AssertionError):
+            group_refusal(snapshot(), status)
+    else:
+        err = group_refusal(snapshot(), status)
+        assert err.status == 409 and err.spec.code == GROUP_CODES[status]
+
+
+@pytest.mark.parametrize("status", list(FileStatus))
+def test_every_file_status_is_either_open_or_refused_with_its_code(status: FileStatus) -> None:
+    assert set(FILE_CODES) == set(FileStatus)
+    snap = snapshot()
+    if FILE_CODES[status] is None:
+        assert status in OPEN_FILE
+        with pytest.raises(AssertionError):
+            file_refusal(snap, snap.record.files[0], status)
+    else:
+        err = file_refusal(snap, snap.record.files[0], status)
+        assert err.status == 409 and err.spec.code == FILE_CODES[status]
+        if status is FileStatus.FAILED:
+            assert "wrong size" in err.detail
+
+
+async def test_poll_until_reads_at_once_then_until_done_or_time_is_up() -> None:
+    reads: list[int] = []
+
+    async def read() -> int:
+        reads.append(len(reads))
+        return reads[-1]
+
+    assert await poll_until(read, lambda v: v == 3, within=10, interval=0) == (3, True)
+    assert reads == [0, 1, 2, 3]
+    reads.clear()
+    value, done = await poll_until(read, lambda v: False, within=0, interval=0)
+    assert (value, done, reads) == (0, False, [0])  # a zero wait still looks once
+    assert await asyncio.wait_for(poll_until(read, lambda v: False, within=0.05, interval=0.01), 5) is not None
