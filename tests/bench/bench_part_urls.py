@@ -36,8 +36,9 @@ import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from app.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
+from app.lifecycle import Reply  # noqa: E402
 from app.settings import TIB, Settings  # noqa: E402
-from app.state import UploadState  # noqa: E402
+from app.state import ScriptReply, UploadState  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
 from deploy.local.devstack import free_port, start_valkey  # noqa: E402
 from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
@@ -342,7 +343,8 @@ class InProcess:
         return self.runner.run(go())
 
     def close(self) -> None:
-        """Close Redis and the loop."""
+        """Stop the signer process, close Redis and the loop."""
+        self.service.signer.close()
         with suppress(Exception):
             self.runner.run(self.redis.aclose())
         self.runner.close()
@@ -405,7 +407,7 @@ async def _make_key(url: str) -> str:
     return secret
 
 
-async def _provision(url: str, session_id: str, upload_id: str) -> str:
+async def _provision(url: str, session_id: str, upload_id: str) -> ScriptReply:
     """Record a fake S3 multipart upload id, as the provision worker would (no S3 call)."""
     client = Redis.from_url(url)
     try:
@@ -440,7 +442,7 @@ def setup(tmp: Path, res: Resources, server_kind: str = "granian") -> tuple[Targ
     created = msgspec.json.decode(answer)
     session_id, f = created["sessionId"], created["files"][0]
     outcome = asyncio.run(_provision(url, session_id, f["uploadId"]))
-    if outcome != "ok":
+    if outcome.code is not Reply.OK:
         raise SystemExit(f"record_s3_upload answered {outcome!r}")
     settings = Settings.from_env(env)
     target = Target(server.port, api_key, session_id, f["uploadId"], f["totalParts"], f["partSizeBytes"])

@@ -28,20 +28,15 @@ import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from app.apikeys import Principal, Role  # noqa: E402
+from app.lifecycle import Reply  # noqa: E402
 from app.models import FileRecord, GroupRecord, UploadStrategy  # noqa: E402
 from app.rules import part_range  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from app.state import (  # noqa: E402
-    EXPIRY_INDEX,
-    PARTS_CACHE_MS,
-    UploadState,
-    account_index_key,
-    arq_job_key,
-    arq_result_key,
-    group_key,
-    purge_jobs,
-    state_key,
-)
+from app.state import Progress, UploadState  # noqa: E402
+from app.state.jobs import purge_jobs  # noqa: E402
+from app.state.keys import EXPIRY_INDEX, account_index_key, group_key, state_key  # noqa: E402
+from app.state.scripts import all_scripts  # noqa: E402
+from app.state.store import PARTS_CACHE_MS  # noqa: E402
 from app.storage_tasks import SWEEP_BATCH, expire_due_groups  # noqa: E402
 from app.timefmt import now_ms  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
@@ -243,12 +238,11 @@ async def lua_call_baseline(b: Bench, ids: list[str], now: int) -> tuple[float, 
     for start in range(0, len(ids), SWEEP_BATCH):
         async with b.client.pipeline(transaction=False) as pipe:
             for sid in ids[start : start + SWEEP_BATCH]:
-                jobs = purge_jobs(b.settings, sid, now)
-                keys = [state_key(sid), group_key(sid), EXPIRY_INDEX]
-                args: list[Any] = [now, retention, sid]
-                for j in jobs:
-                    keys += [arq_job_key(j.job_id), arq_result_key(j.job_id), j.queue]
-                    args += [j.job_id, j.blob, j.expires_ms, j.score_ms]
+                purge, late = purge_jobs(b.settings, sid, now)
+                keys, args = all_scripts()["expire_group"].bind(
+                    state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX, now_ms=now,
+                    retention_ms=retention, session_id=sid, purge=purge, late_purge=late,
+                )  # fmt: skip
                 await noop(keys=keys, args=args, client=pipe)
             await pipe.execute()
     return time.perf_counter() - t0, await b.valkey_cpu() - vk0
@@ -422,7 +416,7 @@ async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRec
     for f in record.files:
         if f.strategy is UploadStrategy.MULTIPART:
             outcome = await b.state.record_s3_upload(record, f.upload_id, fake_s3_upload_id())
-            if outcome != "ok":
+            if outcome.code is not Reply.OK:
                 raise RuntimeError(f"record_s3_upload answered {outcome!r}")
     stages.append(await group_keys(b, sid))
     now = now_ms()
@@ -431,7 +425,9 @@ async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRec
             parts = fake_parts(f, parts_per_file or f.total_parts)
         else:  # refresh_parts records a single PUT's object as part 1 with no ETag
             parts = [(1, "", f.total_bytes)]
-        await b.state.record_parts(sid, f.upload_id, parts, count=len(parts), size=sum(p[2] for p in parts), now_ms=now)
+        await b.state.record_parts(
+            sid, f.upload_id, parts, progress=Progress(len(parts), sum(p[2] for p in parts), now)
+        )
     stages.append(await group_keys(b, sid))
     return sid, record, stages
 
