@@ -116,14 +116,15 @@ async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     """The raw body, after checking its declared type (JSON in UTF-8, not compressed, or none)."""
-    ctype = request.headers.get("content-type", "")
+    headers = request.headers
+    ctype = headers.get("content-type", "")
     media, _, params = ctype.partition(";")
     if ctype and not media.strip().lower().endswith(("/json", "+json")):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send the body as application/json, not {ctype[:60]!r}.")
     charset = params.strip().lower().removeprefix("charset=").strip('" ') if "charset" in params.lower() else ""
     if charset not in ("", "utf-8", "utf8"):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send JSON in UTF-8, not {charset[:30]!r}.")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Content-Encoding {encoding[:30]!r} is not accepted; send plain JSON.")
     timeout = services(request).settings.body_timeout_seconds
@@ -461,6 +462,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     finally:
         try:
             signer.close()
+            state.close()
             await probe.aclose()
         finally:
             await redis_client.aclose()

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from datetime import UTC, datetime
 
 
 def now_ms() -> int:
@@ -14,7 +14,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.lru_cache(maxsize=8)
+def _seconds_part(second: int) -> str:
+    # Formatting through time.gmtime is ~5x cheaper than datetime's strftime; a burst of calls shares a second.
+    t = time.gmtime(second)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
 def iso_ms(epoch_ms: int) -> str:
     """Format epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
-    dt = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+    return f"{_seconds_part(epoch_ms // 1000)}.{epoch_ms % 1000:03d}Z"

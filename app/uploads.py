@@ -31,7 +31,14 @@ from app.models import (
 )
 from app.objectkeys import group_prefix
 from app.polling import poll_until
-from app.rules import completed_parts, file_extension, plan_parts, select_parts, validate_start_request
+from app.rules import (
+    completed_parts,
+    decode_json_body,
+    file_extension,
+    parse_start_request,
+    plan_parts,
+    select_parts,
+)
 from app.settings import Settings
 from app.state import GroupSnapshot, ScriptReply, UploadState
 from app.state.jobs import (
@@ -55,18 +62,6 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 PROVISION_POLL_SECONDS = 0.1
 
 _json = msgspec.json.Encoder()
-
-
-def decode_json_body(body: bytes) -> Any:
-    """Decode a request body as JSON, or raise a 400 that says where it broke."""
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise errors.MALFORMED_JSON(f"The body is not valid JSON: {exc}.") from None
-    except UnicodeDecodeError:
-        raise errors.MALFORMED_JSON("The body is not valid UTF-8.") from None
-    except RecursionError:
-        raise errors.MALFORMED_JSON("The body is nested too deeply.") from None
 
 
 def _check_idempotency_key(value: str) -> str:
@@ -160,16 +155,16 @@ class UploadService:
 
     async def start_upload_group(self, principal: Principal, body: bytes, idem_header: str | None) -> Created:
         """Validate a start request, register the group and its files, and queue their provisioning."""
-        payload = decode_json_body(body)
-        request = validate_start_request(
-            payload, max_file_bytes=self.settings.max_file_bytes, max_files=self.settings.max_files_per_group
+        request = parse_start_request(
+            body, max_file_bytes=self.settings.max_file_bytes, max_files=self.settings.max_files_per_group
         )
         idem_key = None
         body_digest = b""
         if idem_header is not None:
             idem_key = idempotency_key(principal.account, _check_idempotency_key(idem_header))
             # The body is compared after canonical re-encoding: whitespace or key order don't make it "different".
-            body_digest = hashlib.sha256(msgspec.json.encode(payload, order="sorted")).hexdigest().encode()
+            canonical = msgspec.json.encode(decode_json_body(body), order="sorted")
+            body_digest = hashlib.sha256(canonical).hexdigest().encode()
 
         for _ in range(3):  # a uuid4 collision is astronomically unlikely; retrying keeps it harmless
             record = self._new_group(principal.account, request)
@@ -199,15 +194,12 @@ class UploadService:
         session_id, *upload_ids = new_uuid4s(1 + len(request.files))
         created = now_ms()
         files = []
+        part_size = self.settings.part_size_bytes
         for spec, upload_id in zip(request.files, upload_ids, strict=True):
-            plan = plan_parts(spec.size_bytes, self.settings.part_size_bytes)
-            files.append(
-                FileRecord(
-                    upload_id=upload_id, role=spec.file_role, name=spec.file_name, total_bytes=spec.size_bytes,
-                    part_size=plan.part_size, total_parts=plan.total_parts, strategy=plan.strategy,
-                    language=spec.language_tag, ext=file_extension(spec.file_name),
-                )
-            )  # fmt: skip
+            plan = plan_parts(spec.size_bytes, part_size)
+            files.append(FileRecord(upload_id, spec.file_role, spec.file_name, spec.size_bytes, plan.part_size,
+                                    plan.total_parts, plan.strategy, spec.language_tag,
+                                    file_extension(spec.file_name)))  # fmt: skip
         return GroupRecord(
             session_id=session_id, account=account,
             key_prefix=group_prefix(self.settings.s3_key_prefix, account, session_id),

@@ -37,14 +37,20 @@ def file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:
 
 
 def created_view(record: GroupRecord) -> UploadGroupCreated:
-    """The 201 answer of Start Upload Group."""
+    """The 201 answer of Start Upload Group (on the create hot path: no intermediate dicts)."""
+    initialized = FileStatus.INITIALIZED.value
+    files = [
+        UploadFileView(
+            upload_id=f.upload_id, file_role=f.role.value, file_name=f.name, total_bytes=f.total_bytes,
+            part_size_bytes=f.part_size, total_parts=f.total_parts, upload_strategy=f.strategy.value,
+            status=initialized,
+        )
+        for f in record.files
+    ]  # fmt: skip
     return UploadGroupCreated(
-        session_id=record.session_id,
-        expires_at=iso_ms(record.expires_ms),
-        video_name=record.video_name,
-        file_count=len(record.files),
-        files=[UploadFileView(**file_fields(f, FileStatus.INITIALIZED)) for f in record.files],
-    )
+        session_id=record.session_id, expires_at=iso_ms(record.expires_ms), video_name=record.video_name,
+        file_count=len(record.files), files=files,
+    )  # fmt: skip
 
 
 def completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:

@@ -69,6 +69,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     """Close the clients."""
+    if "state" in ctx:
+        ctx["state"].close()
     stack = ctx.get("stack")
     if stack is not None:
         await stack.aclose()

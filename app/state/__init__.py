@@ -1,5 +1,5 @@
 """Redis state of upload groups: key schema (keys), job format (jobs), Lua scripts (scripts, lua/), the
-group snapshot (snapshot), auto-pipelining (batcher) and the typed calls over all of it (store).
+group snapshot (snapshot), auto-pipelining (pipeline) and the typed calls over all of it (store).
 """
 
 from app.state.snapshot import GroupSnapshot, Progress, decode_group, encode_group

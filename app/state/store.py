@@ -16,9 +16,9 @@ from redis.commands.core import AsyncScript
 from app.lifecycle import Reply
 from app.models import GroupRecord
 from app.state import keys
-from app.state.batcher import ScriptBatcher
 from app.state.jobs import JobSpec, LibraryTemplate, process_job_id
 from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key, upload_ids_key
+from app.state.pipeline import ScriptPipeline
 from app.state.scripts import StateScript, all_scripts
 from app.state.snapshot import GroupSnapshot, Progress, decode_group, decode_parts, encode_group, encode_parts
 
@@ -50,11 +50,15 @@ class UploadState:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._batch = ScriptBatcher(redis)
+        self._pipeline = ScriptPipeline(redis)
         self._scripts = all_scripts()
         self._registered: dict[str, AsyncScript] = {
             name: redis.register_script(s.source) for name, s in self._scripts.items()
         }
+
+    def close(self) -> None:
+        """Close the pipelined connection (the redis-py client is closed by its owner)."""
+        self._pipeline.close()
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script now, so a broken one stops the process at start, not on first use."""
@@ -63,12 +67,13 @@ class UploadState:
             if sha != script.sha:  # pragma: no cover - Redis hashes what we hashed
                 raise RuntimeError(f"{script.name}: Redis loaded it as {sha}, expected {script.sha}")
 
-    async def _run(self, name: str, *, batched: bool = False, client: Any = None, **values: Any) -> Any:
+    async def _run(self, name: str, *, client: Any = None, **values: Any) -> Any:
+        """Run a script: on the shared pipelined connection, or queued in a redis-py pipeline (`client`)."""
         script: StateScript = self._scripts[name]
         keys_, args = script.bind(**values)
         registered = self._registered[name]
-        if batched:
-            return await self._batch(registered, keys_, args)
+        if client is None:
+            return await self._pipeline(registered, keys_, args)
         return await registered(keys=keys_, args=args, client=client)
 
     # --- create and reads -------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class UploadState:
         """
         sid = record.session_id
         raw = await self._run(
-            "create_group", batched=True,
+            "create_group",
             group=group_key(sid), state=state_key(sid), expiry_index=EXPIRY_INDEX,
             account_index=keys.account_index_key(record.account), idempotency=idem_key or "",
             group_blob=encode_group(record), session_id=sid, created_ms=record.created_ms,

@@ -480,7 +480,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     import msgspec
 
     from app.apikeys import digest
-    from app.state import api_key_key
+    from app.state.keys import api_key_key
     from deploy.local.devstack import free_port, start_valkey
     from tests.conftest import SEED_REQUEST
 
