@@ -542,14 +542,47 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         raise SystemExit(f"baseline answer is {len(bare_answer)} bytes, ours {len(answer)}")
     print(f"server {args.server}; our 201 answer: {len(answer)} bytes (baseline answers the same bytes)", flush=True)
     res.janitor.reset()
+    report(bench, ours, bare, "API only (no worker, no S3)")
+    if not args.no_stack:
+        run_with_stack(bench, ours, bare, env, res)
+
+
+def run_with_stack(bench: Bench, ours: Server, bare: Server, env: dict[str, str], res: Resources) -> None:
+    """The same rounds again with a worker and moto running beside the servers."""
+    # The whole dev stack, as `make run` has it: a worker provisioning every created group against moto,
+    # competing with the API and Valkey for the same two cores.
+    from deploy.local.devstack import free_port, start_moto, worker_command
+
+    s3_port = free_port()
+    res.procs.append(start_moto(s3_port))
+    stack_env = {**env, "SPATIALGEN_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+    asyncio.run(_make_bucket(stack_env))
+    worker = subprocess.Popen(worker_command(), env=stack_env, cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    res.procs.append(worker)
+    res.groups.append(worker.pid)
+    print("whole dev stack: + one worker (provisioning every created group on moto) + moto", flush=True)
+    report(bench, ours, bare, "whole dev stack")
+
+
+def report(bench: Bench, ours: Server, bare: Server, label: str) -> None:
+    """Alternating rounds of both servers, then the medians and the ratio."""
     samples = run_rounds(bench, [ours, bare], ["ours", "bare litestar"], "ratio")
     (o_rps, o50, o99), (b_rps, b50, b99) = summary(samples[0]), summary(samples[1])
     print(
-        f"start group: {fmt('ours', o_rps, o50, o99)} | {fmt('bare litestar', b_rps, b50, b99)} | "
+        f"start group, {label}: {fmt('ours', o_rps, o50, o99)} | {fmt('bare litestar', b_rps, b50, b99)} | "
         f"ratio {o_rps / b_rps:.2f} (target >= {TARGET_RATIO:.2f})",
         flush=True,
     )
     print(cpu_summary(["ours", "bare litestar"], [ours, bare], samples), flush=True)
+
+
+async def _make_bucket(env: dict[str, str]) -> None:
+    from app.settings import Settings
+    from app.storage.s3 import ObjectStore
+
+    async with ObjectStore.connect(Settings.from_env(env)) as store:
+        await store.ensure_bucket()
 
 
 def main() -> None:
@@ -563,6 +596,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-servers", action="store_true", help="run our app under granian and under uvicorn (no baseline)"
     )
+    parser.add_argument("--no-stack", action="store_true", help="API only: skip the run with a worker and moto")
     parser.add_argument(
         "--app", default=OURS_TARGET, help=f"ASGI target of our app, to try a variant (default {OURS_TARGET})"
     )
