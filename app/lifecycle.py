@@ -72,3 +72,7 @@ class Reply(StrEnum):
     """finish_complete: that was the last file; the libraryId follows."""
     NOT_DUE = "not_due"
     """expire_group: the group's expiry is still ahead."""
+    RUNNING = "running"
+    """The job that owns the work is queued or running; nothing to re-drive."""
+    QUEUED = "queued"
+    """A lost job was queued again (same id)."""

@@ -4,8 +4,8 @@ What comes from where:
 - this API process (reset when it restarts): requests by route template / method / status and their latency
   histograms, groups created and canceled, file completions by outcome, and the standard `process_*` metrics;
 - Redis, read once per scrape in one pipelined round trip (the same from every process): queue depths of the
-  two arq queues, live groups (the expiry index), groups completed (the libraryId counter) and the counters
-  the workers keep in `METRICS_KEY` (groups expired, job outcomes).
+  two arq queues, live groups (the expiry index) and the counters kept in `METRICS_KEY` (groups completed,
+  groups expired, job outcomes).
 The per-request path is one pure ASGI wrapper (two clock reads, two cached metric children); nothing is
 written to Redis on the hot path. OpenMetrics is served when the scraper's Accept header asks for it.
 """
@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from app.settings import Settings
-from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY
+from app.state.keys import EXPIRY_INDEX, METRICS_KEY, MetricField
 from app.timefmt import now_ms
 
 log = logging.getLogger("spatialgen.metrics")
@@ -45,9 +45,11 @@ UNMATCHED = "unmatched"
 """Route label of requests that matched no route (404, 405): raw paths are never used as label values."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
-# Counters the workers keep in Redis (METRICS_KEY): HINCRBY'd by workers, read with one HGETALL per scrape.
-F_GROUPS_EXPIRED = "groups_expired"
+# Counters kept in Redis (METRICS_KEY): HINCRBY'd by the scripts and workers, read with one HGETALL per scrape.
+F_GROUPS_EXPIRED = MetricField.GROUPS_EXPIRED
 """Field of METRICS_KEY: groups the expiry sweep has expired."""
+F_GROUPS_COMPLETED = MetricField.GROUPS_COMPLETED
+"""Field of METRICS_KEY: groups completed (by the completing script)."""
 JOB_OUTCOMES = ("ok", "retried", "failed")
 """ok: returned; retried: raised arq Retry (or a retryable error); failed: raised, or gave up after the last try."""
 JOB_FIELD_PREFIX = "job:"
@@ -87,21 +89,20 @@ async def read_shared(
                 pipe.zcount(q, "-inf", now)
                 pipe.zcount(q, f"({now}", "+inf")
             pipe.zcard(EXPIRY_INDEX)
-            pipe.get(LIBRARY_COUNTER)
             pipe.hgetall(METRICS_KEY)
             out = await pipe.execute()
     except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
         log.warning("metrics: Redis counts unavailable: %r", exc)
         return None
     depths = {q: (int(out[2 * i]), int(out[2 * i + 1])) for i, q in enumerate(queues)}
-    live, completed, raw = out[-3:]
+    live, raw = out[-2:]
     counters: dict[str, int] = {}
     for k, v in raw.items():
         try:
             counters[k.decode()] = int(v)
         except ValueError:
             continue
-    return SharedCounts(depths, int(live), int(completed or 0), counters)
+    return SharedCounts(depths, int(live), counters.get(F_GROUPS_COMPLETED, 0), counters)
 
 
 class SharedCollector(Collector):

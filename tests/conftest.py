@@ -103,9 +103,11 @@ async def store(settings: Settings, s3: Any) -> AsyncIterator[ObjectStore]:
 
 
 @pytest.fixture
-def state(redis: Redis) -> UploadState:
-    """Upload state over the emptied Redis."""
-    return UploadState(redis)
+async def state(redis: Redis) -> AsyncIterator[UploadState]:
+    """Upload state over the emptied Redis (its pipelined connection closed afterwards)."""
+    upload_state = UploadState(redis)
+    yield upload_state
+    upload_state.close()
 
 
 @pytest.fixture

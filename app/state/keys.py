@@ -6,19 +6,33 @@ libraryId counter and arq's queue keys are global by nature.
 
 from __future__ import annotations
 
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 PREFIX = "sg:"
 EXPIRY_INDEX = f"{PREFIX}expiry"
 """zset: live sessionIds scored by expiresAt (ms); the expiry sweep reads it, never a key scan."""
 LIBRARY_COUNTER = f"{PREFIX}library:next"
-"""INCR source of libraryIds."""
-LIBRARY_INDEX = f"{PREFIX}library:index"
-"""hash: libraryId -> sessionId."""
+"""The last libraryId handed out (see LIBRARY_EPOCH_US)."""
+LIBRARY_EPOCH_US = 1_767_225_600_000_000
+"""2026-01-01T00:00:00Z in µs. A libraryId is max(last + 1, µs since this epoch by Redis's clock), so ids only
+grow, and an id handed out in the last second before a crash whose AOF lost it is never handed out again:
+after the restart the clock is past it. (µs since 2026 stay below 2^53, JavaScript's exact integers, until
+the year 2311.)"""
+HANDOFF_INDEX = f"{PREFIX}handoff"
+"""zset: sessionIds of completed groups scored by completion (ms), until their processing job is picked up."""
+COMPLETING_INDEX = f"{PREFIX}completing"
+"""zset: `sessionId:uploadId` of files that entered 'completing', scored by when (ms); the re-drive reads it."""
 API_KEYS_INDEX = f"{PREFIX}apikeys"
 """zset: API key digests scored by creation time (ms)."""
 METRICS_KEY = f"{PREFIX}metrics"
-"""hash of counters the workers keep: `groups_expired` and `job:{function}:{outcome}`."""
+"""hash of counters the workers keep: `MetricField`s and `job:{function}:{outcome}`."""
+
+
+class MetricField:
+    """Counters in METRICS_KEY written by the state scripts and the workers."""
+
+    GROUPS_COMPLETED = "groups_completed"
+    GROUPS_EXPIRED = "groups_expired"
 
 
 def group_key(session_id: str) -> str:
@@ -68,6 +82,11 @@ def api_key_key(key_digest: str) -> str:
 def arq_job_key(job_id: str) -> str:
     """arq's key holding a queued job."""
     return job_key_prefix + job_id
+
+
+def arq_in_progress_key(job_id: str) -> str:
+    """arq's key marking a job a worker is running (its lock)."""
+    return in_progress_key_prefix + job_id
 
 
 def arq_result_key(job_id: str) -> str:

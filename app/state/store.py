@@ -9,15 +9,25 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
-from arq.constants import expires_extra_ms
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.lifecycle import Reply
 from app.models import GroupRecord
 from app.state import keys
-from app.state.jobs import JobSpec, LibraryTemplate, process_job_id
-from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key, upload_ids_key
+from app.state.jobs import JobSpec, LibraryTemplate, complete_job_id, process_job_id
+from app.state.keys import (
+    COMPLETING_INDEX,
+    EXPIRY_INDEX,
+    HANDOFF_INDEX,
+    METRICS_KEY,
+    arq_in_progress_key,
+    arq_job_key,
+    group_key,
+    parts_key,
+    state_key,
+    upload_ids_key,
+)
 from app.state.pipeline import ScriptPipeline
 from app.state.scripts import StateScript, all_scripts
 from app.state.snapshot import GroupSnapshot, Progress, decode_group, decode_parts, encode_group, encode_parts
@@ -146,8 +156,9 @@ class UploadState:
     ) -> ScriptReply:
         """Move a file to 'completing' and queue its job: OK, STALE, or why not."""
         return _reply(await self._run(
-            "begin_complete", state=state_key(record.session_id), upload_id=upload_id, now_ms=now_ms,
-            expires_ms=record.expires_ms, attempt_seen=attempt_seen, complete=job,
+            "begin_complete", state=state_key(record.session_id), completing_index=COMPLETING_INDEX,
+            upload_id=upload_id, now_ms=now_ms, expires_ms=record.expires_ms, attempt_seen=attempt_seen,
+            session_id=record.session_id, complete=job,
         ))  # fmt: skip
 
     async def finish_complete(
@@ -160,12 +171,12 @@ class UploadState:
         return _reply(await self._run(
             "finish_complete",
             state=state_key(sid), group=group_key(sid), library=keys.library_key(sid),
-            library_counter=keys.LIBRARY_COUNTER, library_index=keys.LIBRARY_INDEX, expiry_index=EXPIRY_INDEX,
-            process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),
+            library_counter=keys.LIBRARY_COUNTER, expiry_index=EXPIRY_INDEX, handoff_index=HANDOFF_INDEX,
+            metrics=METRICS_KEY, process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),
             process_queue=processing_queue,
             upload_id=upload_id, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
             expires_ms=record.expires_ms, library_tail=library.record_tail, process_id=job_id,
-            job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=expires_extra_ms,
+            job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=0,
             upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
 
@@ -226,6 +237,34 @@ class UploadState:
             parts_blob=b"" if parts is None else encode_parts(list(parts)), cache_ms=cache_ms,
         ))  # fmt: skip
         return out.code is Reply.OK
+
+    async def redrive_completion(
+        self, session_id: str, upload_id: str, *, attempt: int, now_ms: int, reason: str
+    ) -> ScriptReply:
+        """Hand a file whose completion job is gone back to 'uploading': OK, RUNNING, STALE, GONE or FILE_STATE."""
+        job_id = complete_job_id(session_id, upload_id, attempt)
+        return _reply(await self._run(
+            "redrive_completion", state=state_key(session_id), completing_index=COMPLETING_INDEX,
+            job=arq_job_key(job_id), in_progress=arq_in_progress_key(job_id), member=f"{session_id}:{upload_id}",
+            upload_id=upload_id, attempt=attempt, now_ms=now_ms, reason=reason,
+        ))  # fmt: skip
+
+    async def redrive_handoff(self, session_id: str, job: JobSpec) -> ScriptReply:
+        """A completed group's processing job: RUNNING (waiting), OK (picked up), QUEUED (was lost) or GONE."""
+        return _reply(await self._run(
+            "redrive_handoff", handoff_index=HANDOFF_INDEX, library=keys.library_key(session_id),
+            in_progress=arq_in_progress_key(job.job_id), session_id=session_id, process=job,
+        ))  # fmt: skip
+
+    async def completing_since(self, before_ms: int, limit: int) -> list[tuple[str, str]]:
+        """(sessionId, uploadId) of files that entered 'completing' before `before_ms`, oldest first."""
+        members = await self.redis.zrangebyscore(COMPLETING_INDEX, "-inf", before_ms, start=0, num=limit)
+        return [(sid, uid) for sid, _, uid in (m.decode().partition(":") for m in members)]
+
+    async def handoffs_since(self, before_ms: int, limit: int) -> list[str]:
+        """Completed groups (oldest first) whose processing job was not yet seen picked up."""
+        return [m.decode() for m in await self.redis.zrangebyscore(HANDOFF_INDEX, "-inf", before_ms, start=0,
+                                                                      num=limit)]  # fmt: skip
 
     async def enqueue(self, *jobs: JobSpec) -> int:
         """Enqueue arq jobs in one round trip; ids already queued (or with a kept result) are skipped."""

@@ -345,6 +345,7 @@ class InProcess:
     def close(self) -> None:
         """Stop the signer process, close Redis and the loop."""
         self.service.signer.close()
+        self.service.state.close()
         with suppress(Exception):
             self.runner.run(self.redis.aclose())
         self.runner.close()
@@ -416,6 +417,7 @@ async def _provision(url: str, session_id: str, upload_id: str) -> ScriptReply:
         assert snap is not None
         return await state.record_s3_upload(snap.record, upload_id, FAKE_S3_UPLOAD_ID)
     finally:
+        state.close()
         await client.aclose()
 
 

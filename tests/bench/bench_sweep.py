@@ -499,6 +499,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
         await expire_many(b, ids)
         await one_group_memory(b, many)
     finally:
+        state.close()
         await client.aclose()
 
 

@@ -100,12 +100,12 @@ def test_the_processing_job_carries_any_library_id_as_a_plain_integer() -> None:
 async def test_a_downstream_worker_configured_only_through_public_settings_runs_our_processing_job(
     settings: Settings, state: UploadState, redis: Redis
 ) -> None:
-    await redis.set(LIBRARY_COUNTER, 2**40)  # ids far beyond 32 bits go through the script intact
+    await redis.set(LIBRARY_COUNTER, 2**50)  # ids far beyond 32 bits go through the script intact
     case = await setup_case(state, settings, 7, GroupStatus.UPLOADING, FileStatus.COMPLETING, FileStatus.COMPLETED)
     library = LibraryTemplate.build({"sessionId": case.record.session_id}, now_ms=case.now)
     reply = await state.finish_complete(case.record, case.uid, now_ms=case.now, retention_ms=10**6, library=library,
                                         processing_queue=settings.processing_queue_name)  # fmt: skip
-    assert reply.code is Reply.GROUP_COMPLETED and reply.values[0] == 2**40 + 1
+    assert reply.code is Reply.GROUP_COMPLETED and reply.values[0] == 2**50 + 1
     seen: list[dict[str, Any]] = []
 
     async def process_asset_set(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -122,6 +122,6 @@ async def test_a_downstream_worker_configured_only_through_public_settings_runs_
     finally:
         await worker.close()
         await pool.aclose()
-    assert seen == [{"libraryId": 2**40 + 1, "sessionId": case.record.session_id}]
+    assert seen == [{"libraryId": 2**50 + 1, "sessionId": case.record.session_id}]
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
     assert await redis.exists(arq_job_key(process_job_id(case.record.session_id))) == 0

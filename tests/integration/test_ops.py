@@ -14,9 +14,9 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.metrics import F_GROUPS_EXPIRED, job_field
+from app.metrics import F_GROUPS_COMPLETED, F_GROUPS_EXPIRED, job_field
 from app.settings import Settings
-from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY
+from app.state.keys import EXPIRY_INDEX, METRICS_KEY
 from app.storage.s3 import ObjectStore
 from app.timefmt import now_ms
 from deploy.local.devstack import free_port
@@ -140,11 +140,11 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     now = now_ms()
     await redis.zadd(settings.queue_name, {"later": now + 600_000})
     await redis.zadd(settings.processing_queue_name, {"process:x": now - 1})
-    await redis.set(LIBRARY_COUNTER, 41)
     await redis.hset(
         METRICS_KEY,
-        mapping={F_GROUPS_EXPIRED: 3, job_field("complete_file", "ok"): 5, job_field("provision_group", "retried"): 2},
-    )
+        mapping={F_GROUPS_EXPIRED: 3, F_GROUPS_COMPLETED: 41, job_field("complete_file", "ok"): 5,
+                 job_field("provision_group", "retried"): 2},
+    )  # fmt: skip
 
     r = await client.get("/metrics")  # no API key needed
     assert r.status_code == 200

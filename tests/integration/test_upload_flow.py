@@ -18,7 +18,7 @@ from app.apikeys import create_key
 from app.settings import MIB, Settings
 from app.state import UploadState
 from app.state.jobs import deserialize, process_job_id
-from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, arq_job_key
+from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY, MetricField, arq_job_key
 from tests.conftest import arq_pool, open_uploads
 from tests.integration.conftest import api_client
 
@@ -364,7 +364,9 @@ async def test_many_concurrent_completes_make_exactly_one_library_record(
     assert {r.status_code for r in answers} == {200}, [r.text for r in answers if r.status_code != 200]
     libs = {r.json()["libraryId"] for r in answers} - {None}
     assert len(libs) == 1
-    assert int(await redis.get(LIBRARY_COUNTER)) == 1
+    # One id minted: the counter holds exactly it, and one group was counted completed.
+    assert int(await redis.get(LIBRARY_COUNTER)) == libs.pop()
+    assert await redis.hget(METRICS_KEY, MetricField.GROUPS_COMPLETED) == b"1"
     assert await redis.zcard(small_settings.processing_queue_name) == 1
 
 

@@ -1,6 +1,6 @@
 --- A complete call: the file becomes 'completing' and its completion job is queued.
--- KEYS: state
--- ARGV: upload_id, now_ms, expires_ms, attempt_seen
+-- KEYS: state, completing_index
+-- ARGV: upload_id, now_ms, expires_ms, attempt_seen, session_id
 -- JOBS: complete
 -- REPLY: ok | gone | expired | group_state <status> | file_state <status> | stale
 -- attempt_seen is the attempt count the caller read: if another call started an attempt since, it is stale.
@@ -20,4 +20,5 @@ redis.call('HSET', K.state, field, ${FILE.completing}, attempt_field, tonumber(a
 redis.call('HDEL', K.state, ${FF.reason} .. A.upload_id)
 if st == ${GROUP.initialized} then redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading}) end
 enqueue(J.complete)
+redis.call('ZADD', K.completing_index, A.now_ms, A.session_id .. ':' .. A.upload_id)  -- for the re-drive
 return {${R.ok}}
