@@ -40,6 +40,8 @@ OPEN_FILE = frozenset({FileStatus.INITIALIZED, FileStatus.UPLOADING})
 """A file that takes part-urls and may start completing."""
 TRACKED_FILE = frozenset({FileStatus.INITIALIZED, FileStatus.UPLOADING, FileStatus.COMPLETING})
 """A file whose received parts are still worth tracking (storage may still change)."""
+PURGED_GROUP = frozenset({GroupStatus.CANCELED, GroupStatus.EXPIRED, GroupStatus.FAILED})
+"""Terminal groups whose stored objects are deleted (a completed group keeps them for its retention)."""
 SETTLED_FILE = frozenset({FileStatus.COMPLETED})
 """A file that keeps its status when its group ends (cancel, expiry, another file failing)."""
 

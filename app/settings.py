@@ -64,7 +64,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     orphan_sweep_seconds: int = 3600
     """Interval of the sweep that aborts multipart uploads no live file owns."""
     orphan_grace_seconds: int = 3600
-    """Minimum age of an unowned multipart upload before the orphan sweep aborts it."""
+    """Minimum age of an unowned multipart upload or stored object before the sweeps remove it."""
+    reconcile_seconds: int = 3600
+    """Interval of the sweep deleting stored objects no live or retained group owns (0: off)."""
+    redrive_seconds: int = 60
+    """Interval of the re-drive: completions whose job is gone, processing jobs that were lost."""
     parts_staleness_seconds: float = 10.0
     """Received-parts tracking older than this is refreshed (ListParts) when a status endpoint reads it."""
     parts_wait_seconds: float = 2.0
@@ -128,8 +132,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             problems.append("API_WORKERS must be at least 1")
         if self.shutdown_grace_seconds < 0:
             problems.append("SHUTDOWN_GRACE_SECONDS must not be negative")
-        if self.expiry_sweep_seconds <= 0 or (self.expiry_sweep_seconds < 60 and 60 % self.expiry_sweep_seconds):
-            problems.append("EXPIRY_SWEEP_SECONDS must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60")
+        for name in ("expiry_sweep_seconds", "redrive_seconds", "reconcile_seconds"):
+            value = getattr(self, name)
+            if value < 0 or (name != "reconcile_seconds" and value == 0) or (0 < value < 60 and 60 % value):
+                problems.append(f"{name.upper()} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60")
         for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes",
                      "orphan_sweep_seconds"):  # fmt: skip
             if getattr(self, name) <= 0:

@@ -9,14 +9,15 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.lifecycle import LIVE_GROUP, FileStatus, GroupStatus, Reply
-from app.models import GroupRecord, UploadStrategy
+from app.lifecycle import LIVE_GROUP, PURGED_GROUP, FileStatus, Reply
+from app.models import FileRecord, GroupRecord, UploadStrategy
 from app.objectkeys import parse_object_key, root_prefix
 from app.rules import part_range
 from app.settings import Settings
 from app.state import GroupSnapshot, Progress, UploadState
-from app.state.jobs import LibraryTemplate, purge_jobs
-from app.storage.s3 import ObjectStore, error_code
+from app.state.jobs import LibraryTemplate, processing_job, purge_jobs
+from app.state.pipeline import REDIS_UNAVAILABLE
+from app.storage.s3 import ObjectStore, StorageDeleteError, error_code
 from app.timefmt import iso_ms, now_ms
 
 log = logging.getLogger("spatialgen.worker")
@@ -28,50 +29,49 @@ _PART_ERRORS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying (network, throttling, 5xx), False for client errors."""
+    """True for errors worth retrying: storage network trouble, throttling and 5xx; Redis unreachable,
+    restarting, read-only after a failover or out of memory. False for client errors and our bugs."""
     if isinstance(exc, ClientError):
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return status >= 500 or status == 429 or error_code(exc) in ("SlowDown", "RequestTimeout", "InternalError")
-    return isinstance(exc, BotoCoreError | OSError | TimeoutError)
+    return isinstance(exc, (BotoCoreError, OSError, TimeoutError, StorageDeleteError, *REDIS_UNAVAILABLE))
+
+
+async def provision_file(state: UploadState, store: ObjectStore, record: GroupRecord, f: FileRecord) -> str | None:
+    """Open (or adopt) the S3 multipart upload of one file and record it; returns the recorded id, or None
+    if the group or file no longer takes uploads (then nothing is left open behind it).
+
+    Idempotent and safe to run concurrently (the API runs it for a waiting client while a worker may run
+    it too). An earlier try may have created an upload and died before recording it: the oldest open
+    upload under the key is adopted rather than a second one opened. Others are never aborted here, since
+    a concurrent try may be about to record one; the orphan sweep removes what stays unrecorded.
+    """
+    key = record.storage_key(f)
+    existing = sorted((u for u in await store.list_open_uploads(key) if u.key == key),
+                      key=lambda u: (u.initiated_ms, u.upload_id))  # fmt: skip
+    chosen = existing[0].upload_id if existing else await store.create_multipart(key)
+    reply = await state.record_s3_upload(record, f.upload_id, chosen)
+    if reply.code is Reply.OK:
+        return chosen
+    if reply.code is Reply.RECORDED:
+        # A concurrent try recorded first: keep its upload, abort ours (unless it adopted the same one).
+        if reply.text() != chosen:
+            await store.abort_multipart(key, chosen)
+        return reply.text()
+    # The group or file no longer takes uploads (canceled, expired, gone): leave nothing open behind it.
+    await store.abort_multipart(key, chosen)
+    return None
 
 
 async def provision_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, str]:
-    """Open one S3 multipart upload per multipart file of a group and record its id.
-
-    Crash safety: an earlier try may have created an upload and died before recording it. So
-    before creating, list the open uploads under the file's key and adopt one instead of
-    opening a second; extras (and our own upload, if a concurrent try recorded first) are aborted.
-    """
+    """Open one S3 multipart upload per multipart file of a group (see provision_file)."""
     snap = await state.snapshot(session_id)
     if snap is None:
         return {}
     outcome: dict[str, str] = {}
     for f in snap.record.files:
-        if f.strategy is not UploadStrategy.MULTIPART or snap.s3_upload_id(f.upload_id):
-            continue
-        key = snap.record.storage_key(f)
-        existing = sorted(
-            (u for u in await store.list_open_uploads(key) if u.key == key),
-            key=lambda u: (u.initiated_ms, u.upload_id),
-        )
-        if existing:
-            chosen = existing[0].upload_id
-            for extra in existing[1:]:
-                await store.abort_multipart(key, extra.upload_id)
-        else:
-            chosen = await store.create_multipart(key)
-        reply = await state.record_s3_upload(snap.record, f.upload_id, chosen)
-        if reply.code is Reply.OK:
-            outcome[f.upload_id] = chosen
-        elif reply.code is Reply.RECORDED:
-            # A concurrent try recorded first: keep its upload, abort ours (unless it adopted the same one).
-            if reply.text() != chosen:
-                await store.abort_multipart(key, chosen)
-            outcome[f.upload_id] = reply.text()
-        else:
-            # The group or file no longer takes uploads (canceled, expired, gone): leave nothing open behind it.
-            await store.abort_multipart(key, chosen)
-            outcome[f.upload_id] = "aborted"
+        if f.strategy is UploadStrategy.MULTIPART and not snap.s3_upload_id(f.upload_id):
+            outcome[f.upload_id] = await provision_file(state, store, snap.record, f) or "aborted"
     return outcome
 
 
@@ -182,7 +182,7 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
 async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, int]:
     """Abort every open multipart upload and delete every object of a canceled, expired or failed group."""
     snap = await state.snapshot(session_id)
-    if snap is None or snap.status in LIVE_GROUP or snap.status is GroupStatus.COMPLETED:
+    if snap is None or snap.status not in PURGED_GROUP:
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
     aborted = 0
     for u in await store.list_open_uploads(snap.record.key_prefix):
@@ -267,35 +267,96 @@ async def abort_orphan_uploads(
 ) -> int:
     """Abort multipart uploads under the key prefix that no live file owns and that are past the grace period.
 
-    Such an upload exists when a worker died between CreateMultipartUpload and recording its id, or when
-    a purge failed for good. An upload of a live file that is not recorded yet is left alone: its
-    provisioning job adopts it.
+    Such an upload exists when a worker died between CreateMultipartUpload and recording its id, when two
+    provisioning tries raced, or when a purge failed for good. An upload of a live file that is not
+    recorded yet is left alone: its provisioning adopts it. Each listing page is dealt with before the
+    next is read, so a sweep over millions of uploads makes progress even if it is cut short.
     """
     now = now_ms() if now is None else now
-    snapshots: dict[str, GroupSnapshot | None] = {}
     aborted = 0
-    for u in await store.list_open_uploads(root_prefix(settings.s3_key_prefix)):
-        if now - u.initiated_ms < settings.orphan_grace_seconds * 1000:
-            continue
-        parsed = parse_object_key(settings.s3_key_prefix, u.key)
-        if parsed is None:
-            continue  # not a key this service made; leave it to whoever did
-        if parsed.session_id not in snapshots:
-            snapshots[parsed.session_id] = await state.snapshot(parsed.session_id)
-        snap = snapshots[parsed.session_id]
-        owned = False
-        if snap is not None:
-            recorded = snap.s3_upload_id(parsed.upload_id)
+    async for page in store.open_upload_pages(root_prefix(settings.s3_key_prefix)):
+        snapshots: dict[str, GroupSnapshot | None] = {}
+        for u in page:
+            parsed = parse_object_key(settings.s3_key_prefix, u.key)
+            if now - u.initiated_ms < settings.orphan_grace_seconds * 1000 or parsed is None:
+                continue  # too young to judge, or not a key this service made (leave it to whoever did)
+            if parsed.session_id not in snapshots:
+                snapshots[parsed.session_id] = await state.snapshot(parsed.session_id)
+            snap = snapshots[parsed.session_id]
             owned = (
-                snap.status in LIVE_GROUP
+                snap is not None
+                and snap.status in LIVE_GROUP
                 and snap.record.file(parsed.upload_id) is not None
-                and recorded in (None, u.upload_id)
+                and snap.s3_upload_id(parsed.upload_id) in (None, u.upload_id)
             )
-        if not owned:
-            aborted += await store.abort_multipart(u.key, u.upload_id)
+            if not owned:
+                aborted += await store.abort_multipart(u.key, u.upload_id)
     if aborted:
         log.warning("aborted %d orphaned multipart uploads", aborted)
     return aborted
+
+
+async def reconcile_objects(
+    state: UploadState, store: ObjectStore, settings: Settings, *, now: int | None = None
+) -> int:
+    """Delete stored objects under the key prefix that belong to no live or retained group (past the grace).
+
+    Purges delete a canceled, expired or failed group's objects; this catches what they missed (a PUT
+    that landed after the late purge, a purge that gave up) and the objects of groups whose retention has
+    lapsed (their keys are gone from Redis). Objects of live and completed groups are kept.
+    """
+    now = now_ms() if now is None else now
+    deleted = 0
+    async for page in store.object_pages(root_prefix(settings.s3_key_prefix)):
+        snapshots: dict[str, GroupSnapshot | None] = {}
+        doomed = []
+        for obj in page:
+            parsed = parse_object_key(settings.s3_key_prefix, obj.key)
+            if now - obj.modified_ms < settings.orphan_grace_seconds * 1000 or parsed is None:
+                continue
+            if parsed.session_id not in snapshots:
+                snapshots[parsed.session_id] = await state.snapshot(parsed.session_id)
+            snap = snapshots[parsed.session_id]
+            if snap is None or snap.record.file(parsed.upload_id) is None or snap.status in PURGED_GROUP:
+                doomed.append(obj.key)
+        if doomed:
+            await store.delete_objects(doomed)
+            deleted += len(doomed)
+    if deleted:
+        log.warning("deleted %d stored objects no live or retained group owns", deleted)
+    return deleted
+
+
+REDRIVE_MIN_AGE_MS = 30_000
+"""A completion or hand-off younger than this is not judged yet (its job is normally just starting)."""
+REDRIVE_BATCH = 500
+INTERRUPTED = "the completion did not finish (its worker stopped); call complete again"
+"""The stable reason a file is handed back with when its completion job is gone."""
+
+
+async def redrive(state: UploadState, settings: Settings, *, now: int | None = None) -> dict[str, int]:
+    """Re-drive work whose job is gone: completions stuck in 'completing', and lost processing jobs.
+
+    A file stays 'completing' only while its completion job is queued or running (arq keeps the job key
+    until the job ends, after the job has recorded its outcome). A file 'completing' with neither key goes
+    back to 'uploading' with a stable reason; the client's next complete starts a new attempt. A completed
+    group whose processing job is neither queued, running nor finished gets it queued again, same id.
+    """
+    now = now_ms() if now is None else now
+    counts = {"completions_handed_back": 0, "processing_requeued": 0}
+    for sid, uid in await state.completing_since(now - REDRIVE_MIN_AGE_MS, REDRIVE_BATCH):
+        snap = await state.snapshot(sid)
+        attempt = snap.attempt(uid) if snap is not None else 0
+        reply = await state.redrive_completion(sid, uid, attempt=attempt, now_ms=now, reason=INTERRUPTED)
+        counts["completions_handed_back"] += reply.code is Reply.OK
+    for sid in await state.handoffs_since(now - REDRIVE_MIN_AGE_MS, REDRIVE_BATCH):
+        record = await state.library_record(sid)
+        job = processing_job(sid, record or {}, settings.processing_queue_name, now)
+        reply = await state.redrive_handoff(sid, job)
+        counts["processing_requeued"] += reply.code is Reply.QUEUED
+    if any(counts.values()):
+        log.warning("re-drive: %s", counts)
+    return counts
 
 
 __all__ = [
@@ -305,5 +366,7 @@ __all__ = [
     "is_transient",
     "provision_group",
     "purge_group",
+    "reconcile_objects",
+    "redrive",
     "refresh_parts",
 ]

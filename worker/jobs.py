@@ -24,6 +24,9 @@ from app.timefmt import now_ms
 
 log = logging.getLogger("spatialgen.worker")
 
+GAVE_UP = "storage could not complete the file (storage_unavailable); call complete again"
+"""The stable reason a file is handed back with when its completion job gives up."""
+
 # Exponential backoff for an unreachable store, capped: 1, 2, 4 ... 300 s; ~2.5 h of tries in all.
 BACKOFF_CAP_SECONDS = 300
 MAX_TRIES = 40
@@ -77,10 +80,10 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 
 
 def _retry_if_transient(ctx: dict[str, Any], what: str, exc: Exception) -> None:
-    """Turn a storage outage into an arq Retry with backoff; anything else propagates."""
+    """Turn a storage or Redis outage into an arq Retry with backoff; anything else propagates."""
     if is_transient(exc):
         delay = backoff_seconds(ctx["job_try"])
-        log.warning("%s: storage unavailable (%s), retry in %ss", what, exc, delay)
+        log.warning("%s: a dependency is unavailable (%r), retry in %ss", what, exc, delay)
         raise Retry(defer=delay) from exc
 
 
@@ -107,10 +110,12 @@ async def complete_file(
     except Exception as exc:
         if ctx.get("job_try", 1) < MAX_TRIES:
             _retry_if_transient(ctx, f"complete {session_id}/{upload_id}", exc)
-        # Giving up (an error that retrying won't fix, or the last try): hand the file back to the
-        # client as 'uploading' with the reason, instead of leaving it 'completing' until expiry.
-        reason = f"storage could not complete the file: {type(exc).__name__}: {exc}"[:500]
-        await ctx["state"].reject_complete(session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=reason)
+        # Giving up (an error that retrying won't fix, or the last try): hand the file back to the client
+        # as 'uploading' with a stable reason (the details go to the log, never to clients), instead of
+        # leaving it 'completing'. If this hand-back fails too, the re-drive cron does it later.
+        log.error("complete %s/%s gave up: %r", session_id, upload_id, exc)
+        await ctx["state"].reject_complete(session_id, upload_id, attempt=attempt, now_ms=now_ms(),
+                                           reason=GAVE_UP)  # fmt: skip
         raise
 
 
@@ -148,3 +153,15 @@ async def expire_due_groups(ctx: dict[str, Any]) -> int:
 async def abort_orphan_uploads(ctx: dict[str, Any]) -> int:
     """Cron: abort multipart uploads that no live file owns."""
     return await storage_tasks.abort_orphan_uploads(ctx["state"], ctx["store"], ctx["settings"])
+
+
+@counted
+async def reconcile_objects(ctx: dict[str, Any]) -> int:
+    """Cron: delete stored objects that no live or retained group owns."""
+    return await storage_tasks.reconcile_objects(ctx["state"], ctx["store"], ctx["settings"])
+
+
+@counted
+async def redrive(ctx: dict[str, Any]) -> dict[str, int]:
+    """Cron: hand back completions whose job is gone; queue lost processing jobs again."""
+    return await storage_tasks.redrive(ctx["state"], ctx["settings"])

@@ -2,20 +2,36 @@
 
 SIGTERM/SIGINT: the worker stops taking jobs, lets the ones it holds run for up to
 SPATIALGEN_SHUTDOWN_GRACE_SECONDS, then cancels the rest; arq puts a cancelled job back in its queue,
-where another worker retries it (every job is idempotent).
+where another worker retries it (every job is idempotent). A Redis that cannot be reached at start is
+waited for (with backoff), not a reason to exit.
 """
 
 from __future__ import annotations
 
+import logging
 import logging.config
+import time
 
 from arq.logs import default_log_config
-from arq.worker import run_worker
+from arq.worker import get_kwargs
 
+from app.state.pipeline import REDIS_UNAVAILABLE
+from worker.liveness import ResilientWorker
 from worker.settings import WorkerSettings
+
+log = logging.getLogger("spatialgen.worker")
 
 
 def main() -> None:
     """Console-script entry point."""
     logging.config.dictConfig(default_log_config(verbose=False))
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    delay = 1.0
+    while True:
+        worker = ResilientWorker(**get_kwargs(WorkerSettings))  # type: ignore[arg-type]
+        try:
+            worker.run()
+            return
+        except REDIS_UNAVAILABLE as exc:  # only at start: once running, polls ride out outages themselves
+            log.warning("cannot reach Redis at start (%r); trying again in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)

@@ -1,4 +1,4 @@
-"""arq WorkerSettings for the upload workers: `arq worker.settings.WorkerSettings`.
+"""arq WorkerSettings for the upload workers, run by `spatialgen-worker` (worker/run.py).
 
 Scale by running more of these processes; each takes jobs from the same Redis queue.
 """
@@ -12,10 +12,29 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 
 from app.settings import Settings
-from app.state.jobs import EXPIRE_CRON, ORPHAN_CRON, REFRESH_PARTS_JOB, deserialize, serialize
+from app.state.jobs import (
+    COMPLETE_JOB,
+    EXPIRE_CRON,
+    ORPHAN_CRON,
+    PROVISION_JOB,
+    PURGE_JOB,
+    RECONCILE_CRON,
+    REDRIVE_CRON,
+    REFRESH_PARTS_JOB,
+    deserialize,
+    serialize,
+)
 from worker import jobs
 
 _settings = Settings.from_env()
+
+# Per-function time limits, sized to the work. They no longer decide how soon a dead worker's jobs run
+# again: the in-progress lock is short and renewed while a job runs (worker/liveness.py).
+PROVISION_TIMEOUT = 120  # up to 64 files: a ListMultipartUploads + CreateMultipartUpload each
+COMPLETE_TIMEOUT = 900  # CompleteMultipartUpload of 10,000 parts can take minutes on S3
+PURGE_TIMEOUT = 600
+REFRESH_TIMEOUT = 120  # ListParts of 10,000 parts is 10 pages
+SWEEP_TIMEOUT = 1800  # the orphan sweep and the reconciliation page through the whole prefix
 
 
 def every(seconds: int) -> dict[str, Any]:
@@ -28,26 +47,28 @@ def every(seconds: int) -> dict[str, Any]:
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
     """The periodic jobs; `unique` cron ids mean several workers run each tick once between them."""
-    return [
-        cron(
-            jobs.expire_due_groups,
-            name=EXPIRE_CRON,
-            run_at_startup=True,
-            **every(settings.expiry_sweep_seconds),
-        ),
-        cron(jobs.abort_orphan_uploads, name=ORPHAN_CRON, **every(settings.orphan_sweep_seconds)),
-    ]
+    crons = [
+        cron(jobs.expire_due_groups, name=EXPIRE_CRON, run_at_startup=True, timeout=300,
+             **every(settings.expiry_sweep_seconds)),
+        cron(jobs.abort_orphan_uploads, name=ORPHAN_CRON, timeout=SWEEP_TIMEOUT,
+             **every(settings.orphan_sweep_seconds)),
+        cron(jobs.redrive, name=REDRIVE_CRON, timeout=300, **every(settings.redrive_seconds)),
+    ]  # fmt: skip
+    if settings.reconcile_seconds:
+        crons.append(cron(jobs.reconcile_objects, name=RECONCILE_CRON, timeout=SWEEP_TIMEOUT,
+                          **every(settings.reconcile_seconds)))  # fmt: skip
+    return crons
 
 
 class WorkerSettings:
-    """Upload worker: provisioning (and later completion, cleanup, expiry)."""
+    """Upload worker: provisioning, completion, purges, parts tracking and the sweeps."""
 
     functions: ClassVar[list[Any]] = [
-        jobs.provision_group,
-        jobs.complete_file,
-        jobs.purge_group,
+        func(jobs.provision_group, name=PROVISION_JOB, timeout=PROVISION_TIMEOUT),
+        func(jobs.complete_file, name=COMPLETE_JOB, timeout=COMPLETE_TIMEOUT),
+        func(jobs.purge_group, name=PURGE_JOB, timeout=PURGE_TIMEOUT),
         # No kept result: the job id is free again once it ran, so the next refresh can be queued.
-        func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, keep_result=0),
+        func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, keep_result=0, timeout=REFRESH_TIMEOUT),
     ]
     cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
@@ -57,9 +78,9 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     # part-urls and complete wait on these jobs, so poll often (one cheap ZRANGEBYSCORE per poll).
     poll_delay = 0.05
-    # Storage outages are retried with backoff (see jobs.backoff_seconds); ~2.5 h of tries before giving up.
+    # Storage and Redis outages are retried with backoff (jobs.backoff_seconds); ~2.5 h of tries.
     max_tries = jobs.MAX_TRIES
-    job_timeout = 600
+    job_timeout = COMPLETE_TIMEOUT
     keep_result = 3600
     # Our job format (app/state/jobs.py): msgpack through arq's hooks, never pickle.
     job_serializer = staticmethod(serialize)

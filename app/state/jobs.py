@@ -37,6 +37,8 @@ REFRESH_PARTS_JOB = "refresh_parts"
 PROCESS_JOB = "process_asset_set"
 EXPIRE_CRON = "expire_due_groups"
 ORPHAN_CRON = "abort_orphan_uploads"
+RECONCILE_CRON = "reconcile_objects"
+REDRIVE_CRON = "redrive"
 
 
 def provision_job_id(session_id: str) -> str:
@@ -91,6 +93,12 @@ class JobSpec(msgspec.Struct, frozen=True):
     ) -> JobSpec:
         """The job arq's `enqueue_job(function, *args, _job_id=…, _defer_by=…)` would write."""
         return cls(job_id, queue, job_document(function, args, now_ms), now_ms + defer_ms, defer_ms + expires_extra_ms)
+
+
+def processing_job(session_id: str, library_record: dict[str, Any], queue: str, now_ms: int) -> JobSpec:
+    """The processing job of a completed group (the library record is its one argument); it never expires."""
+    job_id = process_job_id(session_id)
+    return JobSpec(job_id, queue, job_document(PROCESS_JOB, (library_record,), now_ms), now_ms, 0)
 
 
 def purge_jobs(settings: Settings, session_id: str, now: int) -> tuple[JobSpec, JobSpec]:

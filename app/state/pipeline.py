@@ -44,6 +44,12 @@ _ERRORS: dict[str, type[RedisError]] = {
 }
 
 
+REDIS_UNAVAILABLE: tuple[type[RedisError], ...] = (
+    ConnectionError, TimeoutError, BusyLoadingError, ReadOnlyError, MasterDownError, OutOfMemoryError,
+)  # fmt: skip
+"""Redis errors that mean "not available right now" (down, restarting, failing over, full): retry later."""
+
+
 def reply_error(message: str) -> RedisError:
     """The redis-py exception for an error reply ("NOSCRIPT No matching script" -> NoScriptError(...))."""
     code, _, rest = message.partition(" ")

@@ -33,6 +33,18 @@ class OpenUpload(msgspec.Struct, frozen=True):
     initiated_ms: int
 
 
+class StoredObject(msgspec.Struct, frozen=True):
+    """An object as listed by the store."""
+
+    key: str
+    size: int
+    modified_ms: int
+
+
+class StorageDeleteError(Exception):
+    """DeleteObjects reported keys it did not delete (retried like any storage outage)."""
+
+
 def error_code(exc: ClientError) -> str:
     """The S3 error code of a ClientError ('NoSuchUpload', 'InvalidPart', ...)."""
     return str(exc.response.get("Error", {}).get("Code", ""))
@@ -133,18 +145,32 @@ class ObjectStore:
                 return parts
             marker = int(resp["NextPartNumberMarker"])
 
-    async def list_open_uploads(self, prefix: str) -> list[OpenUpload]:
-        """In-progress multipart uploads whose key starts with prefix."""
-        found: list[OpenUpload] = []
+    async def open_upload_pages(self, prefix: str) -> AsyncIterator[list[OpenUpload]]:
+        """In-progress multipart uploads whose key starts with prefix, one listing page (up to 1,000) at a time."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
             resp = await self.client.list_multipart_uploads(**kwargs)
-            for u in resp.get("Uploads", []):
-                found.append(OpenUpload(str(u["Key"]), str(u["UploadId"]), int(u["Initiated"].timestamp() * 1000)))
+            yield [OpenUpload(str(u["Key"]), str(u["UploadId"]), int(u["Initiated"].timestamp() * 1000))
+                   for u in resp.get("Uploads", [])]  # fmt: skip
             if not resp.get("IsTruncated"):
-                return found
+                return
             kwargs["KeyMarker"] = resp.get("NextKeyMarker", "")
             kwargs["UploadIdMarker"] = resp.get("NextUploadIdMarker", "")
+
+    async def list_open_uploads(self, prefix: str) -> list[OpenUpload]:
+        """Every in-progress multipart upload whose key starts with prefix (for one file or one group)."""
+        return [u async for page in self.open_upload_pages(prefix) for u in page]
+
+    async def object_pages(self, prefix: str) -> AsyncIterator[list[StoredObject]]:
+        """Stored objects whose key starts with prefix, one listing page (up to 1,000) at a time."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            resp = await self.client.list_objects_v2(**kwargs)
+            yield [StoredObject(str(o["Key"]), int(o["Size"]), int(o["LastModified"].timestamp() * 1000))
+                   for o in resp.get("Contents", [])]  # fmt: skip
+            if not resp.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
 
     async def head_size(self, key: str) -> int | None:
         """Size of a stored object, or None if it does not exist."""
@@ -157,9 +183,14 @@ class ObjectStore:
         return int(resp["ContentLength"])
 
     async def delete_objects(self, keys: list[str]) -> None:
-        """Delete objects (missing ones are fine)."""
+        """Delete objects (missing ones are fine); raise StorageDeleteError naming any key storage refused."""
+        failed: list[str] = []
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
-            await self.client.delete_objects(
+            resp = await self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
             )
+            # Quiet mode lists only the failures; each one is a key still there.
+            failed += [f"{e.get('Key')}: {e.get('Code')}" for e in resp.get("Errors", [])]
+        if failed:
+            raise StorageDeleteError(f"storage did not delete {len(failed)} objects: {', '.join(failed[:5])}")

@@ -17,6 +17,7 @@ from app.api import create_app, open_services
 from app.settings import Settings
 from app.storage.s3 import ObjectStore
 from tests.conftest import arq_pool
+from worker.liveness import ResilientWorker
 from worker.settings import WorkerSettings
 
 
@@ -47,6 +48,7 @@ async def run_worker_burst(settings: Settings, **overrides: Any) -> Worker:
     pool = arq_pool(settings.redis_url)
     kwargs: dict[str, Any] = {
         "functions": WorkerSettings.functions,
+        "cron_jobs": [],
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
         "queue_name": settings.queue_name,
@@ -61,7 +63,7 @@ async def run_worker_burst(settings: Settings, **overrides: Any) -> Worker:
         "ctx": {"settings": settings},
         **overrides,
     }
-    worker = Worker(**kwargs)
+    worker = ResilientWorker(**kwargs)
     try:
         await worker.main()
     finally:
@@ -84,7 +86,7 @@ def burst(settings: Settings, store: ObjectStore) -> Any:
 async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterator[Worker]:
     """An arq worker (the service's WorkerSettings) running in the background for the test."""
     pool = arq_pool(settings.redis_url)
-    worker = Worker(
+    worker = ResilientWorker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
