@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-import redis.exceptions
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, InternalServerException
@@ -34,7 +33,7 @@ from redis.asyncio import Redis
 from app import errors, metrics
 from app.apikeys import READ_ROLES, WRITE_ROLES, KeyCache, Principal, Role
 from app.errors import PROBLEM_JSON, ApiError
-from app.health import OK, ReadinessProbe
+from app.health import CHECK_TIMEOUT_SECONDS, OK, ReadinessProbe
 from app.models import (
     CanceledGroupView,
     CompletedFileView,
@@ -72,6 +71,8 @@ from app.openapi_docs import (
 )
 from app.settings import Settings
 from app.state import UploadState
+from app.state.pipeline import REDIS_UNAVAILABLE
+from app.storage.lazy import LazyObjectStore
 from app.storage.signer import PresignerConfig, Signer
 from app.timefmt import now_ms
 from app.uploads import UploadService
@@ -214,7 +215,7 @@ async def get_part_urls(
         202: success(CompletedFileView, "Still being completed; repeat the call.", "completing"),
         **problems(f"{EX_FILE_PATH}/complete", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
                    errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_FAILED, errors.MISSING_PARTS,
-                   errors.DEPENDENCY_DOWN),
+                   errors.FILE_NOT_PROVISIONED, errors.DEPENDENCY_DOWN),
     },
 )  # fmt: skip
 async def complete_file_upload(
@@ -425,8 +426,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Redis unreachable: a retryable 503, never a 500."""
-    log.warning("redis unavailable: %s", exc)
+    """Redis unreachable, restarting, read-only after a failover, out of memory: a retryable 503, never a 500."""
+    log.warning("redis unavailable: %r", exc)
     err = errors.DEPENDENCY_DOWN("The state store is unavailable; retry shortly.", headers={"Retry-After": "5"})
     return problem_response(err, request.url.path)
 
@@ -443,14 +444,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     redis_client = Redis.from_url(
         settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
     )
-    probe = ReadinessProbe(settings, redis_client)
+    storage = LazyObjectStore(settings, timeout=CHECK_TIMEOUT_SECONDS)
+    probe = ReadinessProbe(redis_client, storage)
     state = UploadState(redis_client)
     try:
         await state.load_scripts()  # a broken script stops the process here, not on its first call
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        log.warning("Redis unreachable at startup (%s); scripts load on first use", exc)
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
     signer = Signer(PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts)
-    uploads = UploadService(settings, state, signer)
+    uploads = UploadService(settings, state, signer, storage)
     try:
         yield Services(
             settings=settings,
@@ -463,7 +465,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         try:
             signer.close()
             state.close()
-            await probe.aclose()
+            await storage.aclose()
         finally:
             await redis_client.aclose()
 
@@ -502,7 +504,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings) as svc:
             app.state.services = svc
-            svc.probe.warm()
+            svc.probe.storage.warm()
             svc.uploads.signer.start()
             yield
 
@@ -523,8 +525,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
-            redis.exceptions.ConnectionError: handle_redis_down,
-            redis.exceptions.TimeoutError: handle_redis_down,
+            **dict.fromkeys(REDIS_UNAVAILABLE, handle_redis_down),
             Exception: handle_unexpected,
         },
         openapi_config=openapi_config(),

@@ -353,6 +353,9 @@ _PROBLEM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "Storage refused the completion: InvalidPart: part 7 was not uploaded. Upload the missing parts "
         "(GET .../parts lists what storage has) and complete again.", {},
     ),
+    "file_not_provisioned": (
+        f"File {_EX_UIDS[0]} has no storage upload yet: get its part URLs, upload the parts, then complete.", {}
+    ),
     "body_too_large": ("The body is larger than 1048576 bytes.", {}),
     "storage_not_ready": ("Storage for this file is still being prepared; retry shortly.", {}),
     "dependency_unavailable": ("The state store is unavailable; retry shortly.", {}),

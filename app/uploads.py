@@ -5,6 +5,7 @@ Handlers call these methods with an authenticated principal; storage work is han
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -12,6 +13,7 @@ import re
 from typing import Any, assert_never, cast
 
 import msgspec
+from redis.exceptions import RedisError
 
 from app import errors
 from app.apikeys import Principal
@@ -52,6 +54,7 @@ from app.state.jobs import (
     refresh_job_id,
 )
 from app.state.keys import idempotency_key
+from app.storage.lazy import LazyObjectStore
 from app.storage.signer import PresignerConfig, SignBatch, Signer
 from app.timefmt import iso_ms, now_ms
 from app.views import completed_view, created_view, file_fields, group_status_view, shown_status
@@ -144,9 +147,13 @@ class Created(msgspec.Struct, frozen=True):
 class UploadService:
     """Use cases of the upload API over Redis state; never touches object storage itself."""
 
-    def __init__(self, settings: Settings, state: UploadState, signer: Signer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, state: UploadState, signer: Signer | None = None,
+        storage: LazyObjectStore | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.state = state
+        self.storage = storage  # to provision a file a client is waiting for (None: leave it to workers)
         self.signer = signer or Signer(
             PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts
         )
@@ -249,7 +256,7 @@ class UploadService:
                 raise script_refusal(snap, reply, f)
         s3_upload_id = None
         if f.strategy is UploadStrategy.MULTIPART:
-            s3_upload_id = snap.s3_upload_id(upload_id) or await self._wait_for_provisioning(session_id, upload_id)
+            s3_upload_id = snap.s3_upload_id(upload_id) or await self._provision_now(snap, f)
 
         # SigV4 time has second precision; every URL of one answer shares one timestamp.
         signed_at = now // 1000
@@ -267,7 +274,35 @@ class UploadService:
         # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
         return PartUrlsView(**file_fields(f, FileStatus.UPLOADING), parts=cast(list[PartUrl], msgspec.Raw(parts_json)))
 
-    async def _wait_for_provisioning(self, session_id: str, upload_id: str) -> str:
+    async def _provision_now(self, snap: GroupSnapshot, f: FileRecord) -> str:
+        """The file's S3 upload id, for a client that is waiting for it.
+
+        The client should never wait behind other groups' provisioning backlog, so the API runs the
+        workers' idempotent step for this one file itself (it races safely with the worker's job). If
+        storage does not answer within the wait, the worker's job is left to do it (-> 503 and Retry-After).
+        """
+        if self.storage is not None:
+            try:
+                async with asyncio.timeout(self.settings.provision_wait_seconds):
+                    from app.storage_tasks import provision_file  # the storage side: imported once storage is up
+
+                    store = await self.storage.get()
+                    s3_id = await provision_file(self.state, store, snap.record, f)
+            except RedisError:
+                raise  # the state store is down: its own 503
+            except Exception as exc:  # storage slow or refusing: the worker's job (and its retries) take over
+                log.warning("provisioning %s for a waiting client failed: %r", f.upload_id, exc)
+                return await self._wait_for_provisioning(snap.record.session_id, f.upload_id, 0.0)
+            if s3_id is None:  # the group ended meanwhile: its 409
+                fresh = await self.state.snapshot(snap.record.session_id)
+                self.ensure_live(fresh or snap, now_ms())
+                raise script_refusal(fresh or snap, ScriptReply(Reply.GONE), f)
+            return s3_id
+        return await self._wait_for_provisioning(
+            snap.record.session_id, f.upload_id, self.settings.provision_wait_seconds
+        )
+
+    async def _wait_for_provisioning(self, session_id: str, upload_id: str, within: float) -> str:
         # Normally the create's job is queued or running. If it gave up (storage down for hours), queue it
         # again; the deterministic id makes this a no-op while the first is queued or its result is kept.
         job = JobSpec.build(
@@ -277,13 +312,11 @@ class UploadService:
         await self.state.enqueue(job)
         snap, _ = await poll_until(
             lambda: self.state.snapshot(session_id), lambda s: s is None or bool(s.s3_upload_id(upload_id)),
-            within=self.settings.provision_wait_seconds, interval=PROVISION_POLL_SECONDS,
+            within=within, interval=PROVISION_POLL_SECONDS,
         )  # fmt: skip
         s3_id = snap.s3_upload_id(upload_id) if snap is not None else None
         if s3_id is None:
-            raise errors.NOT_PROVISIONED(
-                "Storage for this file is still being prepared; retry shortly.", headers={"Retry-After": "2"}
-            )
+            raise _not_provisioned()
         return s3_id
 
     # --- complete ----------------------------------------------------------------------------
@@ -298,6 +331,11 @@ class UploadService:
             return 200, completed_view(snap, f)  # a repeat needs no part list
         self.ensure_live(snap, now_ms())
         parts = completed_parts(payload, f.total_parts, required=f.strategy is UploadStrategy.MULTIPART)
+        if f.strategy is UploadStrategy.MULTIPART and snap.s3_upload_id(upload_id) is None:
+            # Nothing can have been uploaded yet; completing now would only race the provisioning.
+            raise errors.FILE_NOT_PROVISIONED(
+                f"File {upload_id} has no storage upload yet: get its part URLs, upload the parts, then complete."
+            )
         for _ in range(5):
             status = snap.file_status(upload_id)
             if _completed(snap, upload_id):
@@ -416,6 +454,12 @@ class UploadService:
             session_id=session_id, status=GroupStatus.CANCELED.value, canceled_at=iso_ms(int(reply.values[0])),
             file_count=len(snap.record.files), canceled_file_count=int(reply.values[1]),
         )  # fmt: skip
+
+
+def _not_provisioned() -> errors.ApiError:
+    return errors.NOT_PROVISIONED(
+        "Storage for this file is still being prepared; retry shortly.", headers={"Retry-After": "2"}
+    )
 
 
 def _completed(snap: GroupSnapshot, upload_id: str) -> bool:

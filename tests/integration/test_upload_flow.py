@@ -19,6 +19,8 @@ from app.settings import MIB, Settings
 from app.state import UploadState
 from app.state.jobs import deserialize, process_job_id
 from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY, MetricField, arq_job_key
+from app.storage.s3 import ObjectStore
+from deploy.local.devstack import free_port
 from tests.conftest import arq_pool, open_uploads
 from tests.integration.conftest import api_client
 
@@ -228,10 +230,27 @@ async def test_unknown_and_foreign_ids_are_404(api: Client, key: dict[str, str],
     assert r.status_code == 404
 
 
+async def test_part_urls_provision_a_waiting_clients_file_at_once_without_any_worker(
+    small_settings: Settings, redis: Redis, key: dict[str, str], store: ObjectStore, s3: Any
+) -> None:
+    async with api_client(small_settings) as api:
+        doc = await start(api, key)  # no worker is running; the provisioning job stays queued
+        sid, f = doc["sessionId"], doc["files"][0]
+        r = await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)
+    assert r.status_code == 200, r.text
+    snap = await UploadState(redis).snapshot(sid)
+    assert snap is not None and (s3_id := snap.s3_upload_id(f["uploadId"])) is not None
+    assert [u["UploadId"] for u in open_uploads(s3, small_settings.s3_bucket, snap.record.storage_key(
+        snap.record.files[0]))] == [s3_id]  # fmt: skip
+    assert f"uploadId={s3_id}" in r.json()["parts"][0]["url"]
+
+
 async def test_part_urls_503_while_storage_is_not_provisioned(
     small_settings: Settings, redis: Redis, key: dict[str, str]
 ) -> None:
-    quick = msgspec.structs.replace(small_settings, provision_wait_seconds=0.2)
+    # Storage unreachable from the API: it cannot provision on demand, so it leaves it to the worker.
+    dead_s3 = f"http://127.0.0.1:{free_port()}"
+    quick = msgspec.structs.replace(small_settings, provision_wait_seconds=0.2, s3_endpoint_url=dead_s3)
     async with api_client(quick) as api:
         doc = await start(api, key)  # no worker is running
         sid = doc["sessionId"]
