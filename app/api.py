@@ -50,6 +50,7 @@ from app.openapi_docs import (
     BODY_ERRORS,
     COMPLETE_BODY,
     CREATED_HEADERS,
+    CREATED_LINKS,
     EX_FILE_PATH,
     EX_GROUP_PATH,
     GROUP_GONE,
@@ -155,7 +156,8 @@ def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None
     summary="Start Upload Group",
     description="Validate the asset set, plan every file's parts and register the group; storage is prepared in the "
     "background. Roles: admin, upload.",
-    operation_class=operation(body=START_BODY, success_headers=CREATED_HEADERS, header_params=[IDEMPOTENCY_KEY]),
+    operation_class=operation(body=START_BODY, success_headers=CREATED_HEADERS, header_params=[IDEMPOTENCY_KEY],
+                              success_links=CREATED_LINKS),
     responses={
         201: success(UploadGroupCreated, "The group was created (or replayed for its Idempotency-Key).", "created"),
         **problems("/api/videos/uploads", *BODY_ERRORS, errors.INVALID_HEADER, *WRITE_AUTH,

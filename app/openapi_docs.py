@@ -18,6 +18,7 @@ import msgspec
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Example,
+    Link,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -410,6 +411,7 @@ class ApiOperation(Operation):
 
     body: ClassVar[RequestBody | None] = None
     success_headers: ClassVar[Mapping[str, OpenAPIHeader]] = MappingProxyType({})
+    success_links: ClassVar[Mapping[str, Link]] = MappingProxyType({})
     header_params: ClassVar[tuple[Parameter, ...]] = ()
 
     def __post_init__(self) -> None:
@@ -420,18 +422,8 @@ class ApiOperation(Operation):
         if isinstance(generic, OpenAPIResponse) and PROBLEM_JSON not in (generic.content or {}):
             del responses["400"]  # Litestar's own validation-error shape; this API answers problem+json
         for code, response in responses.items():
-            if not isinstance(response, OpenAPIResponse):
-                continue
-            extra: Mapping[str, OpenAPIHeader] = {}
-            if code.startswith("2"):
-                extra = self.success_headers
-            elif code == "503":
-                extra = {"Retry-After": _RETRY_AFTER}
-            if extra:
-                response.headers = {**(response.headers or {}), **extra}
-            for media in (response.content or {}).values():
-                if media.examples:
-                    media.examples = dict(_keyed_by_id(media.examples))
+            if isinstance(response, OpenAPIResponse):
+                self._complete_response(code, response)
         params: list[Any] = []
         for p in self.parameters or []:
             if isinstance(p, Parameter) and p.name in _PATH_PARAMS:
@@ -441,6 +433,21 @@ class ApiOperation(Operation):
                 params.append(p)
         params += self.header_params
         self.parameters = params or None
+
+    def _complete_response(self, code: str, response: OpenAPIResponse) -> None:
+        """Success headers and links, Retry-After on 503s, examples keyed by their ids."""
+        extra: Mapping[str, OpenAPIHeader] = {}
+        if code.startswith("2"):
+            extra = self.success_headers
+            if self.success_links:
+                response.links = dict(self.success_links)
+        elif code == "503":
+            extra = {"Retry-After": _RETRY_AFTER}
+        if extra:
+            response.headers = {**(response.headers or {}), **extra}
+        for media in (response.content or {}).values():
+            if media.examples:
+                media.examples = dict(_keyed_by_id(media.examples))
 
 
 def _keyed_by_id(examples: Mapping[str, Example | Reference]) -> Iterator[tuple[str, Example | Reference]]:
@@ -454,12 +461,27 @@ def _keyed_by_id(examples: Mapping[str, Example | Reference]) -> Iterator[tuple[
 
 def operation(
     *, body: RequestBody | None = None, success_headers: Mapping[str, OpenAPIHeader] | None = None,
-    header_params: Sequence[Parameter] = (),
+    header_params: Sequence[Parameter] = (), success_links: Mapping[str, Link] | None = None,
 ) -> type[Operation]:  # fmt: skip
     attrs = {"body": body, "success_headers": MappingProxyType(dict(success_headers or {})),
-             "header_params": tuple(header_params)}  # fmt: skip
+             "header_params": tuple(header_params),
+             "success_links": MappingProxyType(dict(success_links or {}))}  # fmt: skip
     return cast("type[Operation]", type("ApiOperation", (ApiOperation,), attrs))
 
+
+_FROM_CREATED = {"session_id": "$response.body#/sessionId", "upload_id": "$response.body#/files/0/uploadId"}
+CREATED_LINKS: Mapping[str, Link] = {
+    name: Link(operation_id=op, parameters={k: v for k, v in _FROM_CREATED.items() if k in params},
+               description=f"{name} on the group (or its first file) just created.")
+    for name, op, params in (
+        ("GetPartUrls", "getPartUrls", ("session_id", "upload_id")),
+        ("CompleteFileUpload", "completeFileUpload", ("session_id", "upload_id")),
+        ("GetReceivedParts", "getReceivedParts", ("session_id", "upload_id")),
+        ("GetUploadGroup", "getUploadGroup", ("session_id",)),
+        ("CancelUploadGroup", "cancelUploadGroup", ("session_id",)),
+    )
+}  # fmt: skip
+"""OpenAPI links from a created group to the calls on it (clients and schemathesis's stateful tests follow them)."""
 
 AUTH = (errors.MISSING_API_KEY, errors.INVALID_API_KEY)
 WRITE_AUTH = (*AUTH, errors.ROLE_NOT_ALLOWED)
