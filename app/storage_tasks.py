@@ -351,7 +351,7 @@ async def redrive(state: UploadState, settings: Settings, *, now: int | None = N
         counts["completions_handed_back"] += reply.code is Reply.OK
     for sid in await state.handoffs_since(now - REDRIVE_MIN_AGE_MS, REDRIVE_BATCH):
         record = await state.library_record(sid)
-        job = processing_job(sid, record or {}, settings.processing_queue_name, now)
+        job = processing_job(sid, record or {}, settings.processing_queue_name, now_ms())  # due at once
         reply = await state.redrive_handoff(sid, job)
         counts["processing_requeued"] += reply.code is Reply.QUEUED
     if any(counts.values()):

@@ -1,0 +1,250 @@
+"""Fault injection on real processes: a worker SIGKILLed mid-provision and mid-complete, Valkey SIGKILLed and
+restarted on its AOF, S3 hung with SIGSTOP. Each test asserts that nothing is lost, nothing sticks, and the
+service carries on without a restart; recovery times are printed ([measured]), never asserted as thresholds
+(the `within` bounds only stop a hang, and sit far above the time each recovery is designed to take).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.settings import MIB
+from app.state import GroupSnapshot, UploadState
+from app.state.keys import METRICS_KEY, MetricField
+from app.storage.s3 import ObjectStore
+from app.storage_tasks import abort_orphan_uploads
+from app.timefmt import now_ms
+from tests.processes import SlowProxy, Stack, eventually, report, sigkill
+from worker.liveness import LOCK_SECONDS
+
+URL = "/api/videos/uploads"
+SEPARATE = {
+    "videoName": "fault", "layout": "Separate",
+    "files": [{"fileName": "l.mov", "fileRole": "video_left", "sizeBytes": 6 * MIB},
+              {"fileName": "r.mov", "fileRole": "video_right", "sizeBytes": 6 * MIB},
+              {"fileName": "a.mp4", "fileRole": "audio", "sizeBytes": 6 * MIB, "languageTag": "en"}],
+}  # fmt: skip
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+async def create_groups(api: httpx.AsyncClient, key: dict[str, str], n: int, body: dict[str, Any]) -> list[str]:
+    sids = []
+    for _ in range(n):
+        r = await api.post(URL, json=body, headers=key)
+        assert r.status_code == 201, r.text
+        sids.append(r.json()["sessionId"])
+    return sids
+
+
+async def snapshots(redis: Redis, sids: list[str]) -> list[GroupSnapshot]:
+    state = UploadState(redis)
+    snaps = [await state.snapshot(sid) for sid in sids]
+    assert all(s is not None for s in snaps)
+    return [s for s in snaps if s is not None]
+
+
+def provisioned(snap: GroupSnapshot) -> int:
+    return sum(1 for f in snap.record.files if snap.s3_upload_id(f.upload_id))
+
+
+async def test_a_worker_killed_mid_provision_is_taken_over_within_its_lock(stack: Stack) -> None:
+    stack.start_stores()
+    slow = SlowProxy(stack.s3_port, delay=0.05)  # every S3 call from the workers takes a little longer
+    stack.worker_s3_url = await slow.start()
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        base = stack.start_api()
+        async with httpx.AsyncClient(base_url=base, timeout=30) as api:
+            sids = await create_groups(api, await stack.key(), 50, SEPARATE)
+        first = stack.start_worker(SPATIALGEN_WORKER_MAX_JOBS="10")
+
+        async def some_progress() -> bool:
+            return any(provisioned(s) for s in await snapshots(redis, sids))
+
+        await eventually(some_progress, within=60, interval=0.02)
+        sigkill(first)  # mid-provision: jobs held, in-progress locks set, uploads created but not recorded
+        killed = time.monotonic()
+        done_at_kill = sum(provisioned(s) for s in await snapshots(redis, sids))
+        stack.start_worker()
+
+        async def all_provisioned() -> bool:
+            return all(provisioned(s) == 3 for s in await snapshots(redis, sids))
+
+        # arq's own lock would hold the dead worker's jobs for its longest time limit + 10 s (15 minutes here).
+        await eventually(all_provisioned, within=LOCK_SECONDS * 6, interval=0.1)
+        recovery = time.monotonic() - killed
+        snaps = await snapshots(redis, sids)
+        # Uploads the killed worker created without recording them: the orphan sweep removes them.
+        settings = stack.settings()
+        swept_settings = type(settings)(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
+                                           "orphan_grace_seconds": 0})  # fmt: skip
+        async with ObjectStore.connect(swept_settings) as store:
+            state = UploadState(redis)
+            aborted = await abort_orphan_uploads(state, store, swept_settings, now=now_ms() + 1000)
+            for snap in snaps:
+                for f in snap.record.files:
+                    key = snap.record.storage_key(f)
+                    assert [u.upload_id for u in await store.list_open_uploads(key)] == [snap.s3_upload_id(f.upload_id)]
+            assert len(await store.list_open_uploads("")) == 150
+        report(f"worker SIGKILLed with {done_at_kill}/150 files provisioned; all 150 provisioned "
+               f"{recovery:.1f} s after the kill (lock {LOCK_SECONDS:g} s); "
+               f"{aborted} unrecorded uploads swept")  # fmt: skip
+    finally:
+        await redis.aclose()
+        await slow.close()
+
+
+async def test_a_worker_killed_mid_complete_completes_every_group_exactly_once(stack: Stack) -> None:
+    stack.start_stores()
+    slow = SlowProxy(stack.s3_port, delay=0.2)
+    stack.worker_s3_url = await slow.start()
+    redis = Redis.from_url(stack.redis_url)
+    body = {**SEPARATE, "files": SEPARATE["files"][:2]}
+    try:
+        base = stack.start_api(SPATIALGEN_COMPLETE_WAIT_SECONDS="0.1")
+        first = stack.start_worker()
+        async with httpx.AsyncClient(base_url=base, timeout=30) as api, httpx.AsyncClient(timeout=30) as http:
+            key = await stack.key()
+            sids = await create_groups(api, key, 10, body)
+            bodies: dict[tuple[str, str], dict[str, Any]] = {}
+            for sid in sids:
+                doc = (await api.get(f"{URL}/{sid}", headers=key)).json()
+                for f in doc["files"]:
+                    r = await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)
+                    assert r.status_code == 200, r.text
+                    parts = []
+                    for p in r.json()["parts"]:
+                        put = await http.put(p["url"], content=os.urandom(p["sizeBytes"]))
+                        assert put.status_code == 200
+                        parts.append({"partNumber": p["partNumber"], "etag": put.headers["etag"]})
+                    bodies[(sid, f["uploadId"])] = {"parts": parts}
+            for (sid, uid), parts_body in bodies.items():  # every completion starts; the worker is slow
+                r = await api.post(f"{URL}/{sid}/files/{uid}/complete", json=parts_body, headers=key)
+                assert r.status_code in (200, 202), r.text
+            sigkill(first)
+            killed = time.monotonic()
+            stack.start_worker()
+            libraries: dict[str, set[int]] = {sid: set() for sid in sids}
+
+            async def all_completed() -> bool:
+                pending = 0
+                for (sid, uid), parts_body in bodies.items():  # a client repeats complete until it is done
+                    r = await api.post(f"{URL}/{sid}/files/{uid}/complete", json=parts_body, headers=key)
+                    assert r.status_code in (200, 202), r.text
+                    if r.status_code == 202:
+                        pending += 1
+                    elif r.json()["libraryId"] is not None:
+                        libraries[sid].add(r.json()["libraryId"])
+                return pending == 0
+
+            await eventually(all_completed, within=LOCK_SECONDS * 8, interval=0.2)
+            recovery = time.monotonic() - killed
+            docs = [(await api.get(f"{URL}/{sid}", headers=key)).json() for sid in sids]
+        assert [d["status"] for d in docs] == ["completed"] * 10
+        for d in docs:  # one libraryId per group, the one every answer gave
+            assert libraries[d["sessionId"]] == {d["libraryId"]}
+        assert len({d["libraryId"] for d in docs}) == 10
+        assert await redis.zcard(stack.settings().processing_queue_name) == 10  # one processing job each
+        assert await redis.hget(METRICS_KEY, MetricField.GROUPS_COMPLETED) == b"10"
+        async with ObjectStore.connect(stack.settings()) as store:
+            assert await store.list_open_uploads("") == []  # every multipart upload was assembled
+        report(f"worker SIGKILLed mid-complete; 20 files completed {recovery:.1f} s later, each group once")
+    finally:
+        await redis.aclose()
+        await slow.close()
+
+
+async def test_valkey_killed_and_restarted_on_its_aof_loses_no_acknowledged_group(stack: Stack) -> None:
+    # appendfsync always: an acknowledged write is on disk (with everysec, up to a second of them may not be).
+    stack.start_stores(valkey_config={"appendfsync": "always"})
+    assert stack.valkey is not None
+    body = {**SEPARATE, "files": SEPARATE["files"][:2]}
+    base = stack.start_api()
+    worker = stack.start_worker()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as api:
+        key = await stack.key()
+        sids = await create_groups(api, key, 100, body)
+        stack.valkey.kill()  # SIGKILL
+        down = [await api.post(URL, json=body, headers=key) for _ in range(3)]
+        assert {r.status_code for r in down} == {503}
+        assert all(r.headers["content-type"] == "application/problem+json" and r.headers["retry-after"]
+                   and r.json()["code"] == "dependency_unavailable" for r in down)  # fmt: skip
+        await asyncio.sleep(1.0)
+        stack.valkey.start()  # same port, same AOF
+        restarted = time.monotonic()
+
+        async def created() -> str | None:
+            r = await api.post(URL, json=body, headers=key)
+            return r.json()["sessionId"] if r.status_code == 201 else None
+
+        new_sid = await eventually(created, within=60, interval=0.05)
+        back_after = time.monotonic() - restarted
+        statuses = [(await api.get(f"{URL}/{sid}", headers=key)).status_code for sid in sids]
+    assert statuses == [200] * 100  # every acknowledged group is intact
+    redis = Redis.from_url(stack.redis_url)
+    try:
+
+        async def provisioned_by_worker() -> bool:
+            [snap] = await snapshots(redis, [new_sid])
+            return provisioned(snap) == 2
+
+        await eventually(provisioned_by_worker, within=60)  # the same worker process carried on
+        assert worker.poll() is None
+    finally:
+        await redis.aclose()
+    report(f"Valkey SIGKILLed and restarted: API answered 201 again {back_after:.2f} s after the restart, "
+           "100/100 acknowledged groups intact, the worker provisioned a new group without a restart")  # fmt: skip
+
+
+async def test_a_hung_s3_keeps_creates_fast_and_everything_provisions_once_it_answers(stack: Stack) -> None:
+    stack.start_stores()
+    assert stack.moto is not None
+    base = stack.start_api(SPATIALGEN_PROVISION_WAIT_SECONDS="1")
+    stack.start_worker()
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as api:
+            key = await stack.key()
+            os.kill(stack.moto.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+            sids = await create_groups(api, key, 5, SEPARATE)
+            creates = (time.monotonic() - t0) / 5
+            doc = (await api.get(f"{URL}/{sids[0]}", headers=key)).json()
+            r = await api.post(f"{URL}/{sids[0]}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
+            assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"]
+            ready = await api.get("/health/ready")
+            assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "timeout"
+            await asyncio.sleep(2)
+            os.kill(stack.moto.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+
+            async def all_provisioned() -> bool:
+                return all(provisioned(s) == 3 for s in await snapshots(redis, sids))
+
+            await eventually(all_provisioned, within=120)
+            after = time.monotonic() - resumed
+            r = await api.post(f"{URL}/{sids[0]}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
+            assert r.status_code == 200
+            assert (await api.get("/health/ready")).status_code == 200
+    finally:
+        await redis.aclose()
+    report(f"S3 hung: creates took {creates * 1000:.1f} ms each; part-urls 503 with Retry-After; everything "
+           f"provisioned {after:.2f} s after S3 answered again")  # fmt: skip

@@ -1,0 +1,199 @@
+"""Whole-service stacks of real processes for fault and scale-out tests: Valkey, moto, API and worker processes.
+
+Every process runs the same console scripts production runs, on free loopback ports, configured only through
+SPATIALGEN_* variables; tests kill, stop and restart them for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from redis.asyncio import Redis
+
+from app.apikeys import create_key
+from app.settings import MIB, Settings
+from deploy.local.devstack import DevValkey, api_command, free_port, start_moto, wait_for_port, worker_command
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+@dataclass
+class Stack:
+    """Valkey (AOF), moto, API processes and worker processes, all owned by one test."""
+
+    tmp: Path
+    settings_env: dict[str, str] = field(default_factory=dict)
+    valkey: DevValkey | None = None
+    moto: subprocess.Popen[bytes] | None = None
+    apis: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    s3_port: int = 0
+    worker_s3_url: str | None = None
+
+    def start_stores(self, *, valkey_config: dict[str, str] | None = None) -> None:
+        """Valkey with AOF in tmp (config overrides, e.g. appendfsync) and moto with the bucket."""
+        self.valkey = DevValkey(free_port(), self.tmp / "valkey", extra=valkey_config).start()
+        self.s3_port = free_port()
+        self.moto = start_moto(self.s3_port)
+        with httpx.Client() as c:  # create the bucket (path-style PUT; moto accepts any credentials)
+            c.put(f"http://127.0.0.1:{self.s3_port}/{self.bucket}")
+
+    @property
+    def bucket(self) -> str:
+        return "spatialgen-faults"
+
+    @property
+    def redis_url(self) -> str:
+        assert self.valkey is not None
+        return self.valkey.url
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The SPATIALGEN_* environment of every process of the stack."""
+        return {
+            **os.environ,
+            "SPATIALGEN_REDIS_URL": self.redis_url,
+            "SPATIALGEN_S3_ENDPOINT_URL": self.s3_url,
+            "SPATIALGEN_S3_BUCKET": self.bucket,
+            "SPATIALGEN_S3_ACCESS_KEY_ID": "testing",
+            "SPATIALGEN_S3_SECRET_ACCESS_KEY": "testing",
+            "SPATIALGEN_PART_SIZE_BYTES": str(5 * MIB),
+            "SPATIALGEN_KEY_CACHE_SECONDS": "0",
+            "SPATIALGEN_EXPIRY_SWEEP_SECONDS": "60",
+            **self.settings_env,
+            **overrides,
+        }
+
+    def settings(self) -> Settings:
+        """The stack's settings, for in-test helpers (state reads, sweeps)."""
+        return Settings.from_env(self.env())
+
+    def start_api(self, **overrides: str) -> str:
+        """One more API process; returns its base URL."""
+        port = free_port()
+        env = self.env(SPATIALGEN_PORT=str(port), **overrides)
+        proc = subprocess.Popen(api_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        wait_for_port(port, proc)
+        self.apis.append((proc, port))
+        return f"http://127.0.0.1:{port}"
+
+    def start_worker(self, **overrides: str) -> subprocess.Popen[bytes]:
+        """One more worker process (its S3 endpoint may differ, e.g. a slowing proxy)."""
+        env = self.env(**overrides)
+        if self.worker_s3_url:
+            env["SPATIALGEN_S3_ENDPOINT_URL"] = self.worker_s3_url
+        proc = subprocess.Popen(worker_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.workers.append(proc)
+        return proc
+
+    async def key(self, account: str = "faults") -> dict[str, str]:
+        """A fresh upload key's header."""
+        client = Redis.from_url(self.redis_url)
+        try:
+            secret, _ = await create_key(client, account=account, role="upload")
+        finally:
+            await client.aclose()
+        return {"X-SPATIALGEN-APPKEY": secret}
+
+    def stop(self) -> None:
+        """Everything down, whatever state it is in (stopped processes are continued first)."""
+        procs = [p for p, _ in self.apis] + self.workers + ([self.moto] if self.moto else [])
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGCONT)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self.valkey is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.valkey.pid, signal.SIGCONT)
+            self.valkey.stop()
+
+
+def sigkill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and its process group (no clean-up of any kind), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, interval: float = 0.1) -> T:
+    """Poll until check() returns something truthy; fail after `within` s (only a hang ends it: no timing bound)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"still not true after {within:g} s")
+        await asyncio.sleep(interval)
+
+
+class SlowProxy:
+    """A loopback TCP proxy that holds every request `delay` seconds before forwarding it (a slow S3)."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, self.delay), pump(up_reader, writer, 0.0))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+def report(line: str) -> None:
+    """A measured figure, printed for the test log (never asserted against a threshold)."""
+    print(f"[measured] {line}")
+
+
+__all__ = ["ROOT", "SlowProxy", "Stack", "eventually", "report", "sigkill"]
