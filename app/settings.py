@@ -97,6 +97,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """arq queue the finished asset sets are handed to."""
     worker_max_jobs: int = 50
     """Concurrent jobs per worker process."""
+    worker_provision_concurrency: int = 4
+    """Background provisioning calls to storage per worker process at once (a waiting client's go first)."""
     data_dir: str = ".data"
     """Where `make run` keeps the embedded Valkey's AOF and dev.env (what it started, for the CLI tools)."""
 

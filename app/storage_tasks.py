@@ -37,7 +37,9 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (BotoCoreError, OSError, TimeoutError, StorageDeleteError, *REDIS_UNAVAILABLE))
 
 
-async def provision_file(state: UploadState, store: ObjectStore, record: GroupRecord, f: FileRecord) -> str | None:
+async def provision_file(
+    state: UploadState, store: ObjectStore, record: GroupRecord, f: FileRecord, *, adopt: bool = True
+) -> str | None:
     """Open (or adopt) the S3 multipart upload of one file and record it; returns the recorded id, or None
     if the group or file no longer takes uploads (then nothing is left open behind it).
 
@@ -45,10 +47,12 @@ async def provision_file(state: UploadState, store: ObjectStore, record: GroupRe
     it too). An earlier try may have created an upload and died before recording it: the oldest open
     upload under the key is adopted rather than a second one opened. Others are never aborted here, since
     a concurrent try may be about to record one; the orphan sweep removes what stays unrecorded.
+    adopt=False skips the listing (one storage call instead of two, for a client that is waiting): an
+    unrecorded upload of a crashed try is then left to the orphan sweep instead of being adopted.
     """
     key = record.storage_key(f)
-    existing = sorted((u for u in await store.list_open_uploads(key) if u.key == key),
-                      key=lambda u: (u.initiated_ms, u.upload_id))  # fmt: skip
+    listed = await store.list_open_uploads(key) if adopt else []
+    existing = sorted((u for u in listed if u.key == key), key=lambda u: (u.initiated_ms, u.upload_id))
     chosen = existing[0].upload_id if existing else await store.create_multipart(key)
     reply = await state.record_s3_upload(record, f.upload_id, chosen)
     if reply.code is Reply.OK:

@@ -287,7 +287,7 @@ class UploadService:
                     from app.storage_tasks import provision_file  # the storage side: imported once storage is up
 
                     store = await self.storage.get()
-                    s3_id = await provision_file(self.state, store, snap.record, f)
+                    s3_id = await provision_file(self.state, store, snap.record, f, adopt=False)
             except RedisError:
                 raise  # the state store is down: its own 503
             except Exception as exc:  # storage slow or refusing: the worker's job (and its retries) take over
@@ -350,6 +350,7 @@ class UploadService:
             job = JobSpec.build(
                 COMPLETE_JOB, (session_id, upload_id, attempt + 1, parts),
                 job_id=complete_job_id(session_id, upload_id, attempt + 1), now_ms=now, queue=self.settings.queue_name,
+                urgent=True,
             )  # fmt: skip
             reply = await self.state.begin_complete(snap.record, upload_id, now_ms=now, attempt_seen=attempt, job=job)
             if reply.code is Reply.OK:
@@ -388,7 +389,7 @@ class UploadService:
         defer = int(self.settings.parts_staleness_seconds * 1000) if later else 0
         return JobSpec.build(
             REFRESH_PARTS_JOB, (session_id, upload_id), job_id=refresh_job_id(session_id, upload_id, later=later),
-            now_ms=now, queue=self.settings.queue_name, defer_ms=defer,
+            now_ms=now, queue=self.settings.queue_name, defer_ms=defer, urgent=not later,
         )  # fmt: skip
 
     def _stale(self, snap: GroupSnapshot, f: FileRecord, now: int) -> bool:

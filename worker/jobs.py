@@ -5,6 +5,7 @@ Shared clients (Redis state, S3 store) are created once per worker process in `o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -67,6 +68,10 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["stack"] = stack
     ctx["store"] = await stack.enter_async_context(ObjectStore.connect(settings))
     ctx["state"] = state = UploadState(ctx["redis"])
+    # Background provisioning shares storage with a client waiting in part-urls (which provisions its own
+    # file at once): a bounded number of provisioning calls per worker keeps that client's call from queueing
+    # behind a backlog of ours at the store.
+    ctx["provision_gate"] = asyncio.Semaphore(settings.worker_provision_concurrency)
     await state.load_scripts()  # a broken script stops the worker at start, not on a job's first call
 
 
@@ -91,7 +96,8 @@ def _retry_if_transient(ctx: dict[str, Any], what: str, exc: Exception) -> None:
 async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str]:
     """Open the S3 multipart uploads of a new group."""
     try:
-        return await storage_tasks.provision_group(ctx["state"], ctx["store"], session_id)
+        async with ctx.get("provision_gate") or contextlib.nullcontext():
+            return await storage_tasks.provision_group(ctx["state"], ctx["store"], session_id)
     except Exception as exc:
         _retry_if_transient(ctx, f"provision {session_id}", exc)
         raise

@@ -41,6 +41,10 @@ RECONCILE_CRON = "reconcile_objects"
 REDRIVE_CRON = "redrive"
 
 
+URGENT_HEAD_START_MS = 86_400_000
+"""How far ahead of background work an urgent job is queued (see JobSpec.build)."""
+
+
 def provision_job_id(session_id: str) -> str:
     """Job that opens a group's multipart uploads."""
     return f"provision:{session_id}"
@@ -90,9 +94,16 @@ class JobSpec(msgspec.Struct, frozen=True):
         now_ms: int,
         queue: str = default_queue_name,
         defer_ms: int = 0,
+        urgent: bool = False,
     ) -> JobSpec:
-        """The job arq's `enqueue_job(function, *args, _job_id=…, _defer_by=…)` would write."""
-        return cls(job_id, queue, job_document(function, args, now_ms), now_ms + defer_ms, defer_ms + expires_extra_ms)
+        """The job arq's `enqueue_job(function, *args, _job_id=…, _defer_by=…)` would write.
+
+        urgent: a client is waiting for it (a completion, a parts refresh it asked for): it is scored as if
+        queued a day earlier, so workers take it before any backlog of background work (arq runs due jobs in
+        score order).
+        """
+        score = now_ms + defer_ms - (URGENT_HEAD_START_MS if urgent else 0)
+        return cls(job_id, queue, job_document(function, args, now_ms), score, defer_ms + expires_extra_ms)
 
 
 def processing_job(session_id: str, library_record: dict[str, Any], queue: str, now_ms: int) -> JobSpec:

@@ -1,0 +1,106 @@
+"""Benchmark: time from create to the first part URL for a new group, with an empty provisioning queue and with
+20,000 provisioning jobs queued ahead of it (a worker busy on the backlog), in the same run.
+
+Starts its own Valkey, moto, one API process (spatialgen-api) and one worker (spatialgen-worker). Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import msgspec  # noqa: E402
+from redis.asyncio import Redis  # noqa: E402
+
+from app.apikeys import Principal, Role  # noqa: E402
+from app.state import UploadState  # noqa: E402
+from app.uploads import UploadService  # noqa: E402
+from tests.processes import Stack  # noqa: E402
+
+BODY = {"videoName": "backlog", "layout": "2D",
+        "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 12 * 1024 * 1024}]}  # fmt: skip
+
+
+async def first_part_url(api: httpx.AsyncClient, key: dict[str, str]) -> float:
+    """Seconds from POST create to the answer of the first part-urls call (retrying a 503 as a client would)."""
+    t0 = time.perf_counter()
+    doc = (await api.post("/api/videos/uploads", json=BODY, headers=key)).json()
+    url = f"/api/videos/uploads/{doc['sessionId']}/files/{doc['files'][0]['uploadId']}/part-urls"
+    while True:
+        r = await api.post(url, json={"partNumbers": [1]}, headers=key)
+        if r.status_code == 200:
+            return time.perf_counter() - t0
+        if r.status_code != 503:
+            raise SystemExit(f"part-urls answered {r.status_code}: {r.text[:300]}")
+        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+
+
+async def sample(api: httpx.AsyncClient, key: dict[str, str], n: int) -> list[float]:
+    return [await first_part_url(api, key) for _ in range(n)]
+
+
+def fmt(label: str, xs: list[float]) -> str:
+    q = statistics.quantiles(xs, n=100, method="inclusive")
+    return (
+        f"{label}: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {max(xs) * 1000:.1f} ms ({len(xs)} groups)"
+    )
+
+
+async def run(args: argparse.Namespace, stack: Stack) -> None:
+    stack.start_stores()
+    base = stack.start_api()
+    stack.start_worker()
+    key = await stack.key("bench")
+    async with httpx.AsyncClient(base_url=base, timeout=60) as api:
+        await sample(api, key, 3)  # warm-up
+        empty = await sample(api, key, args.samples)
+        redis = Redis.from_url(stack.redis_url)
+        state = UploadState(redis)
+        try:
+            service = UploadService(stack.settings(), state)
+            who = Principal("backlog", Role.UPLOAD, "bench")
+            t0 = time.perf_counter()
+            body = msgspec.json.encode(BODY)
+            for start in range(0, args.backlog, 500):
+                await asyncio.gather(*(service.start_upload_group(who, body, None)
+                                       for _ in range(min(500, args.backlog - start))))  # fmt: skip
+            queued = await redis.zcard(stack.settings().queue_name)
+            print(f"queued {args.backlog} groups (one provisioning job each) in {time.perf_counter() - t0:.1f} s; "
+                  f"upload queue holds {queued} jobs", flush=True)  # fmt: skip
+            busy = await sample(api, key, args.samples)
+            left = await redis.zcard(stack.settings().queue_name)
+        finally:
+            state.close()
+            await redis.aclose()
+    print(fmt("empty queue      ", empty))
+    print(fmt(f"{args.backlog} jobs ahead", busy) + f" (still {left} jobs queued after the samples)")
+    ratio = statistics.quantiles(busy, n=100, method="inclusive")[98] / statistics.quantiles(
+        empty, n=100, method="inclusive")[98]  # fmt: skip
+    print(f"create -> first part URL, p99 with backlog / p99 empty: {ratio:.2f} (target <= 2.0)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog", type=int, default=20_000, help="provisioning jobs queued ahead (default 20000)")
+    parser.add_argument("--samples", type=int, default=60, help="groups timed per phase (default 60)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_backlog_") as tmp:
+        stack = Stack(Path(tmp))
+        try:
+            asyncio.run(run(args, stack))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
