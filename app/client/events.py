@@ -10,7 +10,7 @@ from collections.abc import Callable
 import msgspec
 
 
-class Event(msgspec.Struct, tag_field="event", rename="camel", kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, tag_field="event", rename="camel", kw_only=True):
     """Base of every progress event."""
 
 
