@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StateFileError, Usage) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM outside an upload (status, cancel)
         return EXIT_INTERRUPTED
 
 

@@ -203,3 +203,17 @@ def test_help_says_how_to_resume_and_what_the_exit_codes_are(capsys: pytest.Capt
     text = capsys.readouterr().out
     assert "spatialgen-upload resume SESSION_ID" in text
     assert "130 interrupted (resumable)" in text
+
+
+def test_readme_names_every_option_of_the_command() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Uploading from the command line", 1)[1].split("### From Python", 1)[0]
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    assert isinstance(subparsers, dict)
+    for name, sub in subparsers.items():
+        assert f"spatialgen-upload {name}" in section or f"`{name}`" in section, name
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}" in section, f"{name} {option} is not in the README"
