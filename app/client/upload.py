@@ -90,7 +90,8 @@ async def upload_group(
     key = idempotency_key(prepared.body, fingerprints, fresh=fresh)
     earlier = None if fresh else _earlier_run(client.base_url, key, state_dir, state_file)
     if earlier is not None:
-        _check_local_files(earlier[1], prepared)
+        if earlier[1].status != "completed":  # a finished upload is only reported, whatever the files are now
+            _check_local_files(earlier[1], prepared)
         return await GroupRun(client, earlier[1], earlier[0], on_progress).run(resumed=True)
     created = await client.start_group(prepared.body, idempotency_key=key, on_progress=on_progress)
     state = _new_state(client.base_url, key, prepared, created)
