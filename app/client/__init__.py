@@ -1,0 +1,36 @@
+"""The uploader client: a typed Python API (UploadClient) and the `spatialgen-upload` command over the public API.
+
+It imports nothing of the server (no litestar, arq, redis, aiobotocore, no other app.* module): it can ship alone.
+"""
+
+from app.client.api import UploadClient
+from app.client.errors import (
+    InvalidUpload,
+    LocalFileChanged,
+    PartFailed,
+    Problem,
+    ServiceError,
+    StateFileError,
+    UploadError,
+)
+from app.client.events import Event, Reporter
+from app.client.retry import Backoff
+from app.client.spec import LocalFile, UploadSpec
+from app.client.upload import UploadResult
+
+__all__ = [
+    "Backoff",
+    "Event",
+    "InvalidUpload",
+    "LocalFile",
+    "LocalFileChanged",
+    "PartFailed",
+    "Problem",
+    "Reporter",
+    "ServiceError",
+    "StateFileError",
+    "UploadClient",
+    "UploadError",
+    "UploadResult",
+    "UploadSpec",
+]

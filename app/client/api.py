@@ -1,0 +1,265 @@
+"""UploadClient: every call of the public HTTP contract (SPEC 3.1–3.5), retried when that is safe, and whole uploads.
+
+API calls retry on connection errors, 429 rate_limited and 502/503/504, honouring Retry-After; all of them are
+safe to repeat (a start carries an Idempotency-Key). Part PUTs go to storage on a client without the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from app.client import transfer, upload
+from app.client.errors import Problem, ServiceError
+from app.client.events import Reporter, Retry, ignore
+from app.client.models import (
+    CanceledGroup,
+    CompletedFile,
+    GroupCreated,
+    GroupStatus,
+    PartUrls,
+    ProblemDoc,
+    ReceivedParts,
+)
+from app.client.retry import API_MAX_ATTEMPTS, COMPLETE_FOLLOW_SECONDS, PART_MAX_FAILURES, Backoff, parse_retry_after
+from app.client.spec import LocalFile, UploadSpec
+
+APPKEY_HEADER = "X-SPATIALGEN-APPKEY"
+UPLOADS_PATH = "/api/videos/uploads"
+DEFAULT_PARALLEL = 8
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+FINAL_CODES = frozenset({"quota_exceeded"})
+"""429 codes that waiting does not fix: the account is over a quota until something is freed."""
+COMPLETE_POLL_SECONDS = 0.5
+API_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
+# Storage may take a while to answer after the last byte of a large part (it checksums the part); the
+# write timeout applies per chunk.
+PUT_TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=120.0, pool=None)
+
+T = TypeVar("T")
+
+
+class UploadClient:
+    """Client of the SpatialGen Direct Upload API; use as `async with UploadClient(url, key) as client:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        parallel: int = DEFAULT_PARALLEL,
+        backoff: Backoff | None = None,
+        api_attempts: int = API_MAX_ATTEMPTS,
+        part_failures: int = PART_MAX_FAILURES,
+    ) -> None:
+        if parallel < 1:
+            raise ValueError("parallel must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.parallel = parallel
+        self.backoff = backoff or Backoff()
+        self.api_attempts = api_attempts
+        self.part_failures = part_failures
+        self._api = httpx.AsyncClient(base_url=self.base_url, headers={APPKEY_HEADER: api_key}, timeout=API_TIMEOUT)
+        # Storage gets no API key. One kept-alive connection per part in flight.
+        self._storage = httpx.AsyncClient(
+            timeout=PUT_TIMEOUT,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(parallel, 20)),
+        )
+
+    async def __aenter__(self) -> UploadClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await self._api.aclose()
+        await self._storage.aclose()
+
+    # --- the calls of the contract ---------------------------------------------------------------
+
+    async def start_group(
+        self, body: dict[str, Any], *, idempotency_key: str | None = None, on_progress: Reporter = ignore
+    ) -> GroupCreated:
+        """Start Upload Group (SPEC 3.1); with an Idempotency-Key a retried start returns the same group."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = await self._call(
+            "start", "POST", UPLOADS_PATH, body, ok=(201,), on_progress=on_progress, headers=headers
+        )
+        created = _decode(response, GroupCreated, "start")
+        created.replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
+        return created
+
+    async def part_urls(
+        self,
+        session_id: str,
+        upload_id: str,
+        part_numbers: Sequence[int] | None = None,
+        *,
+        on_progress: Reporter = ignore,
+    ) -> PartUrls:
+        """Get Part URLs (SPEC 3.2) for some parts of a file, or all of them."""
+        body = {"partNumbers": list(part_numbers)} if part_numbers else None
+        path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/part-urls"
+        return await self._json(PartUrls, "part-urls", "POST", path, body, on_progress=on_progress)
+
+    async def complete_file(
+        self,
+        session_id: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]] | None = None,
+        *,
+        follow: bool = True,
+        on_progress: Reporter = ignore,
+    ) -> CompletedFile:
+        """Complete File Upload (SPEC 3.3); with `follow`, repeats the call while the answer is 202 `completing`."""
+        body = {"parts": [{"partNumber": n, "etag": etag} for n, etag in parts]} if parts else None
+        path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/complete"
+        deadline = time.monotonic() + COMPLETE_FOLLOW_SECONDS
+        while True:
+            response = await self._call("complete", "POST", path, body, ok=(200, 202), on_progress=on_progress)
+            done = _decode(response, CompletedFile, "complete")
+            if response.status_code == 200 or not follow:
+                return done
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    202, "still_completing", f"file {upload_id} is still being completed", call="complete"
+                )
+            # The service itself waited SPATIALGEN_COMPLETE_WAIT_SECONDS before answering 202.
+            await asyncio.sleep(COMPLETE_POLL_SECONDS)
+
+    async def cancel_group(self, session_id: str, *, on_progress: Reporter = ignore) -> CanceledGroup:
+        """Cancel Upload Group (SPEC 3.4); repeating it returns the same answer."""
+        path = f"{UPLOADS_PATH}/{session_id}"
+        return await self._json(CanceledGroup, "cancel", "DELETE", path, None, on_progress=on_progress)
+
+    async def group_status(self, session_id: str, *, on_progress: Reporter = ignore) -> GroupStatus:
+        """The group with every file's status and progress (SPEC 3.5)."""
+        path = f"{UPLOADS_PATH}/{session_id}"
+        return await self._json(GroupStatus, "status", "GET", path, None, on_progress=on_progress)
+
+    async def received_parts(self, session_id: str, upload_id: str, *, on_progress: Reporter = ignore) -> ReceivedParts:
+        """The parts storage holds for a file, with their ETags (SPEC 3.5)."""
+        path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/parts"
+        return await self._json(ReceivedParts, "parts", "GET", path, None, on_progress=on_progress)
+
+    async def put_part(
+        self, url: str, path: Path, start: int, size: int, on_bytes: Callable[[int], None] | None = None
+    ) -> str:
+        """PUT one part (bytes [start, start + size) of a local file) to its presigned URL, once; returns the ETag."""
+        return await transfer.put_part(self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes)
+
+    # --- whole groups ------------------------------------------------------------------------
+
+    async def upload_group(
+        self,
+        spec: UploadSpec,
+        *,
+        on_progress: Reporter = ignore,
+        state_dir: Path | None = None,
+        state_file: Path | None = None,
+        fresh: bool = False,
+    ) -> upload.UploadResult:
+        """Create the group (idempotently), upload and complete every file; returns the libraryId.
+
+        With a state folder or file, the run can be resumed (resume_group), and an earlier run with the same
+        inputs is continued rather than started again. `fresh` always creates a new group.
+        """
+        return await upload.upload_group(
+            self, spec, on_progress=on_progress, state_dir=state_dir, state_file=state_file, fresh=fresh
+        )
+
+    async def resume_group(
+        self,
+        session_id: str,
+        *,
+        state_file: Path | None = None,
+        files: Sequence[LocalFile] | None = None,
+        on_progress: Reporter = ignore,
+    ) -> upload.UploadResult:
+        """Continue an upload from its state file, or from local files matched against the group (another machine)."""
+        return await upload.resume_group(self, session_id, state_file=state_file, files=files, on_progress=on_progress)
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _json(
+        self, kind: type[T], call: str, method: str, path: str, body: dict[str, Any] | None, *, on_progress: Reporter
+    ) -> T:
+        """A call answered 200, decoded into a Struct."""
+        response = await self._call(call, method, path, body, ok=(200,), on_progress=on_progress)
+        return _decode(response, kind, call)
+
+    async def _call(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        ok: tuple[int, ...],
+        on_progress: Reporter,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One API call, tried again on connection errors, 429 rate_limited and 502/503/504."""
+        content = msgspec.json.encode(body) if body is not None else None
+        all_headers = dict(headers or {})
+        if content is not None:
+            all_headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = await self._api.request(method, path, content=content, headers=all_headers)
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code in ok:
+                    return response
+                problem = _problem(response)
+                if response.status_code not in RETRY_STATUSES or problem.code in FINAL_CODES:
+                    raise _service_error(response, problem, call)
+                reason = f"{response.status_code} {problem.code or response.reason_phrase}"
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                if attempt >= self.api_attempts:
+                    raise _service_error(response, problem, call)
+            if attempt >= self.api_attempts:
+                raise ServiceError(0, "unreachable", f"no answer from {self.base_url} after {attempt} tries ({reason})",
+                                   call=call)  # fmt: skip
+            delay = self.backoff.delay(attempt, retry_after)
+            on_progress(Retry(what="api", call=call, reason=reason, attempt=attempt, delay_seconds=round(delay, 3)))
+            await asyncio.sleep(delay)
+
+
+def _no_bytes(n: int) -> None:
+    return None
+
+
+def _problem(response: httpx.Response) -> ProblemDoc:
+    try:
+        return msgspec.json.decode(response.content, type=ProblemDoc)
+    except msgspec.DecodeError:
+        return ProblemDoc(status=response.status_code, detail=response.text[:200])
+
+
+def _service_error(response: httpx.Response, problem: ProblemDoc, call: str) -> ServiceError:
+    problems = [Problem(p.path, p.message) for p in problem.errors or ()]
+    detail = problem.detail or problem.title or response.reason_phrase
+    return ServiceError(response.status_code, problem.code or "http_error", detail, call=call, problems=problems)
+
+
+def _decode(response: httpx.Response, kind: type[T], call: str) -> T:
+    try:
+        return msgspec.json.decode(response.content, type=kind)
+    except msgspec.DecodeError as exc:
+        raise ServiceError(response.status_code, "unexpected_answer", f"unreadable answer: {exc}", call=call) from None

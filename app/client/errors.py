@@ -1,0 +1,76 @@
+"""The uploader's failures: one exception per way a run can end badly, each saying what to do next.
+
+The command maps them to exit codes: InvalidUpload and StateFileError are usage errors (2), the rest failures (1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One violation, located like the service locates it (`files[2].languageTag`), with the service's sentence."""
+
+    path: str
+    message: str
+    origin: str = ""
+    """Where the value came from on the command line (`--audio xx=a.mp4`), if known."""
+
+    def __str__(self) -> str:
+        return f"{self.path} {self.message}" + (f" ({self.origin})" if self.origin else "")
+
+
+class UploadError(Exception):
+    """Base of every failure the client reports."""
+
+
+class InvalidUpload(UploadError):
+    """The asset set breaks a rule or a local file cannot be used; found before any request."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        super().__init__(f"{n} problem{'s' if n != 1 else ''} before upload: " + "; ".join(map(str, self.problems)))
+
+
+class StateFileError(UploadError):
+    """A state file is missing, unreadable, or does not match the local files."""
+
+
+class LocalFileChanged(UploadError):
+    """A local file no longer has the size (or content) it had when its upload group was created."""
+
+
+class ServiceError(UploadError):
+    """The service refused a call (problem+json), or stopped answering after every retry."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        call: str = "",
+        problems: Sequence[Problem] = (),
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.call = call
+        self.problems = list(problems)
+        where = f"{call}: " if call else ""
+        listed = "".join(f"\n  {p}" for p in self.problems)
+        super().__init__(f"{where}{status} {code}: {detail}{listed}")
+
+
+class PartFailed(UploadError):
+    """One part failed too many times in a row; the run stops and can be resumed."""
+
+    def __init__(self, file_name: str, part_number: int, failures: int, reason: str) -> None:
+        self.file_name = file_name
+        self.part_number = part_number
+        self.failures = failures
+        self.reason = reason
+        super().__init__(f"part {part_number} of {file_name} failed {failures} times in a row (last: {reason})")

@@ -1,0 +1,131 @@
+"""The service's JSON documents as the client reads them (SPEC 3.1–3.5): msgspec Structs, camelCase on the wire.
+
+Unknown fields are ignored, so a newer service that adds fields does not break an older client.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class FileView(msgspec.Struct, rename="camel", kw_only=True):
+    """A file as the service shows it."""
+
+    upload_id: str
+    file_role: str
+    file_name: str
+    total_bytes: int
+    part_size_bytes: int
+    total_parts: int
+    upload_strategy: str
+    status: str
+
+
+class GroupCreated(msgspec.Struct, rename="camel", kw_only=True):
+    """201 answer of `POST /api/videos/uploads`."""
+
+    session_id: str
+    expires_at: str
+    video_name: str
+    file_count: int
+    files: list[FileView]
+    replayed: bool = False
+    """Not in the body: set from the `Idempotent-Replayed` header (the group existed already)."""
+
+
+class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
+    """One presigned part: PUT bytes [byteStart, byteEnd) of the file to url before expiresAt."""
+
+    part_number: int
+    size_bytes: int
+    byte_start: int
+    byte_end: int
+    url: str
+    expires_at: str
+
+
+class PartUrls(FileView, kw_only=True):
+    """Answer of part-urls: the file and the requested parts."""
+
+    parts: list[PartUrl]
+
+
+class CompletedFile(FileView, kw_only=True):
+    """Answer of complete (200 `completed`, 202 `completing`); libraryId once the whole group has completed."""
+
+    library_id: int | None = None
+
+
+class CanceledGroup(msgspec.Struct, rename="camel", kw_only=True):
+    """Answer of cancel (the same on every repeat)."""
+
+    session_id: str
+    status: str
+    canceled_at: str
+    file_count: int
+    canceled_file_count: int
+
+
+class FileProgress(FileView, kw_only=True):
+    """A file in the status document: its state and what storage has received so far."""
+
+    language_tag: str | None = None
+    uploaded_parts: int = 0
+    uploaded_bytes: int = 0
+    parts_refreshed_at: str | None = None
+    failure_reason: str | None = None
+
+
+class GroupStatus(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET /api/videos/uploads/{sessionId}`: the group, its files and their progress."""
+
+    session_id: str
+    status: str
+    video_name: str
+    layout: str
+    created_at: str
+    updated_at: str
+    expires_at: str
+    file_count: int
+    files: list[FileProgress]
+    description: str | None = None
+    perspective: str | None = None
+    folder_name: str | None = None
+    completed_at: str | None = None
+    canceled_at: str | None = None
+    library_id: int | None = None
+
+
+class ReceivedPart(msgspec.Struct, rename="camel", kw_only=True):
+    """A part as storage has received it."""
+
+    part_number: int
+    etag: str
+    size_bytes: int
+
+
+class ReceivedParts(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET .../files/{uploadId}/parts`: what storage holds for a file."""
+
+    upload_id: str
+    status: str
+    total_parts: int
+    parts: list[ReceivedPart]
+    refreshed_at: str | None = None
+
+
+class FieldProblem(msgspec.Struct, kw_only=True):
+    """One violation in a problem+json `errors` list."""
+
+    path: str = ""
+    message: str = ""
+
+
+class ProblemDoc(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem+json answer, as far as the client uses it."""
+
+    status: int = 0
+    code: str = ""
+    title: str = ""
+    detail: str = ""
+    errors: list[FieldProblem] | None = None
