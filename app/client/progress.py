@@ -138,7 +138,7 @@ class RichBars:
     ) -> None:
         self.progress.stop()
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:  # noqa: C901, PLR0912 - one branch per event type
         p = self.progress
         if isinstance(event, BytesSent):
             task = self.tasks.get(event.upload_id)

@@ -261,7 +261,7 @@ def _check_file(out: list[Problem], f: Mapping[str, Any], path: str) -> str:
     return name if name is not None and name_ok else ""
 
 
-def _check_group(
+def _check_group(  # noqa: C901 - the service's group rules in one place (tests compare it with app/rules.py)
     out: list[Problem], layout: str | None, perspective: str | None, files: list[dict[str, Any]], names: list[str]
 ) -> None:
     by_role: dict[str, list[int]] = {}

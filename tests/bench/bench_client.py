@@ -361,7 +361,7 @@ def moto_complete_cost(endpoint: str, file: Path, part: int, size: int) -> tuple
     return out[0], out[1]
 
 
-def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
+def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:  # noqa: PLR0915 - phases in sequence, each printed
     """Start Valkey, moto, the API and a worker; alternate rounds; then the sink comparison."""
     from deploy.local.devstack import (
         api_command,

@@ -20,7 +20,7 @@ from app.client import Backoff, LocalFile, PartFailed, ServiceError, UploadClien
 from app.client.events import Event, Retry
 from app.client.state import load_state
 from app.settings import MIB, Settings
-from app.state import account_index_key
+from app.state.keys import account_index_key
 from tests.conftest import open_uploads
 from tests.e2e.conftest import FORWARD, LOSE_ANSWER, RESET, ClientStack, LoopbackProxy, Reply, Seen
 
