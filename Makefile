@@ -26,10 +26,13 @@ run: install ## start Valkey, S3 (moto), the API and a worker; prints the URL an
 test: install ## run the whole test suite (starts its own Valkey and S3 servers)
 	$(VENV)/bin/pytest -q
 
-lint: install ## ruff lint + format check, mypy
+lint: install ## ruff lint + format check, mypy, and the deploy/ files (yamllint, hadolint, compose, manifests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/yamllint --strict deploy .yamllint
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py
 
 fmt: install ## format the code
 	$(VENV)/bin/ruff check --fix .
