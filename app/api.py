@@ -72,6 +72,7 @@ from app.openapi_docs import (
 )
 from app.settings import Settings
 from app.state import UploadState
+from app.state.connection import redis_client as redis_client_for
 from app.state.pipeline import REDIS_UNAVAILABLE
 from app.storage.lazy import LazyObjectStore
 from app.storage.signer import PresignerConfig, Signer
@@ -443,12 +444,10 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Create the process-wide clients and services, and close them afterwards."""
-    redis_client = Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
-    )
+    redis_client = redis_client_for(settings, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
     storage = LazyObjectStore(settings, timeout=CHECK_TIMEOUT_SECONDS)
     probe = ReadinessProbe(redis_client, storage)
-    state = UploadState(redis_client)
+    state = UploadState(redis_client, write_replicas=settings.redis_write_replicas)
     try:
         await state.load_scripts()  # a broken script stops the process here, not on its first call
     except REDIS_UNAVAILABLE as exc:

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app import admin, apikeys
 from app.lifecycle import GroupStatus
 from app.settings import Settings, with_dev_env
+from app.state.connection import redis_client
 
 NAME_CHARS = 40
 
@@ -266,9 +267,11 @@ async def run(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one command; returns the exit code."""
     args = build_parser().parse_args(argv)
     settings = Settings.from_env(with_dev_env())
-    url = args.redis_url or settings.redis_url
+    if args.redis_url:  # an explicit URL means that server, not the Sentinels
+        settings = msgspec.structs.replace(settings, redis_url=args.redis_url, redis_sentinels="")
+    url = settings.redis_url if not settings.redis_sentinels else f"sentinel {settings.redis_sentinel_master}"
     try:
-        redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+        redis = redis_client(settings, socket_connect_timeout=3, socket_timeout=10)
     except ValueError as exc:
         print(f"error: invalid Redis URL {_redacted(url)!r}: {exc}", file=sys.stderr)
         return 2

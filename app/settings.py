@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -18,6 +18,8 @@ DEV_ENV_FILE = "dev.env"
 KIB = 1024
 MIB = 1024 * KIB
 TIB = 1024 * 1024 * MIB
+MAX_PRESIGN_SECONDS = 604_800
+"""SigV4 query-string signatures may live at most 7 days."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,7 +34,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_seconds: float = 20.0
     """On SIGTERM: how long the API finishes in-flight requests and a worker finishes its jobs."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis/Valkey URL (state and arq queues)."""
+    """Redis/Valkey URL (state and arq queues); with Sentinel, only its password and database are used."""
+    redis_sentinels: str = ""
+    """Comma-separated host:port of Redis Sentinels; when set, the primary is found through them."""
+    redis_sentinel_master: str = "spatialgen"
+    """The Sentinel master name of the primary (with SPATIALGEN_REDIS_SENTINELS)."""
+    redis_write_replicas: int = 0
+    """Replicas that must acknowledge (WAIT) a create or a completion before it is acknowledged; 0: off."""
     s3_endpoint_url: str = "http://127.0.0.1:9000"
     """S3-compatible endpoint (AWS, MinIO, R2, moto)."""
     s3_public_endpoint_url: str = ""
@@ -120,30 +128,50 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return settings
 
     def check(self) -> None:
-        """Reject combinations S3 or the part arithmetic cannot work with."""
-        problems = []
-        if self.part_size_bytes < 5 * MIB:
-            problems.append("PART_SIZE_BYTES must be at least 5 MiB (S3's minimum part size)")
-        if self.part_size_bytes > 5 * 1024 * MIB:
-            problems.append("PART_SIZE_BYTES must be at most 5 GiB (S3's maximum part size)")
-        if not 1 <= self.max_file_bytes <= 5 * TIB:
-            problems.append("MAX_FILE_BYTES must be between 1 and 5 TiB")
-        if self.s3_addressing_style not in ("path", "virtual"):
-            problems.append("S3_ADDRESSING_STYLE must be 'path' or 'virtual'")
-        if self.api_workers < 1:
-            problems.append("API_WORKERS must be at least 1")
-        if self.shutdown_grace_seconds < 0:
-            problems.append("SHUTDOWN_GRACE_SECONDS must not be negative")
-        for name in ("expiry_sweep_seconds", "redrive_seconds", "reconcile_seconds"):
-            value = getattr(self, name)
-            if value < 0 or (name != "reconcile_seconds" and value == 0) or (0 < value < 60 and 60 % value):
-                problems.append(f"{name.upper()} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60")
-        for name in ("session_ttl_seconds", "retention_seconds", "part_url_ttl_seconds", "max_body_bytes",
-                     "orphan_sweep_seconds"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                problems.append(f"{name.upper()} must be positive")
+        """Reject values and combinations that would break at run time, naming each variable; all at once."""
+        problems = [*self._storage_problems(), *self._time_problems(), *self._process_problems()]
         if problems:
             raise SystemExit("invalid settings: " + "; ".join(f"{ENV_PREFIX}{p}" for p in problems))
+
+    def _storage_problems(self) -> Iterator[str]:
+        if not 5 * MIB <= self.part_size_bytes <= 5 * 1024 * MIB:
+            yield "PART_SIZE_BYTES must be between 5 MiB and 5 GiB (S3's part size limits)"
+        if not 1 <= self.max_file_bytes <= 5 * TIB:
+            yield "MAX_FILE_BYTES must be between 1 and 5 TiB"
+        if not 1 <= self.max_files_per_group <= 1000:
+            yield "MAX_FILES_PER_GROUP must be between 1 and 1000"
+        if self.s3_addressing_style not in ("path", "virtual"):
+            yield "S3_ADDRESSING_STYLE must be 'path' or 'virtual'"
+        if not 1 <= self.part_url_ttl_seconds <= MAX_PRESIGN_SECONDS:
+            yield f"PART_URL_TTL_SECONDS must be between 1 and {MAX_PRESIGN_SECONDS} (SigV4 allows 7 days at most)"
+
+    def _time_problems(self) -> Iterator[str]:
+        for name in ("expiry_sweep_seconds", "redrive_seconds", "reconcile_seconds", "orphan_sweep_seconds"):
+            value = getattr(self, name)
+            off_allowed = name == "reconcile_seconds"
+            if value < 0 or (value == 0 and not off_allowed) or (0 < value < 60 and 60 % value):
+                yield f"{name.upper()} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be >= 60"
+        for name in ("session_ttl_seconds", "retention_seconds", "idempotency_ttl_seconds", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                yield f"{name.upper()} must be positive"
+        for name in ("provision_wait_seconds", "complete_wait_seconds", "parts_wait_seconds", "body_timeout_seconds",
+                     "key_cache_seconds", "orphan_grace_seconds", "shutdown_grace_seconds",
+                     "parts_staleness_seconds"):  # fmt: skip
+            if getattr(self, name) < 0:
+                yield f"{name.upper()} must not be negative"
+
+    def _process_problems(self) -> Iterator[str]:
+        if not 1 <= self.port <= 65535:
+            yield "PORT must be between 1 and 65535"
+        for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency"):
+            if getattr(self, name) < 1:
+                yield f"{name.upper()} must be at least 1"
+        if self.redis_write_replicas < 0:
+            yield "REDIS_WRITE_REPLICAS must not be negative"
+        for item in filter(None, (x.strip() for x in self.redis_sentinels.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                yield f"REDIS_SENTINELS entries must be host:port (got {item!r})"
 
 
 def with_dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

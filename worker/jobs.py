@@ -67,7 +67,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx["stack"] = stack
     ctx["store"] = await stack.enter_async_context(ObjectStore.connect(settings))
-    ctx["state"] = state = UploadState(ctx["redis"])
+    ctx["state"] = state = UploadState(ctx["redis"], write_replicas=settings.redis_write_replicas)
     # Background provisioning shares storage with a client waiting in part-urls (which provisions its own
     # file at once): a bounded number of provisioning calls per worker keeps that client's call from queueing
     # behind a backlog of ours at the store.

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from arq import cron, func
-from arq.connections import RedisSettings
 from arq.cron import CronJob
 
 from app.settings import Settings
+from app.state.connection import arq_redis_settings
 from app.state.jobs import (
     COMPLETE_JOB,
     EXPIRE_CRON,
@@ -73,7 +73,7 @@ class WorkerSettings:
     cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
     on_shutdown = jobs.on_shutdown
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
+    redis_settings = arq_redis_settings(_settings)
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs
     # part-urls and complete wait on these jobs, so poll often (one cheap ZRANGEBYSCORE per poll).

@@ -44,6 +44,14 @@ _ERRORS: dict[str, type[RedisError]] = {
 }
 
 
+WAIT_TIMEOUT_MS = 1000
+"""How long a replicated write waits for its replicas' acknowledgements."""
+
+
+class WriteNotReplicated(ConnectionError):
+    """The primary took a write but not enough replicas acknowledged it in time: not acknowledged (503)."""
+
+
 REDIS_UNAVAILABLE: tuple[type[RedisError], ...] = (
     ConnectionError, TimeoutError, BusyLoadingError, ReadOnlyError, MasterDownError, OutOfMemoryError,
 )  # fmt: skip
@@ -158,14 +166,33 @@ class ScriptPipeline:
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """Run one script in the next shared write and return its reply."""
+    async def __call__(self, script: AsyncScript, keys: list[Any], args: list[Any], *, replicas: int = 0) -> Any:
+        """Run one script in the next shared write and return its reply.
+
+        replicas > 0: the script's writes must also reach that many replicas (WAIT, on this same connection,
+        right behind it) or the call fails with WriteNotReplicated, a ConnectionError (-> 503, retried).
+        """
         payload = command(b"EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return await self._submit(payload)
+            return await self._run(payload, replicas)
         except NoScriptError:
             await self.redis.script_load(script.script)
+            return await self._run(payload, replicas)
+
+    async def _run(self, payload: bytes, replicas: int) -> Any:
+        if not replicas:
             return await self._submit(payload)
+        replies: tuple[Any, Any] = await asyncio.gather(
+            self._submit(payload), self._submit(command(b"WAIT", replicas, WAIT_TIMEOUT_MS)), return_exceptions=True
+        )
+        reply, acked = replies
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(acked, BaseException):
+            raise acked
+        if int(acked) < replicas:
+            raise WriteNotReplicated(f"{acked} of {replicas} replicas acknowledged within {WAIT_TIMEOUT_MS} ms")
+        return reply
 
     def _submit(self, payload: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

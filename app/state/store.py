@@ -58,8 +58,9 @@ def _reply(raw: list[Any], *, keep_bytes: bool = False) -> ScriptReply:
 class UploadState:
     """Typed access to upload-group state in Redis."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, write_replicas: int = 0) -> None:
         self.redis = redis
+        self.write_replicas = write_replicas  # creates and completions wait for this many replicas (WAIT)
         self._pipeline = ScriptPipeline(redis)
         self._scripts = all_scripts()
         self._registered: dict[str, AsyncScript] = {
@@ -77,13 +78,16 @@ class UploadState:
             if sha != script.sha:  # pragma: no cover - Redis hashes what we hashed
                 raise RuntimeError(f"{script.name}: Redis loaded it as {sha}, expected {script.sha}")
 
-    async def _run(self, name: str, *, client: Any = None, **values: Any) -> Any:
-        """Run a script: on the shared pipelined connection, or queued in a redis-py pipeline (`client`)."""
+    async def _run(self, name: str, *, client: Any = None, replicated: bool = False, **values: Any) -> Any:
+        """Run a script: on the shared pipelined connection, or queued in a redis-py pipeline (`client`).
+
+        replicated: the write must reach SPATIALGEN_REDIS_WRITE_REPLICAS replicas before it counts.
+        """
         script: StateScript = self._scripts[name]
         keys_, args = script.bind(**values)
         registered = self._registered[name]
         if client is None:
-            return await self._pipeline(registered, keys_, args)
+            return await self._pipeline(registered, keys_, args, replicas=self.write_replicas if replicated else 0)
         return await registered(keys=keys_, args=args, client=client)
 
     # --- create and reads -------------------------------------------------------------------------
@@ -98,7 +102,7 @@ class UploadState:
         """
         sid = record.session_id
         raw = await self._run(
-            "create_group",
+            "create_group", replicated=True,
             group=group_key(sid), state=state_key(sid), expiry_index=EXPIRY_INDEX,
             account_index=keys.account_index_key(record.account), idempotency=idem_key or "",
             group_blob=encode_group(record), session_id=sid, created_ms=record.created_ms,
@@ -169,7 +173,7 @@ class UploadState:
         sid = record.session_id
         job_id = process_job_id(sid)
         return _reply(await self._run(
-            "finish_complete",
+            "finish_complete", replicated=True,
             state=state_key(sid), group=group_key(sid), library=keys.library_key(sid),
             library_counter=keys.LIBRARY_COUNTER, expiry_index=EXPIRY_INDEX, handoff_index=HANDOFF_INDEX,
             metrics=METRICS_KEY, process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),

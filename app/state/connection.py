@@ -1,0 +1,63 @@
+"""How every process reaches Redis: the URL's server, or the primary that Redis Sentinel names.
+
+The API, the workers (through arq's RedisSettings) and the admin CLI all connect through here, so a
+Sentinel deployment is one setting for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from arq.connections import RedisSettings
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+
+from app.settings import Settings
+
+
+def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """SPATIALGEN_REDIS_SENTINELS as (host, port) pairs (empty: no Sentinel)."""
+    out = []
+    for item in settings.redis_sentinels.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host:
+            out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _url_auth(settings: Settings) -> dict[str, Any]:
+    """Password, user and database of SPATIALGEN_REDIS_URL (its host is the Sentinels' business)."""
+    parts = urlsplit(settings.redis_url)
+    db = parts.path.strip("/") or "0"
+    return {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "db": int(db) if db.isdigit() else 0,
+    }
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> Redis:
+    """A redis-py client for the primary: the URL's server, or whichever the Sentinels name now.
+
+    With Sentinel, every new connection asks the Sentinels for the current primary, so after a failover
+    the clients follow the promoted replica by themselves.
+    """
+    sentinels = sentinel_addresses(settings)
+    if not sentinels:
+        direct: Redis = Redis.from_url(settings.redis_url, **kwargs)
+        return direct
+    timeouts = {k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **_url_auth(settings), **kwargs)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(settings.redis_sentinel_master, redis_class=Redis)
+    return client
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    """The same for arq (workers): its own RedisSettings, with Sentinel when configured."""
+    sentinels = sentinel_addresses(settings)
+    if not sentinels:
+        return RedisSettings.from_dsn(settings.redis_url)
+    auth = _url_auth(settings)
+    return RedisSettings(host=sentinels, sentinel=True, sentinel_master=settings.redis_sentinel_master,
+                         username=auth["username"], password=auth["password"], database=auth["db"])  # fmt: skip
