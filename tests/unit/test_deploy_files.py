@@ -612,7 +612,8 @@ def test_workers_scale_on_the_queue_depth_the_api_exports(kustomization: str) ->
     queues = dict.fromkeys(metrics.queue_names(settings), (7, 0))
     exposition = metrics.ApiMetrics().render(metrics.SharedCounts(queues, 0, 0, {}))[0].decode()
     label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # prometheus_client sorts labels
-    assert re.search(rf"^{metric}\{{{label_text}\}} 7(\.0)?$", exposition, re.M), f"{metric}{{{label_text}}} not exported"
+    series = rf"^{metric}\{{{label_text}\}} 7(\.0)?$"
+    assert re.search(series, exposition, re.M), f"{metric}{{{label_text}}} not exported"
     assert float(trigger["metadata"]["threshold"]) == settings.worker_max_jobs, "one pod per WORKER_MAX_JOBS due jobs"
 
 
