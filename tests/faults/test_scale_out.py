@@ -129,8 +129,9 @@ async def test_two_apis_three_workers_one_killed_every_group_exactly_once(stack:
         assert len(stored) == GROUPS  # one object per file, nothing extra
     finally:
         await redis.aclose()
-    report(f"scale-out: {GROUPS} groups ({api.calls} API calls alternating over 2 API processes, 3 workers, "
-           f"one SIGKILLed after {killed_after}) completed in {elapsed:.1f} s; {swept} stray uploads swept")  # fmt: skip
+    report(f"scale-out: {GROUPS} groups ({api.calls} API calls alternating over 2 API processes, "
+           f"3 workers, one SIGKILLed after {killed_after}) completed in {elapsed:.1f} s; "
+           f"{swept} stray uploads swept")  # fmt: skip
 
 
 class contextlib_clients:
