@@ -7,6 +7,7 @@ Operations endpoints (health, metrics) live here too; the OpenAPI declarations a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,6 @@ from litestar.openapi.spec import (
     Tag,
 )
 from litestar.params import FromPath
-from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp
 from redis.asyncio import Redis
 
@@ -80,7 +80,7 @@ from app.timefmt import now_ms
 from app.uploads import UploadService
 
 log = logging.getLogger("spatialgen.api")
-APPKEY_HEADER = "x-spatialgen-appkey"
+APPKEY_HEADER = b"x-spatialgen-appkey"
 JSON = "application/json"
 _json = msgspec.json.Encoder()
 
@@ -107,9 +107,21 @@ def registry(request: Request[Any, Any, Any]) -> metrics.ApiMetrics:
     return reg
 
 
+def header(request: Request[Any, Any, Any], name: bytes) -> str | None:
+    """One request header by its lowercase name, read straight from the ASGI scope (first occurrence).
+
+    The hot path reads three or four headers; building Litestar's case-insensitive multidict of all of
+    them costs more than these few scans.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]) -> Principal:
     """Resolve the API key header and check its role."""
-    principal = await services(request).keys.resolve(request.headers.get(APPKEY_HEADER))
+    principal = await services(request).keys.resolve(header(request, APPKEY_HEADER))
     if principal.role not in allowed:
         raise errors.ROLE_NOT_ALLOWED(
             f"Keys with role {principal.role.value} may not call {request.method} {request.url.path}."
@@ -119,15 +131,14 @@ async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     """The raw body, after checking its declared type (JSON in UTF-8, not compressed, or none)."""
-    headers = request.headers
-    ctype = headers.get("content-type", "")
+    ctype = header(request, b"content-type") or ""
     media, _, params = ctype.partition(";")
     if ctype and not media.strip().lower().endswith(("/json", "+json")):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send the body as application/json, not {ctype[:60]!r}.")
     charset = params.strip().lower().removeprefix("charset=").strip('" ') if "charset" in params.lower() else ""
     if charset not in ("", "utf-8", "utf8"):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send JSON in UTF-8, not {charset[:30]!r}.")
-    encoding = headers.get("content-encoding", "identity").strip().lower()
+    encoding = (header(request, b"content-encoding") or "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise errors.UNSUPPORTED_MEDIA_TYPE(f"Content-Encoding {encoding[:30]!r} is not accepted; send plain JSON.")
     timeout = services(request).settings.body_timeout_seconds
@@ -140,13 +151,32 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
         raise errors.BODY_INCOMPLETE("The connection closed before the whole body arrived.") from None
 
 
-def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> ASGIApp:
-    """A response carrying already-encoded JSON, handed to the server as is.
+class JsonAnswer:
+    """An ASGI app sending one already-encoded JSON body: what the API's handlers return.
 
-    Handlers annotated `-> ASGIApp` skip Litestar's Response-to-ASGI conversion, which cost as much
-    CPU as our own validation on the create hot path; the OpenAPI responses are declared explicitly.
+    Handlers annotated `-> ASGIApp` skip Litestar's Response-to-ASGI conversion (and this skips even its
+    ASGIResponse's header processing), which together cost as much CPU as our own validation on the create
+    hot path; the OpenAPI responses are declared explicitly on each route.
     """
-    return ASGIResponse(body=body, status_code=status, media_type=JSON, headers=headers)
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> ASGIApp:
+    """A response carrying already-encoded JSON, handed to the server as is."""
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return JsonAnswer(body, status, raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,9 +199,7 @@ async def start_upload_group(request: Request[Any, Any, Any]) -> ASGIApp:
     """Start Upload Group (SPEC 3.1)."""
     principal = await authenticate(request, WRITE_ROLES)
     body = await read_body(request)
-    created = await services(request).uploads.start_upload_group(
-        principal, body, request.headers.get("idempotency-key")
-    )
+    created = await services(request).uploads.start_upload_group(principal, body, header(request, b"idempotency-key"))
     headers = {"Location": f"/api/videos/uploads/{created.session_id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -507,6 +535,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.services = svc
             svc.probe.storage.warm()
             svc.uploads.signer.start()
+            # Everything built so far lives as long as the process: keep it out of the garbage collector's
+            # full passes, which otherwise rescan the whole app (routes, models, OpenAPI) every few thousand
+            # requests.
+            gc.collect()
+            gc.freeze()
             yield
 
     app = Litestar(
