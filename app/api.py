@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
@@ -34,6 +34,7 @@ from app import errors, metrics
 from app.apikeys import READ_ROLES, WRITE_ROLES, KeyCache, Principal, Role
 from app.errors import PROBLEM_JSON, ApiError
 from app.health import CHECK_TIMEOUT_SECONDS, OK, ReadinessProbe
+from app.limits import RouteClass
 from app.models import (
     CanceledGroupView,
     CompletedFileView,
@@ -119,14 +120,37 @@ def header(request: Request[Any, Any, Any], name: bytes) -> str | None:
     return None
 
 
-async def authenticate(request: Request[Any, Any, Any], allowed: frozenset[Role]) -> Principal:
-    """Resolve the API key header and check its role."""
-    principal = await services(request).keys.resolve(header(request, APPKEY_HEADER))
+RATE_HEADERS = "spatialgen.ratelimit"
+"""Scope key of the RateLimit headers of this request's bucket, added to whatever the request is answered."""
+
+
+async def authenticate(
+    request: Request[Any, Any, Any], allowed: frozenset[Role], route_class: RouteClass | None = None
+) -> Principal:
+    """Resolve the API key header, check its role and take the request's token from the key's bucket.
+
+    route_class None: the route's own script takes the token (create), in the same round trip.
+    """
+    svc = services(request)
+    principal = await svc.keys.resolve(header(request, APPKEY_HEADER))
     if principal.role not in allowed:
         raise errors.ROLE_NOT_ALLOWED(
             f"Keys with role {principal.role.value} may not call {request.method} {request.url.path}."
         )
+    if route_class is not None:
+        try:
+            rate = await svc.uploads.take_token(principal, route_class)
+        except ApiError as exc:
+            request.scope[RATE_HEADERS] = exc.headers  # type: ignore[literal-required]
+            raise
+        request.scope[RATE_HEADERS] = rate.headers(route_class)  # type: ignore[literal-required]
     return principal
+
+
+def rate_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The RateLimit headers of this request (none before its key is known)."""
+    found = cast(dict[str, str] | None, request.scope.get(RATE_HEADERS))
+    return found or {}
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
@@ -201,6 +225,8 @@ async def start_upload_group(request: Request[Any, Any, Any]) -> ASGIApp:
     body = await read_body(request)
     created = await services(request).uploads.start_upload_group(principal, body, header(request, b"idempotency-key"))
     headers = {"Location": f"/api/videos/uploads/{created.session_id}"}
+    if created.rate is not None:
+        headers |= created.rate.headers(RouteClass.CREATE)
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
@@ -229,10 +255,10 @@ async def get_part_urls(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> ASGIApp:
     """Get Part URLs (SPEC 3.2)."""
-    principal = await authenticate(request, WRITE_ROLES)
+    principal = await authenticate(request, WRITE_ROLES, RouteClass.PART_URLS)
     body = await read_body(request)
     view = await services(request).uploads.sign_part_urls(principal, session_id, upload_id, body)
-    return json_response(_json.encode(view))
+    return json_response(_json.encode(view), headers=rate_headers(request))
 
 
 @post(
@@ -253,7 +279,7 @@ async def complete_file_upload(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> ASGIApp:
     """Complete File Upload (SPEC 3.3): 200 when done, 202 while a worker is still completing it."""
-    principal = await authenticate(request, WRITE_ROLES)
+    principal = await authenticate(request, WRITE_ROLES, RouteClass.COMPLETE)
     body = await read_body(request)
     try:
         status, view = await services(request).uploads.complete_file(principal, session_id, upload_id, body)
@@ -261,7 +287,7 @@ async def complete_file_upload(
         registry(request).count_completion(exc.spec.code)
         raise
     registry(request).count_completion("completed" if status == 200 else "accepted")
-    return json_response(_json.encode(view), status)
+    return json_response(_json.encode(view), status, rate_headers(request))
 
 
 @delete(
@@ -278,12 +304,12 @@ async def complete_file_upload(
 )  # fmt: skip
 async def cancel_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> ASGIApp:
     """Cancel Upload Group (SPEC 3.4)."""
-    principal = await authenticate(request, WRITE_ROLES)
+    principal = await authenticate(request, WRITE_ROLES, RouteClass.COMPLETE)
     asked_at = now_ms()
     view = await services(request).uploads.cancel_group(principal, session_id)
     if _epoch_ms(view.canceled_at) >= asked_at:  # canceled by this call, not a repeat answering the first cancel
         registry(request).groups_canceled.inc()
-    return json_response(_json.encode(view))
+    return json_response(_json.encode(view), headers=rate_headers(request))
 
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00Z")
@@ -306,9 +332,9 @@ def _epoch_ms(iso: str) -> int:
 )  # fmt: skip
 async def get_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> ASGIApp:
     """The group with every file's status and upload progress (SPEC 3.5); readonly keys too."""
-    principal = await authenticate(request, READ_ROLES)
+    principal = await authenticate(request, READ_ROLES, RouteClass.READS)
     view = await services(request).uploads.group_status(principal, session_id)
-    return json_response(_json.encode(view))
+    return json_response(_json.encode(view), headers=rate_headers(request))
 
 
 @get(
@@ -327,16 +353,16 @@ async def get_received_parts(
     request: Request[Any, Any, Any], session_id: FromPath[str], upload_id: FromPath[str]
 ) -> ASGIApp:
     """Parts storage has received for a file, to resume without kept ETags (SPEC 3.5)."""
-    principal = await authenticate(request, READ_ROLES)
+    principal = await authenticate(request, READ_ROLES, RouteClass.READS)
     view = await services(request).uploads.received_parts(principal, session_id, upload_id)
-    return json_response(_json.encode(view))
+    return json_response(_json.encode(view), headers=rate_headers(request))
 
 
 # ---------------------------------------------------------------------------------------------
 # Operations: health and metrics (no API key).
 # ---------------------------------------------------------------------------------------------
 _NOT_READY_EXAMPLE = errors.DEPENDENCY_DOWN(
-    "Not ready: storage timeout.", extra={"checks": {"redis": "ok", "storage": "timeout"}}
+    "Not ready: redis timeout.", extra={"checks": {"redis": "timeout", "storage": "ok", "evictionPolicy": "unknown"}}
 ).problem("/health/ready")
 
 
@@ -371,23 +397,27 @@ async def health_live() -> dict[str, str]:
 
 @get(
     "/health/ready", tags=[OPS_TAG], operation_id="healthReady", summary="Readiness",
-    description="Redis (PING) and storage (HeadBucket) answer. Both are checked at once, each for at most 0.8 s, so "
-    "the probe answers within a second even when a dependency hangs.",
+    description="Ready when Redis answers (PING). Storage (HeadBucket) and Redis's eviction policy (must be "
+    "`noeviction`) are reported but do not decide: an S3 outage must not pull every API process out of rotation "
+    "(creates, status and cancel never touch S3). Checks run at once, each for at most 0.8 s; one result answers "
+    "every probe for up to a second.",
     operation_class=ApiOperation,
     responses={
-        200: ResponseSpec(Readiness, description="Ready.", generate_examples=False, examples=[
-            Example(id="ready", value={"status": "ready", "checks": {"redis": "ok", "storage": "ok"}})]),
-        503: ResponseSpec(NotReadyProblem, description="A dependency failed: `dependency_unavailable`, with every "
-                          "check's result (ok, timeout, or error: <kind>).", media_type=PROBLEM_JSON,
+        200: ResponseSpec(Readiness, description="Ready (storage may still report trouble).", generate_examples=False,
+                          examples=[Example(id="ready", value={"status": "ready", "checks": {
+                              "redis": "ok", "storage": "ok", "evictionPolicy": "ok"}})]),
+        503: ResponseSpec(NotReadyProblem, description="Redis failed: `dependency_unavailable`, with every "
+                          "check's result (ok, timeout, starting, or error: <kind>).", media_type=PROBLEM_JSON,
                           generate_examples=False, examples=[Example(id="not-ready", value=_NOT_READY_EXAMPLE)]),
     },
 )  # fmt: skip
 async def health_ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Ready when Redis and storage both answer in time."""
-    checks = await services(request).probe.check()
-    if all(result == OK for result in checks.values()):
+    """Ready when Redis answers in time; storage and the eviction policy are reported."""
+    result = await services(request).probe.check()
+    checks = result.checks
+    if result.ready:
         return Response(content=_json.encode({"status": "ready", "checks": checks}), media_type=JSON)
-    failed = ", ".join(f"{name} {result}" for name, result in checks.items() if result != OK)
+    failed = ", ".join(f"{name} {outcome}" for name, outcome in checks.items() if outcome != OK)
     err = errors.DEPENDENCY_DOWN(f"Not ready: {failed}.", headers={"Retry-After": "5"}, extra={"checks": checks})
     return problem_response(err, request.url.path)
 
@@ -438,7 +468,10 @@ def problem_response(exc: ApiError, path: str) -> Response[bytes]:
 
 
 def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    """Domain errors."""
+    """Domain errors (with the request's RateLimit headers, once its key was known)."""
+    extra = rate_headers(request)
+    if extra:
+        exc.headers = {**extra, **exc.headers}
     return problem_response(exc, request.url.path)
 
 

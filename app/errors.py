@@ -105,6 +105,7 @@ FILE_NOT_PROVISIONED = ErrorSpec("file_not_provisioned", 409, "The file has no s
 # 413 / 429 / 503
 BODY_TOO_LARGE = ErrorSpec("body_too_large", 413, "The request body is too large")
 RATE_LIMITED = ErrorSpec("rate_limited", 429, "Too many requests")
+QUOTA_EXCEEDED = ErrorSpec("quota_exceeded", 429, "The account is at a quota")
 NOT_PROVISIONED = ErrorSpec("storage_not_ready", 503, "Storage for this file is not ready yet")
 DEPENDENCY_DOWN = ErrorSpec("dependency_unavailable", 503, "A dependency is unavailable")
 INTERNAL = ErrorSpec("internal_error", 500, "Internal error")

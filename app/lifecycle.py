@@ -78,3 +78,7 @@ class Reply(StrEnum):
     """The job that owns the work is queued or running; nothing to re-drive."""
     QUEUED = "queued"
     """A lost job was queued again (same id)."""
+    RATE_LIMITED = "rate_limited"
+    """The key's token bucket for this route class is empty."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    """The account is at its live-groups or live-bytes quota; the limit, its value and the use follow."""

@@ -123,6 +123,11 @@ class GroupRecord(msgspec.Struct, frozen=True, array_like=True):
                 return i
         raise KeyError(upload_id)
 
+    @property
+    def declared_bytes(self) -> int:
+        """The sum of the files' declared sizes (what the account's live-bytes quota counts)."""
+        return sum(f.total_bytes for f in self.files)
+
     def storage_key(self, f: FileRecord) -> str:
         """The object key of one of the group's files."""
         return object_key(self.key_prefix, f.upload_id, f.ext)

@@ -182,7 +182,7 @@ class NotReadyProblem(msgspec.Struct, kw_only=True):
 
 
 class Readiness(msgspec.Struct):
-    """The service can do its work: every dependency answered."""
+    """The process can serve: Redis answered (storage and the eviction policy are reported)."""
 
     status: str
     checks: dict[str, str]

@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from app.limits import DEFAULT_RATES, Quota, Rate, RouteClass, parse_rates
+
 ENV_PREFIX = "SPATIALGEN_"
 DEV_ENV_FILE = "dev.env"
 """Written by `make run` into the data dir: what it started, for the CLI tools to find with no flags."""
@@ -95,6 +97,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Largest accepted request body."""
     body_timeout_seconds: float = 30.0
     """How long the API waits for a request body to arrive before answering 408."""
+    idle_group_seconds: int = 86_400
+    """A group that gets no part-urls (or complete) call within this expires then, and is kept as long again."""
+    rate_limits: str = DEFAULT_RATES
+    """Per API key, per route class: `class=rate/burst,...` (create, part_urls, complete, reads), or `off`."""
+    quota_live_groups: int = 1000
+    """Default per-account quota: live (initialized/uploading) groups at once."""
+    quota_live_bytes: int = 50 * TIB
+    """Default per-account quota: declared bytes of its live groups (50 TiB)."""
     idempotency_ttl_seconds: int = 86_400
     """How long an Idempotency-Key is remembered."""
     key_cache_seconds: float = 10.0
@@ -160,7 +170,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if getattr(self, name) < 0:
                 yield f"{name.upper()} must not be negative"
 
+    def rates(self) -> dict[RouteClass, Rate]:
+        """The default rate limits by route class (accounts may have their own)."""
+        return parse_rates(self.rate_limits)
+
+    def quota(self) -> Quota:
+        """The default account quotas."""
+        return Quota(self.quota_live_groups, self.quota_live_bytes)
+
     def _process_problems(self) -> Iterator[str]:
+        try:
+            self.rates()
+        except ValueError as exc:
+            yield f"RATE_LIMITS: {exc}"
+        if self.quota_live_groups < 1 or self.quota_live_bytes < 1:
+            yield "QUOTA_LIVE_GROUPS and QUOTA_LIVE_BYTES must be at least 1"
+        if not 0 < self.idle_group_seconds <= self.session_ttl_seconds:
+            yield "IDLE_GROUP_SECONDS must be positive and at most SESSION_TTL_SECONDS"
         if not 1 <= self.port <= 65535:
             yield "PORT must be between 1 and 65535"
         for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency"):

@@ -259,6 +259,7 @@ async def expire_due_groups(state: UploadState, settings: Settings, *, now: int 
             return expired
         outcomes = await state.expire_groups(
             due, now_ms=now, retention_ms=settings.retention_seconds * 1000,
+            idle_retention_ms=settings.idle_group_seconds * 1000,
             purges=[purge_jobs(settings, sid, now) for sid in due],
         )  # fmt: skip
         expired += sum(1 for reply in outcomes if reply.code is Reply.OK)

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import re
-from typing import Any, assert_never, cast
+from typing import assert_never, cast
 
 import msgspec
 from redis.exceptions import RedisError
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from app import errors
 from app.apikeys import Principal
 from app.lifecycle import LIVE_GROUP, OPEN_FILE, TRACKED_FILE, FileStatus, GroupStatus, Reply
+from app.limits import RateState, RouteClass
 from app.models import (
     CanceledGroupView,
     CompletedFileView,
@@ -88,6 +89,27 @@ def new_uuid4s(n: int) -> list[str]:
     return out
 
 
+def rate_limited(route_class: RouteClass, rate: RateState) -> errors.ApiError:
+    """The 429 of an empty bucket (Retry-After and the RateLimit headers say when to come back)."""
+    return errors.RATE_LIMITED(
+        f"Too many {route_class.value} requests for this API key: at most {rate.burst} at once and "
+        f"{rate.per_second:g} a second; retry after the Retry-After delay.",
+        headers=rate.headers(route_class),
+    )
+
+
+def quota_exceeded(account: str, reply: ScriptReply, rate: RateState) -> errors.ApiError:
+    """The 429 of an account at a quota, naming the limit and the current use."""
+    limit, maximum, current = reply.text(0), int(reply.text(1)), int(reply.text(2))
+    what = "live upload groups" if limit == "liveGroups" else "declared bytes of live upload groups"
+    return errors.QUOTA_EXCEEDED(
+        f"Account {account} is at its quota of {maximum} {what} ({current} in use); complete or cancel groups "
+        "first, or ask for a higher quota.",
+        headers={**rate.headers(RouteClass.CREATE), "Retry-After": "60"},
+        extra={"limit": limit, "max": maximum, "current": current},
+    )
+
+
 def group_refusal(snap: GroupSnapshot, status: GroupStatus) -> errors.ApiError:
     """The 409 of a group that no longer accepts uploads."""
     sid = snap.record.session_id
@@ -137,11 +159,12 @@ def script_refusal(snap: GroupSnapshot, reply: ScriptReply, f: FileRecord | None
 
 
 class Created(msgspec.Struct, frozen=True):
-    """Outcome of a start call: the JSON answer and whether it replays an earlier one."""
+    """Outcome of a start call: the JSON answer, whether it replays an earlier one, and the key's rate state."""
 
     session_id: str
     body: bytes
     replayed: bool
+    rate: RateState | None = None
 
 
 class UploadService:
@@ -154,6 +177,7 @@ class UploadService:
         self.settings = settings
         self.state = state
         self.storage = storage  # to provision a file a client is waiting for (None: leave it to workers)
+        self.rates = settings.rates()
         self.signer = signer or Signer(
             PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts
         )
@@ -173,29 +197,50 @@ class UploadService:
             canonical = msgspec.json.encode(decode_json_body(body), order="sorted")
             body_digest = hashlib.sha256(canonical).hexdigest().encode()
 
+        settings = self.settings
         for _ in range(3):  # a uuid4 collision is astronomically unlikely; retrying keeps it harmless
             record = self._new_group(principal.account, request)
-            answer = _json.encode(created_view(record))
             job = JobSpec.build(
                 PROVISION_JOB, (record.session_id,), job_id=provision_job_id(record.session_id),
-                now_ms=record.created_ms, queue=self.settings.queue_name,
+                now_ms=record.created_ms, queue=settings.queue_name,
             )  # fmt: skip
-            reply = await self.state.create_group(
-                record, key_ttl_ms=(self.settings.session_ttl_seconds + self.settings.retention_seconds) * 1000,
-                job=job, idem_key=idem_key, idem_value=body_digest + b"\n" + answer,
-                idem_ttl_ms=self.settings.idempotency_ttl_seconds * 1000,
+            # The idempotency answer is only the body's digest and the sessionId: a replay re-renders the answer
+            # from the group's record (the same document), instead of keeping a second copy of it for a day.
+            reply, rate = await self.state.create_group(
+                record, key_id=principal.key_id, rate=self.rates[RouteClass.CREATE], quota=settings.quota(),
+                idle_expires_ms=record.created_ms + settings.idle_group_seconds * 1000,
+                key_ttl_ms=(settings.session_ttl_seconds + settings.retention_seconds) * 1000, job=job,
+                idem_key=idem_key, idem_value=body_digest + b"\n" + record.session_id.encode(),
+                idem_ttl_ms=settings.idempotency_ttl_seconds * 1000,
             )  # fmt: skip
             if reply.code is Reply.CREATED:
-                return Created(record.session_id, answer, replayed=False)
+                return Created(record.session_id, _json.encode(created_view(record)), replayed=False, rate=rate)
             if reply.code is Reply.REPLAY:
-                first_digest, _, first_answer = cast(bytes, reply.values[0]).partition(b"\n")
-                if first_digest != body_digest:
-                    raise errors.IDEMPOTENCY_KEY_REUSED(
-                        "This Idempotency-Key was already used with a different request body; use a new key."
-                    )
-                session_id = msgspec.json.decode(first_answer, type=dict[str, Any])["sessionId"]
-                return Created(session_id, first_answer, replayed=True)
+                return await self._replay(cast(bytes, reply.values[0]), body_digest, rate)
+            if reply.code is Reply.RATE_LIMITED:
+                raise rate_limited(RouteClass.CREATE, rate)
+            if reply.code is Reply.QUOTA_EXCEEDED:
+                raise quota_exceeded(principal.account, reply, rate)
         raise RuntimeError("could not allocate a unique session id")
+
+    async def _replay(self, stored: bytes, body_digest: bytes, rate: RateState) -> Created:
+        """The first answer for a reused Idempotency-Key, or a 409 if the body differs."""
+        first_digest, _, session_id = stored.partition(b"\n")
+        if first_digest != body_digest:
+            raise errors.IDEMPOTENCY_KEY_REUSED(
+                "This Idempotency-Key was already used with a different request body; use a new key."
+            )
+        snap = await self.state.snapshot(session_id.decode())
+        if snap is None:  # the group's keys are gone (its retention lapsed): nothing to replay
+            raise errors.SESSION_EXPIRED(f"Upload group {session_id.decode()} no longer exists; use a new key.")
+        return Created(snap.record.session_id, _json.encode(created_view(snap.record)), replayed=True, rate=rate)
+
+    async def take_token(self, principal: Principal, route_class: RouteClass) -> RateState:
+        """One request's token from the caller's bucket for this route class, or a 429."""
+        rate = await self.state.take_token(principal.key_id, principal.account, route_class, self.rates[route_class])
+        if not rate.allowed:
+            raise rate_limited(route_class, rate)
+        return rate
 
     def _new_group(self, account: str, request: StartUploadRequest) -> GroupRecord:
         session_id, *upload_ids = new_uuid4s(1 + len(request.files))

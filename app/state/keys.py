@@ -69,6 +69,21 @@ def account_index_key(account: str) -> str:
     return f"{PREFIX}account:{account}"
 
 
+def limits_key(account: str) -> str:
+    """hash of an account's own limits (`rate:<class>`, `burst:<class>`, `live_groups`, `live_bytes`)."""
+    return f"{PREFIX}limits:{account}"
+
+
+def usage_key(account: str) -> str:
+    """hash of an account's live use: `groups` and declared `bytes` of its live groups."""
+    return f"{PREFIX}usage:{account}"
+
+
+def bucket_key(key_id: str, route_class: str) -> str:
+    """The token bucket of one API key for one route class (`tk` tokens, `ts` last refill ms)."""
+    return f"{PREFIX}rl:{key_id}:{route_class}"
+
+
 def idempotency_key(account: str, key_digest: str) -> str:
     """Remembered answer of a create carrying an Idempotency-Key."""
     return f"{PREFIX}idem:{account}:{key_digest}"

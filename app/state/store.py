@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from app.lifecycle import Reply
+from app.limits import Quota, Rate, RateState, RouteClass
 from app.models import GroupRecord
 from app.state import keys
 from app.state.jobs import JobSpec, LibraryTemplate, complete_job_id, process_job_id
@@ -93,23 +94,38 @@ class UploadState:
     # --- create and reads -------------------------------------------------------------------------
 
     async def create_group(
-        self, record: GroupRecord, *, key_ttl_ms: int, job: JobSpec, idem_key: str | None, idem_value: bytes,
-        idem_ttl_ms: int,
-    ) -> ScriptReply:  # fmt: skip
-        """Write group, files, indexes, idempotency answer and the provisioning job atomically.
-
-        CREATED, REPLAY (values[0]: the stored idempotency value, bytes) or COLLISION.
+        self, record: GroupRecord, *, key_id: str, rate: Rate, quota: Quota, idle_expires_ms: int, key_ttl_ms: int,
+        job: JobSpec, idem_key: str | None, idem_value: bytes, idem_ttl_ms: int,
+    ) -> tuple[ScriptReply, RateState]:  # fmt: skip
+        """The key's rate limit, the account's quotas, then group, files, indexes, usage, idempotency answer and
+        provisioning job, atomically: CREATED, REPLAY (values[0]: the stored idempotency value, bytes),
+        COLLISION, RATE_LIMITED or QUOTA_EXCEEDED (values: limit name, limit, use); with the bucket's state.
         """
         sid = record.session_id
         raw = await self._run(
             "create_group", replicated=True,
             group=group_key(sid), state=state_key(sid), expiry_index=EXPIRY_INDEX,
             account_index=keys.account_index_key(record.account), idempotency=idem_key or "",
+            bucket=keys.bucket_key(key_id, RouteClass.CREATE), limits=keys.limits_key(record.account),
+            usage=keys.usage_key(record.account),
             group_blob=encode_group(record), session_id=sid, created_ms=record.created_ms,
-            expires_ms=record.expires_ms, key_ttl_ms=key_ttl_ms, idem_value=idem_value, idem_ttl_ms=idem_ttl_ms,
+            expires_ms=record.expires_ms, idle_expires_ms=idle_expires_ms, key_ttl_ms=key_ttl_ms,
+            idem_value=idem_value, idem_ttl_ms=idem_ttl_ms, default_rate=rate.per_second, default_burst=rate.burst,
+            max_groups=quota.live_groups, max_bytes=quota.live_bytes, declared_bytes=record.declared_bytes,
             provision=job, upload_ids=[f.upload_id for f in record.files],
         )  # fmt: skip
-        return _reply(raw, keep_bytes=True)
+        code, remaining, retry_ms, per_second, burst, *values = raw
+        state = RateState(code != b"rate_limited", int(remaining), int(retry_ms), float(per_second), int(burst))
+        return _reply([code, *values], keep_bytes=True), state
+
+    async def take_token(self, key_id: str, account: str, route_class: RouteClass, rate: Rate) -> RateState:
+        """One request's token from the key's bucket for a route class."""
+        raw = await self._run(
+            "take_token", bucket=keys.bucket_key(key_id, route_class), limits=keys.limits_key(account),
+            route_class=route_class.value, default_rate=rate.per_second, default_burst=rate.burst,
+        )  # fmt: skip
+        code, remaining, retry_ms, per_second, burst = raw
+        return RateState(code == b"ok", int(remaining), int(retry_ms), float(per_second), int(burst))
 
     async def snapshot(self, session_id: str) -> GroupSnapshot | None:
         """Read a group's record and state in one round trip; None if unknown or removed."""
@@ -151,8 +167,8 @@ class UploadState:
     async def mark_uploading(self, record: GroupRecord, upload_id: str, now_ms: int) -> ScriptReply:
         """First part-urls call of a file: OK, or why not (GONE, EXPIRED, GROUP_STATE, FILE_STATE)."""
         return _reply(await self._run(
-            "mark_uploading", state=state_key(record.session_id), upload_id=upload_id, now_ms=now_ms,
-            expires_ms=record.expires_ms,
+            "mark_uploading", state=state_key(record.session_id), expiry_index=EXPIRY_INDEX, upload_id=upload_id,
+            now_ms=now_ms, expires_ms=record.expires_ms, session_id=record.session_id,
         ))  # fmt: skip
 
     async def begin_complete(
@@ -161,6 +177,7 @@ class UploadState:
         """Move a file to 'completing' and queue its job: OK, STALE, or why not."""
         return _reply(await self._run(
             "begin_complete", state=state_key(record.session_id), completing_index=COMPLETING_INDEX,
+            expiry_index=EXPIRY_INDEX,
             upload_id=upload_id, now_ms=now_ms, expires_ms=record.expires_ms, attempt_seen=attempt_seen,
             session_id=record.session_id, complete=job,
         ))  # fmt: skip
@@ -176,11 +193,13 @@ class UploadState:
             "finish_complete", replicated=True,
             state=state_key(sid), group=group_key(sid), library=keys.library_key(sid),
             library_counter=keys.LIBRARY_COUNTER, expiry_index=EXPIRY_INDEX, handoff_index=HANDOFF_INDEX,
-            metrics=METRICS_KEY, process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),
+            metrics=METRICS_KEY, usage=keys.usage_key(record.account),
+            process_job=keys.arq_job_key(job_id), process_result=keys.arq_result_key(job_id),
             process_queue=processing_queue,
             upload_id=upload_id, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
             expires_ms=record.expires_ms, library_tail=library.record_tail, process_id=job_id,
             job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=0,
+            declared_bytes=record.declared_bytes,
             upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
 
@@ -200,6 +219,7 @@ class UploadState:
         sid = record.session_id
         out = _reply(await self._run(
             "fail_file", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
+            usage=keys.usage_key(record.account), declared_bytes=record.declared_bytes,
             upload_id=upload_id, now_ms=now_ms, reason=reason, retention_ms=retention_ms, session_id=sid,
             purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
@@ -212,20 +232,33 @@ class UploadState:
         sid = record.session_id
         return _reply(await self._run(
             "cancel_group", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
+            usage=keys.usage_key(record.account), declared_bytes=record.declared_bytes,
             now_ms=now_ms, expires_ms=record.expires_ms, retention_ms=retention_ms, session_id=sid,
             purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
 
-    async def expire_groups(
-        self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, purges: Sequence[tuple[JobSpec, JobSpec]]
-    ) -> list[ScriptReply]:
-        """Expire each due group (one script each, pipelined in one round trip)."""
+    async def records(self, session_ids: Sequence[str]) -> list[GroupRecord | None]:
+        """The records of several groups in one round trip (None where the keys are gone)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sid, (purge, late) in zip(session_ids, purges, strict=True):
+            for sid in session_ids:
+                pipe.get(group_key(sid))
+            blobs = await pipe.execute()
+        return [decode_group(b) if b is not None else None for b in blobs]
+
+    async def expire_groups(
+        self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, idle_retention_ms: int,
+        purges: Sequence[tuple[JobSpec, JobSpec]],
+    ) -> list[ScriptReply]:  # fmt: skip
+        """Expire each due group (one script each, pipelined in one round trip)."""
+        found = await self.records(session_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, record, (purge, late) in zip(session_ids, found, purges, strict=True):
+                account, declared = (record.account, record.declared_bytes) if record else ("", 0)
                 await self._run(
                     "expire_group", client=pipe, state=state_key(sid), group=group_key(sid),
-                    expiry_index=EXPIRY_INDEX, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
-                    purge=purge, late_purge=late,
+                    expiry_index=EXPIRY_INDEX, usage=keys.usage_key(account), now_ms=now_ms,
+                    retention_ms=retention_ms, idle_retention_ms=idle_retention_ms, session_id=sid,
+                    declared_bytes=declared, purge=purge, late_purge=late,
                 )  # fmt: skip
             out = await pipe.execute()
         return [_reply(x) for x in out]

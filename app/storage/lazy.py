@@ -42,6 +42,14 @@ class LazyObjectStore:
                 self._opening = None  # creating the client failed: try again next time
             raise
 
+    async def get_if_ready(self) -> ObjectStore | None:
+        """The client if it exists already (starting its creation if nobody has), else None at once."""
+        if self._opening is None:
+            self._opening = asyncio.create_task(self._open())
+        if not self._opening.done():
+            return None
+        return await self.get()
+
     async def aclose(self) -> None:
         """Close the client, if one was created."""
         if self._opening is not None:

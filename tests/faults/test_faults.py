@@ -230,9 +230,11 @@ async def test_a_hung_s3_keeps_creates_fast_and_everything_provisions_once_it_an
             doc = (await api.get(f"{URL}/{sids[0]}", headers=key)).json()
             r = await api.post(f"{URL}/{sids[0]}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
             assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"]
+            await asyncio.sleep(1.1)  # a fresh readiness result (one is shared for up to a second)
             ready = await api.get("/health/ready")
-            assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "timeout"
-            await asyncio.sleep(2)
+            # Reported, but the API stays in rotation: creates and status reads work without S3.
+            assert ready.status_code == 200 and ready.json()["checks"]["storage"] == "timeout"
+            await asyncio.sleep(1)
             os.kill(stack.moto.pid, signal.SIGCONT)
             resumed = time.monotonic()
 
@@ -246,5 +248,6 @@ async def test_a_hung_s3_keeps_creates_fast_and_everything_provisions_once_it_an
             assert (await api.get("/health/ready")).status_code == 200
     finally:
         await redis.aclose()
-    report(f"S3 hung: creates took {creates * 1000:.1f} ms each; part-urls 503 with Retry-After; everything "
+    report(f"S3 hung: creates took {creates * 1000:.1f} ms each; part-urls 503 with Retry-After; readiness 200 "
+           "reporting storage timeout; everything "
            f"provisioned {after:.2f} s after S3 answered again")  # fmt: skip

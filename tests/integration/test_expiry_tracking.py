@@ -114,7 +114,11 @@ async def test_a_sweep_that_died_halfway_is_finished_by_the_next(settings: Setti
     later = int(time.time() * 1000) + settings.session_ttl_seconds * 1000 + 1
     half = sids[:5]
     await state.expire_groups(
-        half, now_ms=later, retention_ms=1000, purges=[purge_jobs(settings, s, later) for s in half]
+        half,
+        now_ms=later,
+        retention_ms=1000,
+        idle_retention_ms=1000,
+        purges=[purge_jobs(settings, s, later) for s in half],
     )
     assert await expire_due_groups(state, settings, now=later) == 5
     assert {(await state.snapshot(s)).status for s in sids} == {"expired"}  # type: ignore[union-attr]

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
+from app.limits import Quota, Rate
 from app.models import FileRecord, FileRole, GroupRecord, Layout, UploadStrategy
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
@@ -31,6 +32,7 @@ FILE_OPEN = {F.INITIALIZED: True, F.UPLOADING: True, F.COMPLETING: False, F.COMP
 FILE_SETTLED = {F.INITIALIZED: False, F.UPLOADING: False, F.COMPLETING: False, F.COMPLETED: True, F.CANCELED: False,
                 F.EXPIRED: False, F.FAILED: False}  # fmt: skip
 PAIRS = list(itertools.product(GroupStatus, FileStatus))
+UNLIMITED = Rate(0.0, 1)
 
 
 def test_the_tables_name_every_status_and_agree_with_the_lifecycle_sets() -> None:
@@ -84,7 +86,10 @@ async def setup_case(state: UploadState, settings: Settings, n: int, g: GroupSta
     now = now_ms()
     record = make_record(now, settings, n)
     job = JobSpec.build(PROVISION_JOB, (record.session_id,), job_id=f"provision:{record.session_id}", now_ms=now)
-    reply = await state.create_group(record, key_ttl_ms=10**9, job=job, idem_key=None, idem_value=b"", idem_ttl_ms=1)
+    reply, _ = await state.create_group(
+        record, key_id="k", rate=UNLIMITED, quota=Quota(10**6, 10**18), idle_expires_ms=record.expires_ms,
+        key_ttl_ms=10**9, job=job, idem_key=None, idem_value=b"", idem_ttl_ms=1,
+    )  # fmt: skip
     assert reply.code is Reply.CREATED
     uid, sib = record.files[0].upload_id, record.files[1].upload_id
     await state.redis.hset(state_key(record.session_id), mapping={
@@ -224,6 +229,7 @@ async def test_expire_group(state: UploadState, settings: Settings, redis: Redis
     async def run(c: Case) -> ScriptReply:
         later = c.record.expires_ms + 1
         [reply] = await c.state.expire_groups([c.record.session_id], now_ms=later, retention_ms=10**6,
+                                              idle_retention_ms=10**6,
                                               purges=[purge_jobs(settings, c.record.session_id, later)])  # fmt: skip
         assert await redis.zscore(EXPIRY_INDEX, c.record.session_id) is None  # the index never keeps it
         return reply

@@ -1,11 +1,12 @@
 --- Cancel a live group: its unfinished files and the group become 'canceled', storage is purged.
--- KEYS: state, group, expiry_index
--- ARGV: now_ms, expires_ms, retention_ms, session_id
+-- KEYS: state, group, expiry_index, usage
+-- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes
 -- JOBS: purge, late_purge
 -- REST: upload_ids
 -- REPLY: ok <canceledAt ms> <canceled file count> (also on repeats) | gone | expired | group_state <status>
 --! include enqueue
 --! include lifecycle
+--! include usage
 local st = redis.call('HGET', K.state, ${F.status})
 if not st then return {${R.gone}} end
 if st == ${GROUP.canceled} then
@@ -24,6 +25,7 @@ end
 redis.call('HSET', K.state, ${F.status}, ${GROUP.canceled}, ${F.canceled}, A.now_ms, ${F.canceled_files}, n,
            ${F.updated}, A.now_ms)
 redis.call('ZREM', K.expiry_index, A.session_id)
+release_usage(K.usage, A.declared_bytes)
 redis.call('PEXPIRE', K.state, A.retention_ms)
 redis.call('PEXPIRE', K.group, A.retention_ms)
 enqueue(J.purge)

@@ -1,12 +1,14 @@
 --- Expire one due group: it and its unfinished files become 'expired', storage is purged.
--- KEYS: state, group, expiry_index
--- ARGV: now_ms, retention_ms, session_id
+-- KEYS: state, group, expiry_index, usage
+-- ARGV: now_ms, retention_ms, idle_retention_ms, session_id, declared_bytes
 -- JOBS: purge, late_purge
 -- REPLY: ok | not_due | gone | group_state <status>
 -- Idempotent: sweeps racing on one group change it once. A group no longer live (or whose keys are
 -- gone) just leaves the index, so the index never keeps dead entries.
 --! include enqueue
 --! include lifecycle
+--! include usage
+-- A group that never got a part-urls call (still 'initialized') is kept only idle_retention_ms after.
 local st = redis.call('HGET', K.state, ${F.status})
 if not st or not live(st) then
   redis.call('ZREM', K.expiry_index, A.session_id)
@@ -22,10 +24,13 @@ for i = 1, #fields, 2 do
     redis.call('HSET', K.state, fields[i], ${FILE.expired})
   end
 end
+local keep = A.retention_ms
+if st == ${GROUP.initialized} then keep = A.idle_retention_ms end
 redis.call('HSET', K.state, ${F.status}, ${GROUP.expired}, ${F.expired}, A.now_ms, ${F.updated}, A.now_ms)
 redis.call('ZREM', K.expiry_index, A.session_id)
-redis.call('PEXPIRE', K.state, A.retention_ms)
-redis.call('PEXPIRE', K.group, A.retention_ms)
+release_usage(K.usage, A.declared_bytes)
+redis.call('PEXPIRE', K.state, keep)
+redis.call('PEXPIRE', K.group, keep)
 enqueue(J.purge)
 enqueue(J.late_purge)
 return {${R.ok}}

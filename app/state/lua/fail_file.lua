@@ -1,12 +1,13 @@
 --- The assembled object is wrong: the file fails and, with a live group, the whole group fails (the set can
 --- never complete): its other unfinished files fail with it, and its storage is purged.
--- KEYS: state, group, expiry_index
--- ARGV: upload_id, now_ms, reason, retention_ms, session_id
+-- KEYS: state, group, expiry_index, usage
+-- ARGV: upload_id, now_ms, reason, retention_ms, session_id, declared_bytes
 -- JOBS: purge, late_purge
 -- REST: upload_ids
 -- REPLY: ok | stale
 --! include enqueue
 --! include lifecycle
+--! include usage
 local field = ${FF.status} .. A.upload_id
 if redis.call('HGET', K.state, field) ~= ${FILE.completing} then return {${R.stale}} end
 redis.call('HSET', K.state, field, ${FILE.failed}, ${FF.reason} .. A.upload_id, A.reason, ${F.updated}, A.now_ms)
@@ -20,6 +21,7 @@ if live(st) then
   end
   redis.call('HSET', K.state, ${F.status}, ${GROUP.failed}, ${F.failed}, A.now_ms)
   redis.call('ZREM', K.expiry_index, A.session_id)
+  release_usage(K.usage, A.declared_bytes)
   redis.call('PEXPIRE', K.state, A.retention_ms)
   redis.call('PEXPIRE', K.group, A.retention_ms)
   enqueue(J.purge)

@@ -1,7 +1,7 @@
 --- A verified file becomes 'completed'. If it was the group's last, in the same step: the group is
 --- 'completed', one libraryId is taken, one library record written and one processing job queued.
--- KEYS: state, group, library, library_counter, expiry_index, handoff_index, metrics, process_job, process_result, process_queue
--- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms
+-- KEYS: state, group, library, library_counter, expiry_index, handoff_index, metrics, usage, process_job, process_result, process_queue
+-- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes
 -- REST: upload_ids
 -- REPLY: file_completed | group_completed <libraryId> | gone | group_state <status> | stale <file status>
 -- job_expires_ms is 0: the processing job's key never expires (it waits for the pipeline however long).
@@ -9,6 +9,7 @@
 -- and one job, or none. A group that died meanwhile (canceled, failed, expired) takes the file with it.
 --! include enqueue
 --! include lifecycle
+--! include usage
 local st = redis.call('HGET', K.state, ${F.status})
 if not st then return {${R.gone}} end
 local field = ${FF.status} .. A.upload_id
@@ -34,6 +35,7 @@ local ttl = tonumber(A.retention_ms)
 redis.call('HSET', K.state, ${F.status}, ${GROUP.completed}, ${F.completed}, A.now_ms, ${F.library}, lib_text)
 redis.call('SET', K.library, '{"libraryId":' .. lib_text .. A.library_tail, 'PX', ttl)
 redis.call('ZREM', K.expiry_index, A.session_id)
+release_usage(K.usage, A.declared_bytes)
 redis.call('ZADD', K.handoff_index, A.now_ms, A.session_id)
 redis.call('HINCRBY', K.metrics, ${M.groups_completed}, 1)
 redis.call('PEXPIRE', K.state, ttl)

@@ -1,6 +1,7 @@
 --- First part-urls call of a file: the file (and the group) become 'uploading'.
--- KEYS: state
--- ARGV: upload_id, now_ms, expires_ms
+-- KEYS: state, expiry_index
+-- ARGV: upload_id, now_ms, expires_ms, session_id
+-- The group's first one takes it out of the idle lifetime: its expiry becomes expires_ms.
 -- REPLY: ok | gone | expired | group_state <status> | file_state <status>
 --! include lifecycle
 local st = redis.call('HGET', K.state, ${F.status})
@@ -14,5 +15,8 @@ if f == ${FILE.initialized} then
 elseif f ~= ${FILE.uploading} then
   return {${R.file_state}, tostring(f)}
 end
-if st == ${GROUP.initialized} then redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading}) end
+if st == ${GROUP.initialized} then
+  redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading})
+  redis.call('ZADD', K.expiry_index, 'XX', A.expires_ms, A.session_id)
+end
 return {${R.ok}}

@@ -1,0 +1,8 @@
+--- One request's token from its key's bucket for a route class (routes that run no other script).
+-- KEYS: bucket, limits
+-- ARGV: route_class, default_rate, default_burst
+-- REPLY: ok <tokens left> <retry ms> <rate> <burst> | rate_limited <tokens left> <retry ms> <rate> <burst>
+--! include ratelimit
+local r = take_token(K.bucket, K.limits, A.route_class, A.default_rate, A.default_burst)
+if r[1] == 1 then return {${R.ok}, r[2], r[3], r[4], r[5]} end
+return {${R.rate_limited}, r[2], r[3], r[4], r[5]}
