@@ -62,8 +62,13 @@ async def test_seed_example_creates_group(client: Client, upload_key: str, redis
     expected_keys = [f"uploads/acme/{sid}/{f['uploadId']}{ext}" for f, ext in zip(doc["files"], exts, strict=True)]
     assert [snap.record.storage_key(f) for f in snap.record.files] == expected_keys
     assert all(snap.file_status(f["uploadId"]) == "initialized" for f in doc["files"])
-    expires_ms = await redis.zscore(EXPIRY_INDEX, sid)
-    assert expires_ms == snap.record.expires_ms == snap.record.created_ms + settings.session_ttl_seconds * 1000
+    assert snap.record.expires_ms == snap.record.created_ms + settings.session_ttl_seconds * 1000
+    # Until its first part-urls call the group is idle: it is due for expiry early (keys.EXPIRY_INDEX).
+    assert await redis.zscore(EXPIRY_INDEX, sid) == snap.record.created_ms + settings.idle_group_seconds * 1000
+    f = doc["files"][-1]  # the single_put subtitle: no provisioning needed
+    r = await client.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=h(upload_key))
+    assert r.status_code == 200, r.text
+    assert await redis.zscore(EXPIRY_INDEX, sid) == snap.record.expires_ms  # in use: the full lifetime
     assert await redis.zscore(account_index_key("acme"), sid) == snap.record.created_ms
     ttl = await redis.pttl(group_key(sid))
     assert 0 < ttl <= (settings.session_ttl_seconds + settings.retention_seconds) * 1000
