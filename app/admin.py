@@ -1,4 +1,4 @@
-"""Read-only Redis queries behind `spatialgen-admin queues`, `jobs` and `sessions`.
+"""Redis queries behind `spatialgen-admin queues`, `jobs`, `sessions` and `accounts` (the one writer: limits).
 
 Every read is bounded (queue zsets, the per-account indexes, capped SCANs, pipelined point reads); never KEYS.
 """
@@ -17,9 +17,11 @@ from arq.jobs import deserialize_job_raw, deserialize_result
 from redis.asyncio import Redis
 
 from app.lifecycle import LIVE_GROUP, GroupStatus
+from app.limits import Rate, RouteClass
+from app.settings import Settings
 from app.state import UploadState, decode_group
 from app.state.jobs import deserialize
-from app.state.keys import Field, account_index_key, group_key, state_key
+from app.state.keys import Field, account_index_key, group_key, limits_key, state_key, usage_key
 from app.timefmt import iso_ms, now_ms
 from app.views import group_status_view
 
@@ -395,3 +397,58 @@ async def session_document(redis: Redis, session_id: str, *, now: int | None = N
         doc["storageKey"] = snap.record.storage_key(rec)
         doc["s3UploadId"] = snap.s3_upload_id(rec.upload_id)
     return {"sessionId": view["sessionId"], "account": snap.record.account, **view}
+
+
+class AccountLimits(msgspec.Struct, kw_only=True, rename="camel"):
+    """An account's limits (its own where set, else the service defaults) and its live use."""
+
+    account: str
+    live_groups: int
+    live_bytes: int
+    rates: dict[str, str]
+    """Route class -> `rate/burst` (per second / tokens); `0/…` is unlimited."""
+    overridden: list[str]
+    """Which of the above are the account's own (the rest are the defaults)."""
+    used_groups: int
+    used_bytes: int
+
+
+async def account_limits(redis: Redis, settings: Settings, account: str) -> AccountLimits:
+    """What limits an account runs under and how much of its quota is in use."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(limits_key(account))
+        pipe.hgetall(usage_key(account))
+        own_raw, used_raw = await pipe.execute()
+    own = {k.decode(): v.decode() for k, v in own_raw.items()}
+    used = {k.decode(): int(v) for k, v in used_raw.items()}
+    rates = {}
+    for route_class, rate in settings.rates().items():
+        per_second = own.get(f"rate:{route_class}", f"{rate.per_second:g}")
+        rates[route_class.value] = f"{per_second}/{own.get(f'burst:{route_class}', rate.burst)}"
+    quota = settings.quota()
+    return AccountLimits(
+        account=account, live_groups=int(own.get("live_groups", quota.live_groups)),
+        live_bytes=int(own.get("live_bytes", quota.live_bytes)), rates=rates, overridden=sorted(own),
+        used_groups=used.get("groups", 0), used_bytes=used.get("bytes", 0),
+    )  # fmt: skip
+
+
+async def set_account_limits(
+    redis: Redis, account: str, *, live_groups: int | None = None, live_bytes: int | None = None,
+    rates: dict[RouteClass, Rate] | None = None, reset: bool = False,
+) -> None:  # fmt: skip
+    """Set (or with reset, first drop) an account's own limits; they apply to its next request."""
+    fields: dict[str, str] = {}
+    if live_groups is not None:
+        fields["live_groups"] = str(live_groups)
+    if live_bytes is not None:
+        fields["live_bytes"] = str(live_bytes)
+    for route_class, rate in (rates or {}).items():
+        fields[f"rate:{route_class}"] = f"{rate.per_second:g}"
+        fields[f"burst:{route_class}"] = str(rate.burst)
+    async with redis.pipeline(transaction=True) as pipe:
+        if reset:
+            pipe.delete(limits_key(account))
+        if fields:
+            pipe.hset(limits_key(account), mapping=fields)
+        await pipe.execute()

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import admin, apikeys
 from app.lifecycle import GroupStatus
+from app.limits import Rate, RouteClass, parse_rates
 from app.settings import Settings, with_dev_env
 from app.state.connection import redis_client
 
@@ -177,6 +178,33 @@ async def _sessions(args: argparse.Namespace, redis: Redis) -> int:
     return 0
 
 
+async def _accounts(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
+    if args.action == "set-limits":
+        try:
+            rates = dict(_rate(x) for x in args.rate)
+        except ValueError as exc:
+            print(f"error: --rate {exc}", file=sys.stderr)
+            return 2
+        await admin.set_account_limits(redis, args.account, live_groups=args.live_groups,
+                                       live_bytes=args.live_bytes, rates=rates, reset=args.reset)  # fmt: skip
+    limits = await admin.account_limits(redis, settings, args.account)
+    if args.json:
+        _print_json(limits)
+        return 0
+    doc = msgspec.to_builtins(limits)
+    rows = [{"field": _header(k), "value": v} for k, v in doc.items() if k != "rates"]
+    rows += [{"field": f"RATE {name.upper()}", "value": f"{value} per second/burst"} for name, value in
+             limits.rates.items()]  # fmt: skip
+    print(_table(rows, ["field", "value"]))
+    return 0
+
+
+def _rate(text: str) -> tuple[RouteClass, Rate]:
+    name = text.partition("=")[0].strip()
+    parsed = parse_rates(text)
+    return RouteClass(name), parsed[RouteClass(name)]
+
+
 def _common(*, top: bool) -> argparse.ArgumentParser:
     """--redis-url/--json, accepted before or after the command (below the top, unset values don't override)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -226,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=_positive, default=50, help="jobs per queue, and results (default 50)")
     scan_limit(jobs)
 
+    accounts = sub.add_parser("accounts", help="an account's limits, quotas and live use", parents=[common])
+    asub = accounts.add_subparsers(dest="action", required=True)
+    ashow = asub.add_parser("show", help="limits (own or default) and live use", parents=[common])
+    ashow.add_argument("account")
+    aset = asub.add_parser("set-limits", help="set the account's own limits (applied to its next request)",
+                           parents=[common])  # fmt: skip
+    aset.add_argument("account")
+    aset.add_argument("--live-groups", type=_positive, help="quota: live groups at once")
+    aset.add_argument("--live-bytes", type=_positive, help="quota: declared bytes of live groups")
+    aset.add_argument("--rate", action="append", default=[], metavar="CLASS=RATE/BURST",
+                      help=f"a route class's rate limit per key, e.g. create=20/200 (classes: "
+                           f"{', '.join(RouteClass)}); repeatable; 0/N is unlimited")  # fmt: skip
+    aset.add_argument("--reset", action="store_true", help="drop the account's own limits first (back to defaults)")
+
     sessions = sub.add_parser("sessions", help="upload sessions (groups)", parents=[common])
     ssub = sessions.add_subparsers(dest="action", required=True)
     slist = ssub.add_parser("list", help="newest sessions first", parents=[common])
@@ -260,6 +302,8 @@ async def _dispatch(args: argparse.Namespace, redis: Redis, settings: Settings) 
         return await _jobs(args, redis, settings)
     if args.command == "sessions":
         return await _sessions(args, redis)
+    if args.command == "accounts":
+        return await _accounts(args, redis, settings)
     return 2  # pragma: no cover - argparse requires a known command
 
 

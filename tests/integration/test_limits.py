@@ -1,0 +1,121 @@
+"""Abuse limits on the real Valkey: per-key token buckets, per-account quotas at their edges, the admin CLI's
+accounts command, idle groups, and the compact idempotency answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from app.apikeys import create_key
+from app.cli import run
+from app.settings import Settings
+from app.state.keys import idempotency_key, usage_key
+from tests.conftest import SEED_REQUEST
+from tests.integration.conftest import api_client
+
+URL = "/api/videos/uploads"
+SMALL = {"videoName": "v", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 10}]}
+
+
+async def key_of(redis: Redis, account: str) -> dict[str, str]:
+    secret, _ = await create_key(redis, account=account, role="upload")
+    return {"X-SPATIALGEN-APPKEY": secret}
+
+
+async def test_a_burst_over_the_bucket_gets_429_with_retry_after_and_another_key_is_unaffected(
+    settings: Settings, redis: Redis
+) -> None:
+    tight = msgspec.structs.replace(settings, rate_limits="create=1/5,reads=1/3")
+    async with api_client(tight) as api:
+        noisy, quiet = await key_of(redis, "acme"), await key_of(redis, "acme")
+        answers = [await api.post(URL, json=SMALL, headers=noisy) for _ in range(8)]
+        assert [a.status_code for a in answers[:5]] == [201] * 5
+        refused = [a for a in answers[5:] if a.status_code == 429]
+        assert refused, [a.status_code for a in answers]
+        doc = refused[0].json()
+        assert doc["code"] == "rate_limited" and int(refused[0].headers["retry-after"]) >= 1
+        assert refused[0].headers["ratelimit-policy"] == '"create";q=5;w=5'
+        assert refused[0].headers["ratelimit"].startswith('"create";r=0;')
+        ok = await api.post(URL, json=SMALL, headers=quiet)  # same account, another key: its own bucket
+        assert ok.status_code == 201 and ok.headers["ratelimit"].startswith('"create";r=4;')
+        # Reads have their own bucket, and every answer says where it stands (errors too).
+        sid = answers[0].json()["sessionId"]
+        reads = [await api.get(f"{URL}/{sid}", headers=noisy) for _ in range(5)]
+        assert [r.status_code for r in reads[:3]] == [200] * 3 and reads[-1].status_code == 429
+        assert all("ratelimit" in r.headers for r in reads)
+        missing = await api.get(f"{URL}/00000000-0000-4000-8000-000000000000", headers=quiet)
+        assert missing.status_code == 404 and missing.headers["ratelimit-policy"] == '"reads";q=3;w=3'
+
+
+async def test_the_default_limits_never_trouble_a_real_pipeline(settings: Settings, redis: Redis) -> None:
+    async with api_client(settings) as api:
+        key = await key_of(redis, "acme")
+        answers = await asyncio.gather(*(api.post(URL, json=SEED_REQUEST, headers=key) for _ in range(60)))
+    assert {a.status_code for a in answers} == {201}
+
+
+async def test_quotas_refuse_the_group_past_the_limit_and_free_up_when_groups_end(
+    settings: Settings, redis: Redis
+) -> None:
+    capped = msgspec.structs.replace(settings, quota_live_groups=2, quota_live_bytes=25)
+    async with api_client(capped) as api:
+        key = await key_of(redis, "acme")
+        first = await api.post(URL, json=SMALL, headers=key)
+        second = await api.post(URL, json=SMALL, headers=key)
+        assert first.status_code == second.status_code == 201
+        third = await api.post(URL, json=SMALL, headers=key)
+        assert third.status_code == 429
+        doc = third.json()
+        assert doc["code"] == "quota_exceeded" and (doc["limit"], doc["max"], doc["current"]) == ("liveGroups", 2, 2)
+        assert third.headers["retry-after"]
+        assert await redis.hgetall(usage_key("acme")) == {b"groups": b"2", b"bytes": b"20"}
+        # Cancelling gives the group back; then the bytes quota is the edge: 10 + 16 > 25.
+        assert (await api.delete(f"{URL}/{first.json()['sessionId']}", headers=key)).status_code == 200
+        big = {**SMALL, "files": [{**SMALL["files"][0], "sizeBytes": 16}]}
+        over = await api.post(URL, json=big, headers=key)
+        assert over.status_code == 429 and (over.json()["limit"], over.json()["current"]) == ("liveBytes", 10)
+        exact = {**SMALL, "files": [{**SMALL["files"][0], "sizeBytes": 15}]}
+        assert (await api.post(URL, json=exact, headers=key)).status_code == 201  # 10 + 15 = 25: at the edge
+        other = await key_of(redis, "globex")  # quotas are per account
+        assert (await api.post(URL, json=SMALL, headers=other)).status_code == 201
+    assert await redis.hgetall(usage_key("acme")) == {b"groups": b"2", b"bytes": b"25"}
+
+
+async def test_accounts_show_and_set_limits(
+    capsys: pytest.CaptureFixture[str], settings: Settings, redis: Redis
+) -> None:
+    async with api_client(settings) as api:
+        key = await key_of(redis, "acme")
+        assert (await api.post(URL, json=SMALL, headers=key)).status_code == 201
+        assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--live-groups", "1",
+                          "--rate", "create=2/3", "--json"]) == 0  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+        assert (doc["liveGroups"], doc["usedGroups"], doc["usedBytes"]) == (1, 1, 10)
+        assert doc["rates"]["create"] == "2/3" and doc["liveBytes"] == settings.quota_live_bytes
+        assert sorted(doc["overridden"]) == ["burst:create", "live_groups", "rate:create"]
+        refused = await api.post(URL, json=SMALL, headers=key)  # the account's own quota applies at once
+        assert refused.status_code == 429 and refused.json()["max"] == 1
+        assert refused.headers["ratelimit-policy"] == '"create";q=3;w=2'
+    assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--reset"]) == 0
+    out = capsys.readouterr().out
+    assert "LIVE_GROUPS" in out and str(settings.quota_live_groups) in out
+    assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--rate", "bogus=1"]) == 2
+
+
+async def test_a_replayed_create_is_rendered_from_the_record_and_the_key_keeps_only_a_digest(
+    settings: Settings, redis: Redis
+) -> None:
+    async with api_client(settings) as api:
+        key = await key_of(redis, "acme")
+        h = {**key, "Idempotency-Key": "launch-1"}
+        first = await api.post(URL, json=SEED_REQUEST, headers=h)
+        again = await api.post(URL, json=SEED_REQUEST, headers=h)
+    assert first.status_code == again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    stored = [await redis.get(k) for k in await redis.keys(idempotency_key("acme", "*"))]
+    assert len(stored) == 1 and stored[0] is not None and len(stored[0]) == 64 + 1 + 36  # digest \\n sessionId
