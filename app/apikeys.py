@@ -9,7 +9,9 @@ import hashlib
 import re
 import secrets
 import time
+from collections import OrderedDict
 from enum import StrEnum
+from typing import TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -18,6 +20,7 @@ from app import errors
 from app.state.keys import API_KEYS_INDEX, api_key_key
 from app.timefmt import iso_ms, now_ms
 
+V = TypeVar("V")
 KEY_PREFIX = "sgk_"
 ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -110,16 +113,22 @@ async def revoke_key(redis: Redis, key_id: str) -> bool:
 
 
 class KeyCache:
-    """Resolves keys to principals, caching answers for `ttl` seconds (so revocation bites within ttl)."""
+    """Resolves keys to principals, caching answers (so revocation bites within `ttl` seconds).
 
-    MAX_ENTRIES = 10_000
+    Two bounded least-recently-used caches: known keys, and unknown ones apart with their own smaller cap and
+    shorter life, so a spray of random invalid keys can only evict other invalid keys, never a valid one.
+    """
+
+    MAX_KNOWN = 10_000
+    MAX_UNKNOWN = 2_000
 
     def __init__(self, redis: Redis, ttl: float) -> None:
         self.redis = redis
         self.ttl = ttl
         # Unknown keys are cached for a shorter time, so a key created a moment ago works quickly.
         self.negative_ttl = min(ttl, 2.0)
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._known: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
 
     async def resolve(self, secret: str | None) -> Principal:
         """The principal of a key, or a 401 ApiError."""
@@ -129,16 +138,20 @@ class KeyCache:
             raise errors.INVALID_API_KEY("The API key is not valid.")
         d = digest(secret)
         now = time.monotonic()
-        hit = self._entries.get(d)
+        hit = self._known.get(d)
         if hit is not None and hit[0] > now:
-            principal = hit[1]
-        else:
-            principal = await self._load(d)
-            if len(self._entries) >= self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[d] = (now + (self.ttl if principal else self.negative_ttl), principal)
-        if principal is None:
+            self._known.move_to_end(d)
+            return hit[1]
+        miss_until = self._unknown.get(d)
+        if miss_until is not None and miss_until > now:
             raise errors.INVALID_API_KEY("The API key is not valid.")
+        principal = await self._load(d)
+        if principal is None:
+            _remember(self._unknown, d, now + self.negative_ttl, self.MAX_UNKNOWN)
+            self._known.pop(d, None)
+            raise errors.INVALID_API_KEY("The API key is not valid.")
+        _remember(self._known, d, (now + self.ttl, principal), self.MAX_KNOWN)
+        self._unknown.pop(d, None)
         return principal
 
     async def _load(self, d: str) -> Principal | None:
@@ -146,3 +159,11 @@ class KeyCache:
         if row[0] is None or row[1] is None:
             return None
         return Principal(row[0].decode(), Role(row[1].decode()), key_id_of(d))
+
+
+def _remember(cache: OrderedDict[str, V], key: str, value: V, cap: int) -> None:
+    """Put an entry at the recent end, dropping the least recently used ones past the cap."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > cap:
+        cache.popitem(last=False)

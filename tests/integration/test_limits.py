@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.apikeys import create_key
 from app.cli import run
+from app.errors import ApiError
 from app.settings import Settings
 from app.state.keys import idempotency_key, usage_key
 from tests.conftest import SEED_REQUEST
@@ -119,3 +120,19 @@ async def test_a_replayed_create_is_rendered_from_the_record_and_the_key_keeps_o
     assert again.content == first.content
     stored = [await redis.get(k) for k in await redis.keys(idempotency_key("acme", "*"))]
     assert len(stored) == 1 and stored[0] is not None and len(stored[0]) == 64 + 1 + 36  # digest \\n sessionId
+
+
+async def test_a_spray_of_invalid_keys_cannot_evict_a_valid_one(settings: Settings, redis: Redis) -> None:
+    from app.apikeys import KeyCache
+
+    cache = KeyCache(redis, ttl=60.0)
+    secret, _ = await create_key(redis, account="acme", role="upload")
+    assert (await cache.resolve(secret)).account == "acme"
+    for i in range(3 * KeyCache.MAX_UNKNOWN):  # far more unknown keys than either cache holds
+        with pytest.raises(ApiError):
+            await cache.resolve(f"sgk_spray{i}")
+    before = int((await redis.info("stats"))["total_commands_processed"])
+    assert (await cache.resolve(secret)).account == "acme"  # still cached: no Redis call
+    after = int((await redis.info("stats"))["total_commands_processed"])
+    assert after - before == 1  # the INFO call itself
+    assert len(cache._unknown) == KeyCache.MAX_UNKNOWN
