@@ -157,7 +157,11 @@ class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
-    """One presigned part: PUT bytes [byteStart, byteEnd) of the file to url before expiresAt."""
+    """One presigned part: PUT bytes [byteStart, byteEnd) of the file to url before expiresAt, with headers.
+
+    The URL's signature covers every header in `headers` (always `Content-Length`, the part's exact size;
+    for a `single_put` also `If-None-Match: *`), so storage refuses a PUT that sends other values or omits one.
+    """
 
     part_number: int
     size_bytes: int
@@ -165,6 +169,7 @@ class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
     byte_end: int
     url: str
     expires_at: str
+    headers: dict[str, str]
 
 
 class PartUrlsView(UploadFileView, kw_only=True):

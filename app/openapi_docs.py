@@ -277,10 +277,10 @@ def _examples() -> dict[str, Any]:
     part = left["part_size_bytes"]
     url = (f"https://storage.example.com/spatialgen-uploads/uploads/acme/{_EX_SID}/{_EX_UIDS[0]}.mov?partNumber={{n}}"
            "&uploadId=2~Kx7vQ&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20260506T184211Z&X-Amz-Expires=86400"
-           "&X-Amz-SignedHeaders=host&X-Amz-Credential=…&X-Amz-Signature=…")  # fmt: skip
+           "&X-Amz-SignedHeaders=content-length%3Bhost&X-Amz-Credential=…&X-Amz-Signature=…")  # fmt: skip
     parts = [
         PartUrl(part_number=n, size_bytes=part, byte_start=(n - 1) * part, byte_end=n * part, url=url.format(n=n),
-                expires_at="2026-05-07T18:42:11.000Z")
+                expires_at="2026-05-07T18:42:11.000Z", headers={"Content-Length": str(part)})
         for n in (1, 2)
     ]  # fmt: skip
     progress = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -154,10 +154,22 @@ class UploadClient:
         return await self._json(ReceivedParts, "parts", "GET", path, None, on_progress=on_progress)
 
     async def put_part(
-        self, url: str, path: Path, start: int, size: int, on_bytes: Callable[[int], None] | None = None
+        self,
+        url: str,
+        path: Path,
+        start: int,
+        size: int,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
-        """PUT one part (bytes [start, start + size) of a local file) to its presigned URL, once; returns the ETag."""
-        return await transfer.put_part(self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes)
+        """PUT one part (bytes [start, start + size) of a local file) to its presigned URL, once; returns the ETag.
+
+        Pass the part's `headers` from the part-urls answer: the URL's signature covers them.
+        """
+        return await transfer.put_part(
+            self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes, headers=headers
+        )
 
     # --- whole groups ------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
     byte_end: int
     url: str
     expires_at: str
+    headers: dict[str, str] = {}
+    """Headers the URL's signature covers: the PUT must send exactly these (SPEC 3.7)."""
 
 
 class PartUrls(FileView, kw_only=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -60,10 +60,26 @@ async def read_range(
         os.close(fd)
 
 
+ALREADY_STORED = ""
+"""What put_part returns in place of an ETag when a write-once URL finds its object already stored."""
+
+
 async def put_part(
-    http: httpx.AsyncClient, url: str, path: Path, start: int, size: int, *, on_bytes: Callable[[int], None]
+    http: httpx.AsyncClient,
+    url: str,
+    path: Path,
+    start: int,
+    size: int,
+    *,
+    on_bytes: Callable[[int], None],
+    headers: Mapping[str, str] | None = None,
 ) -> str:
-    """PUT bytes [start, start + size) of a file to a presigned URL with an exact Content-Length; return the ETag."""
+    """PUT bytes [start, start + size) of a file to a presigned URL with an exact Content-Length; return the ETag.
+
+    `headers` are the ones the URL signs (the part-urls answer lists them).  A write-once URL (`If-None-Match:
+    *`, a `single_put`) answers 412 when the object is already there: an earlier attempt stored it (its answer
+    was lost), so that counts as done and ALREADY_STORED is returned; completion verifies the size.
+    """
     sent = 0
 
     def count(n: int) -> None:
@@ -75,12 +91,14 @@ async def put_part(
     try:
         # An explicit Content-Length makes httpx send the stream as is instead of chunked encoding, which
         # S3 refuses for PUT; the URL may also sign content-length (SPEC 3.7).
-        response = await http.put(url, content=body, headers={"Content-Length": str(size)})
+        response = await http.put(url, content=body, headers={**(headers or {}), "Content-Length": str(size)})
     except httpx.TransportError as exc:  # connect/read/write errors and timeouts
         raise PutFailure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, sent=sent) from None
     finally:
         await body.aclose()
     status = response.status_code
+    if status == 412 and headers and headers.get("If-None-Match") == "*":
+        return ALREADY_STORED
     if 200 <= status < 300:
         etag = response.headers.get("etag")
         if etag:

@@ -448,7 +448,9 @@ class GroupRun:
         while True:
             url = await f.urls.get(n)
             try:
-                etag = await self.client.put_part(url.url, f.path, start, end - start, on_bytes)
+                etag = await self.client.put_part(
+                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers
+                )
             except PutFailure as exc:
                 failures += 1
                 if exc.sent:

@@ -1,6 +1,8 @@
 """AWS SigV4 query-string presigner for S3 PutObject and UploadPart URLs.
 
 Pure computation (stdlib hmac/hashlib, no I/O); signs exactly what botocore's generate_presigned_url signs.
+Every URL signs `content-length` (storage refuses a body of any other length) besides `host`; a PutObject
+URL may also sign `if-none-match: *` (storage refuses to replace an existing object).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ _TERMINATOR = "aws4_request"
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _MAX_EXPIRES = 604_800  # 7 days: the SigV4 hard limit for query-string auth.
 _MAX_PART_NUMBER = 10_000
+# The most one PUT may carry (PutObject and UploadPart alike): 5 GiB.
+_MAX_OBJECT_BYTES = 5 * 1024**3
+# Signed header lists, names sorted: every URL binds its body length; a write-once PUT also signs
+# "If-None-Match: *" so storage refuses to replace an object already at the key.
+_SIGNED_SIZED = "content-length;host"
+_SIGNED_WRITE_ONCE = "content-length;host;if-none-match"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # How many (date, region) signing keys to keep: today's plus a few around midnight UTC.
 _SIGNING_KEY_CACHE_SIZE = 4
@@ -150,9 +158,25 @@ class S3Presigner:
         """Return the (cached) SigV4 signing key for a YYYYMMDD date in this presigner's region."""
         return self._signing_key(date_stamp).key
 
-    def presign_put_object(self, bucket: str, key: str, *, expires_in: int, now: datetime) -> str:
-        """Return a presigned PUT URL for a single-request object upload."""
-        return self._presign(bucket, key, expires_in=expires_in, now=now, upload_id=None, part_numbers=())[0]
+    def presign_put_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_length: int,
+        expires_in: int,
+        now: datetime,
+        if_none_match: bool = False,
+    ) -> str:
+        """Return a presigned PUT URL for a single-request object upload of exactly content_length bytes.
+
+        With if_none_match the URL also signs ``If-None-Match: *``: the client must send that header, and
+        storage refuses (412) to write when the key already holds an object.
+        """
+        parts = ((0, content_length),)
+        return self._presign(
+            bucket, key, expires_in=expires_in, now=now, upload_id=None, parts=parts, if_none_match=if_none_match
+        )[0]
 
     def presign_upload_part(
         self,
@@ -161,12 +185,13 @@ class S3Presigner:
         *,
         upload_id: str,
         part_number: int,
+        content_length: int,
         expires_in: int,
         now: datetime,
     ) -> str:
-        """Return a presigned PUT URL for one part of a multipart upload."""
+        """Return a presigned PUT URL for one part of a multipart upload, of exactly content_length bytes."""
         return self._presign(
-            bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, part_numbers=(part_number,)
+            bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, parts=((part_number, content_length),)
         )[0]
 
     def presign_upload_parts(
@@ -175,14 +200,12 @@ class S3Presigner:
         key: str,
         *,
         upload_id: str,
-        part_numbers: Iterable[int],
+        parts: Iterable[tuple[int, int]],
         expires_in: int,
         now: datetime,
     ) -> list[str]:
-        """Return presigned UploadPart URLs, in the order of part_numbers, sharing one timestamp."""
-        return self._presign(
-            bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, part_numbers=part_numbers
-        )
+        """Return presigned UploadPart URLs for (part number, content length) pairs, in order, sharing one timestamp."""
+        return self._presign(bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, parts=parts)
 
     def _signing_key(self, date_stamp: str) -> _SigningKey:
         # The derivation chain (4 HMACs) only depends on the secret, the UTC date and the region,
@@ -240,7 +263,7 @@ class S3Presigner:
             return False
         return all(_HOST_LABEL_RE.match(label) for label in bucket.split("."))
 
-    def _presign(
+    def _presign(  # noqa: PLR0915 - SigV4's steps in one place; the per-URL loop must stay call-free
         self,
         bucket: str,
         key: str,
@@ -248,7 +271,8 @@ class S3Presigner:
         expires_in: int,
         now: datetime,
         upload_id: str | None,
-        part_numbers: Iterable[int],
+        parts: Iterable[tuple[int, int]],
+        if_none_match: bool = False,
     ) -> list[str]:
         """Sign one PutObject (upload_id None) or many UploadPart URLs sharing one timestamp."""
         if isinstance(expires_in, bool) or not isinstance(expires_in, int):
@@ -262,6 +286,7 @@ class S3Presigner:
         signing = self._signing_key(date_stamp)
         netloc, host, canonical_uri = self._target(bucket, key)
         scope = f"{date_stamp}/{self._region}/{_SERVICE}/{_TERMINATOR}"
+        signed_headers = _SIGNED_WRITE_ONCE if if_none_match else _SIGNED_SIZED
 
         # Canonical query string: parameters sorted by encoded name (byte order), so the
         # uppercase X-Amz-* names come first, then partNumber, then uploadId.  The URL carries
@@ -272,11 +297,12 @@ class S3Presigner:
             f"&X-Amz-Date={amz_date}"
             f"&X-Amz-Expires={expires_in}"
             f"{self._token_param}"
-            "&X-Amz-SignedHeaders=host"
+            f"&X-Amz-SignedHeaders={_uri_encode(signed_headers)}"
         )
-        # Only "host" is signed. Each canonical header line ends in "\n" and the request's lines are
-        # joined by "\n", hence the empty line between "host:<value>" and the signed-header list.
-        canonical_tail = f"\nhost:{host}\n\nhost\n{_UNSIGNED_PAYLOAD}"
+        # Canonical headers, sorted by name, each line ending in "\n"; the request's lines are joined by
+        # "\n", hence the empty line before the signed-header list.  Only content-length varies per URL.
+        after_host = "if-none-match:*\n" if if_none_match else ""
+        after_length = f"\nhost:{host}\n{after_host}\n{signed_headers}\n{_UNSIGNED_PAYLOAD}"
         canonical_head = f"PUT\n{canonical_uri}\n{common_query}"
         url_head = f"{self._scheme}://{netloc}{canonical_uri}?{common_query}"
 
@@ -288,36 +314,51 @@ class S3Presigner:
         outer_base = signing.outer
 
         if upload_id is None:
-            canonical = hashlib.sha256((canonical_head + canonical_tail).encode()).hexdigest()
+            ((_, length),) = parts
+            canonical_request = f"{canonical_head}\ncontent-length:{_content_length(length)}{after_length}"
             inner = inner_base.copy()
-            inner.update(canonical.encode())
+            inner.update(hashlib.sha256(canonical_request.encode()).hexdigest().encode())
             outer = outer_base.copy()
             outer.update(inner.digest())
             return [f"{url_head}&X-Amz-Signature={outer.hexdigest()}"]
 
         encoded_upload_id = _uri_encode(upload_id)
-        # Per part, the canonical request differs only by the part number digits, so the hash
-        # of everything before them is computed once and copied.
+        # Per part, the canonical request differs only by the part number digits and the length, so
+        # the hash of everything before them is computed once and copied; a file has at most two
+        # distinct part lengths (full parts and the last), so their tails are built once each.
         cr_base = hashlib.sha256(f"{canonical_head}&partNumber=".encode())
-        cr_tail = f"&uploadId={encoded_upload_id}{canonical_tail}".encode()
+        tails: dict[int, bytes] = {}
         url_part_head = f"{url_head}&partNumber="
         url_part_mid = f"&uploadId={encoded_upload_id}&X-Amz-Signature="
 
         urls: list[str] = []
         append = urls.append
         cr_copy, inner_copy, outer_copy = cr_base.copy, inner_base.copy, outer_base.copy
-        for part_number in part_numbers:
+        for part_number, length in parts:
             # Exact-int check: rejects bool (str(True) would sign "partNumber=True") cheaply.
             if type(part_number) is not int:
                 raise TypeError(f"part number must be an int, got {type(part_number).__name__}")
             if not 1 <= part_number <= _MAX_PART_NUMBER:
                 raise ValueError(f"part number must be within 1..{_MAX_PART_NUMBER}, got {part_number}")
+            tail = tails.get(length)
+            if tail is None:
+                tail = tails[length] = (
+                    f"&uploadId={encoded_upload_id}\ncontent-length:{_content_length(length)}{after_length}".encode()
+                )
             digits = str(part_number)
             cr = cr_copy()
-            cr.update(digits.encode() + cr_tail)
+            cr.update(digits.encode() + tail)
             inner = inner_copy()
             inner.update(cr.hexdigest().encode())
             outer = outer_copy()
             outer.update(inner.digest())
             append(url_part_head + digits + url_part_mid + outer.hexdigest())
         return urls
+
+
+def _content_length(length: int) -> str:
+    if type(length) is not int:
+        raise TypeError(f"content length must be an int, got {type(length).__name__}")
+    if not 0 <= length <= _MAX_OBJECT_BYTES:
+        raise ValueError(f"content length must be within 0..{_MAX_OBJECT_BYTES}, got {length}")
+    return str(length)

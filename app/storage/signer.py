@@ -68,21 +68,29 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
-    """Presign a batch and return its `parts` array as JSON."""
+    """Presign a batch and return its `parts` array as JSON.
+
+    Each URL binds its part's exact length; a `single_put` URL also binds `If-None-Match: *`, so once the
+    object is stored nothing can replace it through the URL.  `headers` lists what the client must send.
+    """
     when = datetime.fromtimestamp(batch.signed_at, tz=UTC)
     expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+    ranges = [part_range(n, batch.part_size, batch.total_bytes) for n in batch.part_numbers]
+    sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
     if batch.upload_id is None:
-        urls = [presigner.presign_put_object(batch.bucket, batch.key, expires_in=batch.expires_in, now=when)]
+        urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
+                                             expires_in=batch.expires_in, now=when, if_none_match=True)]  # fmt: skip
+        write_once: dict[str, str] = {"If-None-Match": "*"}
     else:
         urls = presigner.presign_upload_parts(
-            batch.bucket, batch.key, upload_id=batch.upload_id, part_numbers=batch.part_numbers,
-            expires_in=batch.expires_in, now=when,
+            batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,
         )  # fmt: skip
+        write_once = {}
     parts = []
-    for n, url in zip(batch.part_numbers, urls, strict=True):
-        lo, hi = part_range(n, batch.part_size, batch.total_bytes)
-        parts.append(PartUrl(part_number=n, size_bytes=hi - lo, byte_start=lo, byte_end=hi, url=url,
-                             expires_at=expires_at))  # fmt: skip
+    for (n, size), (lo, hi), url in zip(sized, ranges, urls, strict=True):
+        headers = {"Content-Length": str(size), **write_once}
+        parts.append(PartUrl(part_number=n, size_bytes=size, byte_start=lo, byte_end=hi, url=url,
+                             expires_at=expires_at, headers=headers))  # fmt: skip
     return _json.encode(parts)
 
 

@@ -28,6 +28,9 @@ KEY = "uploads/0f8fad5b-d9cb-469f-a165-70867728950e/left-eye.mov"
 UPLOAD_ID = "2~iCw_lDWkpDUT1BC7UR9a6nAtDOpUvbW.Jfd4g-Hy_sAzKn"
 EXPIRES_IN = 3600
 PARTS = range(1, 10_001)
+PART_BYTES = 8 * 1024 * 1024
+LAST_BYTES = 1_234_567
+SIZED = [(n, PART_BYTES if n < PARTS[-1] else LAST_BYTES) for n in PARTS]
 ROUNDS = 3
 
 
@@ -50,32 +53,38 @@ def main() -> None:
     )
 
     def run_ours() -> list[str]:
-        return ours.presign_upload_parts(
-            BUCKET, KEY, upload_id=UPLOAD_ID, part_numbers=PARTS, expires_in=EXPIRES_IN, now=now
-        )
+        return ours.presign_upload_parts(BUCKET, KEY, upload_id=UPLOAD_ID, parts=SIZED, expires_in=EXPIRES_IN, now=now)
 
     def run_botocore() -> list[str]:
         return [
             client.generate_presigned_url(
                 "upload_part",
-                Params={"Bucket": BUCKET, "Key": KEY, "UploadId": UPLOAD_ID, "PartNumber": part},
+                Params={
+                    "Bucket": BUCKET,
+                    "Key": KEY,
+                    "UploadId": UPLOAD_ID,
+                    "PartNumber": part,
+                    "ContentLength": length,
+                },
                 ExpiresIn=EXPIRES_IN,
             )
-            for part in PARTS
+            for part, length in SIZED
         ]
 
     # Make sure both sides do the same work: with botocore's clock pinned to `now`, the
     # first and last URLs must carry identical parameters (botocore orders them differently).
     with mock.patch.object(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: now.replace(tzinfo=None)):
-        for part in (PARTS[0], PARTS[-1]):
+        for part, length in (SIZED[0], SIZED[-1]):
             theirs = client.generate_presigned_url(
                 "upload_part",
-                Params={"Bucket": BUCKET, "Key": KEY, "UploadId": UPLOAD_ID, "PartNumber": part},
+                Params={"Bucket": BUCKET, "Key": KEY, "UploadId": UPLOAD_ID, "PartNumber": part,
+                        "ContentLength": length},
                 ExpiresIn=EXPIRES_IN,
-            )
+            )  # fmt: skip
             mine = ours.presign_upload_part(
-                BUCKET, KEY, upload_id=UPLOAD_ID, part_number=part, expires_in=EXPIRES_IN, now=now
-            )
+                BUCKET, KEY, upload_id=UPLOAD_ID, part_number=part, content_length=length, expires_in=EXPIRES_IN,
+                now=now,
+            )  # fmt: skip
             if parse_qs(urlsplit(mine).query) != parse_qs(urlsplit(theirs).query):
                 raise SystemExit(f"outputs differ:\n ours     {mine}\n botocore {theirs}")
 

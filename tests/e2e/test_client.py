@@ -201,6 +201,35 @@ async def test_storage_failures_are_retried_to_correct_bytes(
     assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
 
 
+async def test_a_single_put_whose_answer_was_lost_counts_as_stored_on_retry(
+    client_stack: ClientStack, s3_proxy: LoopbackProxy, redis: Redis, store: Any, s3: Any, settings: Settings,
+    upload_key: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    def decide(seen: Seen, i: int) -> str | Reply:
+        # The first write of the single_put object reaches storage, but its answer never reaches the client.
+        single = seen.method == "PUT" and "partNumber" not in seen.query
+        if single and not any("partNumber" not in s.query for s in s3_proxy.puts()):
+            return LOSE_ANSWER
+        return FORWARD
+
+    s3_proxy.decide = decide
+    names = {"movie.mp4": 11 * MIB, "subs.srt": 5000}
+    digests = {name: write_random(tmp_path / name, size) for name, size in names.items()}
+    files = (LocalFile(tmp_path / "movie.mp4", "video"), LocalFile(tmp_path / "subs.srt", "subtitle", "en"))
+    async with UploadClient(client_stack.api_url, upload_key, parallel=2, backoff=Backoff(0.05, 0.5)) as client:
+        result = await client.upload_group(UploadSpec("Lost answer", "2D", files), state_dir=tmp_path / "state")
+    assert isinstance(result.library_id, int)
+    singles = [s for s in s3_proxy.puts() if "partNumber" not in s.query]
+    # Stored by the first PUT (answer lost), refused by the retry: the URL is write-once.
+    assert [(s.action, s.status) for s in singles] == [(LOSE_ANSWER, 200), (FORWARD, 412)]
+    assert all(s.headers["if-none-match"] == "*" and s.headers["content-length"] == "5000" for s in singles)
+    parts = [s for s in s3_proxy.puts() if "partNumber" in s.query]
+    assert parts and all("if-none-match" not in s.headers for s in parts)
+    state = load_state(tmp_path / "state" / f"{result.session_id}.json")
+    stored = stored_digests(s3, settings.s3_bucket, "acme", result.session_id)
+    assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
+
+
 async def test_a_part_that_keeps_failing_stops_the_run_resumably(
     client_stack: ClientStack, s3_proxy: LoopbackProxy, redis: Redis, store: Any, s3: Any, settings: Settings,
     upload_key: str, tmp_path: Path,

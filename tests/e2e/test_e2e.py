@@ -97,7 +97,7 @@ async def put_parts(http: httpx.AsyncClient, parts: list[dict[str, Any]], data: 
     """PUT every part concurrently, as a parallel uploader would."""
 
     async def one(p: dict[str, Any]) -> dict[str, Any]:
-        r = await http.put(p["url"], content=data[p["byteStart"] : p["byteEnd"]])
+        r = await http.put(p["url"], content=data[p["byteStart"] : p["byteEnd"]], headers=p["headers"])
         assert r.status_code == 200, r.text
         return {"partNumber": p["partNumber"], "etag": r.headers["etag"]}
 

@@ -76,7 +76,7 @@ async def upload_file(
     parts = []
     async with httpx.AsyncClient() as http:
         for p in r.json()["parts"]:
-            put = await http.put(p["url"], content=data[p["byteStart"] : p["byteEnd"]])
+            put = await http.put(p["url"], content=data[p["byteStart"] : p["byteEnd"]], headers=p["headers"])
             assert put.status_code == 200, put.text
             parts.append({"partNumber": p["partNumber"], "etag": put.headers["etag"]})
     return parts
@@ -180,9 +180,37 @@ async def test_part_urls_shapes_ranges_and_selection(api: Client, key: dict[str,
     assert [p["partNumber"] for p in r.json()["parts"]] == [3, 1]
     r = await api.post(base, json={"startPartNumber": 2, "count": 10}, headers=key)
     assert [p["partNumber"] for p in r.json()["parts"]] == [2, 3]
+    assert [p["headers"] for p in body["parts"]] == [{"Content-Length": str(p["sizeBytes"])} for p in body["parts"]]
+    assert all("X-Amz-SignedHeaders=content-length%3Bhost&" in p["url"] for p in body["parts"])
     single = doc["files"][3]
     r = await api.post(f"{URL}/{sid}/files/{single['uploadId']}/part-urls", headers=key)
     assert r.status_code == 200 and len(r.json()["parts"]) == 1 and "uploadId=" not in r.json()["parts"][0]["url"]
+    (put,) = r.json()["parts"]
+    assert put["headers"] == {"Content-Length": "1234", "If-None-Match": "*"}
+    assert "X-Amz-SignedHeaders=content-length%3Bhost%3Bif-none-match&" in put["url"]
+
+
+async def test_a_completed_single_put_object_cannot_be_replaced_through_its_url(
+    api: Client, key: dict[str, str], running_worker: Worker, redis: Redis, s3: Any, small_settings: Settings
+) -> None:
+    doc = await start(api, key, {"video_left": 10, "video_right": 20})
+    sid, left = doc["sessionId"], doc["files"][0]
+    r = await api.post(f"{URL}/{sid}/files/{left['uploadId']}/part-urls", headers=key)
+    (part,) = r.json()["parts"]
+    async with httpx.AsyncClient() as http:
+        first = await http.put(part["url"], content=b"a" * 10, headers=part["headers"])
+        assert first.status_code == 200, first.text
+        # A retry of a PUT whose answer was lost: storage already has the object and says so.
+        retry = await http.put(part["url"], content=b"a" * 10, headers=part["headers"])
+        assert retry.status_code == 412, retry.text
+        assert (await complete(api, key, sid, left["uploadId"], None)).status_code == 200
+        # After verification, the same URL with the headers its signature covers cannot replace the bytes.
+        again = await http.put(part["url"], content=b"b" * 10, headers=part["headers"])
+        assert again.status_code == 412, again.text
+    snap = await UploadState(redis).snapshot(sid)
+    assert snap is not None and snap.file_status(left["uploadId"]) == "completed"
+    stored = s3.get_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(snap.record.files[0]))
+    assert stored["Body"].read() == b"a" * 10
 
 
 @pytest.mark.parametrize(

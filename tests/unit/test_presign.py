@@ -65,15 +65,18 @@ UPLOAD_IDS = [
 ]
 
 PART_NUMBERS = [1, 42, 10_000]
+# Body lengths a URL binds: empty, small, the 5 MiB part minimum, and S3's 5 GiB single-PUT maximum.
+LENGTHS = [0, 2_401, 5 * 1024 * 1024, 5 * 1024**3]
 
 # One UploadPart case per key, cycling upload ids and part numbers so each appears with
 # several keys without multiplying the matrix.
 UPLOAD_PART_CASES = [
-    (key, upload_id, part_number)
-    for key, upload_id, part_number in zip(
+    (key, upload_id, part_number, length)
+    for key, upload_id, part_number, length in zip(
         KEYS,
         itertools.cycle(UPLOAD_IDS),
         itertools.cycle(PART_NUMBERS),
+        itertools.cycle(LENGTHS),
         strict=False,
     )
 ]
@@ -142,10 +145,26 @@ token_param = pytest.mark.parametrize("session_token", [None, SESSION_TOKEN], id
 target_param = pytest.mark.parametrize(("endpoint_url", "region"), TARGETS)
 
 
+def botocore_put_object(client: Any, bucket: str, key: str, length: int, *, write_once: bool, expires: int) -> str:
+    """botocore's PutObject URL signing the same headers as ours: Content-Length, and If-None-Match when write-once."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentLength": length}
+    if write_once:
+        params["IfNoneMatch"] = "*"
+    return str(client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
+
+
+def botocore_upload_part(client: Any, bucket: str, key: str, upload_id: str, part_number: int, length: int,
+                         expires: int = 3600) -> str:  # fmt: skip
+    """botocore's UploadPart URL signing Content-Length, as ours does."""
+    params = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number, "ContentLength": length}
+    return str(client.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires))
+
+
 @target_param
 @style_param
 @token_param
-@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize(("key", "length"), list(zip(KEYS, itertools.cycle(LENGTHS), strict=False)))
+@pytest.mark.parametrize("write_once", [True, False], ids=["if-none-match", "overwritable"])
 @pytest.mark.usefixtures("frozen_botocore_clock")
 def test_put_object_matches_botocore(
     endpoint_url: str,
@@ -153,19 +172,23 @@ def test_put_object_matches_botocore(
     addressing_style: str,
     session_token: str | None,
     key: str,
+    length: int,
+    write_once: bool,
 ) -> None:
     client = botocore_client(endpoint_url, region, addressing_style, session_token)
-    theirs = client.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=900)
+    theirs = botocore_put_object(client, BUCKET, key, length, write_once=write_once, expires=900)
     ours = make_presigner(endpoint_url, region, addressing_style, session_token).presign_put_object(
-        BUCKET, key, expires_in=900, now=FROZEN_NOW
+        BUCKET, key, content_length=length, expires_in=900, now=FROZEN_NOW, if_none_match=write_once
     )
     assert_same_url(ours, theirs)
+    signed = parse_qs(urlsplit(ours).query)["X-Amz-SignedHeaders"]
+    assert signed == (["content-length;host;if-none-match"] if write_once else ["content-length;host"])
 
 
 @target_param
 @style_param
 @token_param
-@pytest.mark.parametrize(("key", "upload_id", "part_number"), UPLOAD_PART_CASES)
+@pytest.mark.parametrize(("key", "upload_id", "part_number", "length"), UPLOAD_PART_CASES)
 @pytest.mark.usefixtures("frozen_botocore_clock")
 def test_upload_part_matches_botocore(
     *,
@@ -176,27 +199,56 @@ def test_upload_part_matches_botocore(
     key: str,
     upload_id: str,
     part_number: int,
+    length: int,
 ) -> None:
     client = botocore_client(endpoint_url, region, addressing_style, session_token)
-    theirs = client.generate_presigned_url(
-        "upload_part",
-        Params={
-            "Bucket": BUCKET,
-            "Key": key,
-            "UploadId": upload_id,
-            "PartNumber": part_number,
-        },
-        ExpiresIn=3600,
-    )
+    theirs = botocore_upload_part(client, BUCKET, key, upload_id, part_number, length)
     ours = make_presigner(endpoint_url, region, addressing_style, session_token).presign_upload_part(
         BUCKET,
         key,
         upload_id=upload_id,
         part_number=part_number,
+        content_length=length,
         expires_in=3600,
         now=FROZEN_NOW,
     )
     assert_same_url(ours, theirs)
+
+
+@pytest.mark.parametrize("length", [1, 2_401, 5 * 1024 * 1024])
+@pytest.mark.parametrize("write_once", [True, False])
+@pytest.mark.usefixtures("frozen_botocore_clock")
+def test_a_body_of_another_length_does_not_match_the_signature(length: int, write_once: bool) -> None:
+    """What storage checks: the signature it recomputes from the request's own Content-Length.
+
+    botocore stands in for storage here (moto does not check signatures): it recomputes the signature for
+    the length a client would send; only the declared length gives the URL's signature.
+    """
+    endpoint = f"http://127.0.0.1:{LOCAL_PORT}"
+    client = botocore_client(endpoint, "us-east-1", "path", None)
+    presigner = make_presigner(endpoint, "us-east-1", "path", None)
+
+    def signature(url: str) -> str:
+        return parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
+
+    put = presigner.presign_put_object(BUCKET, "k", content_length=length, expires_in=60, now=FROZEN_NOW,
+                                       if_none_match=write_once)  # fmt: skip
+    part = presigner.presign_upload_part(BUCKET, "k", upload_id="u", part_number=2, content_length=length,
+                                         expires_in=60, now=FROZEN_NOW)  # fmt: skip
+    for sent in (length - 1, length + 1, 0, 5 * 1024**3):
+        if sent == length:
+            continue
+        theirs_put = botocore_put_object(client, BUCKET, "k", sent, write_once=write_once, expires=60)
+        assert signature(theirs_put) != signature(put)
+        assert signature(botocore_upload_part(client, BUCKET, "k", "u", 2, sent, 60)) != signature(part)
+    assert signature(botocore_put_object(client, BUCKET, "k", length, write_once=write_once, expires=60)) == signature(
+        put
+    )
+    # A PUT that leaves out If-None-Match is a different request too: the header is part of the signature.
+    if write_once:
+        assert signature(botocore_put_object(client, BUCKET, "k", length, write_once=False, expires=60)) != signature(
+            put
+        )
 
 
 # Endpoint/bucket shapes where botocore rewrites the request: these pin the Host value
@@ -231,28 +283,28 @@ def test_endpoint_edge_cases_match_botocore(endpoint_url: str, addressing_style:
     client = botocore_client(endpoint_url, "us-east-1", addressing_style, SESSION_TOKEN)
     presigner = make_presigner(endpoint_url, "us-east-1", addressing_style, SESSION_TOKEN)
     key = "dir/vidéo 1.mov"
-    theirs = client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
-    ours = presigner.presign_put_object(bucket, key, expires_in=60, now=FROZEN_NOW)
-    assert_same_url(ours, theirs)
-    theirs = client.generate_presigned_url(
-        "upload_part",
-        Params={"Bucket": bucket, "Key": key, "UploadId": "u+/=", "PartNumber": 3},
-        ExpiresIn=60,
+    theirs = botocore_put_object(client, bucket, key, 10, write_once=True, expires=60)
+    ours = presigner.presign_put_object(
+        bucket, key, content_length=10, expires_in=60, now=FROZEN_NOW, if_none_match=True
     )
-    ours = presigner.presign_upload_part(bucket, key, upload_id="u+/=", part_number=3, expires_in=60, now=FROZEN_NOW)
+    assert_same_url(ours, theirs)
+    theirs = botocore_upload_part(client, bucket, key, "u+/=", 3, 10, 60)
+    ours = presigner.presign_upload_part(
+        bucket, key, upload_id="u+/=", part_number=3, content_length=10, expires_in=60, now=FROZEN_NOW
+    )
     assert_same_url(ours, theirs)
 
 
 def test_signed_host_keeps_non_default_port() -> None:
     url = make_presigner(f"http://127.0.0.1:{LOCAL_PORT}", "us-east-1", "path", None).presign_put_object(
-        BUCKET, "k", expires_in=60, now=FROZEN_NOW
+        BUCKET, "k", content_length=1, expires_in=60, now=FROZEN_NOW
     )
     assert url.startswith(f"http://127.0.0.1:{LOCAL_PORT}/{BUCKET}/k?")
 
 
 def test_virtual_host_puts_bucket_in_host() -> None:
     url = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "virtual", None).presign_put_object(
-        BUCKET, "a b/c.mov", expires_in=60, now=FROZEN_NOW
+        BUCKET, "a b/c.mov", content_length=1, expires_in=60, now=FROZEN_NOW
     )
     parts = urlsplit(url)
     assert parts.netloc == f"{BUCKET}.s3.eu-west-3.amazonaws.com"
@@ -263,11 +315,11 @@ def test_virtual_host_puts_bucket_in_host() -> None:
 @pytest.mark.usefixtures("frozen_botocore_clock")
 def test_expires_in_bounds_match_botocore(expires_in: int) -> None:
     endpoint = f"http://127.0.0.1:{LOCAL_PORT}"
-    theirs = botocore_client(endpoint, "eu-west-3", "path", None).generate_presigned_url(
-        "put_object", Params={"Bucket": BUCKET, "Key": "k"}, ExpiresIn=expires_in
+    theirs = botocore_put_object(
+        botocore_client(endpoint, "eu-west-3", "path", None), BUCKET, "k", 1, write_once=False, expires=expires_in
     )
     ours = make_presigner(endpoint, "eu-west-3", "path", None).presign_put_object(
-        BUCKET, "k", expires_in=expires_in, now=FROZEN_NOW
+        BUCKET, "k", content_length=1, expires_in=expires_in, now=FROZEN_NOW
     )
     assert_same_url(ours, theirs)
 
@@ -276,12 +328,14 @@ def test_expires_in_bounds_match_botocore(expires_in: int) -> None:
 def test_expires_in_out_of_range_is_rejected(expires_in: int) -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     with pytest.raises(ValueError, match="expires_in"):
-        presigner.presign_put_object(BUCKET, "k", expires_in=expires_in, now=FROZEN_NOW)
+        presigner.presign_put_object(BUCKET, "k", content_length=1, expires_in=expires_in, now=FROZEN_NOW)
     with pytest.raises(ValueError, match="expires_in"):
-        presigner.presign_upload_part(BUCKET, "k", upload_id="u", part_number=1, expires_in=expires_in, now=FROZEN_NOW)
+        presigner.presign_upload_part(
+            BUCKET, "k", upload_id="u", part_number=1, content_length=1, expires_in=expires_in, now=FROZEN_NOW
+        )
     with pytest.raises(ValueError, match="expires_in"):
         presigner.presign_upload_parts(
-            BUCKET, "k", upload_id="u", part_numbers=[1], expires_in=expires_in, now=FROZEN_NOW
+            BUCKET, "k", upload_id="u", parts=[(1, 1)], expires_in=expires_in, now=FROZEN_NOW
         )
 
 
@@ -292,6 +346,7 @@ def test_expires_in_must_be_an_int(expires_in: object) -> None:
         presigner.presign_put_object(
             BUCKET,
             "k",
+            content_length=1,
             expires_in=expires_in,  # type: ignore[arg-type]
             now=FROZEN_NOW,
         )
@@ -307,17 +362,28 @@ def test_bad_part_numbers_are_rejected(part_number: object, error: type[Exceptio
             BUCKET,
             "k",
             upload_id="u",
-            part_numbers=[1, part_number],  # type: ignore[list-item]
+            parts=[(1, 1), (part_number, 1)],  # type: ignore[list-item]
             expires_in=60,
             now=FROZEN_NOW,
         )
+
+
+@pytest.mark.parametrize(("length", "error"), [(-1, ValueError), (5 * 1024**3 + 1, ValueError), (True, TypeError),
+                                               (1.0, TypeError), ("1", TypeError)])  # fmt: skip
+def test_bad_content_lengths_are_rejected(length: object, error: type[Exception]) -> None:
+    presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
+    with pytest.raises(error, match="content length"):
+        presigner.presign_put_object(BUCKET, "k", content_length=length, expires_in=60, now=FROZEN_NOW)  # type: ignore[arg-type]
+    with pytest.raises(error, match="content length"):
+        presigner.presign_upload_parts(BUCKET, "k", upload_id="u", parts=[(1, length)], expires_in=60,  # type: ignore[list-item]
+                                       now=FROZEN_NOW)  # fmt: skip
 
 
 @pytest.mark.parametrize(("bucket", "key"), [("", "k"), ("bad/bucket", "k"), ("bad bucket", "k"), (BUCKET, "")])
 def test_bad_bucket_or_key_is_rejected(bucket: str, key: str) -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     with pytest.raises(ValueError, match=r"bucket|key"):
-        presigner.presign_put_object(bucket, key, expires_in=60, now=FROZEN_NOW)
+        presigner.presign_put_object(bucket, key, content_length=1, expires_in=60, now=FROZEN_NOW)
 
 
 @pytest.mark.parametrize(
@@ -346,30 +412,31 @@ def test_bad_configuration_is_rejected(kwargs: dict[str, Any], match: str) -> No
 def test_now_must_be_timezone_aware() -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     with pytest.raises(ValueError, match="timezone-aware"):
-        presigner.presign_put_object(BUCKET, "k", expires_in=60, now=FROZEN_NOW.replace(tzinfo=None))
+        presigner.presign_put_object(BUCKET, "k", content_length=1, expires_in=60, now=FROZEN_NOW.replace(tzinfo=None))
 
 
 def test_non_utc_now_is_converted_to_utc() -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
     paris = FROZEN_NOW.astimezone(timezone(timedelta(hours=1)))
-    assert presigner.presign_put_object(BUCKET, "k", expires_in=60, now=paris) == presigner.presign_put_object(
-        BUCKET, "k", expires_in=60, now=FROZEN_NOW
-    )
+    in_paris = presigner.presign_put_object(BUCKET, "k", content_length=1, expires_in=60, now=paris)
+    assert in_paris == presigner.presign_put_object(BUCKET, "k", content_length=1, expires_in=60, now=FROZEN_NOW)
 
 
 @target_param
 @style_param
 def test_batch_equals_one_by_one(endpoint_url: str, region: str, addressing_style: str) -> None:
     presigner = make_presigner(endpoint_url, region, addressing_style, SESSION_TOKEN)
-    part_numbers = [3, 1, 2, 10_000, *range(4, 60), 3]  # any order, duplicates allowed
+    # Any order, duplicates allowed, lengths mixed (full parts and a short last one).
+    parts = [(3, 7), (1, 5 * 1024**2), (2, 5 * 1024**2), (10_000, 7), *((n, n) for n in range(4, 60)), (3, 7)]
 
     def one_by_one() -> Iterator[str]:
-        for number in part_numbers:
+        for number, length in parts:
             yield presigner.presign_upload_part(
                 BUCKET,
                 "vidéo/日本 語.mov",
                 upload_id="dGVzdA+/x7Q==",
                 part_number=number,
+                content_length=length,
                 expires_in=900,
                 now=FROZEN_NOW,
             )
@@ -378,7 +445,7 @@ def test_batch_equals_one_by_one(endpoint_url: str, region: str, addressing_styl
         BUCKET,
         "vidéo/日本 語.mov",
         upload_id="dGVzdA+/x7Q==",
-        part_numbers=iter(part_numbers),  # a one-shot iterator is enough
+        parts=iter(parts),  # a one-shot iterator is enough
         expires_in=900,
         now=FROZEN_NOW,
     )
@@ -387,9 +454,7 @@ def test_batch_equals_one_by_one(endpoint_url: str, region: str, addressing_styl
 
 def test_batch_of_no_parts_is_empty() -> None:
     presigner = make_presigner("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "path", None)
-    assert (
-        presigner.presign_upload_parts(BUCKET, "k", upload_id="u", part_numbers=[], expires_in=60, now=FROZEN_NOW) == []
-    )
+    assert presigner.presign_upload_parts(BUCKET, "k", upload_id="u", parts=[], expires_in=60, now=FROZEN_NOW) == []
 
 
 def reference_signing_key(secret: str, date_stamp: str, region: str) -> bytes:
@@ -418,7 +483,7 @@ def test_signing_key_is_cached_per_date(monkeypatch: pytest.MonkeyPatch) -> None
     # Same date: served from the cache, for direct calls and for every URL of that day.
     assert presigner.signing_key("20260304") == day1
     presigner.presign_upload_parts(
-        BUCKET, "k", upload_id="u", part_numbers=range(1, 101), expires_in=60, now=FROZEN_NOW
+        BUCKET, "k", upload_id="u", parts=((n, 1) for n in range(1, 101)), expires_in=60, now=FROZEN_NOW
     )
     assert len(derivations) == 4
 
