@@ -75,8 +75,9 @@ from app.settings import Settings
 from app.state import UploadState
 from app.state.connection import redis_client as redis_client_for
 from app.state.pipeline import REDIS_UNAVAILABLE
+from app.storage.credentials import CredentialSource, NoStorageCredentials, StorageCredentialsError
 from app.storage.lazy import LazyObjectStore
-from app.storage.signer import PresignerConfig, Signer
+from app.storage.signer import Signer
 from app.timefmt import now_ms
 from app.uploads import UploadService
 
@@ -513,7 +514,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await state.load_scripts()  # a broken script stops the process here, not on its first call
     except REDIS_UNAVAILABLE as exc:
         log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
-    signer = Signer(PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts)
+    signer = Signer.from_settings(settings)
     uploads = UploadService(settings, state, signer, storage)
     try:
         yield Services(
@@ -526,10 +527,25 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     finally:
         try:
             signer.close()
+            await signer.credentials.aclose()
             state.close()
             await storage.aclose()
         finally:
             await redis_client.aclose()
+
+
+async def check_credentials(credentials: CredentialSource) -> None:
+    """Stop the process at start when the provider chain has no S3 credentials at all (a configuration
+    error); a failure to fetch them (STS or the metadata service down) is logged, and part-urls answers 503
+    until they can be fetched."""
+    if not credentials.from_chain:
+        return
+    try:
+        await credentials.current()
+    except NoStorageCredentials:
+        raise
+    except StorageCredentialsError as exc:
+        log.warning("S3 credentials unavailable at start: %s", exc)
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -568,6 +584,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.services = svc
             svc.probe.storage.warm()
             svc.uploads.signer.start()
+            await check_credentials(svc.uploads.signer.credentials)
             # Everything built so far lives as long as the process: keep it out of the garbage collector's
             # full passes, which otherwise rescan the whole app (routes, models, OpenAPI) every few thousand
             # requests.

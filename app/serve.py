@@ -10,6 +10,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from app.settings import Settings
+from app.storage.credentials import require_credentials
 
 ASGI_TARGET = "app.asgi:app"
 
@@ -17,6 +18,7 @@ ASGI_TARGET = "app.asgi:app"
 def main() -> None:
     """Console-script entry point: serve the API with the SPATIALGEN_* settings."""
     settings = Settings.from_env()
+    require_credentials(settings)  # no S3 credentials at all: stop here, not in a crash-looping server worker
     Granian(
         ASGI_TARGET,
         address=settings.host,

@@ -51,12 +51,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Region used for SigV4 signing."""
     s3_bucket: str = "spatialgen-uploads"
     """Bucket every object goes to."""
-    s3_access_key_id: str = "dev"
-    """Access key id for the object store."""
-    s3_secret_access_key: str = "dev-secret"
-    """Secret access key for the object store."""
+    s3_access_key_id: str = ""
+    """Static access key id for the object store; empty: botocore's provider chain (AWS_* variables, profile,
+    web identity / IRSA, container or instance role), temporary credentials refreshed before they expire."""
+    s3_secret_access_key: str = ""
+    """Static secret access key (set together with S3_ACCESS_KEY_ID)."""
     s3_session_token: str = ""
-    """Optional session token (temporary credentials)."""
+    """Session token of static temporary credentials (never refreshed: prefer the provider chain for those)."""
     s3_addressing_style: str = "path"
     """`path` (MinIO, moto) or `virtual` (AWS virtual-host style)."""
     s3_key_prefix: str = "uploads"
@@ -150,6 +151,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "MAX_FILE_BYTES must be between 1 and 5 TiB"
         if not 1 <= self.max_files_per_group <= 1000:
             yield "MAX_FILES_PER_GROUP must be between 1 and 1000"
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            yield "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together (or both left empty for the chain)"
+        if self.s3_session_token and not self.s3_access_key_id:
+            yield "S3_SESSION_TOKEN needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
         if self.s3_addressing_style not in ("path", "virtual"):
             yield "S3_ADDRESSING_STYLE must be 'path' or 'virtual'"
         if not 1 <= self.part_url_ttl_seconds <= MAX_PRESIGN_SECONDS:

@@ -55,8 +55,9 @@ from app.state.jobs import (
     refresh_job_id,
 )
 from app.state.keys import idempotency_key
+from app.storage.credentials import StorageCredentialsError
 from app.storage.lazy import LazyObjectStore
-from app.storage.signer import PresignerConfig, SignBatch, Signer
+from app.storage.signer import SignBatch, Signer
 from app.timefmt import iso_ms, now_ms
 from app.views import completed_view, created_view, file_fields, group_status_view, shown_status
 
@@ -178,9 +179,7 @@ class UploadService:
         self.state = state
         self.storage = storage  # to provision a file a client is waiting for (None: leave it to workers)
         self.rates = settings.rates()
-        self.signer = signer or Signer(
-            PresignerConfig.from_settings(settings), offload_min_parts=settings.sign_offload_min_parts
-        )
+        self.signer = signer or Signer.from_settings(settings)
 
     # --- start -------------------------------------------------------------------------------------
 
@@ -313,7 +312,13 @@ class UploadService:
             part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
             signed_at=signed_at,
         )  # fmt: skip
-        parts_json = await self.signer.sign(batch)
+        try:
+            parts_json = await self.signer.sign(batch)
+        except StorageCredentialsError as exc:  # the provider chain has nothing usable right now
+            log.warning("part-urls %s/%s: %s", session_id, upload_id, exc)
+            raise errors.DEPENDENCY_DOWN(
+                "Storage credentials are unavailable right now; try again shortly.", headers={"Retry-After": "5"}
+            ) from None
         # Track what arrives: a refresh a little later coalesces with any already queued for this file.
         await self.state.enqueue(self._refresh_job(session_id, upload_id, now, later=True))
         # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.

@@ -15,7 +15,9 @@ import time
 from arq.logs import default_log_config
 from arq.worker import get_kwargs
 
+from app.settings import Settings
 from app.state.pipeline import REDIS_UNAVAILABLE
+from app.storage.credentials import require_credentials
 from worker.liveness import ResilientWorker
 from worker.settings import WorkerSettings
 
@@ -25,6 +27,7 @@ log = logging.getLogger("spatialgen.worker")
 def main() -> None:
     """Console-script entry point."""
     logging.config.dictConfig(default_log_config(verbose=False))
+    require_credentials(Settings.from_env())
     delay = 1.0
     while True:
         worker = ResilientWorker(**get_kwargs(WorkerSettings))  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from app.settings import Settings
+from app.storage.credentials import chain_credentials
 
 
 class StoredPart(msgspec.Struct, frozen=True):
@@ -82,12 +83,17 @@ class ObjectStore:
             retries={"total_max_attempts": attempts, "mode": "standard"},
             max_pool_connections=pool_size,
         )
-        async with (session or get_session()).create_client(
+        session = session or get_session()
+        if not settings.s3_access_key_id:
+            # The provider chain: resolved here so a process without credentials stops at start; the client
+            # reuses the session's (refreshable) credentials, refreshed by botocore before they expire.
+            await chain_credentials(session)
+        async with session.create_client(
             "s3",
             endpoint_url=settings.s3_endpoint_url or None,
             region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key,
+            aws_access_key_id=settings.s3_access_key_id or None,
+            aws_secret_access_key=settings.s3_secret_access_key or None,
             aws_session_token=settings.s3_session_token or None,
             config=config,
         ) as client:

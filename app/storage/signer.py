@@ -19,6 +19,7 @@ import msgspec
 from app.models import PartUrl
 from app.rules import part_range
 from app.settings import Settings
+from app.storage.credentials import CredentialSource
 from app.storage.presign import PresignCredentials, S3Presigner
 from app.timefmt import iso_ms
 
@@ -27,31 +28,38 @@ _json = msgspec.json.Encoder()
 
 
 class PresignerConfig(msgspec.Struct, frozen=True):
-    """What a presigner needs: sent to the helper process, which builds its own."""
+    """Where URLs point (credentials are separate: they change when temporary ones are refreshed)."""
 
     endpoint_url: str
     region: str
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None
     addressing_style: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PresignerConfig:
         """URLs name the endpoint clients reach (S3_PUBLIC_ENDPOINT_URL when set)."""
-        return cls(
-            endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url, region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id, secret_access_key=settings.s3_secret_access_key,
-            session_token=settings.s3_session_token or None, addressing_style=settings.s3_addressing_style,
-        )  # fmt: skip
+        return cls(endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+                   region=settings.s3_region, addressing_style=settings.s3_addressing_style)  # fmt: skip
 
-    def presigner(self) -> S3Presigner:
-        """A presigner for this configuration."""
-        credentials = PresignCredentials(self.access_key_id, self.secret_access_key, self.session_token)
-        return S3Presigner(
-            endpoint_url=self.endpoint_url, region=self.region, credentials=credentials,
-            addressing_style=self.addressing_style,
-        )  # fmt: skip
+    def presigner(self, credentials: PresignCredentials) -> S3Presigner:
+        """A presigner for this configuration signing with these credentials."""
+        return S3Presigner(endpoint_url=self.endpoint_url, region=self.region, credentials=credentials,
+                           addressing_style=self.addressing_style)  # fmt: skip
+
+
+class _Presigners:
+    """The presigner for the latest credentials (a refresh builds a new one; its signing keys start empty)."""
+
+    def __init__(self, config: PresignerConfig) -> None:
+        self.config = config
+        self._latest: tuple[PresignCredentials, S3Presigner] | None = None
+
+    def get(self, credentials: PresignCredentials) -> S3Presigner:
+        latest = self._latest
+        if latest is not None and latest[0] == credentials:
+            return latest[1]
+        presigner = self.config.presigner(credentials)
+        self._latest = (credentials, presigner)
+        return presigner
 
 
 class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,8 +102,15 @@ def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
     return _json.encode(parts)
 
 
-_batch_decoder = msgspec.msgpack.Decoder(SignBatch)
-_batch_encoder = msgspec.msgpack.Encoder()
+class SignRequest(msgspec.Struct, frozen=True):
+    """What the helper process receives: the credentials current when the call was made, and the batch."""
+
+    credentials: PresignCredentials
+    batch: SignBatch
+
+
+_request_decoder = msgspec.msgpack.Decoder(SignRequest)
+_request_encoder = msgspec.msgpack.Encoder()
 
 
 def _serve(conn: Connection, config: PresignerConfig) -> None:
@@ -104,25 +119,32 @@ def _serve(conn: Connection, config: PresignerConfig) -> None:
     The pipe closes when the API process ends, however it ends (a server may kill its workers without
     running exit hooks), so the helper never outlives it.
     """
-    presigner = config.presigner()
+    presigners = _Presigners(config)
     while True:
         try:
-            request = conn.recv_bytes()
+            request = _request_decoder.decode(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        conn.send_bytes(sign_parts_json(presigner, _batch_decoder.decode(request)))
+        conn.send_bytes(sign_parts_json(presigners.get(request.credentials), request.batch))
 
 
 class Signer:
     """Signs part-urls batches: small ones inline, large ones in the helper process it owns."""
 
-    def __init__(self, config: PresignerConfig, *, offload_min_parts: int) -> None:
+    def __init__(self, config: PresignerConfig, credentials: CredentialSource, *, offload_min_parts: int) -> None:
         self.config = config
+        self.credentials = credentials
         self.offload_min_parts = offload_min_parts
-        self._presigner = config.presigner()
+        self._presigners = _Presigners(config)
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one batch at a time on the pipe (held by the thread doing the exchange)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Signer:
+        """A signer for the configured endpoint, signing with the configured (or the provider chain's) credentials."""
+        return cls(PresignerConfig.from_settings(settings), CredentialSource(settings),
+                   offload_min_parts=settings.sign_offload_min_parts)  # fmt: skip
 
     def start(self) -> None:
         """Start the helper process (API startup), so the first large batch does not wait for it."""
@@ -136,17 +158,18 @@ class Signer:
         self._process, self._conn = process, ours
 
     async def sign(self, batch: SignBatch) -> bytes:
-        """The batch's `parts` JSON."""
+        """The batch's `parts` JSON, signed with the credentials valid now (StorageCredentialsError if none)."""
+        credentials = await self.credentials.current()
         if self.offload_min_parts <= 0 or len(batch.part_numbers) < self.offload_min_parts:
-            return sign_parts_json(self._presigner, batch)
+            return sign_parts_json(self._presigners.get(credentials), batch)
         if self._conn is None:
             self.start()
         try:
-            return await asyncio.to_thread(self._exchange, _batch_encoder.encode(batch))
+            return await asyncio.to_thread(self._exchange, _request_encoder.encode(SignRequest(credentials, batch)))
         except (EOFError, OSError):  # the helper died (OOM-killed, say): sign this one here, start a new one
             log.warning("signer process died; restarting it")
             self.close()
-            return sign_parts_json(self._presigner, batch)
+            return sign_parts_json(self._presigners.get(credentials), batch)
 
     def helper_pid(self) -> int | None:
         """The helper process's pid while it runs."""

@@ -269,6 +269,9 @@ class DevStack:
             port = int(self.env.get("SPATIALGEN_DEV_S3_PORT", "0")) or free_port()
             self.moto = start_moto(port)
             self.env["SPATIALGEN_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+            # moto takes any keys; static ones keep the dev stack off the AWS provider chain.
+            self.env.setdefault("SPATIALGEN_S3_ACCESS_KEY_ID", "dev")
+            self.env.setdefault("SPATIALGEN_S3_SECRET_ACCESS_KEY", "dev-secret")
             print(f"s3 (moto) http://127.0.0.1:{port} bucket {self.settings.s3_bucket}", flush=True)
         self.settings = settings = Settings.from_env(self.env)
         if self.moto is not None:

@@ -431,6 +431,8 @@ def setup(tmp: Path, res: Resources, server_kind: str = "granian") -> tuple[Targ
         **os.environ,
         "SPATIALGEN_REDIS_URL": url,
         "SPATIALGEN_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # signing never talks to S3
+        "SPATIALGEN_S3_ACCESS_KEY_ID": "bench",
+        "SPATIALGEN_S3_SECRET_ACCESS_KEY": "bench-secret",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     server = start_server("api", server_kind, OURS_TARGET, env)

@@ -493,6 +493,8 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         **os.environ,
         "SPATIALGEN_REDIS_URL": url,
         "SPATIALGEN_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # start never talks to S3
+        "SPATIALGEN_S3_ACCESS_KEY_ID": "bench",
+        "SPATIALGEN_S3_SECRET_ACCESS_KEY": "bench-secret",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     body = msgspec.json.encode(SEED_REQUEST)

@@ -148,15 +148,16 @@ async def test_uuid_with_trailing_newline_is_404(client: httpx.AsyncClient, uplo
 async def test_large_batches_are_signed_in_the_signer_process_identically(
     settings: Settings, state: UploadState
 ) -> None:
+    from app.storage.credentials import CredentialSource
     from app.storage.signer import PresignerConfig, SignBatch, Signer, sign_parts_json
 
     batch = SignBatch(bucket="spatialgen-test", key="uploads/a/s/u.mov", upload_id="Up+Load/Id=",
                       part_numbers=list(range(1, 601)), part_size=5 * 1024 * 1024,
                       total_bytes=600 * 5 * 1024 * 1024 - 7, expires_in=3600, signed_at=1_800_000_000)  # fmt: skip
     config = PresignerConfig.from_settings(settings)
-    offloading = Signer(config, offload_min_parts=100)
+    offloading = Signer(config, CredentialSource(settings), offload_min_parts=100)
     try:
-        in_process = sign_parts_json(config.presigner(), batch)
+        in_process = sign_parts_json(config.presigner(await CredentialSource(settings).current()), batch)
         offloaded = await offloading.sign(batch)
         assert offloading.helper_pid() is not None  # the large batch really went to the signer process
     finally:
