@@ -202,6 +202,9 @@ class FileProgressView(UploadFileView, kw_only=True):
     uploaded_bytes: int
     parts_refreshed_at: str | None
     failure_reason: str | None
+    """Stable code of why a failed file failed (`size_mismatch`, `group_failed`, ...; see the README)."""
+    failure_detail: str | None
+    """The same in a sentence (never storage or exception text)."""
 
 
 class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):

@@ -287,7 +287,7 @@ def _examples() -> dict[str, Any]:
         FileProgressView(
             **_example_file(i, "uploading" if i == 0 else "initialized"), language_tag=f.get("languageTag"),
             uploaded_parts=5 if i == 0 else 0, uploaded_bytes=5 * part if i == 0 else 0,
-            parts_refreshed_at="2026-05-06T18:50:02.000Z" if i == 0 else None, failure_reason=None,
+            parts_refreshed_at="2026-05-06T18:50:02.000Z" if i == 0 else None, failure_reason=None, failure_detail=None,
         )
         for i, f in enumerate(START_EXAMPLE["files"])
     ]  # fmt: skip

@@ -9,9 +9,11 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from app import reasons
 from app.lifecycle import LIVE_GROUP, PURGED_GROUP, FileStatus, Reply
 from app.models import FileRecord, GroupRecord, UploadStrategy
 from app.objectkeys import parse_object_key, root_prefix
+from app.reasons import Reason
 from app.rules import part_range
 from app.settings import Settings
 from app.state import GroupSnapshot, Progress, UploadState
@@ -25,9 +27,6 @@ log = logging.getLogger("spatialgen.worker")
 
 # CompleteMultipartUpload errors that mean "the client's part list doesn't match storage": the
 # file goes back to 'uploading' so the client can upload what is missing and complete again.
-_PART_ERRORS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "InvalidRequest", "MalformedXML"})
-
-
 def is_transient(exc: BaseException) -> bool:
     """True for errors worth retrying: storage network trouble, throttling and 5xx; Redis unreachable,
     restarting, read-only after a failover or out of memory. False for client errors and our bugs."""
@@ -132,20 +131,21 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
         s3_id = snap.s3_upload_id(upload_id)
         if s3_id is None:
             await state.reject_complete(
-                session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason="storage was not provisioned"
+                session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=reasons.stored(Reason.NOT_PROVISIONED)
             )
             return "rejected"
         try:
             await store.complete_multipart(key, s3_id, parts)
         except ClientError as exc:
             code = error_code(exc)
+            refusal = reasons.from_storage_error(code)
             if code == "NoSuchUpload" and await store.head_size(key) is not None:
                 pass  # an earlier try assembled it; verify below
-            elif code in _PART_ERRORS or code == "NoSuchUpload":
-                message = exc.response.get("Error", {}).get("Message", "")
-                await state.reject_complete(
-                    session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=f"{code}: {message}"[:500]
-                )
+            elif refusal is not None:
+                # Storage's own message stays in the log; the client gets the stable reason.
+                log.info("complete %s/%s refused by storage: %s %s", session_id, upload_id, code,
+                         exc.response.get("Error", {}).get("Message", ""))  # fmt: skip
+                await state.reject_complete(session_id, upload_id, attempt=attempt, now_ms=now_ms(), reason=refusal)
                 return "rejected"
             else:
                 raise
@@ -156,12 +156,12 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
             upload_id,
             attempt=attempt,
             now_ms=now_ms(),
-            reason="no object in storage: PUT the file to its URL first",
+            reason=reasons.stored(Reason.OBJECT_MISSING),
         )
         return "rejected"
     now = now_ms()
     if size != f.total_bytes:
-        reason = f"the stored object has {size} bytes but the file was registered with {f.total_bytes}"
+        reason = reasons.size_mismatch(size, f.total_bytes)
         await state.fail_file(
             snap.record, upload_id, now_ms=now, reason=reason, retention_ms=settings.retention_seconds * 1000,
             purges=purge_jobs(settings, session_id, now),
@@ -335,7 +335,7 @@ async def reconcile_objects(
 REDRIVE_MIN_AGE_MS = 30_000
 """A completion or hand-off younger than this is not judged yet (its job is normally just starting)."""
 REDRIVE_BATCH = 500
-INTERRUPTED = "the completion did not finish (its worker stopped); call complete again"
+INTERRUPTED = reasons.stored(Reason.INTERRUPTED)
 """The stable reason a file is handed back with when its completion job is gone."""
 
 

@@ -34,6 +34,7 @@ from app.models import (
 )
 from app.objectkeys import group_prefix
 from app.polling import poll_until
+from app.reasons import SENTENCES, Reason
 from app.rules import (
     completed_parts,
     decode_json_body,
@@ -138,8 +139,9 @@ def file_refusal(snap: GroupSnapshot, f: FileRecord, status: FileStatus) -> erro
         case FileStatus.COMPLETED:
             return errors.FILE_COMPLETED(f"File {f.upload_id} is already completed.")
         case FileStatus.FAILED:
-            reason = snap.reason(f.upload_id) or "verification failed"
-            return errors.FILE_FAILED(f"File {f.upload_id} failed: {reason}.")
+            failure = snap.failure(f.upload_id)
+            code, sentence = failure or (Reason.UNSPECIFIED, SENTENCES[Reason.UNSPECIFIED])
+            return errors.FILE_FAILED(f"File {f.upload_id} failed ({code}): {sentence}.", extra={"reason": code.value})
         case FileStatus.CANCELED:
             return group_refusal(snap, GroupStatus.CANCELED)
         case FileStatus.EXPIRED:
@@ -424,9 +426,11 @@ class UploadService:
         if _completed(snap, f.upload_id):
             return 200, completed_view(snap, f)
         if status in OPEN_FILE:  # handed back by the worker (normally 'uploading')
+            code, sentence = snap.failure(f.upload_id) or (Reason.MISSING_PARTS, SENTENCES[Reason.MISSING_PARTS])
             raise errors.MISSING_PARTS(
-                f"Storage refused the completion: {snap.reason(f.upload_id) or 'parts missing'}. "
-                "Upload the missing parts (GET .../parts lists what storage has) and complete again."
+                f"Storage refused the completion ({code}): {sentence}. "
+                "Upload the missing parts (GET .../parts lists what storage has) and complete again.",
+                extra={"reason": code.value},
             )
         if status is FileStatus.FAILED:
             raise file_refusal(snap, f, status)

@@ -68,6 +68,11 @@ def _iso_or_none(ms: int | None) -> str | None:
     return iso_ms(ms) if ms is not None else None
 
 
+def _failure(snap: GroupSnapshot, upload_id: str, status: FileStatus) -> tuple[str | None, str | None]:
+    failure = snap.failure(upload_id) if status is FileStatus.FAILED else None
+    return (None, None) if failure is None else (failure[0].value, failure[1])
+
+
 def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
     """The status document of a group (SPEC 3.5)."""
     r = snap.record
@@ -78,11 +83,12 @@ def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
         fstatus = snap.file_status(f.upload_id)
         if status is GroupStatus.EXPIRED and fstatus in TRACKED_FILE:
             fstatus = FileStatus.EXPIRED
+        failure_reason, failure_detail = _failure(snap, f.upload_id, fstatus)
         files.append(
             FileProgressView(
                 **file_fields(f, fstatus), language_tag=f.language, uploaded_parts=progress.parts,
                 uploaded_bytes=progress.bytes, parts_refreshed_at=_iso_or_none(progress.refreshed_ms),
-                failure_reason=snap.reason(f.upload_id) if fstatus is FileStatus.FAILED else None,
+                failure_reason=failure_reason, failure_detail=failure_detail,
             )
         )  # fmt: skip
     return GroupStatusView(

@@ -14,8 +14,9 @@ from typing import Any, TypeVar, cast
 
 from arq import Retry
 
-from app import storage_tasks
+from app import reasons, storage_tasks
 from app.metrics import F_GROUPS_EXPIRED, job_field
+from app.reasons import Reason
 from app.settings import Settings
 from app.state import UploadState
 from app.state.keys import METRICS_KEY
@@ -25,7 +26,7 @@ from app.timefmt import now_ms
 
 log = logging.getLogger("spatialgen.worker")
 
-GAVE_UP = "storage could not complete the file (storage_unavailable); call complete again"
+GAVE_UP = reasons.stored(Reason.STORAGE_UNAVAILABLE)
 """The stable reason a file is handed back with when its completion job gives up."""
 
 # Exponential backoff for an unreachable store, capped: 1, 2, 4 ... 300 s; ~2.5 h of tries in all.

@@ -76,6 +76,16 @@ class FileProgress(FileView, kw_only=True):
     uploaded_bytes: int = 0
     parts_refreshed_at: str | None = None
     failure_reason: str | None = None
+    """Stable code (`size_mismatch`, `group_failed`, ...)."""
+    failure_detail: str | None = None
+    """The same in a sentence."""
+
+    @property
+    def failure(self) -> str | None:
+        """`code: sentence` of a failed file, for people."""
+        if not self.failure_reason:
+            return None
+        return f"{self.failure_reason}: {self.failure_detail}" if self.failure_detail else self.failure_reason
 
 
 class GroupStatus(msgspec.Struct, rename="camel", kw_only=True):

@@ -348,10 +348,10 @@ class GroupRun:
         fs = f.state
         action = FileAction.UPLOAD
         if progress is not None:
-            action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure_reason)
+            action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure)
             if action is FileAction.WAIT:
                 progress = await self._wait_while_completing(fs)
-                action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure_reason)
+                action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure)
         if action is FileAction.SKIP:
             self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
                                     total_parts=fs.total_parts, present_parts=fs.total_parts,

@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
+from app.reasons import Reason
 from app.state.jobs import JobSpec
 from app.state.keys import LIBRARY_EPOCH_US, Field, FileField, MetricField, arq_job_key, arq_result_key
 
@@ -52,6 +53,7 @@ def lua_names() -> dict[str, str]:
     names |= {f"GROUP.{s.value}": s.value for s in GroupStatus}
     names |= {f"FILE.{s.value}": s.value for s in FileStatus}
     names |= {f"R.{r.value}": r.value for r in Reply}
+    names |= {f"WHY.{r.value}": r.value for r in Reason}
     names |= {f"M.{k.lower()}": v for k, v in vars(MetricField).items() if k.isupper()}
     rendered = {k: _lua_str(v) for k, v in names.items()}
     rendered["N.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare

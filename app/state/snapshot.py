@@ -9,8 +9,10 @@ from typing import NamedTuple
 
 import msgspec
 
+from app import reasons
 from app.lifecycle import FileStatus, GroupStatus
 from app.models import GroupRecord
+from app.reasons import Reason
 from app.state.keys import Field, FileField, file_field
 
 _group_decoder = msgspec.msgpack.Decoder(GroupRecord)
@@ -86,8 +88,12 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         return int(self.state.get(file_field(FileField.ATTEMPT, upload_id), 0))
 
     def reason(self, upload_id: str) -> str | None:
-        """Why the file failed, or why its last completion was refused."""
+        """Why the file failed, or why its last completion was refused, as stored (see app.reasons)."""
         return self.state.get(file_field(FileField.REASON, upload_id))
+
+    def failure(self, upload_id: str) -> tuple[Reason, str] | None:
+        """(stable code, sentence) of the file's reason, if it has one."""
+        return reasons.parse(self.reason(upload_id))
 
     def progress(self, upload_id: str) -> Progress:
         """Parts and bytes received, as last tracked by workers."""

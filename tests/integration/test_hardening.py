@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from app.api import create_app, open_services
 from app.apikeys import Principal, Role, create_key
 from app.lifecycle import Reply
+from app.reasons import Reason
 from app.settings import Settings
 from app.state import UploadState
 from app.state.jobs import COMPLETE_JOB, JobSpec, complete_job_id
@@ -111,9 +112,9 @@ async def test_a_failed_file_fails_the_other_unfinished_files(
         assert r.status_code == 409 and r.json()["code"] == "file_failed"
         status = (await api.get(f"{URL}/{sid}", headers=key)).json()
     assert status["status"] == "failed"
-    assert [(f["status"], f["failureReason"]) for f in status["files"]] == [
-        ("failed", "the stored object has 5 bytes but the file was registered with 10"),
-        ("failed", "another file of the group failed"),
+    assert [(f["status"], f["failureReason"], f["failureDetail"]) for f in status["files"]] == [
+        ("failed", "size_mismatch", "the stored object has 5 bytes but the file was registered with 10"),
+        ("failed", "group_failed", "another file of the group failed"),
     ]
 
 
@@ -136,7 +137,10 @@ async def test_a_completion_that_gives_up_hands_the_file_back(settings: Settings
             await jobs.complete_file(ctx, sid, uid, 1, [])
     after = await state.snapshot(sid)
     assert after is not None and after.file_status(uid) == "uploading"
-    assert "storage could not complete the file" in (after.reason(uid) or "")
+    assert after.failure(uid) == (
+        Reason.STORAGE_UNAVAILABLE,
+        "storage could not complete the file; call complete again",
+    )
 
 
 async def test_uuid_with_trailing_newline_is_404(client: httpx.AsyncClient, upload_key: str, redis: Redis) -> None:

@@ -320,6 +320,10 @@ async def test_wrong_etag_is_409_and_the_file_can_be_fixed(
     bad = [parts[0], {"partNumber": 2, "etag": '"0123456789abcdef0123456789abcdef"'}]
     r = await complete(api, key, sid, left["uploadId"], bad)
     assert r.status_code == 409 and r.json()["code"] == "missing_parts", r.text
+    # The stable reason and our sentence; storage's own message (moto's, S3's) stays in the worker's log.
+    assert r.json()["reason"] == "missing_parts"
+    assert "(missing_parts): storage does not hold every listed part with the listed ETag." in r.json()["detail"]
+    assert "could not be found" not in r.json()["detail"]
     r = await complete(api, key, sid, left["uploadId"], parts)
     assert r.status_code == 200 and r.json()["status"] == "completed"
 

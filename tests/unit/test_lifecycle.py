@@ -30,7 +30,7 @@ def snapshot() -> GroupSnapshot:
     record = GroupRecord(session_id="s", account="a", key_prefix="a/s/", video_name="v", description=None,
                          layout=Layout.FLAT_2D, perspective=None, folder_name=None, created_ms=0, expires_ms=1,
                          files=(f,))  # fmt: skip
-    return GroupSnapshot(record, {"r:u": "wrong size"})
+    return GroupSnapshot(record, {"r:u": "size_mismatch:wrong size"})
 
 
 def test_sets_partition_the_statuses() -> None:
@@ -62,7 +62,7 @@ def test_every_file_status_is_either_open_or_refused_with_its_code(status: FileS
         err = file_refusal(snap, snap.record.files[0], status)
         assert err.status == 409 and err.spec.code == FILE_CODES[status]
         if status is FileStatus.FAILED:
-            assert "wrong size" in err.detail
+            assert "(size_mismatch): wrong size" in err.detail and err.extra == {"reason": "size_mismatch"}
 
 
 async def test_poll_until_reads_at_once_then_until_done_or_time_is_up() -> None:

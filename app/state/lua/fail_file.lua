@@ -16,7 +16,7 @@ if live(st) then
   for _, uid in ipairs(A.upload_ids) do
     local other = ${FF.status} .. uid
     if uid ~= A.upload_id and not SETTLED_FILE[redis.call('HGET', K.state, other)] then
-      redis.call('HSET', K.state, other, ${FILE.failed}, ${FF.reason} .. uid, 'another file of the group failed')
+      redis.call('HSET', K.state, other, ${FILE.failed}, ${FF.reason} .. uid, ${WHY.group_failed})
     end
   end
   redis.call('HSET', K.state, ${F.status}, ${GROUP.failed}, ${F.failed}, A.now_ms)
