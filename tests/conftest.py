@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from app.apikeys import create_key
+from app.rules import SPOKEN_LANGUAGES
 from app.settings import Settings
 from app.state import UploadState
 from app.state.jobs import deserialize, serialize
@@ -35,6 +36,30 @@ SEED_REQUEST: dict[str, Any] = {
         {"fileName": "english-subtitles.srt", "fileRole": "subtitle", "sizeBytes": 2401, "languageTag": "en"},
     ],
 }
+
+
+WIDE = "🎬"  # 4 bytes in UTF-8: the most bytes a character of a name can take
+
+
+def worst_case_request(files: int = 64) -> dict[str, Any]:
+    """The largest valid start body: 64 files (all multipart), every name 255 characters and the description
+    5,000, all in 4-byte characters (~300 KB of JSON)."""
+
+    def name(ext: str) -> str:
+        return WIDE * (255 - len(ext)) + ext
+
+    languages = sorted(SPOKEN_LANGUAGES)
+    body_files: list[dict[str, Any]] = [
+        {"fileName": name(".mov"), "fileRole": "video_left", "sizeBytes": 512 * 1024**3},
+        {"fileName": name(".mov"), "fileRole": "video_right", "sizeBytes": 512 * 1024**3 + 1},
+    ]
+    body_files += [
+        {"fileName": name(".m4a"), "fileRole": "audio", "sizeBytes": 64 * 1024**3 + i,
+         "languageTag": languages[i % len(languages)]}
+        for i in range(files - 2)
+    ]  # fmt: skip
+    return {"videoName": WIDE * 255, "description": WIDE * 5000, "layout": "Separate", "perspective": "Regular",
+            "folderName": WIDE * 255, "files": body_files}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

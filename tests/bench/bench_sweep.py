@@ -34,14 +34,14 @@ from app.rules import part_range  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.state import Progress, UploadState  # noqa: E402
 from app.state.jobs import purge_jobs  # noqa: E402
-from app.state.keys import EXPIRY_INDEX, account_index_key, group_key, state_key  # noqa: E402
+from app.state.keys import EXPIRY_INDEX, account_index_key, group_key, state_key, usage_key  # noqa: E402
 from app.state.scripts import all_scripts  # noqa: E402
 from app.state.store import PARTS_CACHE_MS  # noqa: E402
 from app.storage_tasks import SWEEP_BATCH, expire_due_groups  # noqa: E402
 from app.timefmt import now_ms  # noqa: E402
 from app.uploads import UploadService  # noqa: E402
 from deploy.local.devstack import free_port, start_valkey, stop  # noqa: E402
-from tests.conftest import SEED_REQUEST  # noqa: E402
+from tests.conftest import SEED_REQUEST, worst_case_request  # noqa: E402
 
 ACCOUNT = "bench"
 CHUNK = 256  # concurrent creates per asyncio.gather
@@ -240,8 +240,9 @@ async def lua_call_baseline(b: Bench, ids: list[str], now: int) -> tuple[float, 
             for sid in ids[start : start + SWEEP_BATCH]:
                 purge, late = purge_jobs(b.settings, sid, now)
                 keys, args = all_scripts()["expire_group"].bind(
-                    state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX, now_ms=now,
-                    retention_ms=retention, session_id=sid, purge=purge, late_purge=late,
+                    state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX, usage=usage_key(ACCOUNT),
+                    now_ms=now, retention_ms=retention, idle_retention_ms=retention, session_id=sid,
+                    declared_bytes=2_762_023_489, purge=purge, late_purge=late,
                 )  # fmt: skip
                 await noop(keys=keys, args=args, client=pipe)
             await pipe.execute()
@@ -402,12 +403,14 @@ def fake_parts(f: FileRecord, count: int) -> list[Part]:
     ]
 
 
-async def lifecycle(b: Bench, parts_per_file: int | None) -> tuple[str, GroupRecord, list[list[KeyInfo]]]:
+async def lifecycle(
+    b: Bench, parts_per_file: int | None, body: bytes | None = None, idem: str | None = None
+) -> tuple[str, GroupRecord, list[list[KeyInfo]]]:
     """Create one group, provision its multipart files, track their parts; the group's keys after each stage.
 
     parts_per_file None tracks each multipart file's real part count.
     """
-    created = await b.service.start_upload_group(b.principal, b.body, None)
+    created = await b.service.start_upload_group(b.principal, body or b.body, idem)
     sid = created.session_id
     snap = await b.state.snapshot(sid)
     assert snap is not None
@@ -474,12 +477,51 @@ async def one_group_memory(b: Bench, many: ManyGroups) -> None:
     )
 
 
+async def idempotency_record(b: Bench) -> KeyInfo:
+    """The one idempotency record on a DB holding one group created with an Idempotency-Key."""
+    keys = [k.decode() async for k in b.client.scan_iter(match="sg:idem:*", count=1000)]
+    (key,) = keys
+    return KeyInfo(key, "string", "", await b.memory_usage(key), f"{await b.client.strlen(key)} B value")
+
+
+async def worst_case_memory(b: Bench, n: int) -> None:
+    """Memory of the largest valid group (64 files, 255-character names, a 5,000-character description, all in
+    4-byte characters), next to the seed group: MEMORY USAGE over its keys and its idempotency record per stage,
+    and the INFO used_memory delta over n of them (indexes, usage, queued jobs included)."""
+    worst = msgspec.json.encode(worst_case_request())
+    figures = []
+    for label, body in (("seed", b.body), ("worst", worst)):
+        await b.flush()
+        _, _, stages = await lifecycle(b, TRACKED_PARTS, body, idem="bench-idem-key")
+        idem = await idempotency_record(b)
+        created = sum(k.bytes for k in stages[0]) + idem.bytes
+        tracked = sum(k.bytes for k in stages[-1]) + idem.bytes
+        figures.append((label, len(body), created, tracked))
+        print(f"[4] {label} ({len(body)} B body): created {created} B = "
+              + ", ".join(f"{short(k.name)} {k.bytes} B" for k in stages[0]) + f", idempotency record {idem.bytes} B; "
+              f"provisioned + {TRACKED_PARTS} parts tracked per multipart file: {tracked} B", flush=True)  # fmt: skip
+    await b.flush()
+    before = await b.used_memory()
+    for start in range(0, n, CHUNK):
+        await asyncio.gather(*(b.service.start_upload_group(b.principal, worst, f"w{i}")
+                               for i in range(start, min(n, start + CHUNK))))  # fmt: skip
+    delta = (await b.used_memory() - before) / n
+    (_, _, seed_created, _), (_, worst_bytes, worst_created, worst_tracked) = figures
+    print(f"[4] bytes per group: typical (seed) {seed_created} B, worst case {worst_created} B at creation "
+          f"({worst_created / worst_bytes:.2f} x its body), {worst_tracked} B once provisioned and tracked; "
+          f"INFO used_memory delta over {n} worst-case creates {delta:.0f} B/group (jobs, indexes included); "
+          f"a group nobody uses is kept {b.settings.idle_group_seconds // 3600} h + as long again, not "
+          f"{(b.settings.session_ttl_seconds + b.settings.retention_seconds) // 86400} days", flush=True)  # fmt: skip
+
+
 async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
     """Start Valkey, then run the three measurements."""
     port = free_port()
     procs.append(start_valkey(port, tmp / "valkey", appendonly=False))
     url = f"redis://127.0.0.1:{port}/0"
-    settings = Settings(redis_url=url, s3_endpoint_url="http://127.0.0.1:9")  # the sweep never talks to S3
+    # The sweep never talks to S3; limits and quotas off: this measures state, not the limiter.
+    settings = Settings(redis_url=url, s3_endpoint_url="http://127.0.0.1:9", rate_limits="off",
+                        quota_live_groups=10**9, quota_live_bytes=2**62)  # fmt: skip
     client = Redis.from_url(url)
     try:
         state = UploadState(client)
@@ -498,6 +540,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
         ids, many = await many_groups_memory(b, args.due)
         await expire_many(b, ids)
         await one_group_memory(b, many)
+        await worst_case_memory(b, args.worst)
     finally:
         state.close()
         await client.aclose()
@@ -509,6 +552,7 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=100_000, help="live groups for the idle tick (default 100000)")
     parser.add_argument("--due", type=int, default=10_000, help="due groups expired in one sweep (default 10000)")
     parser.add_argument("--repeat", type=int, default=20, help="idle ticks timed (default 20)")
+    parser.add_argument("--worst", type=int, default=500, help="worst-case groups for used_memory (default 500)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     procs: list[Any] = []

@@ -15,8 +15,8 @@ from app.apikeys import create_key
 from app.cli import run
 from app.errors import ApiError
 from app.settings import Settings
-from app.state.keys import idempotency_key, usage_key
-from tests.conftest import SEED_REQUEST
+from app.state.keys import EXPIRY_INDEX, idempotency_key, usage_key
+from tests.conftest import SEED_REQUEST, worst_case_request
 from tests.integration.conftest import api_client
 
 URL = "/api/videos/uploads"
@@ -136,3 +136,30 @@ async def test_a_spray_of_invalid_keys_cannot_evict_a_valid_one(settings: Settin
     after = int((await redis.info("stats"))["total_commands_processed"])
     assert after - before == 1  # the INFO call itself
     assert len(cache._unknown) == KeyCache.MAX_UNKNOWN
+
+
+async def test_the_largest_valid_group_costs_about_its_body_and_an_unused_one_is_kept_two_days(
+    settings: Settings, redis: Redis
+) -> None:
+    """The bound (README "Limits"): a group's keys plus its idempotency record take at most 1.1 x the request
+    body + 4 KiB, i.e. the names and text the client sent and little else; a group nobody uses lives
+    idle_group_seconds, then is kept as long again."""
+    body = msgspec.json.encode(worst_case_request())
+    assert len(body) > 90_000
+    async with api_client(settings) as api:
+        key = await key_of(redis, "acme")
+        r = await api.post(URL, content=body, headers={**key, "Content-Type": "application/json",
+                                                       "Idempotency-Key": "worst-case"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert len(r.json()["files"]) == 64
+    sid = r.json()["sessionId"]
+    group_keys = [k async for k in redis.scan_iter(match=f"sg:{{{sid}}}*")]
+    idem = [k async for k in redis.scan_iter(match="sg:idem:*")]
+    assert len(group_keys) == 2 and len(idem) == 1
+    used = [int(await redis.memory_usage(k, samples=0) or 0) for k in [*group_keys, *idem]]
+    assert sum(used) <= 1.1 * len(body) + 4096, used
+    assert used[-1] < 512  # the idempotency record holds a digest and the session id, not a copy of the answer
+    # Unused, it is due in the expiry index after idle_group_seconds (then kept as long again, see test_start).
+    due = await redis.zscore(EXPIRY_INDEX, sid)
+    seconds, micros = await redis.time()
+    assert due is not None and due <= seconds * 1000 + micros // 1000 + settings.idle_group_seconds * 1000
