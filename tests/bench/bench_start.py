@@ -30,6 +30,7 @@ PATH = "/api/videos/uploads"
 OURS_TARGET = "app.asgi:app"
 BARE_TARGET = "tests.bench.bare_app:app"
 TARGET_RATIO = 0.50
+UNREACHABLE_LIMITS = "create=1000000/1000000,part_urls=1000000/1000000,complete=1000000/1000000,reads=1000000/1000000"
 ANSWER_ENV = "BENCH_BARE_ANSWER"  # read by bare_app.py
 MAX_SAMPLES = 3
 
@@ -475,7 +476,7 @@ def _check(server: Server, body: bytes, headers: dict[str, str]) -> tuple[dict[s
     return answer_headers, answer
 
 
-def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
+def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:  # noqa: PLR0915 - the bench's steps in order
     """Start Valkey, the load process and the servers, then run and report the rounds."""
     import msgspec
 
@@ -497,6 +498,10 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         "SPATIALGEN_S3_SECRET_ACCESS_KEY": "bench-secret",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
+    # Rate limits on but out of reach (the bucket is taken on every create, as in production), quotas out of
+    # reach too: the bench creates thousands of groups a second from one key. `--limiter` compares with `off`.
+    env |= {"SPATIALGEN_RATE_LIMITS": UNREACHABLE_LIMITS, "SPATIALGEN_QUOTA_LIVE_GROUPS": str(10**9),
+            "SPATIALGEN_QUOTA_LIVE_BYTES": str(2**62)}  # fmt: skip
     body = msgspec.json.encode(SEED_REQUEST)
     headers = {"Content-Type": "application/json", "X-SPATIALGEN-APPKEY": api_key}
 
@@ -544,9 +549,25 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         raise SystemExit(f"baseline answer is {len(bare_answer)} bytes, ours {len(answer)}")
     print(f"server {args.server}; our 201 answer: {len(answer)} bytes (baseline answers the same bytes)", flush=True)
     res.janitor.reset()
+    if args.limiter:
+        off = launch("ours-limiter-off", args.server, args.app, {**env, "SPATIALGEN_RATE_LIMITS": "off"})
+        _check(off, body, headers)
+        res.janitor.reset()
+        limiter_report(bench, ours, off)
+        off.proc.terminate()
+        res.janitor.reset()
     report(bench, ours, bare, "API only (no worker, no S3)")
     if not args.no_stack:
         run_with_stack(bench, ours, bare, env, res)
+
+
+def limiter_report(bench: Bench, on: Server, off: Server) -> None:
+    """Alternating rounds of the same app with rate limits on (never reached) and off."""
+    samples = run_rounds(bench, [on, off], ["limiter on", "limiter off"], "on/off")
+    (on_rps, on50, on99), (off_rps, off50, off99) = summary(samples[0]), summary(samples[1])
+    print(f"rate limiter cost: {fmt('limiter on', on_rps, on50, on99)} | {fmt('limiter off', off_rps, off50, off99)} "
+          f"| on/off {on_rps / off_rps:.3f} (target >= 0.95)", flush=True)  # fmt: skip
+    print(cpu_summary(["limiter on", "limiter off"], [on, off], samples), flush=True)
 
 
 def run_with_stack(bench: Bench, ours: Server, bare: Server, env: dict[str, str], res: Resources) -> None:
@@ -599,6 +620,10 @@ def main() -> None:
         "--compare-servers", action="store_true", help="run our app under granian and under uvicorn (no baseline)"
     )
     parser.add_argument("--no-stack", action="store_true", help="API only: skip the run with a worker and moto")
+    parser.add_argument(
+        "--limiter", action=argparse.BooleanOptionalAction, default=True,
+        help="also compare rate limits on (out of reach) and off, same run (default on)",
+    )  # fmt: skip
     parser.add_argument(
         "--app", default=OURS_TARGET, help=f"ASGI target of our app, to try a variant (default {OURS_TARGET})"
     )
