@@ -5,6 +5,7 @@ Every read is bounded (queue zsets, the per-account indexes, capped SCANs, pipel
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
@@ -245,6 +246,23 @@ async def list_jobs(
     return JobList(jobs=rows + kept[:limit], results_exact=complete)
 
 
+async def _due_times(redis: Redis, waiting: list[tuple[bytes, float]]) -> list[float]:
+    """When each waiting job became due: its score, except that an urgent job is scored ahead of its time
+    (JobSpec.build), so a job enqueued ("et" in its document) after its score counts from its enqueue time."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for raw_id, _ in waiting:
+            pipe.get(job_key_prefix + raw_id.decode(errors="replace"))
+        docs = await pipe.execute()
+    due = []
+    for (_, score), doc in zip(waiting, docs, strict=True):
+        enqueued = score
+        if doc:
+            with contextlib.suppress(Exception):  # not our format (another producer's job): its score
+                enqueued = float(msgspec.msgpack.decode(doc).get("et") or score)
+        due.append(max(score, enqueued))
+    return due
+
+
 async def queue_stats(
     redis: Redis, queues: Sequence[str], *, scan_limit: int = SCAN_LIMIT, now: int | None = None
 ) -> list[QueueStats]:
@@ -271,9 +289,9 @@ async def queue_stats(
                 flags = await pipe.execute() if window else []
             running = sum(1 for f in flags if f)
             exact = due <= len(window)
-            waiting = [score for (_, score), f in zip(window, flags, strict=True) if not f]
+            waiting = [(raw_id, score) for (raw_id, score), f in zip(window, flags, strict=True) if not f]
             if waiting:
-                oldest = round((now - waiting[0]) / 1000, 3)
+                oldest = round((now - min(await _due_times(redis, waiting))) / 1000, 3)
             elif window and not exact:
                 oldest = round((now - window[-1][1]) / 1000, 3)  # all checked are running: at most this old
         stats.append(

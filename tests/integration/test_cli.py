@@ -20,7 +20,7 @@ from app.apikeys import Principal, Role
 from app.cli import run
 from app.settings import Settings
 from app.state import UploadState
-from app.state.jobs import PROCESS_JOB, deserialize, serialize
+from app.state.jobs import PROCESS_JOB, JobSpec, deserialize, serialize
 from app.state.keys import account_index_key, group_key, state_key
 from app.timefmt import now_ms
 from app.uploads import UploadService
@@ -273,6 +273,18 @@ async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settin
     assert list(stats) == [q, PROCESSING, "<unknown>"]
     assert (stats[q]["queued"], stats["<unknown>"]["results"]) == (2, 1)
     assert 0.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
+
+    # An urgent job (a completion a client waits for) is scored a day ahead of its time: its age still counts
+    # from when it was queued.
+    await redis.delete(q)
+    state = UploadState(redis)
+    try:
+        await state.enqueue(JobSpec.build("complete_file", ("s", "u", 1, []), job_id="complete:s:u:1",
+                                          now_ms=now_ms() - 2000, urgent=True))  # fmt: skip
+    finally:
+        state.close()
+    stats = {s["queue"]: s for s in await cli_json(capsys, settings, "queues")}
+    assert 1.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
 
     # A big keyspace: a scan limited to 10 keys can't see everything and says so.
     await redis.mset({f"filler:{i}": b"x" for i in range(500)})
