@@ -73,6 +73,10 @@ class Stack:
             "SPATIALGEN_PART_SIZE_BYTES": str(5 * MIB),
             "SPATIALGEN_KEY_CACHE_SECONDS": "0",
             "SPATIALGEN_EXPIRY_SWEEP_SECONDS": "60",
+            # These tests push hundreds of groups through one key in seconds; limits have their own tests
+            # (test_limits_processes.py sets them back on).
+            "SPATIALGEN_RATE_LIMITS": "off",
+            "SPATIALGEN_QUOTA_LIVE_GROUPS": str(10**9),
             **self.settings_env,
             **overrides,
         }
