@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test lint typecheck fmt docs bench clean
+.PHONY: help install run test lint typecheck fmt docs bench profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ docs: install ## regenerate .env.example and the README's settings table from th
 
 bench: install ## run the benchmarks (ratios against baselines measured in the same run)
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+profile: install ## py-spy profile of the API under create load: where a request's CPU goes
+	$(VENV)/bin/python tests/bench/profile_create.py
 
 clean: ## remove the venv, dev data and caches
 	rm -rf $(VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache

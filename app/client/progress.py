@@ -69,9 +69,7 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         if isinstance(event, BytesSent):
             self.done += event.size_bytes
-            if self.total and self.done * 10 >= self.next_tenth * self.total:
-                self.next_tenth = self.done * 10 // self.total + 1
-                self._line(self._overall())
+            self._tenths()
         elif isinstance(event, GroupStarted):
             resumed = ", resumed" if event.resumed else ""
             self.total = event.total_bytes
@@ -81,6 +79,7 @@ class PlainLines:
             self.done += event.present_bytes
             held = f", storage holds {event.present_parts}" if event.present_parts else ""
             self._line(f"{event.file_name}: {event.missing_parts} of {event.total_parts} parts to send{held}")
+            self._tenths()  # a file storage already holds moves the total too
         elif isinstance(event, Retry):
             where = f"{self.names.get(event.upload_id or '', '')}: " if event.upload_id else ""
             self._line(where + describe_retry(event))
@@ -88,6 +87,12 @@ class PlainLines:
             self._line(f"{event.file_name}: completed" + (" (before this run)" if event.already else ""))
         elif isinstance(event, GroupCompleted):
             self._line(f"group {event.session_id} completed: libraryId {event.library_id}")
+
+    def _tenths(self) -> None:
+        """The overall line, each time another tenth of the group's bytes is held."""
+        if self.total and self.done * 10 >= self.next_tenth * self.total:
+            self.next_tenth = self.done * 10 // self.total + 1
+            self._line(self._overall())
 
     def _overall(self) -> str:
         elapsed = time.monotonic() - self.started

@@ -433,6 +433,8 @@ def setup(tmp: Path, res: Resources, server_kind: str = "granian") -> tuple[Targ
         "SPATIALGEN_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # signing never talks to S3
         "SPATIALGEN_S3_ACCESS_KEY_ID": "bench",
         "SPATIALGEN_S3_SECRET_ACCESS_KEY": "bench-secret",
+        # The stall test sends 200 small requests a second from one key, over the default part-urls rate.
+        "SPATIALGEN_RATE_LIMITS": "off",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     server = start_server("api", server_kind, OURS_TARGET, env)
@@ -467,6 +469,7 @@ class BigTimes:
     server_cpu_s: float
     app_s: float | None = None
     sample_urls: list[tuple[int, str]] = field(default_factory=list)
+    part_lengths: list[int] = field(default_factory=list)  # each part's signed Content-Length
 
 
 def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, server_pid: int) -> BigTimes:
@@ -481,6 +484,7 @@ def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, s
         raise SystemExit(f"expected {target.total_parts} parts, got {len(parts)}")
     times = BigTimes([], [], [], len(answer), 0.0)
     times.sample_urls = [(p["partNumber"], p["url"]) for p in (parts[0], parts[-1])]
+    times.part_lengths = [p["byteEnd"] - p["byteStart"] for p in parts]
     cpu = 0.0
     seen = part_urls_metrics(target.port)
     for _ in range(repeats):
@@ -499,12 +503,13 @@ def measure_big(target: Target, client: Http, inproc: InProcess, repeats: int, s
 
 
 def measure_botocore(
-    settings: Settings, target: Target, storage_key: str, rounds: int, ours: list[tuple[int, str]]
+    settings: Settings, target: Target, storage_key: str, rounds: int, ours: list[tuple[int, str]], lengths: list[int]
 ) -> float:
     """Seconds for botocore to presign the same parts (best of rounds), after checking it signs what we sign.
 
     `ours` holds (part number, URL) pairs from our answer: with botocore's clock pinned to their X-Amz-Date,
     botocore's URL for the same part must carry the same query parameters (it only orders them differently).
+    `lengths` are the parts' sizes: both sign each part's Content-Length.
     """
     import botocore.auth
     import botocore.config
@@ -521,11 +526,12 @@ def measure_botocore(
     )
 
     def presign(part: int, expires_in: int) -> str:
+        length = lengths[part - 1]
         return str(
             client.generate_presigned_url(
                 "upload_part",
                 Params={"Bucket": settings.s3_bucket, "Key": storage_key, "UploadId": FAKE_S3_UPLOAD_ID,
-                        "PartNumber": part},
+                        "PartNumber": part, "ContentLength": length},
                 ExpiresIn=expires_in,
             )
         )  # fmt: skip
@@ -657,7 +663,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     )
 
     # 2. botocore on the same parts, same bucket/key/upload id.
-    boto_s = measure_botocore(settings, target, storage_key, args.boto_rounds, big.sample_urls)
+    boto_s = measure_botocore(settings, target, storage_key, args.boto_rounds, big.sample_urls, big.part_lengths)
     print(
         f"part-urls {target.total_parts} parts: server {ms(server_med):.1f} ms (in-process median, sign "
         f"{ms(sign_med):.1f} + encode), HTTP {ms(http_med):.1f} ms median ({big.answer_bytes / 1e6:.1f} MB) | "

@@ -15,7 +15,7 @@ import pytest
 
 from app.client import config
 from app.client.errors import LocalFileChanged, ServiceError, StateFileError
-from app.client.events import BytesSent, FileStarted, PartDone, Retry
+from app.client.events import BytesSent, FileStarted, GroupStarted, PartDone, Retry
 from app.client.models import PartUrl, ReceivedPart
 from app.client.plan import (
     FileAction,
@@ -248,6 +248,20 @@ def test_plain_lines_name_the_file_and_the_retry() -> None:
         "v.mov: 1 of 2 parts to send, storage holds 1",
         "v.mov: retry part 2 (failure 1: 403 AccessDenied); new URL, next try in 0.0 s",
     ]
+
+
+def test_plain_lines_overall_counts_files_storage_already_holds() -> None:
+    # A resumed run: one file is sent now, the other was completed before it (learned after the first bytes went).
+    out = io.StringIO()
+    report = PlainLines(out)
+    report(GroupStarted(session_id="s", video_name="v", file_count=2, total_bytes=100, resumed=True))
+    report(FileStarted(upload_id="a", file_name="a.mov", total_bytes=50, total_parts=2, missing_parts=2,
+                       present_parts=0, present_bytes=0))  # fmt: skip
+    report(BytesSent(upload_id="a", size_bytes=50))
+    report(FileStarted(upload_id="b", file_name="b.mov", total_bytes=50, total_parts=2, missing_parts=0,
+                       present_parts=2, present_bytes=50))  # fmt: skip
+    overall = [line for line in out.getvalue().splitlines() if " of 100 B " in line]
+    assert [line.split(",")[0] for line in overall] == ["50 B of 100 B (50 %)", "100 B of 100 B (100 %)"]
 
 
 # --- the client ships alone ----------------------------------------------------------------------
