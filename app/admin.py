@@ -22,7 +22,15 @@ from app.limits import Rate, RouteClass
 from app.settings import Settings
 from app.state import UploadState, decode_group
 from app.state.jobs import deserialize
-from app.state.keys import Field, account_index_key, group_key, limits_key, state_key, usage_key
+from app.state.keys import (
+    Field,
+    account_index_key,
+    ended_index_key,
+    group_key,
+    limits_key,
+    state_key,
+    usage_key,
+)
 from app.timefmt import iso_ms, now_ms
 from app.views import group_status_view
 
@@ -429,6 +437,9 @@ class AccountLimits(msgspec.Struct, kw_only=True, rename="camel"):
     """Which of the above are the account's own (the rest are the defaults)."""
     used_groups: int
     used_bytes: int
+    ended_groups: int
+    """Groups that ended without completing and are still kept (trimmed to retained_ended_groups)."""
+    retained_ended_groups: int
 
 
 async def account_limits(redis: Redis, settings: Settings, account: str) -> AccountLimits:
@@ -436,7 +447,8 @@ async def account_limits(redis: Redis, settings: Settings, account: str) -> Acco
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(limits_key(account))
         pipe.hgetall(usage_key(account))
-        own_raw, used_raw = await pipe.execute()
+        pipe.zcard(ended_index_key(account))
+        own_raw, used_raw, ended = await pipe.execute()
     own = {k.decode(): v.decode() for k, v in own_raw.items()}
     used = {k.decode(): int(v) for k, v in used_raw.items()}
     rates = {}
@@ -447,7 +459,8 @@ async def account_limits(redis: Redis, settings: Settings, account: str) -> Acco
     return AccountLimits(
         account=account, live_groups=int(own.get("live_groups", quota.live_groups)),
         live_bytes=int(own.get("live_bytes", quota.live_bytes)), rates=rates, overridden=sorted(own),
-        used_groups=used.get("groups", 0), used_bytes=used.get("bytes", 0),
+        used_groups=used.get("groups", 0), used_bytes=used.get("bytes", 0), ended_groups=int(ended),
+        retained_ended_groups=settings.retained_ended_groups,
     )  # fmt: skip
 
 

@@ -106,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Default per-account quota: live (initialized/uploading) groups at once."""
     quota_live_bytes: int = 50 * TIB
     """Default per-account quota: declared bytes of its live groups (50 TiB)."""
+    retained_ended_groups: int = 1000
+    """Per account: groups that ended without completing (canceled, expired, failed) kept for their status; older
+    ones are dropped by the expiry sweep before their retention lapses (0: no cap)."""
     idempotency_ttl_seconds: int = 86_400
     """How long an Idempotency-Key is remembered."""
     key_cache_seconds: float = 10.0
@@ -199,6 +202,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 yield f"{name.upper()} must be at least 1"
         if self.redis_write_replicas < 0:
             yield "REDIS_WRITE_REPLICAS must not be negative"
+        if self.retained_ended_groups < 0:
+            yield "RETAINED_ENDED_GROUPS must not be negative (0: no cap)"
         for item in filter(None, (x.strip() for x in self.redis_sentinels.split(","))):
             host, _, port = item.rpartition(":")
             if not host or not port.isdigit():

@@ -164,7 +164,7 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
         reason = reasons.size_mismatch(size, f.total_bytes)
         await state.fail_file(
             snap.record, upload_id, now_ms=now, reason=reason, retention_ms=settings.retention_seconds * 1000,
-            purges=purge_jobs(settings, session_id, now),
+            purges=purge_jobs(settings, session_id, now), ended_cap=settings.retained_ended_groups,
         )  # fmt: skip
         await store.delete_objects([key])
         return "failed"
@@ -260,7 +260,7 @@ async def expire_due_groups(state: UploadState, settings: Settings, *, now: int 
         outcomes = await state.expire_groups(
             due, now_ms=now, retention_ms=settings.retention_seconds * 1000,
             idle_retention_ms=settings.idle_group_seconds * 1000,
-            purges=[purge_jobs(settings, sid, now) for sid in due],
+            purges=[purge_jobs(settings, sid, now) for sid in due], ended_cap=settings.retained_ended_groups,
         )  # fmt: skip
         expired += sum(1 for reply in outcomes if reply.code is Reply.OK)
         if len(due) < SWEEP_BATCH:

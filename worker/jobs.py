@@ -148,8 +148,10 @@ async def refresh_parts(ctx: dict[str, Any], session_id: str, upload_id: str) ->
 
 @counted
 async def expire_due_groups(ctx: dict[str, Any]) -> int:
-    """Cron: expire groups past their expiresAt (purges are queued as jobs)."""
+    """Cron: expire groups past their expiresAt (purges are queued as jobs), then trim the accounts whose ended
+    groups are over the cap."""
     expired = await storage_tasks.expire_due_groups(ctx["state"], ctx["settings"])
+    await ctx["state"].trim_ended(ctx["settings"].retained_ended_groups)
     if expired:
         with contextlib.suppress(Exception):
             await ctx["redis"].hincrby(METRICS_KEY, F_GROUPS_EXPIRED, expired)

@@ -22,6 +22,8 @@ HANDOFF_INDEX = f"{PREFIX}handoff"
 """zset: sessionIds of completed groups scored by completion (ms), until their processing job is picked up."""
 COMPLETING_INDEX = f"{PREFIX}completing"
 """zset: `sessionId:uploadId` of files that entered 'completing', scored by when (ms); the re-drive reads it."""
+TRIM_QUEUE = f"{PREFIX}trim"
+"""set: accounts whose ended index holds more groups than the cap; the expiry sweep trims them."""
 API_KEYS_INDEX = f"{PREFIX}apikeys"
 """zset: API key digests scored by creation time (ms)."""
 METRICS_KEY = f"{PREFIX}metrics"
@@ -67,6 +69,11 @@ def library_key(session_id: str) -> str:
 def account_index_key(account: str) -> str:
     """zset of an account's sessionIds scored by creation time (ms)."""
     return f"{PREFIX}account:{account}"
+
+
+def ended_index_key(account: str) -> str:
+    """zset of an account's groups that ended without completing (canceled, expired, failed), scored by when (ms)."""
+    return f"{PREFIX}ended:{account}"
 
 
 def limits_key(account: str) -> str:

@@ -213,26 +213,34 @@ class UploadState:
 
     async def fail_file(
         self, record: GroupRecord, upload_id: str, *, now_ms: int, reason: str, retention_ms: int,
-        purges: tuple[JobSpec, JobSpec],
+        purges: tuple[JobSpec, JobSpec], ended_cap: int = 0,
     ) -> bool:  # fmt: skip
-        """The assembled object is wrong: file and group become 'failed' and the group's storage is purged."""
+        """The assembled object is wrong: file and group become 'failed' and the group's storage is purged.
+
+        ended_cap (here and for cancel and expiry): the account's ended groups kept at most (0: no cap; see trim_ended).
+        """
         sid = record.session_id
         out = _reply(await self._run(
             "fail_file", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
             usage=keys.usage_key(record.account), declared_bytes=record.declared_bytes,
+            ended=keys.ended_index_key(record.account), trim=keys.TRIM_QUEUE, account=record.account,
+            ended_cap=ended_cap,
             upload_id=upload_id, now_ms=now_ms, reason=reason, retention_ms=retention_ms, session_id=sid,
             purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
         return out.code is Reply.OK
 
     async def cancel_group(
-        self, record: GroupRecord, *, now_ms: int, retention_ms: int, purges: tuple[JobSpec, JobSpec]
-    ) -> ScriptReply:
+        self, record: GroupRecord, *, now_ms: int, retention_ms: int, purges: tuple[JobSpec, JobSpec],
+        ended_cap: int = 0,
+    ) -> ScriptReply:  # fmt: skip
         """Cancel a live group: OK (values: canceledAt ms, canceled file count; also on repeats) or why not."""
         sid = record.session_id
         return _reply(await self._run(
             "cancel_group", state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX,
             usage=keys.usage_key(record.account), declared_bytes=record.declared_bytes,
+            ended=keys.ended_index_key(record.account), trim=keys.TRIM_QUEUE, account=record.account,
+            ended_cap=ended_cap,
             now_ms=now_ms, expires_ms=record.expires_ms, retention_ms=retention_ms, session_id=sid,
             purge=purges[0], late_purge=purges[1], upload_ids=[f.upload_id for f in record.files],
         ))  # fmt: skip
@@ -247,7 +255,7 @@ class UploadState:
 
     async def expire_groups(
         self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, idle_retention_ms: int,
-        purges: Sequence[tuple[JobSpec, JobSpec]],
+        purges: Sequence[tuple[JobSpec, JobSpec]], ended_cap: int = 0,
     ) -> list[ScriptReply]:  # fmt: skip
         """Expire each due group (one script each, pipelined in one round trip)."""
         found = await self.records(session_ids)
@@ -258,10 +266,35 @@ class UploadState:
                     "expire_group", client=pipe, state=state_key(sid), group=group_key(sid),
                     expiry_index=EXPIRY_INDEX, usage=keys.usage_key(account), now_ms=now_ms,
                     retention_ms=retention_ms, idle_retention_ms=idle_retention_ms, session_id=sid,
-                    declared_bytes=declared, purge=purge, late_purge=late,
+                    declared_bytes=declared, purge=purge, late_purge=late, ended=keys.ended_index_key(account),
+                    trim=keys.TRIM_QUEUE, account=account, ended_cap=ended_cap,
                 )  # fmt: skip
             out = await pipe.execute()
         return [_reply(x) for x in out]
+
+    async def trim_ended(self, cap: int) -> int:
+        """Drop the oldest ended groups of every account queued for it (by the scripts above) down to `cap`.
+
+        The groups are terminal (canceled, expired, failed: nothing revives them), so their keys go before their
+        retention lapses; a status read then answers 404. Storage they may still hold is the orphan sweep's and
+        the reconciliation's (both treat a group without keys as not live). Each account is popped by one
+        sweep; a sweep that dies between ZPOPMIN and DEL leaves those few groups to their TTL. Returns how many.
+        """
+        dropped = 0
+        while (popped := await self.redis.spop(keys.TRIM_QUEUE)) is not None:  # type: ignore[misc]
+            account = popped.decode() if isinstance(popped, bytes) else str(popped)
+            ended = keys.ended_index_key(account)
+            excess = int(await self.redis.zcard(ended)) - cap
+            if cap <= 0 or excess <= 0:
+                continue
+            oldest = [m.decode() for m, _ in await self.redis.zpopmin(ended, excess)]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid in oldest:
+                    pipe.delete(group_key(sid), state_key(sid), keys.upload_ids_key(sid), keys.library_key(sid))
+                pipe.zrem(keys.account_index_key(account), *oldest)
+                await pipe.execute()
+            dropped += len(oldest)
+        return dropped
 
     async def record_parts(
         self, session_id: str, upload_id: str, parts: Sequence[tuple[int, str, int]] | None, *, progress: Progress,

@@ -15,9 +15,19 @@ from app.apikeys import create_key
 from app.cli import run
 from app.errors import ApiError
 from app.settings import Settings
-from app.state.keys import EXPIRY_INDEX, idempotency_key, usage_key
+from app.state import UploadState
+from app.state.keys import (
+    EXPIRY_INDEX,
+    TRIM_QUEUE,
+    account_index_key,
+    ended_index_key,
+    idempotency_key,
+    usage_key,
+)
+from app.storage_tasks import expire_due_groups
 from tests.conftest import SEED_REQUEST, worst_case_request
 from tests.integration.conftest import api_client
+from worker import jobs
 
 URL = "/api/videos/uploads"
 SMALL = {"videoName": "v", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 10}]}
@@ -163,3 +173,50 @@ async def test_the_largest_valid_group_costs_about_its_body_and_an_unused_one_is
     due = await redis.zscore(EXPIRY_INDEX, sid)
     seconds, micros = await redis.time()
     assert due is not None and due <= seconds * 1000 + micros // 1000 + settings.idle_group_seconds * 1000
+
+
+async def test_an_account_keeps_at_most_its_cap_of_ended_groups_and_the_sweep_drops_the_oldest(
+    capsys: pytest.CaptureFixture[str], settings: Settings, redis: Redis
+) -> None:
+    """A create-and-cancel loop cannot fill Redis (README "Limits"): past retained_ended_groups, the expiry sweep
+    drops the account's oldest ended groups (their status answers 404); its newest ones, another account's
+    groups and the account's live groups stay."""
+    capped = msgspec.structs.replace(settings, retained_ended_groups=3)
+    state = UploadState(redis)
+    ctx = {"state": state, "settings": capped, "redis": redis}
+    try:
+        async with api_client(capped) as api:
+            looper, other = await key_of(redis, "looper"), await key_of(redis, "other")
+            ended: list[str] = []
+            for _ in range(5):
+                sid = (await api.post(URL, json=SMALL, headers=looper)).json()["sessionId"]
+                assert (await api.delete(f"{URL}/{sid}", headers=looper)).status_code == 200
+                ended.append(sid)
+                await asyncio.sleep(0.002)  # distinct end times: the oldest is unambiguous
+            live = (await api.post(URL, json=SMALL, headers=looper)).json()["sessionId"]
+            theirs = (await api.post(URL, json=SMALL, headers=other)).json()["sessionId"]
+            assert (await api.delete(f"{URL}/{theirs}", headers=other)).status_code == 200
+            assert await redis.smembers(TRIM_QUEUE) == {b"looper"}  # only the account over its cap is queued
+
+            assert await jobs.expire_due_groups(ctx) == 0  # the expiry sweep's cron: nothing due, then the trim
+            codes = [(await api.get(f"{URL}/{sid}", headers=looper)).status_code for sid in ended]
+            assert codes == [404, 404, 200, 200, 200]
+            assert not [k async for k in redis.scan_iter(match=f"sg:{{{ended[0]}}}*")]
+            assert (await api.get(f"{URL}/{live}", headers=looper)).json()["status"] == "initialized"
+            assert (await api.get(f"{URL}/{theirs}", headers=other)).json()["status"] == "canceled"
+            assert await redis.zcard(ended_index_key("looper")) == 3 and not await redis.exists(TRIM_QUEUE)
+            assert await run(["--redis-url", settings.redis_url, "accounts", "show", "looper", "--json"]) == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert (doc["endedGroups"], doc["usedGroups"]) == (3, 1)
+            listed = {m.decode() for m in await redis.zrange(account_index_key("looper"), 0, -1)}
+            assert listed == {*ended[2:], live}
+
+            # Expiry feeds the same index: the live group expires, the account is over its cap again.
+            far = (await state.snapshot(live)).record.expires_ms + 1  # type: ignore[union-attr]
+            assert await expire_due_groups(state, capped, now=far) == 1
+            assert await redis.smembers(TRIM_QUEUE) == {b"looper"}
+            assert await state.trim_ended(capped.retained_ended_groups) == 1
+            assert (await api.get(f"{URL}/{ended[2]}", headers=looper)).status_code == 404
+            assert (await api.get(f"{URL}/{live}", headers=looper)).json()["status"] == "expired"
+    finally:
+        state.close()

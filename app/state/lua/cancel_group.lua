@@ -1,6 +1,6 @@
 --- Cancel a live group: its unfinished files and the group become 'canceled', storage is purged.
--- KEYS: state, group, expiry_index, usage
--- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes
+-- KEYS: state, group, expiry_index, usage, ended, trim
+-- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes, account, ended_cap
 -- JOBS: purge, late_purge
 -- REST: upload_ids
 -- REPLY: ok <canceledAt ms> <canceled file count> (also on repeats) | gone | expired | group_state <status>
@@ -26,6 +26,7 @@ redis.call('HSET', K.state, ${F.status}, ${GROUP.canceled}, ${F.canceled}, A.now
            ${F.updated}, A.now_ms)
 redis.call('ZREM', K.expiry_index, A.session_id)
 release_usage(K.usage, A.declared_bytes)
+note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
 redis.call('PEXPIRE', K.state, A.retention_ms)
 redis.call('PEXPIRE', K.group, A.retention_ms)
 enqueue(J.purge)

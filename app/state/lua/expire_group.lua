@@ -1,6 +1,6 @@
 --- Expire one due group: it and its unfinished files become 'expired', storage is purged.
--- KEYS: state, group, expiry_index, usage
--- ARGV: now_ms, retention_ms, idle_retention_ms, session_id, declared_bytes
+-- KEYS: state, group, expiry_index, usage, ended, trim
+-- ARGV: now_ms, retention_ms, idle_retention_ms, session_id, declared_bytes, account, ended_cap
 -- JOBS: purge, late_purge
 -- REPLY: ok | not_due | gone | group_state <status>
 -- Idempotent: sweeps racing on one group change it once. A group no longer live (or whose keys are
@@ -29,6 +29,7 @@ if st == ${GROUP.initialized} then keep = A.idle_retention_ms end
 redis.call('HSET', K.state, ${F.status}, ${GROUP.expired}, ${F.expired}, A.now_ms, ${F.updated}, A.now_ms)
 redis.call('ZREM', K.expiry_index, A.session_id)
 release_usage(K.usage, A.declared_bytes)
+note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
 redis.call('PEXPIRE', K.state, keep)
 redis.call('PEXPIRE', K.group, keep)
 enqueue(J.purge)

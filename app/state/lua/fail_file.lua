@@ -1,7 +1,7 @@
 --- The assembled object is wrong: the file fails and, with a live group, the whole group fails (the set can
 --- never complete): its other unfinished files fail with it, and its storage is purged.
--- KEYS: state, group, expiry_index, usage
--- ARGV: upload_id, now_ms, reason, retention_ms, session_id, declared_bytes
+-- KEYS: state, group, expiry_index, usage, ended, trim
+-- ARGV: upload_id, now_ms, reason, retention_ms, session_id, declared_bytes, account, ended_cap
 -- JOBS: purge, late_purge
 -- REST: upload_ids
 -- REPLY: ok | stale
@@ -22,6 +22,7 @@ if live(st) then
   redis.call('HSET', K.state, ${F.status}, ${GROUP.failed}, ${F.failed}, A.now_ms)
   redis.call('ZREM', K.expiry_index, A.session_id)
   release_usage(K.usage, A.declared_bytes)
+  note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
   redis.call('PEXPIRE', K.state, A.retention_ms)
   redis.call('PEXPIRE', K.group, A.retention_ms)
   enqueue(J.purge)
