@@ -66,15 +66,20 @@ async def provision_file(
     return None
 
 
-async def provision_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, str]:
-    """Open one S3 multipart upload per multipart file of a group (see provision_file)."""
+async def provision_group(
+    state: UploadState, store: ObjectStore, session_id: str, *, adopt: bool = True
+) -> dict[str, str]:
+    """Open one S3 multipart upload per multipart file of a group (see provision_file).
+
+    adopt=False (a job's first try: no earlier try of it can have opened an upload) skips the listing.
+    """
     snap = await state.snapshot(session_id)
     if snap is None:
         return {}
     outcome: dict[str, str] = {}
     for f in snap.record.files:
         if f.strategy is UploadStrategy.MULTIPART and not snap.s3_upload_id(f.upload_id):
-            outcome[f.upload_id] = await provision_file(state, store, snap.record, f) or "aborted"
+            outcome[f.upload_id] = await provision_file(state, store, snap.record, f, adopt=adopt) or "aborted"
     return outcome
 
 

@@ -95,10 +95,17 @@ def _retry_if_transient(ctx: dict[str, Any], what: str, exc: Exception) -> None:
 
 @counted
 async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str]:
-    """Open the S3 multipart uploads of a new group."""
+    """Open the S3 multipart uploads of a new group.
+
+    Only a retry lists the open uploads to adopt one an earlier try opened and did not record: arq counts a
+    job's tries in Redis (a try killed with its worker counts too), so a first try has none to adopt, and a
+    provisioning costs one storage call per file instead of two.
+    """
     try:
         async with ctx.get("provision_gate") or contextlib.nullcontext():
-            return await storage_tasks.provision_group(ctx["state"], ctx["store"], session_id)
+            return await storage_tasks.provision_group(
+                ctx["state"], ctx["store"], session_id, adopt=ctx.get("job_try", 1) > 1
+            )
     except Exception as exc:
         _retry_if_transient(ctx, f"provision {session_id}", exc)
         raise

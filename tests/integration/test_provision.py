@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 from arq import Retry
+from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
 
 from app.apikeys import Principal, Role
@@ -72,15 +73,16 @@ async def test_duplicate_enqueue_of_the_same_job_id_is_a_no_op(
 
 
 async def test_crash_between_create_and_record_is_adopted_not_duplicated(
-    settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any
+    settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any, redis: Redis
 ) -> None:
     sid = await start_seed_group(settings, state)
     snap = await state.snapshot(sid)
     assert snap is not None
     left = snap.record.files[0]
-    # An earlier try created this upload (twice, even) and died before writing Redis.
+    # An earlier try created this upload (twice, even) and died before writing Redis; arq counted its start.
     orphan_a = await store.create_multipart(snap.record.storage_key(left))
     orphan_b = await store.create_multipart(snap.record.storage_key(left))
+    await redis.incr(retry_key_prefix + f"provision:{sid}")
     await burst()
     snap = await state.snapshot(sid)
     assert snap is not None
@@ -95,6 +97,26 @@ async def test_crash_between_create_and_record_is_adopted_not_duplicated(
     uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
     assert [u["UploadId"] for u in uploads] == [adopted]
     assert len(open_uploads(s3, settings.s3_bucket)) == 3
+
+
+async def test_a_first_try_opens_uploads_without_listing_and_a_stray_one_is_the_sweeps(
+    settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any
+) -> None:
+    """A job's first try cannot have an earlier try's upload to adopt, so it does not list (one storage call per
+    file); an upload someone else opened and never recorded (the API's on-demand try, killed) is the orphan
+    sweep's."""
+    sid = await start_seed_group(settings, state)
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    left = snap.record.files[0]
+    stray = await store.create_multipart(snap.record.storage_key(left))
+    await burst()
+    snap = await state.snapshot(sid)
+    assert snap is not None and snap.s3_upload_id(left.upload_id) not in (None, stray)
+    no_grace = msgspec.structs.replace(settings, orphan_grace_seconds=0)
+    assert await abort_orphan_uploads(state, store, no_grace, now=now_ms() + 1000) == 1
+    uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
+    assert [u["UploadId"] for u in uploads] == [snap.s3_upload_id(left.upload_id)]
 
 
 async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
