@@ -61,14 +61,14 @@ class PlainLines:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total = 0
-        self.done = 0
+        self.held: dict[str, int] = {}  # upload id -> bytes sent or held by storage
         self.started = time.monotonic()
         self.next_tenth = 1
         self.names: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BytesSent):
-            self.done += event.size_bytes
+            self.held[event.upload_id] = self.held.get(event.upload_id, 0) + event.size_bytes
             self._tenths()
         elif isinstance(event, GroupStarted):
             resumed = ", resumed" if event.resumed else ""
@@ -76,7 +76,7 @@ class PlainLines:
             self._line(f"group {event.session_id}: {event.file_count} files, {human_bytes(event.total_bytes)}{resumed}")
         elif isinstance(event, FileStarted):
             self.names[event.upload_id] = event.file_name
-            self.done += event.present_bytes
+            self.held[event.upload_id] = event.present_bytes  # again after a re-listing: what storage holds now
             held = f", storage holds {event.present_parts}" if event.present_parts else ""
             self._line(f"{event.file_name}: {event.missing_parts} of {event.total_parts} parts to send{held}")
             self._tenths()  # a file storage already holds moves the total too
@@ -90,9 +90,15 @@ class PlainLines:
 
     def _tenths(self) -> None:
         """The overall line, each time another tenth of the group's bytes is held."""
-        if self.total and self.done * 10 >= self.next_tenth * self.total:
-            self.next_tenth = self.done * 10 // self.total + 1
+        done = self.done
+        if self.total and done * 10 >= self.next_tenth * self.total:
+            self.next_tenth = done * 10 // self.total + 1
             self._line(self._overall())
+
+    @property
+    def done(self) -> int:
+        """Bytes of the group sent or held by storage."""
+        return sum(self.held.values())
 
     def _overall(self) -> str:
         elapsed = time.monotonic() - self.started

@@ -262,6 +262,10 @@ def test_plain_lines_overall_counts_files_storage_already_holds() -> None:
                        present_parts=2, present_bytes=50))  # fmt: skip
     overall = [line for line in out.getvalue().splitlines() if " of 100 B " in line]
     assert [line.split(",")[0] for line in overall] == ["50 B of 100 B (50 %)", "100 B of 100 B (100 %)"]
+    # Storage refused the part list and the file is listed again: its bytes are what storage holds now, not more.
+    report(FileStarted(upload_id="a", file_name="a.mov", total_bytes=50, total_parts=2, missing_parts=1,
+                       present_parts=1, present_bytes=25))  # fmt: skip
+    assert report.done == 75
 
 
 # --- the client ships alone ----------------------------------------------------------------------
