@@ -169,7 +169,8 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
         reason = reasons.size_mismatch(size, f.total_bytes)
         await state.fail_file(
             snap.record, upload_id, now_ms=now, reason=reason, retention_ms=settings.retention_seconds * 1000,
-            purges=purge_jobs(settings, session_id, now), ended_cap=settings.retained_ended_groups,
+            purges=purge_jobs(settings, session_id, now, snap.record.key_prefix),
+            ended_cap=settings.retained_ended_groups,
         )  # fmt: skip
         await store.delete_objects([key])
         return "failed"
@@ -188,15 +189,26 @@ async def complete_file(  # noqa: PLR0911 - each return names one outcome of the
     return reply.code.value
 
 
-async def purge_group(state: UploadState, store: ObjectStore, session_id: str) -> dict[str, int]:
-    """Abort every open multipart upload and delete every object of a canceled, expired or failed group."""
+async def purge_group(state: UploadState, store: ObjectStore, session_id: str, key_prefix: str = "") -> dict[str, int]:
+    """Abort every open multipart upload and delete every object of a canceled, expired or failed group.
+
+    key_prefix: the group's storage prefix, carried by the job. When the group's keys are gone (its account's
+    ended-groups cap dropped it before this purge ran), everything under the prefix goes: purge jobs are only
+    queued when a group ends without completing, and session ids are never reused, so nothing live or
+    completed is under it.
+    """
     snap = await state.snapshot(session_id)
-    if snap is None or snap.status not in PURGED_GROUP:
+    if snap is None:
+        if not key_prefix.endswith(f"/{session_id}/"):
+            return {"aborted": 0, "deleted": 0}  # no record and no prefix of this group: nothing to go by
+        prefix, keys = key_prefix, [o.key async for page in store.object_pages(key_prefix) for o in page]
+    elif snap.status not in PURGED_GROUP:
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
+    else:
+        prefix, keys = snap.record.key_prefix, [snap.record.storage_key(f) for f in snap.record.files]
     aborted = 0
-    for u in await store.list_open_uploads(snap.record.key_prefix):
+    for u in await store.list_open_uploads(prefix):
         aborted += await store.abort_multipart(u.key, u.upload_id)
-    keys = [snap.record.storage_key(f) for f in snap.record.files]
     await store.delete_objects(keys)
     return {"aborted": aborted, "deleted": len(keys)}
 
@@ -262,10 +274,12 @@ async def expire_due_groups(state: UploadState, settings: Settings, *, now: int 
         due = await state.due_groups(now, SWEEP_BATCH)
         if not due:
             return expired
+        found = await state.records(due)
+        purges = [purge_jobs(settings, sid, now, r.key_prefix if r else "") for sid, r in zip(due, found, strict=True)]
         outcomes = await state.expire_groups(
             due, now_ms=now, retention_ms=settings.retention_seconds * 1000,
-            idle_retention_ms=settings.idle_group_seconds * 1000,
-            purges=[purge_jobs(settings, sid, now) for sid in due], ended_cap=settings.retained_ended_groups,
+            idle_retention_ms=settings.idle_group_seconds * 1000, purges=purges,
+            ended_cap=settings.retained_ended_groups, records=found,
         )  # fmt: skip
         expired += sum(1 for reply in outcomes if reply.code is Reply.OK)
         if len(due) < SWEEP_BATCH:

@@ -498,7 +498,8 @@ class UploadService:
         now = now_ms()
         reply = await self.state.cancel_group(
             snap.record, now_ms=now, retention_ms=self.settings.retention_seconds * 1000,
-            purges=purge_jobs(self.settings, session_id, now), ended_cap=self.settings.retained_ended_groups,
+            purges=purge_jobs(self.settings, session_id, now, snap.record.key_prefix),
+            ended_cap=self.settings.retained_ended_groups,
         )  # fmt: skip
         if reply.code is not Reply.OK:
             if reply.code is Reply.GROUP_STATE and reply.text() == GroupStatus.COMPLETED:

@@ -134,10 +134,11 @@ async def complete_file(
 
 
 @counted
-async def purge_group(ctx: dict[str, Any], session_id: str) -> dict[str, int]:
-    """Abort open uploads and delete objects of a canceled, expired or failed group."""
+async def purge_group(ctx: dict[str, Any], session_id: str, key_prefix: str = "") -> dict[str, int]:
+    """Abort open uploads and delete objects of a canceled, expired or failed group (by its storage prefix
+    when its keys are gone)."""
     try:
-        return await storage_tasks.purge_group(ctx["state"], ctx["store"], session_id)
+        return await storage_tasks.purge_group(ctx["state"], ctx["store"], session_id, key_prefix)
     except Exception as exc:
         _retry_if_transient(ctx, f"purge {session_id}", exc)
         raise
@@ -158,10 +159,10 @@ async def expire_due_groups(ctx: dict[str, Any]) -> int:
     """Cron: expire groups past their expiresAt (purges are queued as jobs), then trim the accounts whose ended
     groups are over the cap."""
     expired = await storage_tasks.expire_due_groups(ctx["state"], ctx["settings"])
-    await ctx["state"].trim_ended(ctx["settings"].retained_ended_groups)
     if expired:
         with contextlib.suppress(Exception):
             await ctx["redis"].hincrby(METRICS_KEY, F_GROUPS_EXPIRED, expired)
+    await ctx["state"].trim_ended(ctx["settings"].retained_ended_groups)
     return expired
 
 

@@ -62,6 +62,7 @@ class PlainLines:
         self.stream = stream or sys.stderr
         self.total = 0
         self.held: dict[str, int] = {}  # upload id -> bytes sent or held by storage
+        self.sent = 0  # bytes sent by this run (the throughput; what storage held before is not)
         self.started = time.monotonic()
         self.next_tenth = 1
         self.names: dict[str, str] = {}
@@ -69,6 +70,7 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         if isinstance(event, BytesSent):
             self.held[event.upload_id] = self.held.get(event.upload_id, 0) + event.size_bytes
+            self.sent += event.size_bytes
             self._tenths()
         elif isinstance(event, GroupStarted):
             resumed = ", resumed" if event.resumed else ""
@@ -90,8 +92,12 @@ class PlainLines:
 
     def _tenths(self) -> None:
         """The overall line, each time another tenth of the group's bytes is held."""
+        if not self.total:
+            return
         done = self.done
-        if self.total and done * 10 >= self.next_tenth * self.total:
+        # Progress can go back (a failed attempt rewound, a file listed again): the next line is then due sooner.
+        self.next_tenth = min(self.next_tenth, done * 10 // self.total + 1)
+        if done * 10 >= self.next_tenth * self.total:
             self.next_tenth = done * 10 // self.total + 1
             self._line(self._overall())
 
@@ -102,9 +108,10 @@ class PlainLines:
 
     def _overall(self) -> str:
         elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        return (f"{human_bytes(self.done)} of {human_bytes(self.total)} ({100 * self.done // self.total} %), "
+        done = self.done
+        rate = self.sent / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        return (f"{human_bytes(done)} of {human_bytes(self.total)} ({100 * done // self.total} %), "
                 f"{human_bytes(rate)}/s, ETA {eta:.0f} s")  # fmt: skip
 
     def _line(self, text: str) -> None:

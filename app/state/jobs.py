@@ -112,14 +112,19 @@ def processing_job(session_id: str, library_record: dict[str, Any], queue: str, 
     return JobSpec(job_id, queue, job_document(PROCESS_JOB, (library_record,), now_ms), now_ms, 0)
 
 
-def purge_jobs(settings: Settings, session_id: str, now: int) -> tuple[JobSpec, JobSpec]:
-    """Purge now, and again once every URL handed out has lapsed (a late PUT can't leave data)."""
+def purge_jobs(settings: Settings, session_id: str, now: int, key_prefix: str = "") -> tuple[JobSpec, JobSpec]:
+    """Purge now, and again once every URL handed out has lapsed (a late PUT can't leave data).
+
+    key_prefix (the group's storage prefix) lets a purge run after the group's keys are gone (its account's
+    ended-groups cap dropped it early): it then purges by prefix.
+    """
     first, late = purge_job_ids(session_id)
     q = settings.queue_name
+    args = (session_id, key_prefix) if key_prefix else (session_id,)
     return (
-        JobSpec.build(PURGE_JOB, (session_id,), job_id=first, now_ms=now, queue=q),
+        JobSpec.build(PURGE_JOB, args, job_id=first, now_ms=now, queue=q),
         JobSpec.build(
-            PURGE_JOB, (session_id,), job_id=late, now_ms=now, queue=q,
+            PURGE_JOB, args, job_id=late, now_ms=now, queue=q,
             defer_ms=(settings.part_url_ttl_seconds + 60) * 1000,
         ),
     )  # fmt: skip

@@ -256,9 +256,10 @@ class UploadState:
     async def expire_groups(
         self, session_ids: Sequence[str], *, now_ms: int, retention_ms: int, idle_retention_ms: int,
         purges: Sequence[tuple[JobSpec, JobSpec]], ended_cap: int = 0,
+        records: Sequence[GroupRecord | None] | None = None,
     ) -> list[ScriptReply]:  # fmt: skip
-        """Expire each due group (one script each, pipelined in one round trip)."""
-        found = await self.records(session_ids)
+        """Expire each due group (one script each, pipelined in one round trip); records: already read."""
+        found = await self.records(session_ids) if records is None else records
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid, record, (purge, late) in zip(session_ids, found, purges, strict=True):
                 account, declared = (record.account, record.declared_bytes) if record else ("", 0)
@@ -273,28 +274,38 @@ class UploadState:
         return [_reply(x) for x in out]
 
     async def trim_ended(self, cap: int) -> int:
-        """Drop the oldest ended groups of every account queued for it (by the scripts above) down to `cap`.
+        """Drop the ended groups due to go first of every account queued for it (by the scripts above) down to `cap`.
 
         The groups are terminal (canceled, expired, failed: nothing revives them), so their keys go before their
-        retention lapses; a status read then answers 404. Storage they may still hold is the orphan sweep's and
-        the reconciliation's (both treat a group without keys as not live). Each account is popped by one
-        sweep; a sweep that dies between ZPOPMIN and DEL leaves those few groups to their TTL. Returns how many.
+        retention lapses; a status read then answers 404. Storage they may still hold is their purge jobs' (which
+        carry the group's prefix), then the orphan sweep's and the reconciliation's. Each account
+        is popped by one sweep (and queued again if the trim fails); a sweep that dies between ZPOPMIN and DEL
+        leaves those few groups to their TTL. Returns how many.
         """
         dropped = 0
         while (popped := await self.redis.spop(keys.TRIM_QUEUE)) is not None:  # type: ignore[misc]
             account = popped.decode() if isinstance(popped, bytes) else str(popped)
-            ended = keys.ended_index_key(account)
-            excess = int(await self.redis.zcard(ended)) - cap
-            if cap <= 0 or excess <= 0:
-                continue
-            oldest = [m.decode() for m, _ in await self.redis.zpopmin(ended, excess)]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sid in oldest:
-                    pipe.delete(group_key(sid), state_key(sid), keys.upload_ids_key(sid), keys.library_key(sid))
-                pipe.zrem(keys.account_index_key(account), *oldest)
-                await pipe.execute()
-            dropped += len(oldest)
+            try:
+                dropped += await self._trim_account(account, cap)
+            except BaseException:
+                await self.redis.sadd(keys.TRIM_QUEUE, account)  # type: ignore[misc]  # the next sweep tries again
+                raise
         return dropped
+
+    async def _trim_account(self, account: str, cap: int) -> int:
+        ended = keys.ended_index_key(account)
+        excess = int(await self.redis.zcard(ended)) - cap
+        if cap <= 0 or excess <= 0:
+            return 0
+        first = [m.decode() for m, _ in await self.redis.zpopmin(ended, excess)]  # due to go first anyway
+        if not first:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in first:
+                pipe.delete(group_key(sid), state_key(sid), keys.upload_ids_key(sid), keys.library_key(sid))
+            pipe.zrem(keys.account_index_key(account), *first)
+            await pipe.execute()
+        return len(first)
 
     async def record_parts(
         self, session_id: str, upload_id: str, parts: Sequence[tuple[int, str, int]] | None, *, progress: Progress,

@@ -30,11 +30,20 @@ from redis.asyncio import Redis  # noqa: E402
 from app.apikeys import Principal, Role  # noqa: E402
 from app.lifecycle import Reply  # noqa: E402
 from app.models import FileRecord, GroupRecord, UploadStrategy  # noqa: E402
+from app.objectkeys import group_prefix  # noqa: E402
 from app.rules import part_range  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.state import Progress, UploadState  # noqa: E402
 from app.state.jobs import purge_jobs  # noqa: E402
-from app.state.keys import EXPIRY_INDEX, account_index_key, group_key, state_key, usage_key  # noqa: E402
+from app.state.keys import (  # noqa: E402
+    EXPIRY_INDEX,
+    TRIM_QUEUE,
+    account_index_key,
+    ended_index_key,
+    group_key,
+    state_key,
+    usage_key,
+)
 from app.state.scripts import all_scripts  # noqa: E402
 from app.state.store import PARTS_CACHE_MS  # noqa: E402
 from app.storage_tasks import SWEEP_BATCH, expire_due_groups  # noqa: E402
@@ -238,11 +247,12 @@ async def lua_call_baseline(b: Bench, ids: list[str], now: int) -> tuple[float, 
     for start in range(0, len(ids), SWEEP_BATCH):
         async with b.client.pipeline(transaction=False) as pipe:
             for sid in ids[start : start + SWEEP_BATCH]:
-                purge, late = purge_jobs(b.settings, sid, now)
+                purge, late = purge_jobs(b.settings, sid, now, group_prefix(b.settings.s3_key_prefix, ACCOUNT, sid))
                 keys, args = all_scripts()["expire_group"].bind(
                     state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX, usage=usage_key(ACCOUNT),
                     now_ms=now, retention_ms=retention, idle_retention_ms=retention, session_id=sid,
-                    declared_bytes=2_762_023_489, purge=purge, late_purge=late,
+                    declared_bytes=2_762_023_489, purge=purge, late_purge=late, ended=ended_index_key(ACCOUNT),
+                    trim=TRIM_QUEUE, account=ACCOUNT, ended_cap=b.settings.retained_ended_groups,
                 )  # fmt: skip
                 await noop(keys=keys, args=args, client=pipe)
             await pipe.execute()
@@ -321,7 +331,7 @@ async def expire_many(b: Bench, ids: list[str]) -> None:  # noqa: PLR0915 - phas
         flush=True,
     )
     print(
-        f"[2] second baseline: EVALSHA of `return 0` with the sweep's exact 9 keys + 11 args per group, "
+        f"[2] second baseline: EVALSHA of `return 0` with the sweep's exact 12 keys + 15 args per group, "
         f"{SWEEP_BATCH}/batch: {ms(lua):.0f} ms (valkey CPU {1e6 * vk_lua / n:.1f} µs/call) | sweep/that wall "
         f"{took / lua:.1f}, valkey CPU {vk_sweep / vk_lua:.1f} (the rest is the script body)",
         flush=True,

@@ -15,9 +15,10 @@ from app.lifecycle import Reply
 from app.metrics import job_field
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
-from app.state.keys import METRICS_KEY
+from app.state.jobs import deserialize
+from app.state.keys import METRICS_KEY, arq_job_key
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import abort_orphan_uploads
+from app.storage_tasks import abort_orphan_uploads, purge_group
 from app.timefmt import now_ms
 from app.uploads import UploadService
 from deploy.local.devstack import free_port
@@ -117,6 +118,35 @@ async def test_a_first_try_opens_uploads_without_listing_and_a_stray_one_is_the_
     assert await abort_orphan_uploads(state, store, no_grace, now=now_ms() + 1000) == 1
     uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
     assert [u["UploadId"] for u in uploads] == [snap.s3_upload_id(left.upload_id)]
+
+
+async def test_a_group_dropped_by_the_ended_groups_cap_is_still_purged_by_its_prefix(
+    settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any, redis: Redis
+) -> None:
+    """The account's cap on ended groups can drop a canceled group before its purges run: the purge jobs carry
+    the group's storage prefix, so its open uploads and stored objects still go, and another group's stay."""
+    capped = msgspec.structs.replace(settings, retained_ended_groups=1)
+    dropped, kept = await start_seed_group(capped, state), await start_seed_group(capped, state)
+    await burst()  # provisioned: each group's videos have an open multipart upload
+    snaps = [await state.snapshot(sid) for sid in (dropped, kept)]
+    assert snaps[0] is not None and snaps[1] is not None
+    prefixes = [snap.record.key_prefix for snap in snaps]
+    for snap in snaps:
+        s3.put_object(Bucket=settings.s3_bucket, Key=snap.record.storage_key(snap.record.files[-1]), Body=b"srt")
+    service = UploadService(capped, state)
+    for sid in (dropped, kept):
+        await service.cancel_group(ACME, sid)
+    job = deserialize(await redis.get(arq_job_key(f"purge:{dropped}")))
+    assert job["a"] == [dropped, prefixes[0]]  # the immediate purge (the late one carries the same)
+    assert await state.trim_ended(capped.retained_ended_groups) == 1
+    assert await state.snapshot(dropped) is None and await state.snapshot(kept) is not None
+
+    assert await purge_group(state, store, dropped, "elsewhere/") == {"aborted": 0, "deleted": 0}  # not its prefix
+    assert await purge_group(state, store, dropped, prefixes[0]) == {"aborted": 3, "deleted": 1}  # 3 multipart files
+    assert not open_uploads(s3, settings.s3_bucket, prefixes[0])
+    assert not s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefixes[0]).get("Contents")
+    assert len(open_uploads(s3, settings.s3_bucket, prefixes[1])) == 3
+    assert len(s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefixes[1])["Contents"]) == 1
 
 
 async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(

@@ -266,6 +266,10 @@ def test_plain_lines_overall_counts_files_storage_already_holds() -> None:
     report(FileStarted(upload_id="a", file_name="a.mov", total_bytes=50, total_parts=2, missing_parts=1,
                        present_parts=1, present_bytes=25))  # fmt: skip
     assert report.done == 75
+    report(BytesSent(upload_id="a", size_bytes=25))  # back at 100 %: said again
+    overall = [line for line in out.getvalue().splitlines() if " of 100 B " in line]
+    assert [line.split(",")[0] for line in overall[2:]] == ["100 B of 100 B (100 %)"]
+    assert report.sent == 75  # the throughput counts only what this run sent
 
 
 # --- the client ships alone ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ if st == ${GROUP.initialized} then keep = A.idle_retention_ms end
 redis.call('HSET', K.state, ${F.status}, ${GROUP.expired}, ${F.expired}, A.now_ms, ${F.updated}, A.now_ms)
 redis.call('ZREM', K.expiry_index, A.session_id)
 release_usage(K.usage, A.declared_bytes)
-note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
+note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, keep, A.ended_cap)
 redis.call('PEXPIRE', K.state, keep)
 redis.call('PEXPIRE', K.group, keep)
 enqueue(J.purge)
