@@ -10,12 +10,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from app.settings import MIB
@@ -34,15 +31,6 @@ SEPARATE = {
               {"fileName": "r.mov", "fileRole": "video_right", "sizeBytes": 6 * MIB},
               {"fileName": "a.mp4", "fileRole": "audio", "sizeBytes": 6 * MIB, "languageTag": "en"}],
 }  # fmt: skip
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def create_groups(api: httpx.AsyncClient, key: dict[str, str], n: int, body: dict[str, Any]) -> list[str]:

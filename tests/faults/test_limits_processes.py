@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.processes import Stack, report
 
 RATE, BURST = 10, 10
 BODY = {"videoName": "v", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 10}]}
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def send(apis: list[httpx.AsyncClient], key: dict[str, str], per_second: float, seconds: float) -> list[int]:

@@ -10,13 +10,10 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
-import pytest
 from redis.asyncio import Redis
 
 from app.settings import MIB
@@ -29,15 +26,6 @@ from tests.processes import Stack, report, sigkill
 
 GROUPS = 200
 CONCURRENCY = 16
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 class RoundRobin:

@@ -10,23 +10,11 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.processes import Stack, report
 
 EXAMPLES_PER_OPERATION = 40
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def test_no_server_error_for_any_generated_request(stack: Stack, tmp_path: Path) -> None:
