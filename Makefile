@@ -15,7 +15,7 @@ help: ## list the targets
 	.tools/bin/pip install --quiet uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra server --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with the locked dependencies

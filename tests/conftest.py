@@ -15,10 +15,10 @@ import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
-from app.rules import SPOKEN_LANGUAGES
+from app.domain.contract import SPOKEN_LANGUAGES
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import create_key
 from app.state.jobs import deserialize, serialize
 from app.storage.s3 import ObjectStore
 from deploy.local.devstack import free_port, start_moto, start_valkey, stop
@@ -82,7 +82,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(valkey_url: str, s3_endpoint: str) -> Settings:
     """Settings pointing at the test services."""
-    return Settings(
+    return Settings().override(
         redis_url=valkey_url,
         s3_endpoint_url=s3_endpoint,
         s3_bucket="spatialgen-test",
@@ -99,17 +99,17 @@ def s3(settings: Settings) -> Any:
     """A plain boto3 client for assertions on what the store really holds."""
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
+        endpoint_url=settings.storage.endpoint_url,
+        region_name=settings.storage.region,
+        aws_access_key_id=settings.storage.access_key_id,
+        aws_secret_access_key=settings.storage.secret_access_key,
     )
 
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
     """A client on an emptied Redis."""
-    client = Redis.from_url(settings.redis_url)
+    client = Redis.from_url(settings.redis.url)
     await client.flushall()
     yield client
     await client.aclose()
@@ -118,11 +118,11 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 async def store(settings: Settings, s3: Any) -> AsyncIterator[ObjectStore]:
     """The service's S3 adapter on an emptied bucket."""
-    async with ObjectStore.connect(settings) as st:
+    async with ObjectStore.connect(settings.storage) as st:
         await st.ensure_bucket()
         for u in await st.list_open_uploads(""):
             await st.abort_multipart(u.key, u.upload_id)
-        listed = s3.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])
+        listed = s3.list_objects_v2(Bucket=settings.storage.bucket).get("Contents", [])
         await st.delete_objects([o["Key"] for o in listed])
         yield st
 

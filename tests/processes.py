@@ -19,8 +19,8 @@ from typing import TypeVar
 import httpx
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
 from app.settings import MIB, Settings
+from app.state.apikeys import create_key
 from deploy.local.devstack import DevValkey, api_command, free_port, start_moto, wait_for_port, worker_command
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ log = logging.getLogger("spatialgen.worker")
 def main() -> None:
     """Console-script entry point."""
     logging.config.dictConfig(default_log_config(verbose=False))
-    require_credentials(Settings.from_env())
+    require_credentials(Settings.from_env().storage)
     delay = 1.0
     while True:
         worker = ResilientWorker(**get_kwargs(WorkerSettings))  # type: ignore[arg-type]

@@ -28,8 +28,8 @@ from worker import jobs
 
 _settings = Settings.from_env()
 
-# Per-function time limits, sized to the work. They no longer decide how soon a dead worker's jobs run
-# again: the in-progress lock is short and renewed while a job runs (worker/liveness.py).
+# Per-function time limits, sized to the work. They do not decide how soon a dead worker's jobs run again: the
+# in-progress lock is short and renewed while a job runs (worker/liveness.py).
 PROVISION_TIMEOUT = 120  # up to 64 files: a ListMultipartUploads + CreateMultipartUpload each
 COMPLETE_TIMEOUT = 900  # CompleteMultipartUpload of 10,000 parts can take minutes on S3
 PURGE_TIMEOUT = 600
@@ -49,14 +49,14 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
     """The periodic jobs; `unique` cron ids mean several workers run each tick once between them."""
     crons = [
         cron(jobs.expire_due_groups, name=EXPIRE_CRON, run_at_startup=True, timeout=300,
-             **every(settings.expiry_sweep_seconds)),
+             **every(settings.sweeps.expiry_sweep_seconds)),
         cron(jobs.abort_orphan_uploads, name=ORPHAN_CRON, timeout=SWEEP_TIMEOUT,
-             **every(settings.orphan_sweep_seconds)),
-        cron(jobs.redrive, name=REDRIVE_CRON, timeout=300, **every(settings.redrive_seconds)),
+             **every(settings.sweeps.orphan_sweep_seconds)),
+        cron(jobs.redrive, name=REDRIVE_CRON, timeout=300, **every(settings.sweeps.redrive_seconds)),
     ]  # fmt: skip
-    if settings.reconcile_seconds:
+    if settings.sweeps.reconcile_seconds:
         crons.append(cron(jobs.reconcile_objects, name=RECONCILE_CRON, timeout=SWEEP_TIMEOUT,
-                          **every(settings.reconcile_seconds)))  # fmt: skip
+                          **every(settings.sweeps.reconcile_seconds)))  # fmt: skip
     return crons
 
 
@@ -73,9 +73,9 @@ class WorkerSettings:
     cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
     on_shutdown = jobs.on_shutdown
-    redis_settings = arq_redis_settings(_settings)
-    queue_name = _settings.queue_name
-    max_jobs = _settings.worker_max_jobs
+    redis_settings = arq_redis_settings(_settings.redis)
+    queue_name = _settings.worker.queue_name
+    max_jobs = _settings.worker.worker_max_jobs
     # part-urls and complete wait on these jobs, so poll often (one cheap ZRANGEBYSCORE per poll).
     poll_delay = 0.05
     # Storage and Redis outages are retried with backoff (jobs.backoff_seconds); ~2.5 h of tries.
@@ -86,4 +86,4 @@ class WorkerSettings:
     job_serializer = staticmethod(serialize)
     job_deserializer = staticmethod(deserialize)
     # SIGTERM: stop taking jobs and let running ones finish for the grace period; arq re-queues the rest.
-    job_completion_wait = max(1, round(_settings.shutdown_grace_seconds))
+    job_completion_wait = max(1, round(_settings.server.shutdown_grace_seconds))

@@ -3,7 +3,6 @@
 It imports nothing of the server (no litestar, arq, redis, aiobotocore, no other app.* module): it can ship alone.
 """
 
-from app.client.api import UploadClient
 from app.client.errors import (
     InvalidUpload,
     LocalFileChanged,
@@ -15,8 +14,9 @@ from app.client.errors import (
 )
 from app.client.events import Event, Reporter
 from app.client.retry import Backoff
+from app.client.run import UploadResult
 from app.client.spec import LocalFile, UploadSpec
-from app.client.upload import UploadResult
+from app.client.upload import UploadClient
 
 __all__ = [
     "Backoff",

@@ -1,4 +1,4 @@
-"""UploadClient: every call of the public HTTP contract (SPEC 3.1–3.5), retried when that is safe, and whole uploads.
+"""ServiceClient: every call of the public HTTP contract (SPEC 3.1–3.5), retried when that is safe.
 
 API calls retry on connection errors, 429 rate_limited and 502/503/504, honouring Retry-After; all of them are
 safe to repeat (a start carries an Idempotency-Key). Part PUTs go to storage on a client without the API key.
@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import msgspec
 
-from app.client import transfer, upload
+from app.client import transfer
 from app.client.errors import Problem, ServiceError
 from app.client.events import Reporter, Retry, ignore
 from app.client.models import (
@@ -29,7 +29,6 @@ from app.client.models import (
     ReceivedParts,
 )
 from app.client.retry import API_MAX_ATTEMPTS, COMPLETE_FOLLOW_SECONDS, PART_MAX_FAILURES, Backoff, parse_retry_after
-from app.client.spec import LocalFile, UploadSpec
 
 APPKEY_HEADER = "X-SPATIALGEN-APPKEY"
 UPLOADS_PATH = "/api/videos/uploads"
@@ -46,8 +45,9 @@ PUT_TIMEOUT = httpx.Timeout(connect=30.0, read=300.0, write=120.0, pool=None)
 T = TypeVar("T")
 
 
-class UploadClient:
-    """Client of the SpatialGen Direct Upload API; use as `async with UploadClient(url, key) as client:`."""
+class ServiceClient:
+    """The calls of the public API, each retried when that is safe; `UploadClient` (app/client/upload.py) adds
+    whole-group uploads on top."""
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class UploadClient:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(parallel, 20)),
         )
 
-    async def __aenter__(self) -> UploadClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -170,37 +170,6 @@ class UploadClient:
         return await transfer.put_part(
             self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes, headers=headers
         )
-
-    # --- whole groups ------------------------------------------------------------------------
-
-    async def upload_group(
-        self,
-        spec: UploadSpec,
-        *,
-        on_progress: Reporter = ignore,
-        state_dir: Path | None = None,
-        state_file: Path | None = None,
-        fresh: bool = False,
-    ) -> upload.UploadResult:
-        """Create the group (idempotently), upload and complete every file; returns the libraryId.
-
-        With a state folder or file, the run can be resumed (resume_group), and an earlier run with the same
-        inputs is continued rather than started again. `fresh` always creates a new group.
-        """
-        return await upload.upload_group(
-            self, spec, on_progress=on_progress, state_dir=state_dir, state_file=state_file, fresh=fresh
-        )
-
-    async def resume_group(
-        self,
-        session_id: str,
-        *,
-        state_file: Path | None = None,
-        files: Sequence[LocalFile] | None = None,
-        on_progress: Reporter = ignore,
-    ) -> upload.UploadResult:
-        """Continue an upload from its state file, or from local files matched against the group (another machine)."""
-        return await upload.resume_group(self, session_id, state_file=state_file, files=files, on_progress=on_progress)
 
     # --- plumbing ----------------------------------------------------------------------------
 

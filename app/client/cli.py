@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from app.client import config
-from app.client.api import DEFAULT_PARALLEL, UploadClient
+from app.client.api import DEFAULT_PARALLEL
 from app.client.errors import InvalidUpload, LocalFileChanged, ServiceError, StateFileError, UploadError
 from app.client.events import Event, Failed, GroupStarted, Interrupted, Reporter
 from app.client.progress import JsonLines, PlainLines, RichBars, human_bytes
+from app.client.run import UploadResult
 from app.client.spec import ROLES, LocalFile, UploadSpec
 from app.client.state import STATE_DIR, load_state, save_state, state_path
-from app.client.upload import UploadResult
+from app.client.upload import UploadClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -1,44 +1,20 @@
-"""Uploading a whole group: create it (or find it again), send what storage lacks in parallel, complete every file.
+"""Uploading a whole group: create it (or find it again from a state file), then run it (app/client/run.py).
 
-At most `parallel` parts are in flight across all files: that many workers take parts from one queue ordered by
-file, so the first files finish (and are completed) while later ones still upload. A part that fails is retried
-with backoff (a fresh URL when storage refused the old one); too many failures in a row stop the run, resumable.
+`UploadClient` is the API client (app/client/api.py) with whole-group uploads on top, the way httpx's top-level
+functions sit on its client: the transfer engine depends on the API client, never the other way round.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from app.client.errors import InvalidUpload, LocalFileChanged, PartFailed, ServiceError, StateFileError, UploadError
-from app.client.events import (
-    BytesSent,
-    FileCompleted,
-    FileStarted,
-    GroupCompleted,
-    GroupStarted,
-    PartDone,
-    Reporter,
-    Retry,
-)
-from app.client.models import FileProgress, GroupCreated, GroupStatus, PartUrl
-from app.client.plan import (
-    GROUP_DEAD,
-    REFRESH_MARGIN_SECONDS,
-    FileAction,
-    check_part_url,
-    file_action,
-    missing_parts,
-    part_range,
-    present_parts,
-    url_batch,
-)
-from app.client.retry import COMPLETE_FOLLOW_SECONDS
+from app.client.api import ServiceClient
+from app.client.errors import InvalidUpload, LocalFileChanged, ServiceError, StateFileError
+from app.client.events import Reporter, ignore
+from app.client.models import GroupCreated, GroupStatus
+from app.client.run import GroupRun, UploadResult
 from app.client.spec import LocalFile, PreparedSpec, UploadSpec, measure, prepare
 from app.client.state import (
     FileState,
@@ -50,31 +26,46 @@ from app.client.state import (
     save_state,
     state_path,
 )
-from app.client.transfer import PutFailure
-
-if TYPE_CHECKING:
-    from app.client.api import UploadClient
-
-COMPLETE_ROUNDS = 3
-"""Completions tried per file when storage refuses the part list (parts are listed and sent again in between)."""
-COMPLETING_POLL_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class UploadResult:
-    """How a group upload ended."""
+class UploadClient(ServiceClient):
+    """Client of the SpatialGen Direct Upload API; use as `async with UploadClient(url, key) as client:`.
 
-    session_id: str
-    library_id: int | None
-    bytes_sent: int
-    """Bytes this run sent (parts storage already held are not counted)."""
-    seconds: float
-    resumed: bool
-    state_file: Path | None
+    Every call of the contract (ServiceClient), plus whole-group uploads and resumes.
+    """
+
+    async def upload_group(
+        self,
+        spec: UploadSpec,
+        *,
+        on_progress: Reporter = ignore,
+        state_dir: Path | None = None,
+        state_file: Path | None = None,
+        fresh: bool = False,
+    ) -> UploadResult:
+        """Create the group (idempotently), upload and complete every file; returns the libraryId.
+
+        With a state folder or file, the run can be resumed (resume_group), and an earlier run with the same
+        inputs is continued rather than started again. `fresh` always creates a new group.
+        """
+        return await upload_group(
+            self, spec, on_progress=on_progress, state_dir=state_dir, state_file=state_file, fresh=fresh
+        )
+
+    async def resume_group(
+        self,
+        session_id: str,
+        *,
+        state_file: Path | None = None,
+        files: Sequence[LocalFile] | None = None,
+        on_progress: Reporter = ignore,
+    ) -> UploadResult:
+        """Continue an upload from its state file, or from local files matched against the group (another machine)."""
+        return await resume_group(self, session_id, state_file=state_file, files=files, on_progress=on_progress)
 
 
 async def upload_group(
-    client: UploadClient,
+    client: ServiceClient,
     spec: UploadSpec,
     *,
     on_progress: Reporter,
@@ -102,7 +93,7 @@ async def upload_group(
 
 
 async def resume_group(
-    client: UploadClient,
+    client: ServiceClient,
     session_id: str,
     *,
     state_file: Path | None,
@@ -214,279 +205,3 @@ def _check_file_unchanged(fs: FileState) -> None:
             f"{fs.path} changed since its upload started ({fs.size_bytes} → {st.st_size} bytes, or a newer "
             "modification time); start a new group with send --new"
         )
-
-
-class UrlBook:
-    """Presigned URLs of one file's pending parts, fetched in batches just before they are needed."""
-
-    def __init__(self, client: UploadClient, session_id: str, file: FileRun, on_progress: Reporter) -> None:
-        self.client = client
-        self.session_id = session_id
-        self.file = file
-        self.on_progress = on_progress
-        self._urls: dict[int, tuple[PartUrl, float]] = {}
-        self._lock = asyncio.Lock()
-
-    async def get(self, part_number: int) -> PartUrl:
-        """A URL for the part that is not about to expire."""
-        if not self._usable(part_number):
-            async with self._lock:  # one part-urls call at a time per file; the others find its answer
-                if not self._usable(part_number):
-                    await self._fetch(part_number)
-        return self._urls[part_number][0]
-
-    def done(self, part_number: int) -> None:
-        """Drop the URL of a part storage has accepted."""
-        self._urls.pop(part_number, None)
-
-    def forget(self) -> None:
-        """Drop every URL: one was refused or expired, and its siblings were signed at the same time."""
-        self._urls.clear()
-
-    def _usable(self, part_number: int) -> bool:
-        entry = self._urls.get(part_number)
-        if entry is None:
-            return False
-        url, fetched = entry
-        expires = datetime.fromisoformat(url.expires_at).timestamp()
-        # Refresh ahead of expiry (a PUT started just before expiresAt fails), but with short-lived URLs
-        # never by more than a quarter of their lifetime, or every URL would look stale at once.
-        margin = min(REFRESH_MARGIN_SECONDS, (expires - fetched) / 4)
-        return time.time() < expires - margin
-
-    async def _fetch(self, part_number: int) -> None:
-        f = self.file
-        pending = sorted(n for n in f.pending if n not in self._urls)
-        answer = await self.client.part_urls(
-            self.session_id, f.state.upload_id, url_batch(part_number, pending), on_progress=self.on_progress
-        )
-        now = time.time()
-        for p in answer.parts:
-            check_part_url(p, part_size=f.state.part_size_bytes, total_bytes=f.state.size_bytes)
-            self._urls[p.part_number] = (p, now)
-        if part_number not in self._urls:
-            raise ServiceError(502, "inconsistent_answer", f"no URL for part {part_number} in the answer",
-                               call="part-urls")  # fmt: skip
-
-
-@dataclass(eq=False)
-class FileRun:
-    """One file during a run: what is left to send and the ETags of what storage holds."""
-
-    index: int
-    state: FileState
-    pending: set[int] = field(default_factory=set)
-    etags: dict[int, str] = field(default_factory=dict)
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    urls: UrlBook | None = None
-
-    @property
-    def path(self) -> Path:
-        """The local file."""
-        return Path(self.state.path)
-
-
-class GroupRun:
-    """One run over a group: the part workers, one driver per file, and the state file kept current."""
-
-    def __init__(self, client: UploadClient, state: SessionState, path: Path | None, on_progress: Reporter) -> None:
-        self.client = client
-        self.state = state
-        self.state_file = path
-        self.report = on_progress
-        self.files = [FileRun(i, fs) for i, fs in enumerate(state.files)]
-        for f in self.files:
-            f.urls = UrlBook(client, state.session_id, f, on_progress)
-        self.queue: asyncio.PriorityQueue[tuple[int, int]] = asyncio.PriorityQueue()
-        self.unfinished = len(self.files)
-        self.bytes_sent = 0
-        self.library_id: int | None = None
-        self.started = time.monotonic()
-
-    async def run(self, *, resumed: bool) -> UploadResult:
-        """Upload and complete every file not completed yet; returns once the group is completed."""
-        sid = self.state.session_id
-        progress: dict[str, FileProgress] = {}
-        if resumed:
-            status = await self.client.group_status(sid, on_progress=self.report)
-            if status.status in GROUP_DEAD:
-                why = f"upload group {sid} is {status.status}; start a new group (send --new)"
-                raise ServiceError(409, f"session_{status.status}", why)
-            if {f.upload_id for f in status.files} != {f.upload_id for f in self.state.files}:
-                raise StateFileError(f"the files of upload group {sid} are not the ones in its state")
-            progress = {f.upload_id: f for f in status.files}
-            self.library_id = status.library_id
-        total = sum(f.size_bytes for f in self.state.files)
-        self.report(GroupStarted(session_id=sid, video_name=self.state.video_name, file_count=len(self.files),
-                                 total_bytes=total, resumed=resumed))  # fmt: skip
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(self.client.parallel):
-                    tg.create_task(self._worker())
-                for f in self.files:
-                    tg.create_task(self._drive(f, progress.get(f.state.upload_id)))
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        if self.library_id is None:  # every file was completed before this run, or by another client
-            self.library_id = (await self.client.group_status(sid, on_progress=self.report)).library_id
-        self.state.status = "completed"
-        self.state.library_id = self.library_id
-        self._save()
-        seconds = time.monotonic() - self.started
-        self.report(GroupCompleted(session_id=sid, library_id=self.library_id, bytes_sent=self.bytes_sent,
-                                   seconds=round(seconds, 3)))  # fmt: skip
-        return UploadResult(sid, self.library_id, self.bytes_sent, seconds, resumed, self.state_file)
-
-    def _save(self) -> None:
-        if self.state_file is not None:
-            save_state(self.state, self.state_file)
-
-    # --- one file ----------------------------------------------------------------------------
-
-    async def _drive(self, f: FileRun, progress: FileProgress | None) -> None:
-        """Bring one file to `completed`: learn what storage holds, queue the rest, complete, re-sync if refused."""
-        fs = f.state
-        action = FileAction.UPLOAD
-        if progress is not None:
-            action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure)
-            if action is FileAction.WAIT:
-                progress = await self._wait_while_completing(fs)
-                action = file_action(progress.status, file_name=fs.file_name, failure_reason=progress.failure)
-        if action is FileAction.SKIP:
-            self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
-                                    total_parts=fs.total_parts, present_parts=fs.total_parts,
-                                    present_bytes=fs.size_bytes))  # fmt: skip
-            self._file_done(f, None, already=True)
-            return
-        # A file that never left `initialized` was never given a URL, so storage cannot hold any of it.
-        listed = progress is not None and progress.status != "initialized"
-        for round_ in range(1, COMPLETE_ROUNDS + 1):
-            present = await self._present(f) if listed else {}
-            missing = missing_parts(fs.total_parts, present)
-            f.etags = dict(present)
-            f.pending = set(missing)
-            f.drained.clear()
-            present_bytes = sum(_part_bytes(fs, n) for n in present)
-            self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
-                                    total_parts=fs.total_parts, present_parts=len(present),
-                                    present_bytes=present_bytes, missing_parts=len(missing)))  # fmt: skip
-            for n in missing:
-                self.queue.put_nowait((f.index, n))
-            if missing:
-                await f.drained.wait()
-            parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
-            try:
-                done = await self.client.complete_file(self.state.session_id, fs.upload_id, parts,
-                                                       on_progress=self.report)  # fmt: skip
-            except ServiceError as exc:
-                # Storage refused the part list (a part vanished, or an ETag differs): list again, resend.
-                if exc.code != "missing_parts" or round_ == COMPLETE_ROUNDS:
-                    raise
-                self.report(Retry(what="api", call="complete", reason=f"{exc.status} {exc.code}", attempt=round_,
-                                  delay_seconds=0.0, upload_id=fs.upload_id))  # fmt: skip
-                listed = True
-                continue
-            self._file_done(f, done.library_id, already=False)
-            return
-
-    async def _present(self, f: FileRun) -> dict[int, str]:
-        fs = f.state
-        received = await self.client.received_parts(self.state.session_id, fs.upload_id, on_progress=self.report)
-        return present_parts(received.parts, part_size=fs.part_size_bytes, total_bytes=fs.size_bytes,
-                             total_parts=fs.total_parts)  # fmt: skip
-
-    async def _wait_while_completing(self, fs: FileState) -> FileProgress:
-        """Poll the group while a worker assembles the file (the run that asked for it may have died)."""
-        deadline = time.monotonic() + COMPLETE_FOLLOW_SECONDS
-        while True:
-            status = await self.client.group_status(self.state.session_id, on_progress=self.report)
-            current = next(f for f in status.files if f.upload_id == fs.upload_id)
-            if current.status != "completing":
-                if status.library_id is not None:
-                    self.library_id = status.library_id
-                return current
-            if time.monotonic() > deadline:
-                raise ServiceError(202, "still_completing", f"{fs.file_name} is still being completed", call="status")
-            await asyncio.sleep(COMPLETING_POLL_SECONDS)
-
-    def _file_done(self, f: FileRun, library_id: int | None, *, already: bool) -> None:
-        f.state.completed = True
-        if library_id is not None:
-            self.library_id = library_id
-        self._save()
-        self.report(FileCompleted(upload_id=f.state.upload_id, file_name=f.state.file_name, library_id=library_id,
-                                  already=already))  # fmt: skip
-        self.unfinished -= 1
-        if self.unfinished == 0:  # every file is completed: let the workers go
-            for _ in range(self.client.parallel):
-                self.queue.put_nowait((len(self.files), 0))
-
-    # --- parts -------------------------------------------------------------------------------
-
-    async def _worker(self) -> None:
-        while True:
-            index, n = await self.queue.get()
-            if index == len(self.files):
-                return
-            f = self.files[index]
-            await self._send_part(f, n)
-            f.pending.discard(n)
-            if not f.pending:
-                f.drained.set()
-
-    async def _send_part(self, f: FileRun, n: int) -> None:
-        """PUT one part until storage takes it; a fresh URL after a refusal; give up after too many failures."""
-        fs = f.state
-        assert f.urls is not None
-        start, end = part_range(n, fs.part_size_bytes, fs.size_bytes)
-        uid = fs.upload_id
-
-        def on_bytes(k: int) -> None:
-            self.report(BytesSent(upload_id=uid, size_bytes=k))
-
-        failures = 0
-        while True:
-            url = await f.urls.get(n)
-            try:
-                etag = await self.client.put_part(
-                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers
-                )
-            except PutFailure as exc:
-                failures += 1
-                if exc.sent:
-                    self.report(BytesSent(upload_id=uid, size_bytes=-exc.sent))
-                if exc.new_url:
-                    f.urls.forget()
-                if failures >= self.client.part_failures:
-                    raise PartFailed(fs.file_name, n, failures, exc.reason) from None
-                # A first refusal is most likely an expired URL: fetch a new one at once.
-                first_refusal = exc.new_url and failures == 1
-                delay = 0.0 if first_refusal else self.client.backoff.delay(failures, exc.retry_after)
-                self.report(Retry(what="part", reason=exc.reason, attempt=failures, delay_seconds=round(delay, 3),
-                                  upload_id=uid, part_number=n, new_url=exc.new_url))  # fmt: skip
-                await asyncio.sleep(delay)
-                continue
-            f.urls.done(n)
-            f.etags[n] = etag
-            self.bytes_sent += end - start
-            self.report(PartDone(upload_id=uid, file_name=fs.file_name, part_number=n, size_bytes=end - start,
-                                 attempts=failures + 1))  # fmt: skip
-            return
-
-
-def _part_bytes(fs: FileState, part_number: int) -> int:
-    start, end = part_range(part_number, fs.part_size_bytes, fs.size_bytes)
-    return end - start
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a failed task group: the first UploadError if any, else the first error."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            todo[:0] = list(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return next((e for e in leaves if isinstance(e, UploadError)), leaves[0])

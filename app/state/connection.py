@@ -13,22 +13,22 @@ from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
-from app.settings import Settings
+from app.settings import RedisConfig
 
 
-def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+def sentinel_addresses(config: RedisConfig) -> list[tuple[str, int]]:
     """SPATIALGEN_REDIS_SENTINELS as (host, port) pairs (empty: no Sentinel)."""
     out = []
-    for item in settings.redis_sentinels.split(","):
+    for item in config.sentinels.split(","):
         host, _, port = item.strip().rpartition(":")
         if host:
             out.append((host.strip("[]"), int(port)))
     return out
 
 
-def _url_auth(settings: Settings) -> dict[str, Any]:
+def _url_auth(config: RedisConfig) -> dict[str, Any]:
     """Password, user and database of SPATIALGEN_REDIS_URL (its host is the Sentinels' business)."""
-    parts = urlsplit(settings.redis_url)
+    parts = urlsplit(config.url)
     db = parts.path.strip("/") or "0"
     return {
         "username": unquote(parts.username) if parts.username else None,
@@ -37,27 +37,27 @@ def _url_auth(settings: Settings) -> dict[str, Any]:
     }
 
 
-def redis_client(settings: Settings, **kwargs: Any) -> Redis:
+def redis_client(config: RedisConfig, **kwargs: Any) -> Redis:
     """A redis-py client for the primary: the URL's server, or whichever the Sentinels name now.
 
     With Sentinel, every new connection asks the Sentinels for the current primary, so after a failover
     the clients follow the promoted replica by themselves.
     """
-    sentinels = sentinel_addresses(settings)
+    sentinels = sentinel_addresses(config)
     if not sentinels:
-        direct: Redis = Redis.from_url(settings.redis_url, **kwargs)
+        direct: Redis = Redis.from_url(config.url, **kwargs)
         return direct
     timeouts = {k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **_url_auth(settings), **kwargs)  # type: ignore[no-untyped-call]
-    client: Redis = sentinel.master_for(settings.redis_sentinel_master, redis_class=Redis)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **_url_auth(config), **kwargs)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(config.sentinel_master, redis_class=Redis)
     return client
 
 
-def arq_redis_settings(settings: Settings) -> RedisSettings:
+def arq_redis_settings(config: RedisConfig) -> RedisSettings:
     """The same for arq (workers): its own RedisSettings, with Sentinel when configured."""
-    sentinels = sentinel_addresses(settings)
+    sentinels = sentinel_addresses(config)
     if not sentinels:
-        return RedisSettings.from_dsn(settings.redis_url)
-    auth = _url_auth(settings)
-    return RedisSettings(host=sentinels, sentinel=True, sentinel_master=settings.redis_sentinel_master,
+        return RedisSettings.from_dsn(config.url)
+    auth = _url_auth(config)
+    return RedisSettings(host=sentinels, sentinel=True, sentinel_master=config.sentinel_master,
                          username=auth["username"], password=auth["password"], database=auth["db"])  # fmt: skip

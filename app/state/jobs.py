@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from arq.constants import default_queue_name, expires_extra_ms
 
+from app.domain.clock import now_ms as wall_clock_ms
 from app.settings import Settings
 
 
@@ -91,7 +92,7 @@ class JobSpec(msgspec.Struct, frozen=True):
         args: Sequence[Any],
         *,
         job_id: str,
-        now_ms: int,
+        now_ms: int | None = None,
         queue: str = default_queue_name,
         defer_ms: int = 0,
         urgent: bool = False,
@@ -100,8 +101,9 @@ class JobSpec(msgspec.Struct, frozen=True):
 
         urgent: a client is waiting for it (a completion, a parts refresh it asked for): it is scored as if
         queued a day earlier, so workers take it before any backlog of background work (arq runs due jobs in
-        score order).
+        score order). now_ms: when it is queued, by arq's clock (the wall clock) unless given.
         """
+        now_ms = wall_clock_ms() if now_ms is None else now_ms
         score = now_ms + defer_ms - (URGENT_HEAD_START_MS if urgent else 0)
         return cls(job_id, queue, job_document(function, args, now_ms), score, defer_ms + expires_extra_ms)
 
@@ -112,20 +114,20 @@ def processing_job(session_id: str, library_record: dict[str, Any], queue: str, 
     return JobSpec(job_id, queue, job_document(PROCESS_JOB, (library_record,), now_ms), now_ms, 0)
 
 
-def purge_jobs(settings: Settings, session_id: str, now: int, key_prefix: str = "") -> tuple[JobSpec, JobSpec]:
+def purge_jobs(settings: Settings, session_id: str, key_prefix: str = "") -> tuple[JobSpec, JobSpec]:
     """Purge now, and again once every URL handed out has lapsed (a late PUT can't leave data).
 
     key_prefix (the group's storage prefix) lets a purge run after the group's keys are gone (its account's
     ended-groups cap dropped it early): it then purges by prefix.
     """
     first, late = purge_job_ids(session_id)
-    q = settings.queue_name
+    q = settings.worker.queue_name
     args = (session_id, key_prefix) if key_prefix else (session_id,)
     return (
-        JobSpec.build(PURGE_JOB, args, job_id=first, now_ms=now, queue=q),
+        JobSpec.build(PURGE_JOB, args, job_id=first, queue=q),
         JobSpec.build(
-            PURGE_JOB, args, job_id=late, now_ms=now, queue=q,
-            defer_ms=(settings.part_url_ttl_seconds + 60) * 1000,
+            PURGE_JOB, args, job_id=late, queue=q,
+            defer_ms=(settings.uploads.part_url_ttl_seconds + 60) * 1000,
         ),
     )  # fmt: skip
 

@@ -37,6 +37,16 @@ class MetricField:
     GROUPS_EXPIRED = "groups_expired"
 
 
+JOB_FIELD_PREFIX = "job:"
+JOB_OUTCOMES = ("ok", "retried", "failed")
+"""ok: returned; retried: raised arq Retry (a retryable error); failed: raised, or gave up after the last try."""
+
+
+def job_field(function: str, outcome: str) -> str:
+    """Field of METRICS_KEY counting one outcome of one job function, e.g. `job:complete_file:ok`."""
+    return f"{JOB_FIELD_PREFIX}{function}:{outcome}"
+
+
 def group_key(session_id: str) -> str:
     """Immutable group record (msgpack GroupRecord)."""
     return f"{PREFIX}{{{session_id}}}:g"

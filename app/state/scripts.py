@@ -2,14 +2,15 @@
 
 Each script declares its contract once, in its header, and both sides are generated from it:
 
-    -- KEYS: state, group          Lua sees K.state, K.group; Python passes state=…, group=…
-    -- ARGV: upload_id, now_ms     Lua sees A.upload_id, A.now_ms (strings)
-    -- JOBS: purge, late_purge     an arq job each (3 KEYS + 4 ARGV); Lua sees J.purge; Python passes a JobSpec
-    -- REST: upload_ids            the trailing ARGV, as the Lua list A.upload_ids; Python passes a sequence
-    -- JOBS: ...jobs               the whole call is a list of jobs, Lua's J; Python passes jobs=[JobSpec, …]
+    -- KEYS: state, group          Lua sees key.state, key.group; Python passes state=…, group=…
+    -- ARGV: upload_id, now_ms     Lua sees arg.upload_id, arg.now_ms (strings)
+    -- JOBS: purge, late_purge     an arq job each (3 KEYS + 4 ARGV); Lua sees jobs.purge; Python passes a JobSpec
+    -- REST: upload_ids            the trailing ARGV, as the Lua list arg.upload_ids; Python passes a sequence
+    -- JOBS: ...jobs               the whole call is a list of jobs, Lua's `jobs`; Python passes jobs=[JobSpec, …]
 
-`${F.status}`-style placeholders are replaced by the Python constants they name (hash fields, statuses,
-reply codes), so no name is typed twice; an unknown placeholder or include fails when the scripts load,
+Placeholders such as `${field.status}`, `${file_status.completing}`, `${reply.ok}` or `${reason.group_failed}`
+are replaced by the Python constants they name (hash fields, statuses, reply codes, reasons), so no name is
+typed twice; an unknown placeholder or include fails when the scripts load,
 and every process SCRIPT LOADs them all at start, so a broken script stops the process at boot.
 """
 
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
-from app.reasons import Reason
+from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
+from app.domain.reasons import Reason
 from app.state.jobs import JobSpec
 from app.state.keys import LIBRARY_EPOCH_US, Field, FileField, MetricField, arq_job_key, arq_result_key
 
@@ -48,22 +49,22 @@ def _lua_str(value: str) -> str:
 
 def lua_names() -> dict[str, str]:
     """Every `${…}` placeholder a script may use, and the Lua literal it becomes."""
-    names = {f"F.{k.lower()}": v for k, v in vars(Field).items() if k.isupper()}
-    names |= {f"FF.{k.lower()}": v for k, v in vars(FileField).items() if k.isupper()}
-    names |= {f"GROUP.{s.value}": s.value for s in GroupStatus}
-    names |= {f"FILE.{s.value}": s.value for s in FileStatus}
-    names |= {f"R.{r.value}": r.value for r in Reply}
-    names |= {f"WHY.{r.value}": r.value for r in Reason}
-    names |= {f"M.{k.lower()}": v for k, v in vars(MetricField).items() if k.isupper()}
+    names = {f"field.{k.lower()}": v for k, v in vars(Field).items() if k.isupper()}
+    names |= {f"file_field.{k.lower()}": v for k, v in vars(FileField).items() if k.isupper()}
+    names |= {f"group_status.{s.value}": s.value for s in GroupStatus}
+    names |= {f"file_status.{s.value}": s.value for s in FileStatus}
+    names |= {f"reply.{r.value}": r.value for r in Reply}
+    names |= {f"reason.{r.value}": r.value for r in Reason}
+    names |= {f"metric.{k.lower()}": v for k, v in vars(MetricField).items() if k.isupper()}
     rendered = {k: _lua_str(v) for k, v in names.items()}
-    rendered["N.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare
+    rendered["number.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare
     return rendered
 
 
 def _generated_libraries() -> dict[str, str]:
     """Includes built from Python: the lifecycle sets, so Lua's notion of "live" is Python's."""
     lines = [
-        "-- generated from app/lifecycle.py",
+        "-- generated from app/domain/lifecycle.py",
         _lua_set("LIVE_GROUP", frozenset(LIVE_GROUP)),
         _lua_set("OPEN_FILE", frozenset(OPEN_FILE)),
         _lua_set("SETTLED_FILE", frozenset(SETTLED_FILE)),
@@ -112,13 +113,13 @@ class Contract:
         """Lua locals giving the KEYS/ARGV entries their names."""
         nk, na = len(self.keys), len(self.args)
         lines = [
-            "local K = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(self.keys, 1)) + "}",
-            "local A = {" + ", ".join(f"{a} = ARGV[{i}]" for i, a in enumerate(self.args, 1)) + "}",
+            "local key = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(self.keys, 1)) + "}",
+            "local arg = {" + ", ".join(f"{a} = ARGV[{i}]" for i, a in enumerate(self.args, 1)) + "}",
         ]
         if self.job_list:
-            lines.append("local J = {}")
+            lines.append("local jobs = {}")
             lines.append("for i = 0, #KEYS / 3 - 1 do")
-            lines.append("  J[#J + 1] = {" + ", ".join(
+            lines.append("  jobs[#jobs + 1] = {" + ", ".join(
                 [f"{k} = KEYS[3 * i + {j}]" for j, k in enumerate(JOB_KEYS, 1)]
                 + [f"{a} = ARGV[4 * i + {j}]" for j, a in enumerate(JOB_ARGS, 1)]) + "}")  # fmt: skip
             lines.append("end")
@@ -128,11 +129,11 @@ class Contract:
                 ks = [f"{k} = KEYS[{nk + 3 * n + j}]" for j, k in enumerate(JOB_KEYS, 1)]
                 avs = [f"{a} = ARGV[{na + 4 * n + j}]" for j, a in enumerate(JOB_ARGS, 1)]
                 slots.append(f"{job} = {{{', '.join(ks + avs)}}}")
-            lines.append("local J = {" + ", ".join(slots) + "}")
+            lines.append("local jobs = {" + ", ".join(slots) + "}")
         if self.rest:
             first = na + 4 * len(self.jobs) + 1
-            lines.append(f"A.{self.rest} = {{}}")
-            lines.append(f"for i = {first}, #ARGV do A.{self.rest}[#A.{self.rest} + 1] = ARGV[i] end")
+            lines.append(f"arg.{self.rest} = {{}}")
+            lines.append(f"for i = {first}, #ARGV do arg.{self.rest}[#arg.{self.rest} + 1] = ARGV[i] end")
         return "\n".join(lines)
 
     def bind(self, script: str, values: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:

@@ -9,10 +9,10 @@ from typing import NamedTuple
 
 import msgspec
 
-from app import reasons
-from app.lifecycle import FileStatus, GroupStatus
-from app.models import GroupRecord
-from app.reasons import Reason
+from app.domain import reasons
+from app.domain.lifecycle import LIVE_GROUP, FileStatus, GroupStatus
+from app.domain.reasons import Reason
+from app.domain.records import GroupRecord
 from app.state.keys import Field, FileField, file_field
 
 _group_decoder = msgspec.msgpack.Decoder(GroupRecord)
@@ -88,7 +88,7 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         return int(self.state.get(file_field(FileField.ATTEMPT, upload_id), 0))
 
     def reason(self, upload_id: str) -> str | None:
-        """Why the file failed, or why its last completion was refused, as stored (see app.reasons)."""
+        """Why the file failed, or why its last completion was refused, as stored (see app.domain.reasons)."""
         return self.state.get(file_field(FileField.REASON, upload_id))
 
     def failure(self, upload_id: str) -> tuple[Reason, str] | None:
@@ -109,3 +109,8 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         """The libraryId, once the group has completed."""
         lib = self.state.get(Field.LIBRARY)
         return int(lib) if lib else None
+
+    def shown_status(self, now_ms: int) -> GroupStatus:
+        """The group's status as clients see it: a live group past its expiresAt is expired, swept or not."""
+        status = self.status
+        return GroupStatus.EXPIRED if status in LIVE_GROUP and now_ms >= self.record.expires_ms else status

@@ -12,9 +12,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from app.lifecycle import Reply
-from app.limits import Quota, Rate, RateState, RouteClass
-from app.models import GroupRecord
+from app.domain.lifecycle import Reply
+from app.domain.limits import Quota, Rate, RateState, RouteClass
+from app.domain.records import GroupRecord
 from app.state import keys
 from app.state.jobs import JobSpec, LibraryTemplate, complete_job_id, process_job_id
 from app.state.keys import (

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from app.settings import Settings
+from app.settings import StorageConfig
 from app.storage.presign import PresignCredentials
 
 if TYPE_CHECKING:
@@ -42,12 +42,10 @@ class NoStorageCredentials(StorageCredentialsError):
 class CredentialSource:
     """The S3 credentials to sign with now: static ones, or the provider chain's, refreshed as they age."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config: StorageConfig) -> None:
         self._static = (
-            PresignCredentials(
-                settings.s3_access_key_id, settings.s3_secret_access_key, settings.s3_session_token or None
-            )
-            if settings.s3_access_key_id
+            PresignCredentials(config.access_key_id, config.secret_access_key, config.session_token or None)
+            if config.access_key_id
             else None
         )
         self._resolving: asyncio.Task[AioCredentials] | None = None
@@ -94,13 +92,13 @@ class CredentialSource:
                 await self._resolving
 
 
-def require_credentials(settings: Settings) -> None:
+def require_credentials(config: StorageConfig) -> None:
     """Process start (API and worker): exit with a clear message when the chain has no S3 credentials at all.
 
     A failure to fetch ones that are configured (STS or the metadata service down) is only logged: the API
     answers part-urls with 503 and workers retry until they can be fetched.
     """
-    source = CredentialSource(settings)
+    source = CredentialSource(config)
     if not source.from_chain:
         return
     try:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from app.settings import Settings
+from app.settings import StorageConfig
 
 if TYPE_CHECKING:
     from app.storage.s3 import ObjectStore
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 class LazyObjectStore:
     """One S3 client, created on first need (or at startup by `warm`), kept until `aclose`."""
 
-    def __init__(self, settings: Settings, *, timeout: float) -> None:
-        self.settings = settings
+    def __init__(self, config: StorageConfig, *, timeout: float) -> None:
+        self.config = config
         self.timeout = timeout
         self._stack = contextlib.AsyncExitStack()
         self._opening: asyncio.Task[ObjectStore] | None = None
@@ -64,7 +64,7 @@ class LazyObjectStore:
         # One attempt, short timeouts: a dead store is reported now, not after retries and backoff.
         return await self._stack.enter_async_context(
             ObjectStore.connect(
-                self.settings, connect_timeout=self.timeout, read_timeout=self.timeout, attempts=1, pool_size=16,
+                self.config, connect_timeout=self.timeout, read_timeout=self.timeout, attempts=1, pool_size=16,
                 session=session,
             )
         )  # fmt: skip

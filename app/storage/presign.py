@@ -178,22 +178,6 @@ class S3Presigner:
             bucket, key, expires_in=expires_in, now=now, upload_id=None, parts=parts, if_none_match=if_none_match
         )[0]
 
-    def presign_upload_part(
-        self,
-        bucket: str,
-        key: str,
-        *,
-        upload_id: str,
-        part_number: int,
-        content_length: int,
-        expires_in: int,
-        now: datetime,
-    ) -> str:
-        """Return a presigned PUT URL for one part of a multipart upload, of exactly content_length bytes."""
-        return self._presign(
-            bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, parts=((part_number, content_length),)
-        )[0]
-
     def presign_upload_parts(
         self,
         bucket: str,

@@ -14,7 +14,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from app.settings import Settings
+from app.settings import StorageConfig
 from app.storage.credentials import chain_credentials
 
 
@@ -62,7 +62,7 @@ class ObjectStore:
     @contextlib.asynccontextmanager
     async def connect(
         cls,
-        settings: Settings,
+        config: StorageConfig,
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -75,29 +75,29 @@ class ObjectStore:
         Workers use the defaults (retries with backoff); the readiness probe asks for one attempt and
         short timeouts, so a dead store is reported now.
         """
-        config = AioConfig(
+        client_config = AioConfig(
             signature_version="s3v4",
-            s3={"addressing_style": settings.s3_addressing_style},
+            s3={"addressing_style": config.addressing_style},
             connect_timeout=connect_timeout,
             read_timeout=max(connect_timeout, read_timeout),
             retries={"total_max_attempts": attempts, "mode": "standard"},
             max_pool_connections=pool_size,
         )
         session = session or get_session()
-        if not settings.s3_access_key_id:
+        if not config.access_key_id:
             # The provider chain: resolved here so a process without credentials stops at start; the client
             # reuses the session's (refreshable) credentials, refreshed by botocore before they expire.
             await chain_credentials(session)
         async with session.create_client(
             "s3",
-            endpoint_url=settings.s3_endpoint_url or None,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id or None,
-            aws_secret_access_key=settings.s3_secret_access_key or None,
-            aws_session_token=settings.s3_session_token or None,
-            config=config,
+            endpoint_url=config.endpoint_url or None,
+            region_name=config.region,
+            aws_access_key_id=config.access_key_id or None,
+            aws_secret_access_key=config.secret_access_key or None,
+            aws_session_token=config.session_token or None,
+            config=client_config,
         ) as client:
-            yield cls(client, settings.s3_bucket)
+            yield cls(client, config.bucket)
 
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (dev stack and tests)."""

@@ -16,12 +16,12 @@ from multiprocessing.process import BaseProcess
 
 import msgspec
 
-from app.models import PartUrl
-from app.rules import part_range
-from app.settings import Settings
+from app.domain.answers import PartUrl
+from app.domain.clock import iso_ms
+from app.domain.parts import part_range
+from app.settings import StorageConfig
 from app.storage.credentials import CredentialSource
 from app.storage.presign import PresignCredentials, S3Presigner
-from app.timefmt import iso_ms
 
 log = logging.getLogger("spatialgen.signer")
 _json = msgspec.json.Encoder()
@@ -35,10 +35,10 @@ class PresignerConfig(msgspec.Struct, frozen=True):
     addressing_style: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PresignerConfig:
+    def from_settings(cls, config: StorageConfig) -> PresignerConfig:
         """URLs name the endpoint clients reach (S3_PUBLIC_ENDPOINT_URL when set)."""
-        return cls(endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
-                   region=settings.s3_region, addressing_style=settings.s3_addressing_style)  # fmt: skip
+        return cls(endpoint_url=config.public_endpoint_url or config.endpoint_url,
+                   region=config.region, addressing_style=config.addressing_style)  # fmt: skip
 
     def presigner(self, credentials: PresignCredentials) -> S3Presigner:
         """A presigner for this configuration signing with these credentials."""
@@ -141,10 +141,9 @@ class Signer:
         self._lock = threading.Lock()  # one batch at a time on the pipe (held by the thread doing the exchange)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Signer:
+    def from_settings(cls, config: StorageConfig, *, offload_min_parts: int) -> Signer:
         """A signer for the configured endpoint, signing with the configured (or the provider chain's) credentials."""
-        return cls(PresignerConfig.from_settings(settings), CredentialSource(settings),
-                   offload_min_parts=settings.sign_offload_min_parts)  # fmt: skip
+        return cls(PresignerConfig.from_settings(config), CredentialSource(config), offload_min_parts=offload_min_parts)
 
     def start(self) -> None:
         """Start the helper process (API startup), so the first large batch does not wait for it."""

@@ -181,16 +181,16 @@ def worker_command() -> list[str]:
 async def _ensure_bucket(settings: Settings) -> None:
     from app.storage.s3 import ObjectStore
 
-    async with ObjectStore.connect(settings) as store:
+    async with ObjectStore.connect(settings.storage) as store:
         await store.ensure_bucket()
 
 
 async def _dev_key(settings: Settings) -> str:
     from redis.asyncio import Redis
 
-    from app.apikeys import create_key
+    from app.state.apikeys import create_key
 
-    client = Redis.from_url(settings.redis_url)
+    client = Redis.from_url(settings.redis.url)
     try:
         secret, _ = await create_key(client, account="dev", role="upload", label="make run")
     finally:
@@ -249,7 +249,7 @@ class DevStack:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.settings = Settings.from_env(env)
-        self.data = Path(self.settings.data_dir)
+        self.data = Path(self.settings.server.data_dir)
         self.dev_env = self.data / DEV_ENV_FILE
         self.valkey: DevValkey | None = None
         self.moto: subprocess.Popen[bytes] | None = None
@@ -272,16 +272,16 @@ class DevStack:
             # moto takes any keys; static ones keep the dev stack off the AWS provider chain.
             self.env.setdefault("SPATIALGEN_S3_ACCESS_KEY_ID", "dev")
             self.env.setdefault("SPATIALGEN_S3_SECRET_ACCESS_KEY", "dev-secret")
-            print(f"s3 (moto) http://127.0.0.1:{port} bucket {self.settings.s3_bucket}", flush=True)
+            print(f"s3 (moto) http://127.0.0.1:{port} bucket {self.settings.storage.bucket}", flush=True)
         self.settings = settings = Settings.from_env(self.env)
         if self.moto is not None:
             asyncio.run(_ensure_bucket(settings))
         key = asyncio.run(_dev_key(settings))
-        self.children = [Child("API", api_command(), self.env, port=settings.port),
+        self.children = [Child("API", api_command(), self.env, port=settings.server.port),
                          Child("worker", worker_command(), self.env)]  # fmt: skip
-        api_url = f"http://{settings.host}:{settings.port}"
+        api_url = f"http://{settings.server.host}:{settings.server.port}"
         _write_dev_env(self.dev_env, {
-            "SPATIALGEN_REDIS_URL": settings.redis_url, "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
             "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
         })  # fmt: skip
         print(f"\nAPI       {api_url}", flush=True)
@@ -298,7 +298,7 @@ class DevStack:
             self.valkey.start()
         if self.moto is not None and self.moto.poll() is not None:
             print("moto died (its storage is gone); restarting it empty", file=sys.stderr, flush=True)
-            self.moto = start_moto(int(self.settings.s3_endpoint_url.rsplit(":", 1)[1]))
+            self.moto = start_moto(int(self.settings.storage.endpoint_url.rsplit(":", 1)[1]))
             asyncio.run(_ensure_bucket(self.settings))
         now = time.monotonic()
         for child in self.children:

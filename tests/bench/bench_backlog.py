@@ -22,9 +22,9 @@ import httpx  # noqa: E402
 import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from app.apikeys import Principal, Role  # noqa: E402
 from app.state import UploadState  # noqa: E402
-from app.uploads import UploadService  # noqa: E402
+from app.state.apikeys import Principal, Role  # noqa: E402
+from app.uploads.service import UploadService  # noqa: E402
 from tests.processes import Stack  # noqa: E402
 
 BODY = {"videoName": "backlog", "layout": "2D",
@@ -98,14 +98,14 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
             t0 = time.perf_counter()
             body = msgspec.json.encode(BODY)
             for start in range(0, args.backlog, 500):
-                await asyncio.gather(*(service.start_upload_group(who, body, None)
+                await asyncio.gather(*(start.start_upload_group(service, who, body, None)
                                        for _ in range(min(500, args.backlog - start))))  # fmt: skip
-            queued = await redis.zcard(stack.settings().queue_name)
+            queued = await redis.zcard(stack.settings().worker.queue_name)
             print(f"queued {args.backlog} groups (one provisioning job each) in {time.perf_counter() - t0:.1f} s; "
                   f"upload queue holds {queued} jobs", flush=True)  # fmt: skip
             busy = await sample(api, key, args.samples)
             busy_reads, busy_s3 = await controls(api, key, f"{stack.s3_url}/{stack.bucket}", args.samples)
-            left = await redis.zcard(stack.settings().queue_name)
+            left = await redis.zcard(stack.settings().worker.queue_name)
         finally:
             state.close()
             await redis.aclose()

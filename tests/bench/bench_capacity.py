@@ -44,12 +44,12 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from app.domain.clock import now_ms  # noqa: E402
 from app.settings import KIB, MIB, Settings  # noqa: E402
 from app.state import UploadState  # noqa: E402
 from app.state.jobs import EXPIRE_CRON, ORPHAN_CRON, RECONCILE_CRON, REDRIVE_CRON  # noqa: E402
 from app.state.keys import COMPLETING_INDEX, HANDOFF_INDEX, METRICS_KEY  # noqa: E402
-from app.storage_tasks import REDRIVE_MIN_AGE_MS, redrive  # noqa: E402
-from app.timefmt import now_ms  # noqa: E402
+from app.upkeep.redrive import REDRIVE_MIN_AGE_MS, redrive  # noqa: E402
 from tests.bench.bench_start import tree_cpu_seconds  # noqa: E402
 from tests.conftest import SEED_REQUEST  # noqa: E402
 from tests.processes import Stack  # noqa: E402
@@ -168,9 +168,9 @@ class Bench:
     async def drained(self, within: float = 300.0) -> None:
         """Wait until the worker has finished every queued job (arq removes a job from the queue once done)."""
         deadline = time.monotonic() + within
-        while await self.redis.zcard(self.settings.queue_name):
+        while await self.redis.zcard(self.settings.worker.queue_name):
             if time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not drain {self.settings.queue_name} within {within:g} s")
+                raise SystemExit(f"the worker did not drain {self.settings.worker.queue_name} within {within:g} s")
             await asyncio.sleep(SETTLE_POLL)
 
     async def used_memory(self) -> int:
@@ -319,7 +319,7 @@ async def idle_rate(b: Bench, seconds: float, *, poll: bool) -> Reading:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if poll:
-            await b.redis.zcard(b.settings.queue_name)
+            await b.redis.zcard(b.settings.worker.queue_name)
         await asyncio.sleep(SETTLE_POLL)
     return await b.read() - r0
 
@@ -481,11 +481,12 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 httpx.AsyncClient(timeout=120, limits=limits) as s3:  # fmt: skip
             b = Bench(stack, settings, redis, api, s3, await stack.key("bench"), args.concurrency)
             info = await redis.info("server")
+            max_jobs, staleness = settings.worker.worker_max_jobs, settings.uploads.parts_staleness_seconds
             print(f"valkey {info['valkey_version']} (appendonly {'everysec' if args.aof else 'no'}), 1 API process, "
-                  f"1 worker (max_jobs {settings.worker_max_jobs}), {args.groups} groups of the seed shape (files "
+                  f"1 worker (max_jobs {max_jobs}), {args.groups} groups of the seed shape (files "
                   f"{', '.join(f'{r} {s} B' for r, s in SIZES.items())}; part size {PART_SIZE // MIB} MiB), client "
                   f"concurrency {args.concurrency}{f', paced at {args.pace:g} groups/s' if args.pace else ''}, API "
-                  f"key cache {settings.key_cache_seconds:g} s, parts staleness {settings.parts_staleness_seconds:g} s",
+                  f"key cache {settings.api.key_cache_seconds:g} s, parts staleness {staleness:g} s",
                   flush=True)  # fmt: skip
             await phases(b, args, os.urandom(max(SIZES.values())))
     finally:

@@ -305,7 +305,7 @@ def clear_bucket(s3: Any) -> None:
 async def _create_key(redis_url: str) -> str:
     from redis.asyncio import Redis
 
-    from app.apikeys import create_key
+    from app.state.apikeys import create_key
 
     client = Redis.from_url(redis_url)
     try:

@@ -35,11 +35,12 @@ if str(REPO) not in sys.path:
 import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from app.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
-from app.lifecycle import Reply  # noqa: E402
+from app.domain.lifecycle import Reply  # noqa: E402
 from app.settings import TIB, Settings  # noqa: E402
 from app.state import ScriptReply, UploadState  # noqa: E402
-from app.uploads import UploadService  # noqa: E402
+from app.state.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
+from app.uploads import part_urls  # noqa: E402
+from app.uploads.service import UploadService  # noqa: E402
 from deploy.local.devstack import free_port, start_valkey  # noqa: E402
 from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
 
@@ -292,12 +293,12 @@ class InProcess:
         self.service = UploadService(settings, UploadState(self.redis))
 
     async def _connect(self) -> Redis:
-        client: Redis = Redis.from_url(self.settings.redis_url)
+        client: Redis = Redis.from_url(self.settings.redis.url)
         return client
 
     async def handler(self, body: bytes = b"") -> bytes:
         """What the route does after authentication: sign, then encode the view."""
-        view = await self.service.sign_part_urls(self.principal, self.session_id, self.upload_id, body)
+        view = await part_urls.sign_part_urls(self.service, self.principal, self.session_id, self.upload_id, body)
         return _json.encode(view)
 
     def timed(self, body: bytes = b"") -> tuple[float, float, int]:
@@ -305,7 +306,7 @@ class InProcess:
 
         async def go() -> tuple[float, float, int]:
             t0 = time.perf_counter()
-            view = await self.service.sign_part_urls(self.principal, self.session_id, self.upload_id, body)
+            view = await part_urls.sign_part_urls(self.service, self.principal, self.session_id, self.upload_id, body)
             t1 = time.perf_counter()
             answer = _json.encode(view)
             return t1 - t0, time.perf_counter() - t1, len(answer)
@@ -517,12 +518,14 @@ def measure_botocore(
 
     client = botocore.session.get_session().create_client(
         "s3",
-        region_name=settings.s3_region,
-        endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
-        aws_session_token=settings.s3_session_token or None,
-        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": settings.s3_addressing_style}),
+        region_name=settings.storage.region,
+        endpoint_url=settings.storage.public_endpoint_url or settings.storage.endpoint_url,
+        aws_access_key_id=settings.storage.access_key_id,
+        aws_secret_access_key=settings.storage.secret_access_key,
+        aws_session_token=settings.storage.session_token or None,
+        config=botocore.config.Config(
+            signature_version="s3v4", s3={"addressing_style": settings.storage.addressing_style}
+        ),
     )
 
     def presign(part: int, expires_in: int) -> str:
@@ -530,7 +533,7 @@ def measure_botocore(
         return str(
             client.generate_presigned_url(
                 "upload_part",
-                Params={"Bucket": settings.s3_bucket, "Key": storage_key, "UploadId": FAKE_S3_UPLOAD_ID,
+                Params={"Bucket": settings.storage.bucket, "Key": storage_key, "UploadId": FAKE_S3_UPLOAD_ID,
                         "PartNumber": part, "ContentLength": length},
                 ExpiresIn=expires_in,
             )
@@ -548,7 +551,7 @@ def measure_botocore(
     for _ in range(rounds):
         started = time.perf_counter()
         for part in range(1, target.total_parts + 1):
-            presign(part, settings.part_url_ttl_seconds)
+            presign(part, settings.uploads.part_url_ttl_seconds)
         times.append(time.perf_counter() - started)
     return min(times)
 

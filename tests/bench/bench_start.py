@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PATH = "/api/videos/uploads"
-OURS_TARGET = "app.asgi:app"
+OURS_TARGET = "app.http.asgi:app"
 BARE_TARGET = "tests.bench.bare_app:app"
 TARGET_RATIO = 0.50
 UNREACHABLE_LIMITS = "create=1000000/1000000,part_urls=1000000/1000000,complete=1000000/1000000,reads=1000000/1000000"
@@ -459,7 +459,7 @@ class Resources:
 async def _create_key(url: str) -> str:
     from redis.asyncio import Redis
 
-    from app.apikeys import create_key
+    from app.state.apikeys import create_key
 
     client = Redis.from_url(url)
     try:
@@ -480,7 +480,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:  # noqa: P
     """Start Valkey, the load process and the servers, then run and report the rounds."""
     import msgspec
 
-    from app.apikeys import digest
+    from app.state.apikeys import digest
     from app.state.keys import api_key_key
     from deploy.local.devstack import free_port, start_valkey
     from tests.conftest import SEED_REQUEST
@@ -604,7 +604,7 @@ async def _make_bucket(env: dict[str, str]) -> None:
     from app.settings import Settings
     from app.storage.s3 import ObjectStore
 
-    async with ObjectStore.connect(Settings.from_env(env)) as store:
+    async with ObjectStore.connect(Settings.from_env(env).storage) as store:
         await store.ensure_bucket()
 
 

@@ -27,13 +27,15 @@ if str(REPO) not in sys.path:
 import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from app.apikeys import Principal, Role  # noqa: E402
-from app.lifecycle import Reply  # noqa: E402
-from app.models import FileRecord, GroupRecord, UploadStrategy  # noqa: E402
-from app.objectkeys import group_prefix  # noqa: E402
-from app.rules import part_range  # noqa: E402
+from app.domain.clock import now_ms  # noqa: E402
+from app.domain.contract import UploadStrategy  # noqa: E402
+from app.domain.lifecycle import Reply  # noqa: E402
+from app.domain.objectkeys import group_prefix  # noqa: E402
+from app.domain.parts import part_range  # noqa: E402
+from app.domain.records import FileRecord, GroupRecord  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.state import Progress, UploadState  # noqa: E402
+from app.state.apikeys import Principal, Role  # noqa: E402
 from app.state.jobs import purge_jobs  # noqa: E402
 from app.state.keys import (  # noqa: E402
     EXPIRY_INDEX,
@@ -46,9 +48,9 @@ from app.state.keys import (  # noqa: E402
 )
 from app.state.scripts import all_scripts  # noqa: E402
 from app.state.store import PARTS_CACHE_MS  # noqa: E402
-from app.storage_tasks import SWEEP_BATCH, expire_due_groups  # noqa: E402
-from app.timefmt import now_ms  # noqa: E402
-from app.uploads import UploadService  # noqa: E402
+from app.upkeep.expiry import SWEEP_BATCH, expire_due_groups  # noqa: E402
+from app.uploads.service import UploadService  # noqa: E402
+from app.uploads.start import start_upload_group  # noqa: E402
 from deploy.local.devstack import free_port, start_valkey, stop  # noqa: E402
 from tests.conftest import SEED_REQUEST, worst_case_request  # noqa: E402
 
@@ -93,7 +95,7 @@ class Bench:
         for start in range(0, n, CHUNK):
             created = await asyncio.gather(
                 *(
-                    self.service.start_upload_group(self.principal, self.body, None)
+                    start_upload_group(self.service, self.principal, self.body, None)
                     for _ in range(min(CHUNK, n - start))
                 )
             )
@@ -198,7 +200,7 @@ async def many_groups_memory(b: Bench, due: int) -> tuple[list[str], ManyGroups]
     after = await b.used_memory()
     expiry = await b.memory_usage(EXPIRY_INDEX)
     account = await b.memory_usage(account_index_key(ACCOUNT))
-    queue = await b.memory_usage(b.settings.queue_name)
+    queue = await b.memory_usage(b.settings.worker.queue_name)
     jobs = [k async for k in b.client.scan_iter(match="arq:job:provision:*", count=1000)]
     job_bytes = 0
     async with b.client.pipeline(transaction=False) as pipe:
@@ -242,17 +244,17 @@ def probe_process(url: str, conn: Connection) -> None:
 async def lua_call_baseline(b: Bench, ids: list[str], now: int) -> tuple[float, float]:
     """Wall and valkey CPU seconds of EVALSHA `return 0` with the sweep's exact keys and arguments, 500 a batch."""
     noop = b.client.register_script("return 0")
-    retention = b.settings.retention_seconds * 1000
+    retention = b.settings.uploads.retention_seconds * 1000
     vk0, t0 = await b.valkey_cpu(), time.perf_counter()
     for start in range(0, len(ids), SWEEP_BATCH):
         async with b.client.pipeline(transaction=False) as pipe:
             for sid in ids[start : start + SWEEP_BATCH]:
-                purge, late = purge_jobs(b.settings, sid, now, group_prefix(b.settings.s3_key_prefix, ACCOUNT, sid))
+                purge, late = purge_jobs(b.settings, sid, group_prefix(b.settings.storage.key_prefix, ACCOUNT, sid))
                 keys, args = all_scripts()["expire_group"].bind(
                     state=state_key(sid), group=group_key(sid), expiry_index=EXPIRY_INDEX, usage=usage_key(ACCOUNT),
                     now_ms=now, retention_ms=retention, idle_retention_ms=retention, session_id=sid,
                     declared_bytes=2_762_023_489, purge=purge, late_purge=late, ended=ended_index_key(ACCOUNT),
-                    trim=TRIM_QUEUE, account=ACCOUNT, ended_cap=b.settings.retained_ended_groups,
+                    trim=TRIM_QUEUE, account=ACCOUNT, ended_cap=b.settings.limits.retained_ended_groups,
                 )  # fmt: skip
                 await noop(keys=keys, args=args, client=pipe)
             await pipe.execute()
@@ -274,13 +276,13 @@ async def expire_many(b: Bench, ids: list[str]) -> None:  # noqa: PLR0915 - phas
     Another process PINGs Valkey every millisecond throughout, so each phase also shows what an API request waits.
     """
     n = len(ids)
-    queue = b.settings.queue_name
-    far_future = now_ms() + (b.settings.session_ttl_seconds + 86_400) * 1000
+    queue = b.settings.worker.queue_name
+    far_future = now_ms() + (b.settings.uploads.session_ttl_seconds + 86_400) * 1000
     await b.settle()
     await b.client.ping()
     ctx = multiprocessing.get_context("spawn")
     here, there = ctx.Pipe()
-    prober = ctx.Process(target=probe_process, args=(b.settings.redis_url, there), daemon=True)
+    prober = ctx.Process(target=probe_process, args=(b.settings.redis.url, there), daemon=True)
     prober.start()
     windows: dict[str, tuple[float, float]] = {}
     try:
@@ -420,7 +422,7 @@ async def lifecycle(
 
     parts_per_file None tracks each multipart file's real part count.
     """
-    created = await b.service.start_upload_group(b.principal, body or b.body, idem)
+    created = await start_upload_group(b.service, b.principal, body or b.body, idem)
     sid = created.session_id
     snap = await b.state.snapshot(sid)
     assert snap is not None
@@ -513,15 +515,16 @@ async def worst_case_memory(b: Bench, n: int) -> None:
     await b.flush()
     before = await b.used_memory()
     for start in range(0, n, CHUNK):
-        await asyncio.gather(*(b.service.start_upload_group(b.principal, worst, f"w{i}")
+        await asyncio.gather(*(start_upload_group(b.service, b.principal, worst, f"w{i}")
                                for i in range(start, min(n, start + CHUNK))))  # fmt: skip
+    up = b.settings.uploads
     delta = (await b.used_memory() - before) / n
     (_, _, seed_created, _), (_, worst_bytes, worst_created, worst_tracked) = figures
     print(f"[4] bytes per group: typical (seed) {seed_created} B, worst case {worst_created} B at creation "
           f"({worst_created / worst_bytes:.2f} x its body), {worst_tracked} B once provisioned and tracked; "
           f"INFO used_memory delta over {n} worst-case creates {delta:.0f} B/group (jobs, indexes included); "
-          f"a group nobody uses is kept {b.settings.idle_group_seconds // 3600} h + as long again, not "
-          f"{(b.settings.session_ttl_seconds + b.settings.retention_seconds) // 86400} days", flush=True)  # fmt: skip
+          f"a group nobody uses is kept {up.idle_group_seconds // 3600} h + as long again, not "
+          f"{(up.session_ttl_seconds + up.retention_seconds) // 86400} days", flush=True)  # fmt: skip
 
 
 async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
@@ -530,7 +533,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:
     procs.append(start_valkey(port, tmp / "valkey", appendonly=False))
     url = f"redis://127.0.0.1:{port}/0"
     # The sweep never talks to S3; limits and quotas off: this measures state, not the limiter.
-    settings = Settings(redis_url=url, s3_endpoint_url="http://127.0.0.1:9", rate_limits="off",
+    settings = Settings().override(redis_url=url, s3_endpoint_url="http://127.0.0.1:9", rate_limits="off",
                         quota_live_groups=10**9, quota_live_bytes=2**62)  # fmt: skip
     client = Redis.from_url(url)
     try:

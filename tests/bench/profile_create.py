@@ -44,15 +44,15 @@ STDLIB_LOOP = ("asyncio/", "selectors.py", "uvloop/", "concurrent/", "threading.
 # Stages of a create: (label, function name, file suffix), matched anywhere in a sample's stack (inclusive share).
 STAGES = (
     ("Litestar's ASGI call (routing, middleware, handler, response)", "__call__", "litestar/app.py"),
-    ("  our handler, start_upload_group", "start_upload_group", "app/api.py"),
-    ("    authenticate (key cache or lookup)", "authenticate", "app/api.py"),
-    ("    read_body", "read_body", "app/api.py"),
-    ("    parse_start_request (decode and every rule)", "parse_start_request", "app/rules.py"),
-    ("    _new_group (ids, part plans, the record)", "_new_group", "app/uploads.py"),
+    ("  our handler, start_upload_group", "start_upload_group", "app/http/routes.py"),
+    ("    authenticate (key cache or lookup)", "authenticate", "app/http/plumbing.py"),
+    ("    read_body", "read_body", "app/http/plumbing.py"),
+    ("    parse_start_request (decode and every rule)", "parse_start_request", "app/domain/rules.py"),
+    ("    _new_group (ids, part plans, the record)", "_new_group", "app/uploads/start.py"),
     ("    the provisioning job document", "build", "app/state/jobs.py"),
     ("    create_group (script call: RESP, round trip, reply)", "create_group", "app/state/store.py"),
-    ("    created_view (the answer document)", "created_view", "app/views.py"),
-    ("    json_response", "json_response", "app/api.py"),
+    ("    created_view (the answer document)", "created_view", "app/uploads/views.py"),
+    ("    json_response", "json_response", "app/http/plumbing.py"),
 )
 
 
@@ -166,7 +166,7 @@ def main() -> None:
             cmd = [str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", "--rate", str(args.rate),
                    "--format", "raw", "--output", str(raw), "--",
                    str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", "1", "--no-ws", "--log-level", "warning", "app.asgi:app"]  # fmt: skip
+                   "--workers", "1", "--no-ws", "--log-level", "warning", "app.http.asgi:app"]  # fmt: skip
             server = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL)
             wait_for_port(port, server)
             body = msgspec.json.encode(SEED_REQUEST)

@@ -178,17 +178,17 @@ class ClientStack:
 @pytest.fixture(scope="module")
 async def client_stack(settings: Settings) -> AsyncIterator[ClientStack]:
     """API (granian) and worker processes; clients reach storage through `s3_proxy`, workers directly."""
-    proxy = await LoopbackProxy(int(settings.s3_endpoint_url.rsplit(":", 1)[1])).start()
+    proxy = await LoopbackProxy(int(settings.storage.endpoint_url.rsplit(":", 1)[1])).start()
     port = free_port()
     env = {
         **os.environ,
         "SPATIALGEN_PORT": str(port),
-        "SPATIALGEN_REDIS_URL": settings.redis_url,
-        "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "SPATIALGEN_REDIS_URL": settings.redis.url,
+        "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
         "SPATIALGEN_S3_PUBLIC_ENDPOINT_URL": proxy.url,
-        "SPATIALGEN_S3_BUCKET": settings.s3_bucket,
-        "SPATIALGEN_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "SPATIALGEN_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        "SPATIALGEN_S3_BUCKET": settings.storage.bucket,
+        "SPATIALGEN_S3_ACCESS_KEY_ID": settings.storage.access_key_id,
+        "SPATIALGEN_S3_SECRET_ACCESS_KEY": settings.storage.secret_access_key,
         "SPATIALGEN_PART_SIZE_BYTES": str(5 * MIB),
         "SPATIALGEN_KEY_CACHE_SECONDS": "1",
         # GET .../parts lists storage afresh unless its last listing is younger than this: near zero, so a

@@ -102,9 +102,9 @@ async def test_send_separate_group_with_no_flags_next_to_make_run(
     assert state.status == "completed" and state.library_id == library_id
     assert [f.total_parts for f in state.files] == [3, 3, 2, 1]
     assert all(f.completed for f in state.files)
-    stored = stored_digests(s3, settings.s3_bucket, "acme", state.session_id)
+    stored = stored_digests(s3, settings.storage.bucket, "acme", state.session_id)
     assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
-    assert open_uploads(s3, settings.s3_bucket) == []
+    assert open_uploads(s3, settings.storage.bucket) == []
     parts = [p.part for p in s3_proxy.puts()]
     assert len(parts) == len(set(parts)) == 9  # every part once: nothing failed, nothing was sent twice
 
@@ -161,7 +161,7 @@ async def test_killed_client_resumes_without_sending_a_stored_part_again(
     assert len(stored_first | set(resumed)) == 8 + 3
     assert [e["event"] for e in events].count("part_done") == len(resumed)
     state = load_state(tmp_path / ".spatialgen-upload" / f"{session_id}.json")
-    stored = stored_digests(s3, settings.s3_bucket, "acme", session_id)
+    stored = stored_digests(s3, settings.storage.bucket, "acme", session_id)
     assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
 
 
@@ -197,7 +197,7 @@ async def test_storage_failures_are_retried_to_correct_bytes(
     assert [r.new_url for r in retries].count(True) == 1
     assert any("503 SlowDown" in r.reason for r in retries)
     state = load_state(tmp_path / "state" / f"{result.session_id}.json")
-    stored = stored_digests(s3, settings.s3_bucket, "acme", result.session_id)
+    stored = stored_digests(s3, settings.storage.bucket, "acme", result.session_id)
     assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
 
 
@@ -226,7 +226,7 @@ async def test_a_single_put_whose_answer_was_lost_counts_as_stored_on_retry(
     parts = [s for s in s3_proxy.puts() if "partNumber" in s.query]
     assert parts and all("if-none-match" not in s.headers for s in parts)
     state = load_state(tmp_path / "state" / f"{result.session_id}.json")
-    stored = stored_digests(s3, settings.s3_bucket, "acme", result.session_id)
+    stored = stored_digests(s3, settings.storage.bucket, "acme", result.session_id)
     assert {f.upload_id: digests[f.file_name] for f in state.files} == stored
 
 
@@ -246,7 +246,7 @@ async def test_a_part_that_keeps_failing_stops_the_run_resumably(
         s3_proxy.decide = lambda seen, i: FORWARD
         result = await client.resume_group(state.session_id, state_file=state_file)
     assert isinstance(result.library_id, int) and result.resumed
-    assert stored_digests(s3, settings.s3_bucket, "acme", result.session_id) == {state.files[0].upload_id: digest}
+    assert stored_digests(s3, settings.storage.bucket, "acme", result.session_id) == {state.files[0].upload_id: digest}
 
 
 @pytest.fixture

@@ -34,11 +34,11 @@ def stack(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
     env = {
         **os.environ,
         "SPATIALGEN_PORT": str(port),
-        "SPATIALGEN_REDIS_URL": settings.redis_url,
-        "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "SPATIALGEN_S3_BUCKET": settings.s3_bucket,
-        "SPATIALGEN_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "SPATIALGEN_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        "SPATIALGEN_REDIS_URL": settings.redis.url,
+        "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
+        "SPATIALGEN_S3_BUCKET": settings.storage.bucket,
+        "SPATIALGEN_S3_ACCESS_KEY_ID": settings.storage.access_key_id,
+        "SPATIALGEN_S3_SECRET_ACCESS_KEY": settings.storage.secret_access_key,
         "SPATIALGEN_PART_SIZE_BYTES": str(5 * MIB),
         "SPATIALGEN_KEY_CACHE_SECONDS": "1",
     }
@@ -144,11 +144,11 @@ async def test_separate_group_upload_end_to_end(
 
     job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))), deserializer=deserialize)
     assert job.function == "process_asset_set" and job.args[0]["libraryId"] == library_id
-    assert await redis.zscore(settings.processing_queue_name, process_job_id(sid)) is not None
+    assert await redis.zscore(settings.worker.processing_queue_name, process_job_id(sid)) is not None
     for f, record in zip(doc["files"], job.args[0]["files"], strict=True):
-        head = s3.head_object(Bucket=settings.s3_bucket, Key=record["storageKey"])
+        head = s3.head_object(Bucket=settings.storage.bucket, Key=record["storageKey"])
         assert head["ContentLength"] == f["totalBytes"] == record["sizeBytes"]
-    assert open_uploads(s3, settings.s3_bucket) == []
+    assert open_uploads(s3, settings.storage.bucket) == []
 
 
 async def test_cancel_end_to_end_leaves_no_open_upload(
@@ -164,13 +164,13 @@ async def test_cancel_end_to_end_leaves_no_open_upload(
         r = await api.post(f"/api/videos/uploads/{sid}/files/{f['uploadId']}/part-urls", json={"count": 1}, headers=key)
         assert r.status_code == 200, r.text
         await put_parts(http, r.json()["parts"], os.urandom(f["totalBytes"]))
-        assert len(open_uploads(s3, settings.s3_bucket)) == 1
+        assert len(open_uploads(s3, settings.storage.bucket)) == 1
         r = await api.delete(f"/api/videos/uploads/{sid}", headers=key)
         assert r.status_code == 200 and r.json()["canceledFileCount"] == 1
         for _ in range(100):
-            if not open_uploads(s3, settings.s3_bucket):
+            if not open_uploads(s3, settings.storage.bucket):
                 break
             await asyncio.sleep(0.1)
-        assert open_uploads(s3, settings.s3_bucket) == []
+        assert open_uploads(s3, settings.storage.bucket) == []
         r = await api.post(f"/api/videos/uploads/{sid}/files/{f['uploadId']}/part-urls", headers=key)
         assert r.status_code == 409 and r.json()["code"] == "session_canceled"

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from app.domain.clock import now_ms
 from app.settings import MIB
 from app.state import GroupSnapshot, UploadState
 from app.state.keys import METRICS_KEY, MetricField
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import abort_orphan_uploads
-from app.timefmt import now_ms
+from app.upkeep.cleanup import abort_orphan_uploads
 from tests.processes import SlowProxy, Stack, eventually, report, sigkill
 from worker.liveness import LOCK_SECONDS
 
@@ -82,9 +82,8 @@ async def test_a_worker_killed_mid_provision_is_taken_over_within_its_lock(stack
         snaps = await snapshots(redis, sids)
         # Uploads the killed worker created without recording them: the orphan sweep removes them.
         settings = stack.settings()
-        swept_settings = type(settings)(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
-                                           "orphan_grace_seconds": 0})  # fmt: skip
-        async with ObjectStore.connect(swept_settings) as store:
+        swept_settings = settings.override(orphan_grace_seconds=0)
+        async with ObjectStore.connect(swept_settings.storage) as store:
             state = UploadState(redis)
             aborted = await abort_orphan_uploads(state, store, swept_settings, now=now_ms() + 1000)
             for snap in snaps:
@@ -150,9 +149,9 @@ async def test_a_worker_killed_mid_complete_completes_every_group_exactly_once(s
         for d in docs:  # one libraryId per group, the one every answer gave
             assert libraries[d["sessionId"]] == {d["libraryId"]}
         assert len({d["libraryId"] for d in docs}) == 10
-        assert await redis.zcard(stack.settings().processing_queue_name) == 10  # one processing job each
+        assert await redis.zcard(stack.settings().worker.processing_queue_name) == 10  # one processing job each
         assert await redis.hget(METRICS_KEY, MetricField.GROUPS_COMPLETED) == b"10"
-        async with ObjectStore.connect(stack.settings()) as store:
+        async with ObjectStore.connect(stack.settings().storage) as store:
             assert await store.list_open_uploads("") == []  # every multipart upload was assembled
         report(f"worker SIGKILLed mid-complete; 20 files completed {recovery:.1f} s later, each group once")
     finally:
@@ -211,6 +210,11 @@ async def test_a_hung_s3_keeps_creates_fast_and_everything_provisions_once_it_an
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as api:
             key = await stack.key()
+
+            async def storage_client_up() -> bool:  # the API opens its S3 client in the background at start
+                return bool((await api.get("/health/ready")).json()["checks"]["storage"] == "ok")
+
+            await eventually(storage_client_up, within=30)
             os.kill(stack.moto.pid, signal.SIGSTOP)
             t0 = time.monotonic()
             sids = await create_groups(api, key, 5, SEPARATE)

@@ -13,15 +13,14 @@ import time
 from typing import Any
 
 import httpx
-import msgspec
 from redis.asyncio import Redis
 
+from app.domain.clock import now_ms
 from app.settings import MIB
 from app.state import UploadState
 from app.state.keys import METRICS_KEY, MetricField
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import abort_orphan_uploads
-from app.timefmt import now_ms
+from app.upkeep.cleanup import abort_orphan_uploads
 from tests.processes import Stack, report, sigkill
 
 GROUPS = 200
@@ -107,10 +106,10 @@ async def test_two_apis_three_workers_one_killed_every_group_exactly_once(stack:
         assert all(isinstance(lib, int) for lib in libraries.values())
         assert len(set(libraries.values())) == GROUPS  # one libraryId per group, never two groups one id
         assert all(s is not None and s.library_id == libraries[s.record.session_id] for s in snaps)
-        assert await redis.zcard(stack.settings().processing_queue_name) == GROUPS  # one processing job each
+        assert await redis.zcard(stack.settings().worker.processing_queue_name) == GROUPS  # one processing job each
         assert await redis.hget(METRICS_KEY, MetricField.GROUPS_COMPLETED) == str(GROUPS).encode()
-        settings = msgspec.structs.replace(stack.settings(), orphan_grace_seconds=0)
-        async with ObjectStore.connect(settings) as store:
+        settings = stack.settings().override(orphan_grace_seconds=0)
+        async with ObjectStore.connect(settings.storage) as store:
             swept = await abort_orphan_uploads(state, store, settings, now=now_ms() + 1000)
             assert await store.list_open_uploads("") == []  # no duplicate or orphan multipart upload left
             stored = [o async for page in store.object_pages("") for o in page]

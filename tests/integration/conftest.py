@@ -13,7 +13,8 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from app.api import create_app, open_services
+from app.domain.clock import SYSTEM_CLOCK, Clock
+from app.http.app import create_app, open_services
 from app.settings import Settings
 from app.storage.s3 import ObjectStore
 from tests.conftest import arq_pool
@@ -22,14 +23,14 @@ from worker.settings import WorkerSettings
 
 
 @contextlib.asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[httpx.AsyncClient]:
     """The API app served in this event loop (so a background worker keeps running meanwhile).
 
     Litestar's lifespan runs in an anyio task group that pytest-asyncio may tear down from another
     task, so this opens the same services the lifespan would.
     """
     app = create_app(settings)
-    async with open_services(settings) as services:
+    async with open_services(settings, clock=clock) as services:
         app.state.services = services
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as c:
@@ -45,17 +46,17 @@ async def client(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncC
 
 async def run_worker_burst(settings: Settings, **overrides: Any) -> Worker:
     """Run an unmodified arq worker with the service's WorkerSettings until its queue is empty."""
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     kwargs: dict[str, Any] = {
         "functions": WorkerSettings.functions,
         "cron_jobs": [],
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
-        "queue_name": settings.queue_name,
+        "queue_name": settings.worker.queue_name,
         "max_tries": WorkerSettings.max_tries,
         "job_serializer": WorkerSettings.job_serializer,
         "job_deserializer": WorkerSettings.job_deserializer,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": RedisSettings.from_dsn(settings.redis.url),
         "redis_pool": pool,
         "burst": True,
         "poll_delay": 0.05,
@@ -85,15 +86,15 @@ def burst(settings: Settings, store: ObjectStore) -> Any:
 @pytest.fixture
 async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterator[Worker]:
     """An arq worker (the service's WorkerSettings) running in the background for the test."""
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     worker = ResilientWorker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
-        queue_name=settings.queue_name,
+        queue_name=settings.worker.queue_name,
         job_serializer=WorkerSettings.job_serializer,
         job_deserializer=WorkerSettings.job_deserializer,
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=RedisSettings.from_dsn(settings.redis.url),
         redis_pool=pool,
         poll_delay=0.02,
         max_jobs=20,

@@ -15,16 +15,17 @@ import pytest
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from app import admin
-from app.apikeys import Principal, Role
-from app.cli import run
+from app.admin import sessions
+from app.admin.cli import run
+from app.domain.clock import now_ms
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import Principal, Role
 from app.state.jobs import PROCESS_JOB, JobSpec, deserialize, serialize
 from app.state.keys import account_index_key, group_key, state_key
-from app.timefmt import now_ms
-from app.uploads import UploadService
-from app.views import group_status_view
+from app.uploads import cancel, start
+from app.uploads.service import UploadService
+from app.uploads.views import group_status_view
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST, arq_pool
 
@@ -42,7 +43,7 @@ class Busy(msgspec.Struct):
 
 
 async def cli(capsys: pytest.CaptureFixture[str], settings: Settings, *argv: str) -> tuple[int, str, str]:
-    code = await run(["--redis-url", settings.redis_url, *argv])
+    code = await run(["--redis-url", settings.redis.url, *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -57,25 +58,27 @@ async def cli_json(capsys: pytest.CaptureFixture[str], settings: Settings, *argv
 async def new_group(svc: UploadService, who: Principal, name: str) -> str:
     await asyncio.sleep(0.003)  # distinct creation ms, so newest-first order is exact
     body = msgspec.json.encode({**SEED_REQUEST, "videoName": name})
-    return (await svc.start_upload_group(who, body, None)).session_id
+    return (await start.start_upload_group(svc, who, body, None)).session_id
 
 
 @pytest.fixture
 async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any) -> AsyncIterator[Busy]:
     """Upload queue: 3 due, 2 deferred, 4 results (1 failed). Processing queue: 3 due, 1 deferred. 5 groups."""
     svc = UploadService(settings, state)
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     a1 = await new_group(svc, ACME, "first")
     a2 = await new_group(svc, ACME, "second")
     g1 = await new_group(svc, GLOBEX, "globex one")
-    await pool.enqueue_job("no_such_function", 7, _job_id="doomed", _queue_name=settings.queue_name)
+    await pool.enqueue_job("no_such_function", 7, _job_id="doomed", _queue_name=settings.worker.queue_name)
     worker = await burst()  # provisions a1, a2, g1; "doomed" fails
     assert (worker.jobs_complete, worker.jobs_failed) == (3, 1)
 
     a3 = await new_group(svc, ACME, "third " + "x" * 80)  # provision job stays queued
     g2 = await new_group(svc, GLOBEX, "globex two")  # provision job stays queued
-    await svc.cancel_group(ACME, a2)  # purge now (due) + purge later (deferred)
-    await pool.enqueue_job("purge_group", "nobody", _job_id="later-1", _defer_by=3600, _queue_name=settings.queue_name)
+    await cancel.cancel_group(svc, ACME, a2)  # purge now (due) + purge later (deferred)
+    await pool.enqueue_job(
+        "purge_group", "nobody", _job_id="later-1", _defer_by=3600, _queue_name=settings.worker.queue_name
+    )
     for i in range(3):
         await pool.enqueue_job(PROCESS_JOB, {"libraryId": i}, _job_id=f"proc-{i}", _queue_name=PROCESSING)
     await pool.enqueue_job(PROCESS_JOB, {"libraryId": 9}, _job_id="proc-later", _defer_by=600, _queue_name=PROCESSING)
@@ -86,8 +89,8 @@ async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any)
 
 async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: Busy) -> None:
     stats = {q["queue"]: q for q in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [settings.queue_name, PROCESSING]
-    up = stats[settings.queue_name]
+    assert list(stats) == [settings.worker.queue_name, PROCESSING]
+    up = stats[settings.worker.queue_name]
     assert {k: up[k] for k in ("queued", "scheduled", "inProgress", "results", "failures")} == {
         "queued": 3, "scheduled": 2, "inProgress": 0, "results": 4, "failures": 1,
     }  # fmt: skip
@@ -100,7 +103,7 @@ async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: 
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["QUEUE", "QUEUED", "SCHEDULED", "IN_PROGRESS", "RESULTS", "FAILURES", "OLDEST_QUEUED"]
-    assert lines[1].split()[:6] == [settings.queue_name, "3", "2", "0", "4", "1"]
+    assert lines[1].split()[:6] == [settings.worker.queue_name, "3", "2", "0", "4", "1"]
     assert lines[2].split()[:6] == [PROCESSING, "3", "1", "0", "0", "0"]
 
 
@@ -115,7 +118,7 @@ async def test_jobs_lists_pending_jobs_and_results(capsys: Any, settings: Settin
                        "proc-0", "proc-1", "proc-2", "proc-later"]  # fmt: skip
     p = by_id[f"provision:{a3}"]
     assert (p["queue"], p["function"], p["args"], p["tries"], p["state"]) == (
-        settings.queue_name, "provision_group", repr(a3), 0, "queued",
+        settings.worker.queue_name, "provision_group", repr(a3), 0, "queued",
     )  # fmt: skip
     assert by_id["later-1"]["state"] == "deferred" and by_id["later-1"]["runAt"] > by_id["later-1"]["enqueuedAt"]
     assert by_id["proc-1"]["args"] == "{'libraryId': 1}"
@@ -160,7 +163,7 @@ async def test_sessions_list_filters_and_orders(capsys: Any, settings: Settings,
     assert [(s["sessionId"], s["status"]) for s in canceled] == [(a2, "canceled")]
     live = await cli_json(capsys, settings, "sessions", "list", "--status", "initialized", "--limit", "3")
     assert [s["sessionId"] for s in live] == [g2, a3, g1]
-    newest_globex = await admin.list_sessions(redis, account="globex", limit=1)
+    newest_globex = await sessions.list_sessions(redis, account="globex", limit=1)
     assert await cli_json(capsys, settings, "sessions", "list", "--account", "globex", "--limit", "1") == [
         msgspec.to_builtins(r) for r in newest_globex.sessions
     ]
@@ -213,7 +216,7 @@ async def test_in_progress_jobs_of_a_running_worker(capsys: Any, settings: Setti
         await release.wait()
         return int(payload["libraryId"])
 
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     for i in range(3):
         await pool.enqueue_job(PROCESS_JOB, {"libraryId": i}, _job_id=f"proc-{i}", _queue_name=PROCESSING)
     await pool.enqueue_job(PROCESS_JOB, {"libraryId": 9}, _job_id="proc-later", _defer_by=600, _queue_name=PROCESSING)
@@ -257,7 +260,7 @@ async def test_in_progress_jobs_of_a_running_worker(capsys: Any, settings: Setti
 
 
 async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settings: Settings, redis: Redis) -> None:
-    q = settings.queue_name
+    q = settings.worker.queue_name
     now = now_ms()
     await redis.set("arq:job:junk", b"\x80not a pickle")
     await redis.zadd(q, {"junk": now - 1000, "ghost": now - 500})  # ghost: its job key is gone
@@ -300,7 +303,7 @@ async def test_newest_first_merges_account_indexes_page_by_page(redis: Redis) ->
     for account, scores in {"a": [1, 4, 5, 9], "b": [2, 3, 8], "c": [7], "d": []}.items():
         if scores:
             await redis.zadd(account_index_key(account), {f"{account}{s}": s for s in scores})
-    gen = admin._newest_first(redis, ["a", "b", "c", "d"], page=2)
+    gen = sessions._newest_first(redis, ["a", "b", "c", "d"], page=2)
     got = [(sid, created) async for sid, _, created in gen]
     assert got == [("a9", 9), ("b8", 8), ("c7", 7), ("a5", 5), ("a4", 4), ("b3", 3), ("b2", 2), ("a1", 1)]
 
@@ -325,11 +328,11 @@ async def test_console_script_and_connection_errors(settings: Settings, busy: Bu
         return proc.returncode, out.decode(), err.decode()
 
     # Global options before the command are honoured too.
-    code, out, err = await script("--redis-url", settings.redis_url, "--json", "queues")
+    code, out, err = await script("--redis-url", settings.redis.url, "--json", "queues")
     assert code == 0, err
     stats = {s["queue"]: s for s in json.loads(out)}
-    assert (stats[settings.queue_name]["queued"], stats[settings.queue_name]["failures"]) == (3, 1)
-    code, out, _ = await script("sessions", "list", "--redis-url", settings.redis_url)
+    assert (stats[settings.worker.queue_name]["queued"], stats[settings.worker.queue_name]["failures"]) == (3, 1)
+    code, out, _ = await script("sessions", "list", "--redis-url", settings.redis.url)
     assert code == 0 and out.splitlines()[0].startswith("SESSION_ID") and len(out.splitlines()) == 6
 
     dead = f"redis://:s3cret@127.0.0.1:{free_port()}/0"

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
 from app.settings import Settings
+from app.state.apikeys import create_key
 from app.storage.credentials import CredentialSource, NoStorageCredentials
 from app.storage.s3 import ObjectStore
 from deploy.local.devstack import free_port
@@ -93,7 +92,7 @@ def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Issuer]:
 
 @pytest.fixture
 def chain_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, s3_access_key_id="", s3_secret_access_key="")
+    return settings.override(s3_access_key_id="", s3_secret_access_key="")
 
 
 def credential_of(url: str) -> tuple[str, str]:
@@ -105,7 +104,7 @@ def credential_of(url: str) -> tuple[str, str]:
 async def test_the_presigner_signs_with_refreshed_credentials(issuer: Issuer, chain_settings: Settings) -> None:
     # Run 1 expires just outside botocore's refresh window: good now, due for a refresh two seconds later.
     issuer.plan(ADVISORY_REFRESH_SECONDS + 2, 3600)
-    source = CredentialSource(chain_settings)
+    source = CredentialSource(chain_settings.storage)
     assert source.from_chain
     first = await source.current()
     assert (first.access_key_id, first.session_token) == ("ASIATEST0001", "token-1")
@@ -121,7 +120,7 @@ async def test_the_presigner_signs_with_refreshed_credentials(issuer: Issuer, ch
 
 async def test_an_already_lapsed_credential_is_never_used(issuer: Issuer, chain_settings: Settings) -> None:
     issuer.plan(-60, 3600)  # the first answer has lapsed already
-    source = CredentialSource(chain_settings)
+    source = CredentialSource(chain_settings.storage)
     assert (await source.current()).access_key_id == "ASIATEST0002"
 
 
@@ -144,7 +143,7 @@ async def test_part_urls_and_the_storage_client_follow_the_refresh(
 
         # The S3 client resolves through the same chain; what it sends is read off the wire.
         sent: list[str] = []
-        async with ObjectStore.connect(chain_settings) as store:
+        async with ObjectStore.connect(chain_settings.storage) as store:
             store.client.meta.events.register(
                 "before-send.s3", lambda request, **_: sent.append(request.headers["Authorization"].decode())
             )
@@ -164,17 +163,17 @@ async def test_no_credentials_anywhere_stops_a_storage_client_at_start(
     chain_env(tmp_path, monkeypatch)
     (tmp_path / "aws-config").write_text("[default]\nregion = us-east-1\n")  # a profile without credentials
     with pytest.raises(NoStorageCredentials, match="SPATIALGEN_S3_ACCESS_KEY_ID"):
-        async with ObjectStore.connect(chain_settings):
+        async with ObjectStore.connect(chain_settings.storage):
             pass
     with pytest.raises(NoStorageCredentials):
-        await CredentialSource(chain_settings).current()
+        await CredentialSource(chain_settings.storage).current()
 
 
 @pytest.mark.parametrize("command", ["spatialgen-api", "spatialgen-worker"])
 def test_a_process_without_credentials_exits_at_start(command: str, tmp_path: Path, settings: Settings) -> None:
     _, env = chain_env(tmp_path)
     (tmp_path / "aws-config").write_text("[default]\nregion = us-east-1\n")
-    env |= {"SPATIALGEN_REDIS_URL": settings.redis_url, "SPATIALGEN_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+    env |= {"SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
             "SPATIALGEN_PORT": str(free_port()), "SPATIALGEN_S3_ACCESS_KEY_ID": "",
             "SPATIALGEN_S3_SECRET_ACCESS_KEY": ""}  # fmt: skip
     exe = Path(sys.executable).with_name(command)

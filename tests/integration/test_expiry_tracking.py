@@ -14,14 +14,18 @@ import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from app.apikeys import Principal, Role, create_key
+from app.domain.clock import ManualClock
 from app.settings import MIB, Settings
 from app.state import UploadState
+from app.state.apikeys import Principal, Role, create_key
 from app.state.jobs import purge_jobs, refresh_job_id
 from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import abort_orphan_uploads, expire_due_groups, refresh_parts
-from app.uploads import UploadService
+from app.upkeep.cleanup import abort_orphan_uploads
+from app.upkeep.expiry import expire_due_groups
+from app.uploads import start
+from app.uploads.service import UploadService
+from app.uploads.status import refresh_parts
 from tests.conftest import SEED_REQUEST, open_uploads
 from tests.integration.conftest import api_client
 
@@ -31,7 +35,7 @@ ACME = Principal("acme", Role.UPLOAD, "test")
 
 @pytest.fixture
 def small(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, part_size_bytes=5 * MIB, parts_staleness_seconds=0.0)
+    return settings.override(part_size_bytes=5 * MIB, parts_staleness_seconds=0.0)
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ async def key(redis: Redis) -> dict[str, str]:
 async def new_groups(settings: Settings, state: UploadState, n: int) -> list[str]:
     service = UploadService(settings, state)
     body = msgspec.json.encode(SEED_REQUEST)
-    return [(await service.start_upload_group(ACME, body, None)).session_id for _ in range(n)]
+    return [(await start.start_upload_group(service, ACME, body, None)).session_id for _ in range(n)]
 
 
 async def eventually(check: Any, timeout: float = 10.0) -> None:
@@ -62,8 +66,9 @@ async def eventually(check: Any, timeout: float = 10.0) -> None:
 async def test_short_ttl_group_expires_and_leaves_nothing_in_storage(
     small: Settings, redis: Redis, key: dict[str, str], running_worker: Worker, s3: Any
 ) -> None:
-    short = msgspec.structs.replace(small, session_ttl_seconds=8)  # room to upload first, even on a busy machine
-    async with api_client(short) as api:
+    short = small.override(session_ttl_seconds=60)
+    clock = ManualClock()  # the API's "now": moved past expiresAt below instead of waiting for it
+    async with api_client(short, clock=clock) as api:
         body = {"videoName": "short", "layout": "Separate", "files": [
             {"fileName": "l.mov", "fileRole": "video_left", "sizeBytes": 6 * MIB},
             {"fileName": "r.mov", "fileRole": "video_right", "sizeBytes": 100}]}  # fmt: skip
@@ -73,52 +78,52 @@ async def test_short_ttl_group_expires_and_leaves_nothing_in_storage(
             for f, size in ((left, 5 * MIB), (right, 100)):
                 part = (await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)).json()["parts"][0]
                 assert (await http.put(part["url"], content=os.urandom(size))).status_code == 200
-        assert len(open_uploads(s3, short.s3_bucket)) == 1
-        await asyncio.sleep(
-            max(0.0, (await UploadState(redis).snapshot(sid)).record.expires_ms / 1000 - time.time()) + 0.05
-        )  # type: ignore[union-attr]
+        assert len(open_uploads(s3, short.storage.bucket)) == 1
+        snap = await UploadState(redis).snapshot(sid)
+        assert snap is not None
+        clock.ms = snap.record.expires_ms  # the moment it expires
         # Past expiresAt: 409 expired even though no sweep has run yet.
         r = await api.post(f"{URL}/{sid}/files/{left['uploadId']}/part-urls", headers=key)
         assert r.status_code == 409 and r.json()["code"] == "session_expired"
         assert (await api.get(f"{URL}/{sid}", headers=key)).json()["status"] == "expired"
 
-    assert await expire_due_groups(UploadState(redis), short) == 1
+    assert await expire_due_groups(UploadState(redis), short, now=clock.now_ms()) == 1
     snap = await UploadState(redis).snapshot(sid)
     assert snap is not None and snap.status == "expired"
     assert {snap.file_status(f["uploadId"]) for f in doc["files"]} == {"expired"}
     assert await redis.zscore(EXPIRY_INDEX, sid) is None
-    assert 0 < await redis.pttl(state_key(sid)) <= short.retention_seconds * 1000
+    assert 0 < await redis.pttl(state_key(sid)) <= short.uploads.retention_seconds * 1000
 
     async def storage_empty() -> bool:
-        objects = s3.list_objects_v2(Bucket=short.s3_bucket).get("Contents", [])
-        return not objects and not open_uploads(s3, short.s3_bucket)
+        objects = s3.list_objects_v2(Bucket=short.storage.bucket).get("Contents", [])
+        return not objects and not open_uploads(s3, short.storage.bucket)
 
     await eventually(storage_empty)
 
 
 async def test_concurrent_sweeps_expire_each_group_once(settings: Settings, state: UploadState, redis: Redis) -> None:
     sids = await new_groups(settings, state, 40)
-    later = int(time.time() * 1000) + settings.session_ttl_seconds * 1000 + 1
+    later = int(time.time() * 1000) + settings.uploads.session_ttl_seconds * 1000 + 1
     counts = await asyncio.gather(*(expire_due_groups(state, settings, now=later) for _ in range(4)))
     assert sum(counts) == 40
     assert await redis.zcard(EXPIRY_INDEX) == 0
     for sid in sids:
         assert (await state.snapshot(sid)).status == "expired"  # type: ignore[union-attr]
-        assert await redis.zscore(settings.queue_name, f"purge:{sid}") is not None
+        assert await redis.zscore(settings.worker.queue_name, f"purge:{sid}") is not None
     # 40 provisioning jobs + one immediate and one late purge per group, never duplicated.
-    assert await redis.zcard(settings.queue_name) == 40 * 3
+    assert await redis.zcard(settings.worker.queue_name) == 40 * 3
 
 
 async def test_a_sweep_that_died_halfway_is_finished_by_the_next(settings: Settings, state: UploadState) -> None:
     sids = await new_groups(settings, state, 10)
-    later = int(time.time() * 1000) + settings.session_ttl_seconds * 1000 + 1
+    later = int(time.time() * 1000) + settings.uploads.session_ttl_seconds * 1000 + 1
     half = sids[:5]
     await state.expire_groups(
         half,
         now_ms=later,
         retention_ms=1000,
         idle_retention_ms=1000,
-        purges=[purge_jobs(settings, s, later) for s in half],
+        purges=[purge_jobs(settings, s) for s in half],
     )
     assert await expire_due_groups(state, settings, now=later) == 5
     assert {(await state.snapshot(s)).status for s in sids} == {"expired"}  # type: ignore[union-attr]
@@ -128,7 +133,7 @@ async def test_index_never_keeps_dead_entries(settings: Settings, state: UploadS
     sids = await new_groups(settings, state, 3)
     await redis.delete(group_key(sids[0]), state_key(sids[0]))  # keys gone (retention TTL)
     assert await expire_due_groups(state, settings) == 0  # nothing due yet
-    later = int(time.time() * 1000) + settings.session_ttl_seconds * 1000 + 1
+    later = int(time.time() * 1000) + settings.uploads.session_ttl_seconds * 1000 + 1
     assert await expire_due_groups(state, settings, now=later) == 2
     assert await redis.zcard(EXPIRY_INDEX) == 0
 
@@ -145,14 +150,14 @@ async def test_orphan_uploads_are_aborted_and_owned_ones_kept(
     extra = await store.create_multipart(snap.record.storage_key(left))  # a second upload for a live file
     orphan = await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000000/{left.upload_id}.mov")
     foreign = await store.create_multipart("uploads/not-ours.bin")
-    grace0 = msgspec.structs.replace(settings, orphan_grace_seconds=0)
+    grace0 = settings.override(orphan_grace_seconds=0)
     assert await abort_orphan_uploads(state, store, grace0) == 2
-    left_open = {u["UploadId"] for u in open_uploads(s3, settings.s3_bucket)}
+    left_open = {u["UploadId"] for u in open_uploads(s3, settings.storage.bucket)}
     assert owned in left_open and foreign in left_open
     assert extra not in left_open and orphan not in left_open
     # Within the grace period nothing is touched.
     await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000001/{left.upload_id}.mov")
-    young = msgspec.structs.replace(settings, orphan_grace_seconds=10**9)
+    young = settings.override(orphan_grace_seconds=10**9)
     assert await abort_orphan_uploads(state, store, young) == 0
 
 
@@ -194,7 +199,7 @@ async def test_status_and_parts_show_what_storage_received(
     ]  # fmt: skip
     # The part list is a cache: once it lapses, the next read refreshes it even when the summary is fresh.
     await redis.delete(parts_key(sid, video["uploadId"]))
-    async with api_client(msgspec.structs.replace(small, parts_staleness_seconds=3600)) as patient:
+    async with api_client(small.override(parts_staleness_seconds=3600)) as patient:
         again = (await patient.get(f"{URL}/{sid}/files/{video['uploadId']}/parts", headers=ro)).json()
     assert [p["partNumber"] for p in again["parts"]] == [1, 2]
     # Readonly keys may read but not write.
@@ -219,7 +224,7 @@ async def test_many_pollers_queue_one_refresh_per_file(
     sid = doc["sessionId"]
     answers = await asyncio.gather(*(api.get(f"{URL}/{sid}", headers=key) for _ in range(25)))
     assert {r.status_code for r in answers} == {200}
-    queued = [m.decode() for m in await redis.zrange(small.queue_name, 0, -1)]
+    queued = [m.decode() for m in await redis.zrange(small.worker.queue_name, 0, -1)]
     refreshes = [q for q in queued if q.startswith("parts:")]
     assert sorted(refreshes) == sorted(refresh_job_id(sid, f["uploadId"]) for f in doc["files"])
 
@@ -229,11 +234,11 @@ async def test_refresh_of_a_single_put_file_uses_head_object(
 ) -> None:
     service = UploadService(small, state)
     body = {"videoName": "x", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 7}]}
-    sid = (await service.start_upload_group(ACME, msgspec.json.encode(body), None)).session_id
+    sid = (await start.start_upload_group(service, ACME, msgspec.json.encode(body), None)).session_id
     snap0 = await state.snapshot(sid)
     assert snap0 is not None
     f = snap0.record.files[0]
     assert await refresh_parts(state, store, sid, f.upload_id) == 0
-    s3.put_object(Bucket=small.s3_bucket, Key=snap0.record.storage_key(f), Body=b"1234567")
+    s3.put_object(Bucket=small.storage.bucket, Key=snap0.record.storage_key(f), Body=b"1234567")
     assert await refresh_parts(state, store, sid, f.upload_id) == 1
     assert (await state.snapshot(sid)).progress(f.upload_id)[:2] == (1, 7)  # type: ignore[union-attr]

@@ -10,15 +10,16 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.api import create_app, open_services
-from app.apikeys import Principal, Role, create_key
-from app.lifecycle import Reply
-from app.reasons import Reason
+from app.domain.lifecycle import Reply
+from app.domain.reasons import Reason
+from app.http.app import create_app, open_services
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import Principal, Role, create_key
 from app.state.jobs import COMPLETE_JOB, JobSpec, complete_job_id
 from app.storage.s3 import ObjectStore
-from app.uploads import UploadService
+from app.uploads import start
+from app.uploads.service import UploadService
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from worker import jobs
@@ -85,7 +86,7 @@ async def test_a_body_that_never_arrives_is_408(settings: Settings, upload_key: 
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}
 
-    impatient = msgspec.structs.replace(settings, body_timeout_seconds=0.3)
+    impatient = settings.override(body_timeout_seconds=0.3)
     status, doc = await asyncio.wait_for(raw_call(impatient, upload_key, receive), 10)
     assert (status, doc["code"]) == (408, "body_timeout")
 
@@ -121,7 +122,7 @@ async def test_a_failed_file_fails_the_other_unfinished_files(
 async def test_a_completion_that_gives_up_hands_the_file_back(settings: Settings, state: UploadState) -> None:
     service = UploadService(settings, state)
     body = {"videoName": "x", "layout": "2D", "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 10}]}
-    sid = (await service.start_upload_group(ACME, msgspec.json.encode(body), None)).session_id
+    sid = (await start.start_upload_group(service, ACME, msgspec.json.encode(body), None)).session_id
     snap = await state.snapshot(sid)
     assert snap is not None
     uid = snap.record.files[0].upload_id
@@ -130,8 +131,8 @@ async def test_a_completion_that_gives_up_hands_the_file_back(settings: Settings
     )
     reply = await state.begin_complete(snap.record, uid, now_ms=snap.record.created_ms, attempt_seen=0, job=job)
     assert reply.code is Reply.OK
-    dead = msgspec.structs.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    async with ObjectStore.connect(dead, connect_timeout=1.0) as down:
+    dead = settings.override(s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    async with ObjectStore.connect(dead.storage, connect_timeout=1.0) as down:
         ctx = {"state": state, "store": down, "settings": settings, "job_try": jobs.MAX_TRIES, "redis": state.redis}
         with pytest.raises(Exception):  # noqa: B017 - the storage error itself propagates after the hand-back
             await jobs.complete_file(ctx, sid, uid, 1, [])
@@ -158,10 +159,10 @@ async def test_large_batches_are_signed_in_the_signer_process_identically(
     batch = SignBatch(bucket="spatialgen-test", key="uploads/a/s/u.mov", upload_id="Up+Load/Id=",
                       part_numbers=list(range(1, 601)), part_size=5 * 1024 * 1024,
                       total_bytes=600 * 5 * 1024 * 1024 - 7, expires_in=3600, signed_at=1_800_000_000)  # fmt: skip
-    config = PresignerConfig.from_settings(settings)
-    offloading = Signer(config, CredentialSource(settings), offload_min_parts=100)
+    config = PresignerConfig.from_settings(settings.storage)
+    offloading = Signer(config, CredentialSource(settings.storage), offload_min_parts=100)
     try:
-        in_process = sign_parts_json(config.presigner(await CredentialSource(settings).current()), batch)
+        in_process = sign_parts_json(config.presigner(await CredentialSource(settings.storage).current()), batch)
         offloaded = await offloading.sign(batch)
         assert offloading.helper_pid() is not None  # the large batch really went to the signer process
     finally:

@@ -13,7 +13,7 @@ import msgspec
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from app.lifecycle import FileStatus, GroupStatus, Reply
+from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.settings import Settings
 from app.state import UploadState
 from app.state.jobs import JobSpec, LibraryTemplate, deserialize, job_document, process_job_id
@@ -33,7 +33,7 @@ async def snapshot_job(redis: Redis, queue: str, job_id: str) -> tuple[dict[str,
 
 async def test_our_enqueue_writes_what_arqs_enqueue_job_writes(settings: Settings, state: UploadState) -> None:
     redis = state.redis
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     try:
         for defer_ms in (0, 90_000):
             await redis.flushall()
@@ -58,7 +58,7 @@ async def test_our_enqueue_writes_what_arqs_enqueue_job_writes(settings: Setting
 async def test_dedupe_matches_arq_a_queued_or_finished_job_id_is_not_enqueued_again(
     settings: Settings, state: UploadState
 ) -> None:
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     try:
         spec = JobSpec.build("purge_group", ("s",), job_id="same", now_ms=1, queue="q")
         assert await state.enqueue(spec) == 1
@@ -104,16 +104,16 @@ async def test_a_downstream_worker_configured_only_through_public_settings_runs_
     case = await setup_case(state, settings, 7, GroupStatus.UPLOADING, FileStatus.COMPLETING, FileStatus.COMPLETED)
     library = LibraryTemplate.build({"sessionId": case.record.session_id}, now_ms=case.now)
     reply = await state.finish_complete(case.record, case.uid, now_ms=case.now, retention_ms=10**6, library=library,
-                                        processing_queue=settings.processing_queue_name)  # fmt: skip
+                                        processing_queue=settings.worker.processing_queue_name)  # fmt: skip
     assert reply.code is Reply.GROUP_COMPLETED and reply.values[0] == 2**50 + 1
     seen: list[dict[str, Any]] = []
 
     async def process_asset_set(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         seen.append(payload)
 
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     worker = Worker(
-        functions=[func(process_asset_set, name="process_asset_set")], queue_name=settings.processing_queue_name,
+        functions=[func(process_asset_set, name="process_asset_set")], queue_name=settings.worker.processing_queue_name,
         job_serializer=msgspec.msgpack.encode, job_deserializer=msgspec.msgpack.decode, redis_pool=pool,
         burst=True, handle_signals=False, poll_delay=0.02,
     )  # fmt: skip

@@ -11,11 +11,11 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
-from app.cli import run
-from app.errors import ApiError
+from app.admin.cli import run
+from app.domain.errors import ApiError
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import create_key
 from app.state.keys import (
     EXPIRY_INDEX,
     TRIM_QUEUE,
@@ -24,7 +24,7 @@ from app.state.keys import (
     idempotency_key,
     usage_key,
 )
-from app.storage_tasks import expire_due_groups
+from app.upkeep.expiry import expire_due_groups
 from tests.conftest import SEED_REQUEST, worst_case_request
 from tests.integration.conftest import api_client
 from worker import jobs
@@ -41,7 +41,7 @@ async def key_of(redis: Redis, account: str) -> dict[str, str]:
 async def test_a_burst_over_the_bucket_gets_429_with_retry_after_and_another_key_is_unaffected(
     settings: Settings, redis: Redis
 ) -> None:
-    tight = msgspec.structs.replace(settings, rate_limits="create=1/5,reads=1/3")
+    tight = settings.override(rate_limits="create=1/5,reads=1/3")
     async with api_client(tight) as api:
         noisy, quiet = await key_of(redis, "acme"), await key_of(redis, "acme")
         answers = [await api.post(URL, json=SMALL, headers=noisy) for _ in range(8)]
@@ -73,7 +73,7 @@ async def test_the_default_limits_never_trouble_a_real_pipeline(settings: Settin
 async def test_quotas_refuse_the_group_past_the_limit_and_free_up_when_groups_end(
     settings: Settings, redis: Redis
 ) -> None:
-    capped = msgspec.structs.replace(settings, quota_live_groups=2, quota_live_bytes=25)
+    capped = settings.override(quota_live_groups=2, quota_live_bytes=25)
     async with api_client(capped) as api:
         key = await key_of(redis, "acme")
         first = await api.post(URL, json=SMALL, headers=key)
@@ -103,19 +103,19 @@ async def test_accounts_show_and_set_limits(
     async with api_client(settings) as api:
         key = await key_of(redis, "acme")
         assert (await api.post(URL, json=SMALL, headers=key)).status_code == 201
-        assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--live-groups", "1",
+        assert await run(["--redis-url", settings.redis.url, "accounts", "set-limits", "acme", "--live-groups", "1",
                           "--rate", "create=2/3", "--json"]) == 0  # fmt: skip
         doc = json.loads(capsys.readouterr().out)
         assert (doc["liveGroups"], doc["usedGroups"], doc["usedBytes"]) == (1, 1, 10)
-        assert doc["rates"]["create"] == "2/3" and doc["liveBytes"] == settings.quota_live_bytes
+        assert doc["rates"]["create"] == "2/3" and doc["liveBytes"] == settings.limits.quota_live_bytes
         assert sorted(doc["overridden"]) == ["burst:create", "live_groups", "rate:create"]
         refused = await api.post(URL, json=SMALL, headers=key)  # the account's own quota applies at once
         assert refused.status_code == 429 and refused.json()["max"] == 1
         assert refused.headers["ratelimit-policy"] == '"create";q=3;w=2'
-    assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--reset"]) == 0
+    assert await run(["--redis-url", settings.redis.url, "accounts", "set-limits", "acme", "--reset"]) == 0
     out = capsys.readouterr().out
-    assert "LIVE_GROUPS" in out and str(settings.quota_live_groups) in out
-    assert await run(["--redis-url", settings.redis_url, "accounts", "set-limits", "acme", "--rate", "bogus=1"]) == 2
+    assert "LIVE_GROUPS" in out and str(settings.limits.quota_live_groups) in out
+    assert await run(["--redis-url", settings.redis.url, "accounts", "set-limits", "acme", "--rate", "bogus=1"]) == 2
 
 
 async def test_a_replayed_create_is_rendered_from_the_record_and_the_key_keeps_only_a_digest(
@@ -133,7 +133,7 @@ async def test_a_replayed_create_is_rendered_from_the_record_and_the_key_keeps_o
 
 
 async def test_a_spray_of_invalid_keys_cannot_evict_a_valid_one(settings: Settings, redis: Redis) -> None:
-    from app.apikeys import KeyCache
+    from app.state.apikeys import KeyCache
 
     cache = KeyCache(redis, ttl=60.0)
     secret, _ = await create_key(redis, account="acme", role="upload")
@@ -172,7 +172,7 @@ async def test_the_largest_valid_group_costs_about_its_body_and_an_unused_one_is
     # Unused, it is due in the expiry index after idle_group_seconds (then kept as long again, see test_start).
     due = await redis.zscore(EXPIRY_INDEX, sid)
     seconds, micros = await redis.time()
-    assert due is not None and due <= seconds * 1000 + micros // 1000 + settings.idle_group_seconds * 1000
+    assert due is not None and due <= seconds * 1000 + micros // 1000 + settings.uploads.idle_group_seconds * 1000
 
 
 async def test_an_account_keeps_at_most_its_cap_of_ended_groups_and_the_sweep_drops_the_oldest(
@@ -181,7 +181,7 @@ async def test_an_account_keeps_at_most_its_cap_of_ended_groups_and_the_sweep_dr
     """A create-and-cancel loop cannot fill Redis (README "Limits"): past retained_ended_groups, the expiry sweep
     drops the account's oldest ended groups (their status answers 404); its newest ones, another account's
     groups and the account's live groups stay."""
-    capped = msgspec.structs.replace(settings, retained_ended_groups=3)
+    capped = settings.override(retained_ended_groups=3)
     state = UploadState(redis)
     ctx = {"state": state, "settings": capped, "redis": redis}
     try:
@@ -205,7 +205,7 @@ async def test_an_account_keeps_at_most_its_cap_of_ended_groups_and_the_sweep_dr
             assert (await api.get(f"{URL}/{live}", headers=looper)).json()["status"] == "initialized"
             assert (await api.get(f"{URL}/{theirs}", headers=other)).json()["status"] == "canceled"
             assert await redis.zcard(ended_index_key("looper")) == 3 and not await redis.exists(TRIM_QUEUE)
-            assert await run(["--redis-url", settings.redis_url, "accounts", "show", "looper", "--json"]) == 0
+            assert await run(["--redis-url", settings.redis.url, "accounts", "show", "looper", "--json"]) == 0
             doc = json.loads(capsys.readouterr().out)
             assert (doc["endedGroups"], doc["usedGroups"]) == (3, 1)
             listed = {m.decode() for m in await redis.zrange(account_index_key("looper"), 0, -1)}
@@ -216,7 +216,7 @@ async def test_an_account_keeps_at_most_its_cap_of_ended_groups_and_the_sweep_dr
             far = (await state.snapshot(live)).record.expires_ms + 1  # type: ignore[union-attr]
             assert await expire_due_groups(state, capped, now=far) == 1
             assert await redis.smembers(TRIM_QUEUE) == {b"looper"}
-            assert await state.trim_ended(capped.retained_ended_groups) == 1
+            assert await state.trim_ended(capped.limits.retained_ended_groups) == 1
             assert (await api.get(f"{URL}/{live}", headers=looper)).status_code == 404
             codes = [(await api.get(f"{URL}/{sid}", headers=looper)).status_code for sid in ended[2:]]
             assert codes == [200, 200, 200]

@@ -10,15 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from app.metrics import F_GROUPS_COMPLETED, F_GROUPS_EXPIRED, job_field
+from app.domain.clock import now_ms
+from app.http.metrics import F_GROUPS_COMPLETED, F_GROUPS_EXPIRED
 from app.settings import Settings
-from app.state.keys import EXPIRY_INDEX, METRICS_KEY
+from app.state.keys import EXPIRY_INDEX, METRICS_KEY, job_field
 from app.storage.s3 import ObjectStore
-from app.timefmt import now_ms
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from tests.integration.conftest import api_client
@@ -103,7 +102,7 @@ async def test_ready_is_a_fast_503_when_redis_is_down_or_hangs(
         changes: dict[str, Any] = {"redis_url": f"redis://127.0.0.1:{port[redis_mode]}/0"}
         if storage_mode != "ok":
             changes["s3_endpoint_url"] = f"http://127.0.0.1:{port[storage_mode]}"
-        async with api_client(msgspec.structs.replace(settings, **changes)) as c:
+        async with api_client(settings.override(**changes)) as c:
             for _ in range(2):
                 # The probe's bound shows in the answer ("timeout" for a hung Redis); wait_for only catches a
                 # real hang, it is no timing threshold.
@@ -124,7 +123,7 @@ async def test_storage_trouble_is_reported_but_keeps_the_process_ready(
 ) -> None:
     async with silent_server() as hung_port:
         port = {"dead": free_port(), "hang": hung_port}[storage_mode]
-        async with api_client(msgspec.structs.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{port}")) as c:
+        async with api_client(settings.override(s3_endpoint_url=f"http://127.0.0.1:{port}")) as c:
 
             async def judged() -> dict[str, Any] | None:
                 r = await asyncio.wait_for(c.get("/health/ready"), 10)
@@ -173,8 +172,8 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert (await client.get(f"/api/nope/{unknown}")).status_code == 404
     # A deferred upload job, a due processing job, and what the workers count.
     now = now_ms()
-    await redis.zadd(settings.queue_name, {"later": now + 600_000})
-    await redis.zadd(settings.processing_queue_name, {"process:x": now - 1})
+    await redis.zadd(settings.worker.queue_name, {"later": now + 600_000})
+    await redis.zadd(settings.worker.processing_queue_name, {"process:x": now - 1})
     await redis.hset(
         METRICS_KEY,
         mapping={F_GROUPS_EXPIRED: 3, F_GROUPS_COMPLETED: 41, job_field("complete_file", "ok"): 5,
@@ -203,11 +202,11 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert 0 < m[series("spatialgen_http_request_duration_seconds_sum", **start)] < 5
 
     # Queue depths are what Redis holds: the provisioning job and the status call's refresh jobs are due.
-    due = m[f'spatialgen_queue_depth{{queue="{settings.queue_name}",state="due"}}']
-    assert due >= 1 and due == await redis.zcount(settings.queue_name, "-inf", now_ms())
-    assert m[f'spatialgen_queue_depth{{queue="{settings.queue_name}",state="scheduled"}}'] == 1
-    assert m[f'spatialgen_queue_depth{{queue="{settings.processing_queue_name}",state="due"}}'] == 1
-    assert m[f'spatialgen_queue_depth{{queue="{settings.processing_queue_name}",state="scheduled"}}'] == 0
+    due = m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="due"}}']
+    assert due >= 1 and due == await redis.zcount(settings.worker.queue_name, "-inf", now_ms())
+    assert m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="scheduled"}}'] == 1
+    assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="due"}}'] == 1
+    assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="scheduled"}}'] == 0
     assert m["spatialgen_groups_live"] == 1 == await redis.zcard(EXPIRY_INDEX)
     assert m["spatialgen_groups_created_total"] == 1
     assert m["spatialgen_groups_completed_total"] == 41
@@ -241,7 +240,7 @@ async def test_created_and_canceled_counters_skip_replays_and_repeats(client: Cl
 async def test_metrics_answer_fast_without_redis(settings: Settings, mode: str) -> None:
     async with silent_server() as hung_port:
         port = free_port() if mode == "dead" else hung_port
-        async with api_client(msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
+        async with api_client(settings.override(redis_url=f"redis://127.0.0.1:{port}/0")) as c:
             await c.get("/health/live")
             r = await asyncio.wait_for(c.get("/metrics"), 10)  # catches a hang; no timing threshold
     assert r.status_code == 200

@@ -10,17 +10,18 @@ from arq import Retry
 from arq.constants import retry_key_prefix
 from redis.asyncio import Redis
 
-from app.apikeys import Principal, Role
-from app.lifecycle import Reply
-from app.metrics import job_field
+from app.domain.clock import now_ms
+from app.domain.lifecycle import Reply
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
+from app.state.apikeys import Principal, Role
 from app.state.jobs import deserialize
-from app.state.keys import METRICS_KEY, arq_job_key
+from app.state.keys import METRICS_KEY, arq_job_key, job_field
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import abort_orphan_uploads, purge_group
-from app.timefmt import now_ms
-from app.uploads import UploadService
+from app.upkeep.cleanup import abort_orphan_uploads
+from app.uploads import cancel, start
+from app.uploads.cancel import purge_group
+from app.uploads.service import UploadService
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST, arq_pool, open_uploads
 from worker import jobs
@@ -29,9 +30,10 @@ ACME = Principal("acme", Role.UPLOAD, "test")
 
 
 async def start_seed_group(settings: Settings, state: UploadState) -> str:
-    import msgspec
 
-    created = await UploadService(settings, state).start_upload_group(ACME, msgspec.json.encode(SEED_REQUEST), None)
+    created = await start.start_upload_group(
+        UploadService(settings, state), ACME, msgspec.json.encode(SEED_REQUEST), None
+    )
     return created.session_id
 
 
@@ -47,7 +49,7 @@ async def test_worker_opens_exactly_one_upload_per_multipart_file(
     assert snap is not None
     multipart = [f for f in snap.record.files if f.strategy == "multipart"]
     assert len(multipart) == 3
-    listed = open_uploads(s3, settings.s3_bucket)
+    listed = open_uploads(s3, settings.storage.bucket)
     assert sorted((u["Key"], u["UploadId"]) for u in listed) == sorted(
         (snap.record.storage_key(f), snap.s3_upload_id(f.upload_id)) for f in multipart
     )
@@ -55,22 +57,26 @@ async def test_worker_opens_exactly_one_upload_per_multipart_file(
     assert snap.s3_upload_id(single.upload_id) is None
 
     # The same job again (a duplicate or a retry after success) changes nothing.
-    pool = arq_pool(settings.redis_url)
-    await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}:again", _queue_name=settings.queue_name)
+    pool = arq_pool(settings.redis.url)
+    await pool.enqueue_job(
+        "provision_group", sid, _job_id=f"provision:{sid}:again", _queue_name=settings.worker.queue_name
+    )
     await pool.aclose()
     worker = await burst()
     assert worker.jobs_complete == 1
-    assert sorted(u["UploadId"] for u in open_uploads(s3, settings.s3_bucket)) == sorted(u["UploadId"] for u in listed)
+    assert sorted(u["UploadId"] for u in open_uploads(s3, settings.storage.bucket)) == sorted(
+        u["UploadId"] for u in listed
+    )
 
 
 async def test_duplicate_enqueue_of_the_same_job_id_is_a_no_op(
     settings: Settings, state: UploadState, redis: Redis
 ) -> None:
     sid = await start_seed_group(settings, state)
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     assert await pool.enqueue_job("provision_group", sid, _job_id=f"provision:{sid}") is None
     await pool.aclose()
-    assert await redis.zcard(settings.queue_name) == 1
+    assert await redis.zcard(settings.worker.queue_name) == 1
 
 
 async def test_crash_between_create_and_record_is_adopted_not_duplicated(
@@ -91,13 +97,13 @@ async def test_crash_between_create_and_record_is_adopted_not_duplicated(
     # provisioner might be about to record it) but by the orphan sweep once it is past the grace period.
     adopted = snap.s3_upload_id(left.upload_id)
     assert adopted in (orphan_a, orphan_b)
-    assert len(open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))) == 2
-    assert len(open_uploads(s3, settings.s3_bucket)) == 4
-    no_grace = msgspec.structs.replace(settings, orphan_grace_seconds=0)
+    assert len(open_uploads(s3, settings.storage.bucket, snap.record.storage_key(left))) == 2
+    assert len(open_uploads(s3, settings.storage.bucket)) == 4
+    no_grace = settings.override(orphan_grace_seconds=0)
     assert await abort_orphan_uploads(state, store, no_grace, now=now_ms() + 1000) == 1
-    uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
+    uploads = open_uploads(s3, settings.storage.bucket, snap.record.storage_key(left))
     assert [u["UploadId"] for u in uploads] == [adopted]
-    assert len(open_uploads(s3, settings.s3_bucket)) == 3
+    assert len(open_uploads(s3, settings.storage.bucket)) == 3
 
 
 async def test_a_first_try_opens_uploads_without_listing_and_a_stray_one_is_the_sweeps(
@@ -114,9 +120,9 @@ async def test_a_first_try_opens_uploads_without_listing_and_a_stray_one_is_the_
     await burst()
     snap = await state.snapshot(sid)
     assert snap is not None and snap.s3_upload_id(left.upload_id) not in (None, stray)
-    no_grace = msgspec.structs.replace(settings, orphan_grace_seconds=0)
+    no_grace = settings.override(orphan_grace_seconds=0)
     assert await abort_orphan_uploads(state, store, no_grace, now=now_ms() + 1000) == 1
-    uploads = open_uploads(s3, settings.s3_bucket, snap.record.storage_key(left))
+    uploads = open_uploads(s3, settings.storage.bucket, snap.record.storage_key(left))
     assert [u["UploadId"] for u in uploads] == [snap.s3_upload_id(left.upload_id)]
 
 
@@ -125,28 +131,28 @@ async def test_a_group_dropped_by_the_ended_groups_cap_is_still_purged_by_its_pr
 ) -> None:
     """The account's cap on ended groups can drop a canceled group before its purges run: the purge jobs carry
     the group's storage prefix, so its open uploads and stored objects still go, and another group's stay."""
-    capped = msgspec.structs.replace(settings, retained_ended_groups=1)
+    capped = settings.override(retained_ended_groups=1)
     dropped, kept = await start_seed_group(capped, state), await start_seed_group(capped, state)
     await burst()  # provisioned: each group's videos have an open multipart upload
     snaps = [await state.snapshot(sid) for sid in (dropped, kept)]
     assert snaps[0] is not None and snaps[1] is not None
     prefixes = [snap.record.key_prefix for snap in snaps]
     for snap in snaps:
-        s3.put_object(Bucket=settings.s3_bucket, Key=snap.record.storage_key(snap.record.files[-1]), Body=b"srt")
+        s3.put_object(Bucket=settings.storage.bucket, Key=snap.record.storage_key(snap.record.files[-1]), Body=b"srt")
     service = UploadService(capped, state)
     for sid in (dropped, kept):
-        await service.cancel_group(ACME, sid)
+        await cancel.cancel_group(service, ACME, sid)
     job = deserialize(await redis.get(arq_job_key(f"purge:{dropped}")))
     assert job["a"] == [dropped, prefixes[0]]  # the immediate purge (the late one carries the same)
-    assert await state.trim_ended(capped.retained_ended_groups) == 1
+    assert await state.trim_ended(capped.limits.retained_ended_groups) == 1
     assert await state.snapshot(dropped) is None and await state.snapshot(kept) is not None
 
     assert await purge_group(state, store, dropped, "elsewhere/") == {"aborted": 0, "deleted": 0}  # not its prefix
     assert await purge_group(state, store, dropped, prefixes[0]) == {"aborted": 3, "deleted": 1}  # 3 multipart files
-    assert not open_uploads(s3, settings.s3_bucket, prefixes[0])
-    assert not s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefixes[0]).get("Contents")
-    assert len(open_uploads(s3, settings.s3_bucket, prefixes[1])) == 3
-    assert len(s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefixes[1])["Contents"]) == 1
+    assert not open_uploads(s3, settings.storage.bucket, prefixes[0])
+    assert not s3.list_objects_v2(Bucket=settings.storage.bucket, Prefix=prefixes[0]).get("Contents")
+    assert len(open_uploads(s3, settings.storage.bucket, prefixes[1])) == 3
+    assert len(s3.list_objects_v2(Bucket=settings.storage.bucket, Prefix=prefixes[1])["Contents"]) == 1
 
 
 async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
@@ -163,9 +169,8 @@ async def test_a_concurrently_recorded_upload_wins_and_ours_is_aborted(
 
 async def test_storage_down_means_retry_with_backoff(settings: Settings, state: UploadState, redis: Redis) -> None:
     sid = await start_seed_group(settings, state)
-    dead = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
-                       "s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
-    async with ObjectStore.connect(dead, connect_timeout=1.0) as down:
+    dead = settings.override(s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    async with ObjectStore.connect(dead.storage, connect_timeout=1.0) as down:
         ctx = {"state": state, "store": down, "job_try": 3, "redis": redis}
         with pytest.raises(Retry) as info:
             await jobs.provision_group(ctx, sid)

@@ -12,16 +12,18 @@ import msgspec
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from app.apikeys import Principal, Role
-from app.lifecycle import FileStatus, GroupStatus, Reply
+from app.domain.clock import now_ms
+from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import Principal, Role
 from app.state.jobs import LibraryTemplate, complete_job_id, process_job_id
 from app.state.keys import HANDOFF_INDEX, arq_job_key, arq_result_key
 from app.storage.s3 import ObjectStore
-from app.storage_tasks import INTERRUPTED, reconcile_objects, redrive
-from app.timefmt import now_ms
-from app.uploads import UploadService
+from app.upkeep.cleanup import reconcile_objects
+from app.upkeep.redrive import INTERRUPTED, redrive
+from app.uploads import cancel, complete, start
+from app.uploads.service import UploadService
 from tests.conftest import arq_pool
 from tests.integration.conftest import api_client
 from tests.integration.test_state_scripts import setup_case
@@ -35,18 +37,18 @@ async def test_a_completion_whose_job_is_gone_goes_back_to_uploading_and_complet
     settings: Settings, state: UploadState, redis: Redis, store: ObjectStore, burst: Any
 ) -> None:
     service = UploadService(settings, state)
-    sid = (await service.start_upload_group(ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
+    sid = (await start.start_upload_group(service, ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
     snap = await state.snapshot(sid)
     assert snap is not None
     f = snap.record.files[0]
-    await store.client.put_object(Bucket=settings.s3_bucket, Key=snap.record.storage_key(f), Body=b"12345")
-    quick = msgspec.structs.replace(settings, complete_wait_seconds=0.0)
-    status, _ = await UploadService(quick, state).complete_file(ACME, sid, f.upload_id, b"")
+    await store.client.put_object(Bucket=settings.storage.bucket, Key=snap.record.storage_key(f), Body=b"12345")
+    quick = settings.override(complete_wait_seconds=0.0)
+    status, _ = await complete.complete_file_upload(UploadService(quick, state), ACME, sid, f.upload_id, b"")
     assert status == 202  # no worker ran: the file is 'completing' and its job queued
     # The job is lost (killed past its retries, timed out, or expired unrun): neither job key nor lock.
     job_id = complete_job_id(sid, f.upload_id, 1)
     await redis.delete(arq_job_key(job_id))
-    await redis.zrem(settings.queue_name, job_id)
+    await redis.zrem(settings.worker.queue_name, job_id)
     assert (await redrive(state, settings, now=now_ms() + LATER)) == {
         "completions_handed_back": 1, "processing_requeued": 0,
     }  # fmt: skip
@@ -54,21 +56,21 @@ async def test_a_completion_whose_job_is_gone_goes_back_to_uploading_and_complet
     assert snap is not None and snap.file_status(f.upload_id) is FileStatus.UPLOADING
     assert snap.reason(f.upload_id) == INTERRUPTED
     # The client's next complete call starts a new attempt, which the worker finishes.
-    status, _ = await UploadService(quick, state).complete_file(ACME, sid, f.upload_id, b"")
+    status, _ = await complete.complete_file_upload(UploadService(quick, state), ACME, sid, f.upload_id, b"")
     await burst()
-    status, view = await service.complete_file(ACME, sid, f.upload_id, b"")
+    status, view = await complete.complete_file_upload(service, ACME, sid, f.upload_id, b"")
     assert status == 200 and view.status == "completed" and view.library_id is not None
 
 
 async def test_a_running_or_queued_completion_is_left_alone(
     settings: Settings, state: UploadState, redis: Redis
 ) -> None:
-    service = UploadService(msgspec.structs.replace(settings, complete_wait_seconds=0.0), state)
-    sid = (await service.start_upload_group(ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
+    service = UploadService(settings.override(complete_wait_seconds=0.0), state)
+    sid = (await start.start_upload_group(service, ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
     snap = await state.snapshot(sid)
     assert snap is not None
     uid = snap.record.files[0].upload_id
-    assert (await service.complete_file(ACME, sid, uid, b""))[0] == 202
+    assert (await complete.complete_file_upload(service, ACME, sid, uid, b""))[0] == 202
     assert (await redrive(state, settings, now=now_ms() + LATER))["completions_handed_back"] == 0  # queued
     job_id = complete_job_id(sid, uid, 1)
     await redis.delete(arq_job_key(job_id))
@@ -85,7 +87,7 @@ async def test_the_processing_job_waits_out_any_outage_and_a_lost_one_is_queued_
     sid = case.record.session_id
     library = LibraryTemplate.build({"sessionId": sid}, now_ms=case.now)
     reply = await state.finish_complete(case.record, case.uid, now_ms=case.now, retention_ms=10**6, library=library,
-                                        processing_queue=settings.processing_queue_name)  # fmt: skip
+                                        processing_queue=settings.worker.processing_queue_name)  # fmt: skip
     assert reply.code is Reply.GROUP_COMPLETED
     job_key = arq_job_key(process_job_id(sid))
     assert await redis.pttl(job_key) == -1  # no expiry: a pipeline down for days still finds it
@@ -93,18 +95,18 @@ async def test_the_processing_job_waits_out_any_outage_and_a_lost_one_is_queued_
     assert (await redrive(state, settings, now=later))["processing_requeued"] == 0  # still queued
     # Lost (a restore from an old backup, an operator's mistake): the re-drive queues it again, same id.
     await redis.delete(job_key)
-    await redis.zrem(settings.processing_queue_name, process_job_id(sid))
+    await redis.zrem(settings.worker.processing_queue_name, process_job_id(sid))
     assert (await redrive(state, settings, now=later))["processing_requeued"] == 1
-    assert await redis.zscore(settings.processing_queue_name, process_job_id(sid)) is not None
+    assert await redis.zscore(settings.worker.processing_queue_name, process_job_id(sid)) is not None
     assert await redis.pttl(job_key) == -1
     seen: list[dict[str, Any]] = []
 
     async def process_asset_set(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         seen.append(payload)
 
-    pool = arq_pool(settings.redis_url)
+    pool = arq_pool(settings.redis.url)
     worker = Worker(functions=[func(process_asset_set, name="process_asset_set")],
-                    queue_name=settings.processing_queue_name, job_serializer=msgspec.msgpack.encode,
+                    queue_name=settings.worker.processing_queue_name, job_serializer=msgspec.msgpack.encode,
                     job_deserializer=msgspec.msgpack.decode, redis_pool=pool, burst=True, handle_signals=False,
                     poll_delay=0.02)  # fmt: skip
     try:
@@ -124,9 +126,9 @@ async def test_reconciliation_deletes_objects_no_live_or_retained_group_owns(
     settings: Settings, state: UploadState, redis: Redis, store: ObjectStore
 ) -> None:
     service = UploadService(settings, state)
-    live, canceled = [(await service.start_upload_group(ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
+    live, canceled = [(await start.start_upload_group(service, ACME, msgspec.json.encode(ONE_VIDEO), None)).session_id
                       for _ in range(2)]  # fmt: skip
-    await service.cancel_group(ACME, canceled)
+    await cancel.cancel_group(service, ACME, canceled)
     keys = {}
     for sid in (live, canceled):
         snap = await state.snapshot(sid)
@@ -135,8 +137,8 @@ async def test_reconciliation_deletes_objects_no_live_or_retained_group_owns(
     gone = "uploads/acme/00000000-0000-4000-8000-00000000dead/00000000-0000-4000-8000-00000000beef.mp4"
     foreign = "uploads/not-ours.txt"
     for key in (*keys.values(), gone, foreign):
-        await store.client.put_object(Bucket=settings.s3_bucket, Key=key, Body=b"x")
-    no_grace = msgspec.structs.replace(settings, orphan_grace_seconds=0)
+        await store.client.put_object(Bucket=settings.storage.bucket, Key=key, Body=b"x")
+    no_grace = settings.override(orphan_grace_seconds=0)
     assert await reconcile_objects(state, store, no_grace, now=now_ms() + 1000) == 2
     remaining = {o.key async for page in store.object_pages("") for o in page}
     assert remaining == {keys[live], foreign}
@@ -163,7 +165,7 @@ async def test_redis_out_of_memory_or_read_only_answers_503_not_500(settings: Se
 
 
 async def _key(redis: Redis) -> str:
-    from app.apikeys import create_key
+    from app.state.apikeys import create_key
 
     secret, _ = await create_key(redis, account="acme", role="upload")
     return secret

@@ -13,9 +13,9 @@ import pytest
 from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
 from app.settings import Settings
 from app.state import UploadState
+from app.state.apikeys import create_key
 from app.state.jobs import deserialize
 from app.state.keys import EXPIRY_INDEX, account_index_key, arq_job_key, group_key, state_key
 from deploy.local.devstack import free_port
@@ -62,21 +62,21 @@ async def test_seed_example_creates_group(client: Client, upload_key: str, redis
     expected_keys = [f"uploads/acme/{sid}/{f['uploadId']}{ext}" for f, ext in zip(doc["files"], exts, strict=True)]
     assert [snap.record.storage_key(f) for f in snap.record.files] == expected_keys
     assert all(snap.file_status(f["uploadId"]) == "initialized" for f in doc["files"])
-    assert snap.record.expires_ms == snap.record.created_ms + settings.session_ttl_seconds * 1000
+    assert snap.record.expires_ms == snap.record.created_ms + settings.uploads.session_ttl_seconds * 1000
     # Until its first part-urls call the group is idle: it is due for expiry early (keys.EXPIRY_INDEX).
-    assert await redis.zscore(EXPIRY_INDEX, sid) == snap.record.created_ms + settings.idle_group_seconds * 1000
+    assert await redis.zscore(EXPIRY_INDEX, sid) == snap.record.created_ms + settings.uploads.idle_group_seconds * 1000
     f = doc["files"][-1]  # the single_put subtitle: no provisioning needed
     r = await client.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=h(upload_key))
     assert r.status_code == 200, r.text
     assert await redis.zscore(EXPIRY_INDEX, sid) == snap.record.expires_ms  # in use: the full lifetime
     assert await redis.zscore(account_index_key("acme"), sid) == snap.record.created_ms
     ttl = await redis.pttl(group_key(sid))
-    assert 0 < ttl <= (settings.session_ttl_seconds + settings.retention_seconds) * 1000
+    assert 0 < ttl <= (settings.uploads.session_ttl_seconds + settings.uploads.retention_seconds) * 1000
     assert await redis.pttl(state_key(sid)) > 0
 
     # The provisioning job is a normal arq job in the upload queue.
     job_id = f"provision:{sid}"
-    assert await redis.zscore(settings.queue_name, job_id) is not None
+    assert await redis.zscore(settings.worker.queue_name, job_id) is not None
     job = deserialize_job(await redis.get(arq_job_key(job_id)), deserializer=deserialize)
     assert job.function == "provision_group" and job.args == [sid] and job.kwargs == {}
 
@@ -123,7 +123,7 @@ async def test_malformed_bodies(client: Client, upload_key: str, raw: bytes, cod
 
 
 async def test_body_over_the_limit_is_413(client: Client, upload_key: str, settings: Settings) -> None:
-    big = json.dumps({**SEED_REQUEST, "description": "x" * (settings.max_body_bytes + 10)})
+    big = json.dumps({**SEED_REQUEST, "description": "x" * (settings.api.max_body_bytes + 10)})
     r = await client.post(URL, content=big, headers=h(upload_key))
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
 
@@ -187,8 +187,7 @@ async def test_unknown_route_and_wrong_method_are_problem_json(client: Client, u
 
 
 async def test_redis_down_is_503_not_500(settings: Settings) -> None:
-    dead = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__},
-                       "redis_url": f"redis://127.0.0.1:{free_port()}/0"})  # fmt: skip
+    dead = settings.override(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     async with api_client(dead) as c:
         r = await c.post(URL, json=SEED_REQUEST, headers=h("sgk_whatever"))
     assert r.status_code == 503 and r.json()["code"] == "dependency_unavailable"

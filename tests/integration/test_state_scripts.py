@@ -1,6 +1,6 @@
 """Every state-changing Lua script, driven over every (group status, file status) pair on the real Valkey.
 
-The expected transitions are written out here, independently of app/lifecycle.py's sets: the tables below
+The expected transitions are written out here, independently of app/domain/lifecycle.py's sets: the tables below
 name every status on purpose, so adding a status fails these tests until its behaviour is decided.
 """
 
@@ -14,15 +14,16 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
-from app.limits import Quota, Rate
-from app.models import FileRecord, FileRole, GroupRecord, Layout, UploadStrategy
+from app.domain.clock import now_ms
+from app.domain.contract import FileRole, Layout, UploadStrategy
+from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
+from app.domain.limits import Quota, Rate
+from app.domain.records import FileRecord, GroupRecord
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
 from app.state.jobs import PROVISION_JOB, JobSpec, LibraryTemplate, purge_jobs
 from app.state.keys import EXPIRY_INDEX, FileField, arq_job_key, file_field, state_key
 from app.state.scripts import Contract, all_scripts, render
-from app.timefmt import now_ms
 
 G, F = GroupStatus, FileStatus
 GROUP_LIVE = {G.INITIALIZED: True, G.UPLOADING: True, G.COMPLETED: False, G.CANCELED: False, G.EXPIRED: False,
@@ -78,7 +79,7 @@ def make_record(now: int, settings: Settings, n: int) -> GroupRecord:
     )  # fmt: skip
     return GroupRecord(session_id=sid, account="acme", key_prefix=f"uploads/acme/{sid}/", video_name="v",
                        description=None, layout=Layout.SEPARATE, perspective=None, folder_name=None, created_ms=now,
-                       expires_ms=now + settings.session_ttl_seconds * 1000, files=files)  # fmt: skip
+                       expires_ms=now + settings.uploads.session_ttl_seconds * 1000, files=files)  # fmt: skip
 
 
 async def setup_case(state: UploadState, settings: Settings, n: int, g: GroupStatus, f: FileStatus,
@@ -199,7 +200,7 @@ async def test_fail_file(state: UploadState, settings: Settings) -> None:
 
     async def run(c: Case) -> ScriptReply:
         ok = await c.state.fail_file(c.record, c.uid, now_ms=c.now, reason="size", retention_ms=10**6,
-                                     purges=purge_jobs(settings, c.record.session_id, c.now))  # fmt: skip
+                                     purges=purge_jobs(settings, c.record.session_id))  # fmt: skip
         return ScriptReply(Reply.OK if ok else Reply.STALE)
 
     await drive(state, settings, run, expect)
@@ -215,7 +216,7 @@ async def test_cancel_group(state: UploadState, settings: Settings) -> None:
 
     async def run(c: Case) -> ScriptReply:
         return await c.state.cancel_group(c.record, now_ms=c.now, retention_ms=10**6,
-                                          purges=purge_jobs(settings, c.record.session_id, c.now))  # fmt: skip
+                                          purges=purge_jobs(settings, c.record.session_id))  # fmt: skip
 
     await drive(state, settings, run, expect)
 
@@ -230,7 +231,7 @@ async def test_expire_group(state: UploadState, settings: Settings, redis: Redis
         later = c.record.expires_ms + 1
         [reply] = await c.state.expire_groups([c.record.session_id], now_ms=later, retention_ms=10**6,
                                               idle_retention_ms=10**6,
-                                              purges=[purge_jobs(settings, c.record.session_id, later)])  # fmt: skip
+                                              purges=[purge_jobs(settings, c.record.session_id)])  # fmt: skip
         assert await redis.zscore(EXPIRY_INDEX, c.record.session_id) is None  # the index never keeps it
         return reply
 
@@ -261,7 +262,7 @@ async def test_every_script_loads_into_valkey(state: UploadState) -> None:
 
 
 async def test_a_broken_script_fails_when_loaded(redis: Redis) -> None:
-    broken = render("broken", "-- KEYS: state\nif K.state then return {${R.ok}}", {})  # missing `end`
+    broken = render("broken", "-- KEYS: state\nif key.state then return {${reply.ok}}", {})  # missing `end`
     with pytest.raises(ResponseError):
         await redis.script_load(broken.source)
 
@@ -289,7 +290,7 @@ def test_a_contract_binds_by_name_and_refuses_missing_or_unknown_names() -> None
     assert args == [1, 2, "j1", b"blob", 6, 5, "x", "y"]
     with pytest.raises(TypeError, match=r"missing \['b'\], unknown \['c'\]"):
         contract.bind("s", {"state": "S", "a": 1, "c": 2, "purge": job, "ids": []})
-    assert "A.ids = {}" in contract.prologue() and "for i = 7, #ARGV" in contract.prologue()
+    assert "arg.ids = {}" in contract.prologue() and "for i = 7, #ARGV" in contract.prologue()
 
 
 def test_scripts_name_fields_statuses_and_replies_only_through_the_python_constants() -> None:

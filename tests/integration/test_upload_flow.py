@@ -14,9 +14,9 @@ from arq.jobs import deserialize_job
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from app.apikeys import create_key
 from app.settings import MIB, Settings
 from app.state import UploadState
+from app.state.apikeys import create_key
 from app.state.jobs import deserialize, process_job_id
 from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY, MetricField, arq_job_key
 from app.storage.s3 import ObjectStore
@@ -31,7 +31,7 @@ URL = "/api/videos/uploads"
 @pytest.fixture
 def small_settings(settings: Settings) -> Settings:
     """5 MiB parts (S3's minimum) so tests move a few MiB, not gigabytes."""
-    return msgspec.structs.replace(settings, part_size_bytes=5 * MIB, provision_wait_seconds=5.0)
+    return settings.override(part_size_bytes=5 * MIB, provision_wait_seconds=5.0)
 
 
 @pytest.fixture
@@ -118,16 +118,16 @@ async def test_whole_group_uploads_completes_and_hands_over_exactly_once(
     assert snap is not None and snap.status == "completed" and snap.library_id == lib
     assert await redis.zscore(EXPIRY_INDEX, sid) is None
     for f in snap.record.files:
-        head = s3.head_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(f))
+        head = s3.head_object(Bucket=small_settings.storage.bucket, Key=snap.record.storage_key(f))
         assert head["ContentLength"] == f.total_bytes
-        got = s3.get_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(f))["Body"].read()
+        got = s3.get_object(Bucket=small_settings.storage.bucket, Key=snap.record.storage_key(f))["Body"].read()
         assert got == payloads[f.upload_id]
-    assert open_uploads(s3, small_settings.s3_bucket) == []
+    assert open_uploads(s3, small_settings.storage.bucket) == []
 
     record = await UploadState(redis).library_record(sid)
     assert record is not None and record["libraryId"] == lib and record["account"] == "acme"
     assert [x["storageKey"] for x in record["files"]] == [snap.record.storage_key(f) for f in snap.record.files]
-    assert await redis.zcard(small_settings.processing_queue_name) == 1
+    assert await redis.zcard(small_settings.worker.processing_queue_name) == 1
     job = deserialize_job(await redis.get(arq_job_key(process_job_id(sid))), deserializer=deserialize)
     assert job.function == "process_asset_set" and job.args == [record]
 
@@ -144,11 +144,11 @@ async def test_processing_job_runs_on_an_unmodified_arq_worker(
     async def process_asset_set(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         seen.append(payload)
 
-    pool = arq_pool(small_settings.redis_url)
+    pool = arq_pool(small_settings.redis.url)
     # Configured as the README tells a downstream team: our queue name and any msgpack codec.
     downstream = Worker(
         functions=[func(process_asset_set, name="process_asset_set")],
-        queue_name=small_settings.processing_queue_name,
+        queue_name=small_settings.worker.processing_queue_name,
         job_serializer=msgspec.msgpack.encode,
         job_deserializer=msgspec.msgpack.decode,
         redis_pool=pool,
@@ -209,7 +209,7 @@ async def test_a_completed_single_put_object_cannot_be_replaced_through_its_url(
         assert again.status_code == 412, again.text
     snap = await UploadState(redis).snapshot(sid)
     assert snap is not None and snap.file_status(left["uploadId"]) == "completed"
-    stored = s3.get_object(Bucket=small_settings.s3_bucket, Key=snap.record.storage_key(snap.record.files[0]))
+    stored = s3.get_object(Bucket=small_settings.storage.bucket, Key=snap.record.storage_key(snap.record.files[0]))
     assert stored["Body"].read() == b"a" * 10
 
 
@@ -268,7 +268,7 @@ async def test_part_urls_provision_a_waiting_clients_file_at_once_without_any_wo
     assert r.status_code == 200, r.text
     snap = await UploadState(redis).snapshot(sid)
     assert snap is not None and (s3_id := snap.s3_upload_id(f["uploadId"])) is not None
-    assert [u["UploadId"] for u in open_uploads(s3, small_settings.s3_bucket, snap.record.storage_key(
+    assert [u["UploadId"] for u in open_uploads(s3, small_settings.storage.bucket, snap.record.storage_key(
         snap.record.files[0]))] == [s3_id]  # fmt: skip
     assert f"uploadId={s3_id}" in r.json()["parts"][0]["url"]
 
@@ -278,16 +278,16 @@ async def test_part_urls_503_while_storage_is_not_provisioned(
 ) -> None:
     # Storage unreachable from the API: it cannot provision on demand, so it leaves it to the worker.
     dead_s3 = f"http://127.0.0.1:{free_port()}"
-    quick = msgspec.structs.replace(small_settings, provision_wait_seconds=0.2, s3_endpoint_url=dead_s3)
+    quick = small_settings.override(provision_wait_seconds=0.2, s3_endpoint_url=dead_s3)
     async with api_client(quick) as api:
         doc = await start(api, key)  # no worker is running
         sid = doc["sessionId"]
         # The provisioning job is gone (it gave up, its result expired): part-urls queues it again.
         await redis.delete(arq_job_key(f"provision:{sid}"))
-        await redis.zrem(small_settings.queue_name, f"provision:{sid}")
+        await redis.zrem(small_settings.worker.queue_name, f"provision:{sid}")
         r = await api.post(f"{URL}/{sid}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
     assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"] == "2"
-    assert await redis.zscore(small_settings.queue_name, f"provision:{sid}") is not None
+    assert await redis.zscore(small_settings.worker.queue_name, f"provision:{sid}") is not None
 
 
 async def test_complete_validation(api: Client, key: dict[str, str]) -> None:
@@ -345,7 +345,7 @@ async def test_single_put_of_the_wrong_size_fails_the_file_and_group(
     snap = await UploadState(redis).snapshot(sid)
     assert snap is not None and snap.status == "failed" and snap.file_status(left["uploadId"]) == "failed"
     for _ in range(50):
-        listed = s3.list_objects_v2(Bucket=small_settings.s3_bucket).get("Contents", [])
+        listed = s3.list_objects_v2(Bucket=small_settings.storage.bucket).get("Contents", [])
         if not listed:
             break
         await asyncio.sleep(0.1)
@@ -370,7 +370,7 @@ async def test_cancel_aborts_uploads_deletes_objects_and_locks_the_group(
     await upload_file(api, key, sid, left, os.urandom(left["totalBytes"]))
     await upload_file(api, key, sid, sub, b"s" * sub["totalBytes"])
     assert (await complete(api, key, sid, sub["uploadId"], None)).status_code == 200
-    assert len(open_uploads(s3, small_settings.s3_bucket)) == 2  # left and right eye; audio is a single PUT
+    assert len(open_uploads(s3, small_settings.storage.bucket)) == 2  # left and right eye; audio is a single PUT
 
     r = await api.delete(f"{URL}/{sid}", headers=key)
     assert r.status_code == 200, r.text
@@ -381,8 +381,8 @@ async def test_cancel_aborts_uploads_deletes_objects_and_locks_the_group(
     assert again.status_code == 200 and again.json() == first
 
     async def storage_empty() -> bool:
-        listed = s3.list_objects_v2(Bucket=small_settings.s3_bucket).get("Contents", [])
-        return not open_uploads(s3, small_settings.s3_bucket) and not listed
+        listed = s3.list_objects_v2(Bucket=small_settings.storage.bucket).get("Contents", [])
+        return not open_uploads(s3, small_settings.storage.bucket) and not listed
 
     await wait_for(storage_empty)
     for url in (f"{URL}/{sid}/files/{left['uploadId']}/part-urls", f"{URL}/{sid}/files/{left['uploadId']}/complete"):
@@ -418,7 +418,7 @@ async def test_many_concurrent_completes_make_exactly_one_library_record(
     # One id minted: the counter holds exactly it, and one group was counted completed.
     assert int(await redis.get(LIBRARY_COUNTER)) == libs.pop()
     assert await redis.hget(METRICS_KEY, MetricField.GROUPS_COMPLETED) == b"1"
-    assert await redis.zcard(small_settings.processing_queue_name) == 1
+    assert await redis.zcard(small_settings.worker.processing_queue_name) == 1
 
 
 async def test_cancel_racing_the_last_complete_ends_in_exactly_one_outcome(
@@ -437,7 +437,7 @@ async def test_cancel_racing_the_last_complete_ends_in_exactly_one_outcome(
         )
         snap = await UploadState(redis).snapshot(sid)
         assert snap is not None
-        processing = await redis.zscore(small_settings.processing_queue_name, process_job_id(sid))
+        processing = await redis.zscore(small_settings.worker.processing_queue_name, process_job_id(sid))
         if snap.status == "completed":
             assert done.status_code == 200 and done.json()["libraryId"] == snap.library_id
             assert canceled.status_code == 409 and processing is not None
@@ -446,5 +446,5 @@ async def test_cancel_racing_the_last_complete_ends_in_exactly_one_outcome(
             assert canceled.status_code == 200 and processing is None
             assert done.status_code == 409
         outcomes.append(snap.status)
-    total = await redis.zcard(small_settings.processing_queue_name)
+    total = await redis.zcard(small_settings.worker.processing_queue_name)
     assert total == outcomes.count("completed")

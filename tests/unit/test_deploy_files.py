@@ -22,8 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app import metrics
-from app.settings import ENV_PREFIX, Settings
+from app.http import metrics
+from app.settings import Settings, field_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -54,7 +54,7 @@ APP_UID = 10001
 # ---------------------------------------------------------------------------------------------
 # What the code defines.
 # ---------------------------------------------------------------------------------------------
-SETTING_NAMES = {ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
+SETTING_NAMES = set(field_docs())
 
 
 @functools.cache
@@ -67,7 +67,7 @@ def console_scripts() -> frozenset[str]:
 @functools.cache
 def route_paths() -> frozenset[str]:
     """Paths of the app's routes, as the API builds them."""
-    from app.api import create_app
+    from app.http.app import create_app
 
     return frozenset(route.path for route in create_app(Settings()).routes)
 
@@ -300,7 +300,7 @@ def test_image_is_multi_stage_slim_non_root_and_locked() -> None:
     assert uid.isdigit() and int(uid) == APP_UID, f"numeric non-root user, not {users[-1]!r}"
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for w, a in runtime if w == "ENV")))
     assert env["SPATIALGEN_HOST"] == "0.0.0.0"
-    assert [a for w, a in runtime if w == "EXPOSE"] == [env["SPATIALGEN_PORT"]] == [str(Settings().port)]
+    assert [a for w, a in runtime if w == "EXPOSE"] == [env["SPATIALGEN_PORT"]] == [str(Settings().server.port)]
 
 
 def test_image_runs_the_console_scripts_and_checks_a_real_route() -> None:
@@ -373,7 +373,7 @@ def test_compose_runs_the_stack_the_spec_asks_for(variant: str) -> None:
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"] and svc["tmpfs"] == ["/tmp"], name
         for dep, condition in (("valkey", "service_healthy"), ("minio-init", "service_completed_successfully")):
             assert svc["depends_on"][dep]["condition"] == condition, f"{name} waits for {dep}"
-    grace = Settings.from_env(env_file).shutdown_grace_seconds
+    grace = Settings.from_env(env_file).server.shutdown_grace_seconds
     for name in ("api", "worker"):
         stop = int(services[name]["stop_grace_period"].removesuffix("s"))
         assert stop >= grace + SHUTDOWN_MARGIN_SECONDS, f"{name}: stop_grace_period {stop}s < grace {grace}s"
@@ -420,7 +420,7 @@ def test_compose_gateway_balances_over_the_api_replicas() -> None:
     gateway = model["services"]["gateway"]
     conf_mount = next(v for v in gateway["volumes"] if v["target"] == "/etc/nginx/conf.d/default.conf")
     conf = Path(conf_mount["source"]).read_text()
-    port = Settings.from_env(model["services"]["api"]["environment"]).port
+    port = Settings.from_env(model["services"]["api"]["environment"]).server.port
     (upstream,) = re.findall(r"^upstream \w+ \{([^}]*)\}", conf, re.M)
     assert re.findall(r"^\s*server\s+(\S+)\s", upstream, re.M) == [f"api:{port}"], "upstream is the api service"
     assert "resolve" in conf, "re-resolve the replicas' addresses"
@@ -540,7 +540,7 @@ def test_pods_run_the_console_scripts_with_probes_on_real_routes(kustomization: 
             assert probe["httpGet"]["path"] in routes, f"{name} {kind}: {probe['httpGet']['path']} is no route"
             assert probe["httpGet"]["port"] in ports, f"{name} {kind}: port {probe['httpGet']['port']} is not exposed"
         if ports:
-            assert settings.port in ports, f"{name}: containerPort is SPATIALGEN_PORT ({settings.port})"
+            assert settings.server.port in ports, f"{name}: containerPort is SPATIALGEN_PORT ({settings.server.port})"
             paths = {kind: probe["httpGet"]["path"] for kind, probe in probes(deployment)}
             # Liveness must not depend on Redis or S3: an outage would restart every API pod at once.
             assert paths["livenessProbe"] == "/health/live" and paths["readinessProbe"] == "/health/ready"
@@ -549,7 +549,7 @@ def test_pods_run_the_console_scripts_with_probes_on_real_routes(kustomization: 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_are_locked_down_sized_spread_and_shut_down_gracefully(kustomization: str) -> None:
     objects = rendered(kustomization)
-    grace = Settings.from_env(pod_env(objects)).shutdown_grace_seconds
+    grace = Settings.from_env(pod_env(objects)).server.shutdown_grace_seconds
     for deployment in the(objects, "Deployment"):
         name = deployment["metadata"]["name"]
         pod = deployment["spec"]["template"]["spec"]
@@ -589,14 +589,16 @@ def test_workers_scale_on_the_queue_depth_the_api_exports(kustomization: str) ->
     match = re.fullmatch(r"max\((\w+)\{([^}]*)\}\)", query)
     assert match, f"query {query!r} is max(metric{{labels}})"
     metric, labels = match.group(1), dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-    assert labels == {"queue": settings.queue_name, "state": "due"}
+    assert labels == {"queue": settings.worker.queue_name, "state": "due"}
     # The series the query selects is one the API's /metrics really writes for these settings.
-    queues = dict.fromkeys(metrics.queue_names(settings), (7, 0))
+    queues = dict.fromkeys(settings.worker.queues, (7, 0))
     exposition = metrics.ApiMetrics().render(metrics.SharedCounts(queues, 0, 0, {}))[0].decode()
     label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # prometheus_client sorts labels
     series = rf"^{metric}\{{{label_text}\}} 7(\.0)?$"
     assert re.search(series, exposition, re.M), f"{metric}{{{label_text}}} not exported"
-    assert float(trigger["metadata"]["threshold"]) == settings.worker_max_jobs, "one pod per WORKER_MAX_JOBS due jobs"
+    assert float(trigger["metadata"]["threshold"]) == settings.worker.worker_max_jobs, (
+        "one pod per WORKER_MAX_JOBS due jobs"
+    )
 
 
 def test_overlays_settings_are_valid_and_mark_their_example_values() -> None:

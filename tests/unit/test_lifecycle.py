@@ -6,11 +6,20 @@ import asyncio
 
 import pytest
 
-from app.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, TERMINAL_GROUP, TRACKED_FILE, FileStatus, GroupStatus
-from app.models import FileRecord, FileRole, GroupRecord, Layout, UploadStrategy
-from app.polling import poll_until
+from app.domain.contract import FileRole, Layout, UploadStrategy
+from app.domain.lifecycle import (
+    LIVE_GROUP,
+    OPEN_FILE,
+    SETTLED_FILE,
+    TERMINAL_GROUP,
+    TRACKED_FILE,
+    FileStatus,
+    GroupStatus,
+)
+from app.domain.records import FileRecord, GroupRecord
 from app.state import GroupSnapshot
-from app.uploads import file_refusal, group_refusal
+from app.uploads.polling import poll_until
+from app.uploads.refusals import file_refusal, group_refusal
 
 GROUP_CODES = {
     GroupStatus.INITIALIZED: None, GroupStatus.UPLOADING: None, GroupStatus.COMPLETED: "session_completed",

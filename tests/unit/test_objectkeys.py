@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.models import FileRecord, FileRole, GroupRecord, Layout, UploadStrategy
-from app.objectkeys import ObjectKey, group_prefix, parse_object_key, root_prefix
-from app.rules import file_extension
+from app.domain.contract import FileRole, Layout, UploadStrategy
+from app.domain.objectkeys import ObjectKey, group_prefix, parse_object_key, root_prefix
+from app.domain.records import FileRecord, GroupRecord
+from app.domain.rules import file_extension
 
 
 def record(prefix: str, client_name: str) -> tuple[GroupRecord, FileRecord]:

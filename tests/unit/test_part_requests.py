@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.errors import ApiError
-from app.rules import completed_parts, select_parts
+from app.domain.errors import ApiError
+from app.domain.parts import completed_parts, select_parts
 
 
 def error_paths(fn: Any, *args: Any, **kwargs: Any) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import reasons
-from app.reasons import SENTENCES, Reason
+from app.domain import reasons
+from app.domain.reasons import SENTENCES, Reason
 
 
 def test_every_code_has_a_sentence() -> None:
@@ -52,7 +52,7 @@ def test_free_text_from_older_versions_is_never_shown(legacy: str) -> None:
         ("EntityTooSmall", Reason.MISSING_PARTS),
         ("InvalidRequest", Reason.MISSING_PARTS),
         ("MalformedXML", Reason.MISSING_PARTS),
-        ("NoSuchUpload", Reason.UPLOAD_GONE),
+        ("NoSuchUpload", Reason.STORAGE_UPLOAD_GONE),
     ],
 )
 def test_storage_refusals_map_to_stable_codes(code: str, reason: Reason) -> None:

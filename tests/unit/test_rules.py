@@ -8,17 +8,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.errors import ApiError
-from app.models import FileRole, Layout, Perspective, UploadStrategy
-from app.rules import (
-    EXTENSIONS,
-    MIB,
-    SPOKEN_LANGUAGES,
-    file_extension,
-    part_range,
-    plan_parts,
-    validate_start_request,
-)
+from app.domain.contract import EXTENSIONS, MIB, SPOKEN_LANGUAGES, FileRole, Layout, Perspective, UploadStrategy
+from app.domain.errors import ApiError
+from app.domain.parts import part_range, plan_parts
+from app.domain.rules import file_extension, validate_start_request
 from tests.conftest import SEED_REQUEST
 
 P = 104_857_600

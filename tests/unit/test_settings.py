@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_setting_is_documented_in_env_example_and_readme() -> None:
     docs = field_docs()
-    assert set(docs) == {ENV_PREFIX + f.upper() for f in Settings.__struct_fields__}
+    groups = [getattr(Settings(), name) for name in Settings.__struct_fields__]
+    assert set(docs) == {ENV_PREFIX + (type(g).PREFIX + f).upper() for g in groups for f in g.__struct_fields__}
     assert all(docs.values())
     # Both are generated (`make docs`); what is committed must be what the settings say now.
     assert (ROOT / ".env.example").read_text() == render_env_example()
@@ -36,8 +37,20 @@ def test_cli_tools_find_make_runs_services_through_dev_env(tmp_path: Path) -> No
 
 def test_env_values_are_parsed_and_typed() -> None:
     s = Settings.from_env({"SPATIALGEN_PORT": "9001", "SPATIALGEN_COMPLETE_WAIT_SECONDS": "1.5", "OTHER": "x"})
-    assert s.port == 9001 and s.complete_wait_seconds == 1.5
-    assert s.part_size_bytes == 104_857_600 and s.session_ttl_seconds == 432_000
+    assert s.server.port == 9001 and s.api.complete_wait_seconds == 1.5
+    assert s.uploads.part_size_bytes == 104_857_600 and s.uploads.session_ttl_seconds == 432_000
+
+
+def test_each_part_gets_its_slice_under_the_variables_it_always_had() -> None:
+    s = Settings.from_env({"SPATIALGEN_S3_BUCKET": "b", "SPATIALGEN_REDIS_URL": "redis://r:1/2",
+                           "SPATIALGEN_WORKER_MAX_JOBS": "7", "SPATIALGEN_RATE_LIMITS": "off"})  # fmt: skip
+    assert (s.storage.bucket, s.redis.url, s.worker.worker_max_jobs, s.limits.rate_limits) == (
+        "b", "redis://r:1/2", 7, "off"
+    )  # fmt: skip
+    assert s.override(s3_bucket="c").storage.bucket == "c" and s.storage.bucket == "b"
+    assert s.value("s3_bucket") == "b"
+    with pytest.raises(TypeError, match="SPATIALGEN_S3_BUKET"):
+        s.override(s3_buket="typo")
 
 
 @pytest.mark.parametrize(

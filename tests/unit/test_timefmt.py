@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from app.timefmt import iso_ms
+from app.domain.clock import iso_ms
 
 
 def test_iso_ms_matches_datetime_formatting() -> None:

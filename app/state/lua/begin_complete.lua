@@ -6,22 +6,22 @@
 -- attempt_seen is the attempt count the caller read: if another call started an attempt since, it is stale.
 --! include enqueue
 --! include lifecycle
-local st = redis.call('HGET', K.state, ${F.status})
-if not st then return {${R.gone}} end
-if not live(st) then return {${R.group_state}, st} end
-if tonumber(A.now_ms) >= tonumber(A.expires_ms) then return {${R.expired}} end
-local field = ${FF.status} .. A.upload_id
-local f = redis.call('HGET', K.state, field)
-if not OPEN_FILE[f] then return {${R.file_state}, tostring(f)} end
-local attempt_field = ${FF.attempt} .. A.upload_id
-local attempt = redis.call('HGET', K.state, attempt_field) or '0'
-if attempt ~= A.attempt_seen then return {${R.stale}} end
-redis.call('HSET', K.state, field, ${FILE.completing}, attempt_field, tonumber(attempt) + 1, ${F.updated}, A.now_ms)
-redis.call('HDEL', K.state, ${FF.reason} .. A.upload_id)
-if st == ${GROUP.initialized} then  -- in use now: out of the idle lifetime
-  redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading})
-  redis.call('ZADD', K.expiry_index, 'XX', A.expires_ms, A.session_id)
+local st = redis.call('HGET', key.state, ${field.status})
+if not st then return {${reply.gone}} end
+if not live(st) then return {${reply.group_state}, st} end
+if tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then return {${reply.expired}} end
+local field = ${file_field.status} .. arg.upload_id
+local f = redis.call('HGET', key.state, field)
+if not OPEN_FILE[f] then return {${reply.file_state}, tostring(f)} end
+local attempt_field = ${file_field.attempt} .. arg.upload_id
+local attempt = redis.call('HGET', key.state, attempt_field) or '0'
+if attempt ~= arg.attempt_seen then return {${reply.stale}} end
+redis.call('HSET', key.state, field, ${file_status.completing}, attempt_field, tonumber(attempt) + 1, ${field.updated}, arg.now_ms)
+redis.call('HDEL', key.state, ${file_field.reason} .. arg.upload_id)
+if st == ${group_status.initialized} then  -- in use now: out of the idle lifetime
+  redis.call('HSET', key.state, ${field.status}, ${group_status.uploading})
+  redis.call('ZADD', key.expiry_index, 'XX', arg.expires_ms, arg.session_id)
 end
-enqueue(J.complete)
-redis.call('ZADD', K.completing_index, A.now_ms, A.session_id .. ':' .. A.upload_id)  -- for the re-drive
-return {${R.ok}}
+enqueue(jobs.complete)
+redis.call('ZADD', key.completing_index, arg.now_ms, arg.session_id .. ':' .. arg.upload_id)  -- for the re-drive
+return {${reply.ok}}

@@ -7,28 +7,22 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
-local st = redis.call('HGET', K.state, ${F.status})
-if not st then return {${R.gone}} end
-if st == ${GROUP.canceled} then
-  return {${R.ok}, redis.call('HGET', K.state, ${F.canceled}), redis.call('HGET', K.state, ${F.canceled_files})}
+--! include end_group
+local st = redis.call('HGET', key.state, ${field.status})
+if not st then return {${reply.gone}} end
+if st == ${group_status.canceled} then
+  return {${reply.ok}, redis.call('HGET', key.state, ${field.canceled}), redis.call('HGET', key.state, ${field.canceled_files})}
 end
-if not live(st) then return {${R.group_state}, st} end
-if tonumber(A.now_ms) >= tonumber(A.expires_ms) then return {${R.expired}} end
+if not live(st) then return {${reply.group_state}, st} end
+if tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then return {${reply.expired}} end
 local n = 0
-for _, uid in ipairs(A.upload_ids) do
-  local field = ${FF.status} .. uid
-  if not SETTLED_FILE[redis.call('HGET', K.state, field)] then
-    redis.call('HSET', K.state, field, ${FILE.canceled})
+for _, uid in ipairs(arg.upload_ids) do
+  local field = ${file_field.status} .. uid
+  if not SETTLED_FILE[redis.call('HGET', key.state, field)] then
+    redis.call('HSET', key.state, field, ${file_status.canceled})
     n = n + 1
   end
 end
-redis.call('HSET', K.state, ${F.status}, ${GROUP.canceled}, ${F.canceled}, A.now_ms, ${F.canceled_files}, n,
-           ${F.updated}, A.now_ms)
-redis.call('ZREM', K.expiry_index, A.session_id)
-release_usage(K.usage, A.declared_bytes)
-note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
-redis.call('PEXPIRE', K.state, A.retention_ms)
-redis.call('PEXPIRE', K.group, A.retention_ms)
-enqueue(J.purge)
-enqueue(J.late_purge)
-return {${R.ok}, A.now_ms, tostring(n)}
+end_group({${field.status}, ${group_status.canceled}, ${field.canceled}, arg.now_ms, ${field.canceled_files}, n,
+           ${field.updated}, arg.now_ms}, arg.retention_ms)
+return {${reply.ok}, arg.now_ms, tostring(n)}

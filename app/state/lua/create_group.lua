@@ -10,34 +10,34 @@
 -- idle_expires_ms: a group that gets no part-urls call expires early (mark_uploading moves it to expires_ms).
 --! include enqueue
 --! include ratelimit
-local rl = take_token(K.bucket, K.limits, 'create', A.default_rate, A.default_burst)
+local rl = take_token(key.bucket, key.limits, 'create', arg.default_rate, arg.default_burst)
 local function answer(code, ...) return {code, rl[2], rl[3], rl[4], rl[5], ...} end
-if rl[1] == 0 then return answer(${R.rate_limited}) end
-if K.idempotency ~= '' then
-  local seen = redis.call('GET', K.idempotency)
-  if seen then return answer(${R.replay}, seen) end
+if rl[1] == 0 then return answer(${reply.rate_limited}) end
+if key.idempotency ~= '' then
+  local seen = redis.call('GET', key.idempotency)
+  if seen then return answer(${reply.replay}, seen) end
 end
-if redis.call('EXISTS', K.group) == 1 then return answer(${R.collision}) end
-local quota = redis.call('HMGET', K.limits, 'live_groups', 'live_bytes')
-local used = redis.call('HMGET', K.usage, 'groups', 'bytes')
-local max_groups = tonumber(quota[1] or A.max_groups)
-local max_bytes = tonumber(quota[2] or A.max_bytes)
+if redis.call('EXISTS', key.group) == 1 then return answer(${reply.collision}) end
+local quota = redis.call('HMGET', key.limits, 'live_groups', 'live_bytes')
+local used = redis.call('HMGET', key.usage, 'groups', 'bytes')
+local max_groups = tonumber(quota[1] or arg.max_groups)
+local max_bytes = tonumber(quota[2] or arg.max_bytes)
 local groups, bytes = tonumber(used[1] or '0'), tonumber(used[2] or '0')
-if groups + 1 > max_groups then return answer(${R.quota_exceeded}, 'liveGroups', max_groups, groups) end
-if bytes + tonumber(A.declared_bytes) > max_bytes then
-  return answer(${R.quota_exceeded}, 'liveBytes', string.format('%.0f', max_bytes), string.format('%.0f', bytes))
+if groups + 1 > max_groups then return answer(${reply.quota_exceeded}, 'liveGroups', max_groups, groups) end
+if bytes + tonumber(arg.declared_bytes) > max_bytes then
+  return answer(${reply.quota_exceeded}, 'liveBytes', string.format('%.0f', max_bytes), string.format('%.0f', bytes))
 end
-redis.call('HINCRBY', K.usage, 'groups', 1)
-redis.call('HINCRBY', K.usage, 'bytes', A.declared_bytes)
-local ttl = tonumber(A.key_ttl_ms)
-redis.call('SET', K.group, A.group_blob, 'PX', ttl)
-redis.call('HSET', K.state, ${F.status}, ${GROUP.initialized}, ${F.created}, A.created_ms, ${F.updated}, A.created_ms)
-for _, uid in ipairs(A.upload_ids) do redis.call('HSET', K.state, ${FF.status} .. uid, ${FILE.initialized}) end
-redis.call('PEXPIRE', K.state, ttl)
-redis.call('ZADD', K.expiry_index, A.idle_expires_ms, A.session_id)
-redis.call('ZADD', K.account_index, A.created_ms, A.session_id)
+redis.call('HINCRBY', key.usage, 'groups', 1)
+redis.call('HINCRBY', key.usage, 'bytes', arg.declared_bytes)
+local ttl = tonumber(arg.key_ttl_ms)
+redis.call('SET', key.group, arg.group_blob, 'PX', ttl)
+redis.call('HSET', key.state, ${field.status}, ${group_status.initialized}, ${field.created}, arg.created_ms, ${field.updated}, arg.created_ms)
+for _, uid in ipairs(arg.upload_ids) do redis.call('HSET', key.state, ${file_field.status} .. uid, ${file_status.initialized}) end
+redis.call('PEXPIRE', key.state, ttl)
+redis.call('ZADD', key.expiry_index, arg.idle_expires_ms, arg.session_id)
+redis.call('ZADD', key.account_index, arg.created_ms, arg.session_id)
 -- entries of groups whose keys are gone by now
-redis.call('ZREMRANGEBYSCORE', K.account_index, '-inf', tonumber(A.created_ms) - ttl)
-if K.idempotency ~= '' then redis.call('SET', K.idempotency, A.idem_value, 'PX', A.idem_ttl_ms) end
-enqueue(J.provision)
-return answer(${R.created})
+redis.call('ZREMRANGEBYSCORE', key.account_index, '-inf', tonumber(arg.created_ms) - ttl)
+if key.idempotency ~= '' then redis.call('SET', key.idempotency, arg.idem_value, 'PX', arg.idem_ttl_ms) end
+enqueue(jobs.provision)
+return answer(${reply.created})

@@ -3,5 +3,5 @@
 -- REPLY: ok <number enqueued>
 --! include enqueue
 local n = 0
-for _, job in ipairs(J) do n = n + enqueue(job) end
-return {${R.ok}, n}
+for _, job in ipairs(jobs) do n = n + enqueue(job) end
+return {${reply.ok}, n}

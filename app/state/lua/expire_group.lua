@@ -8,30 +8,24 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
+--! include end_group
 -- A group that never got a part-urls call (still 'initialized') is kept only idle_retention_ms after.
-local st = redis.call('HGET', K.state, ${F.status})
+local st = redis.call('HGET', key.state, ${field.status})
 if not st or not live(st) then
-  redis.call('ZREM', K.expiry_index, A.session_id)
-  if not st then return {${R.gone}} end
-  return {${R.group_state}, st}
+  redis.call('ZREM', key.expiry_index, arg.session_id)
+  if not st then return {${reply.gone}} end
+  return {${reply.group_state}, st}
 end
-local due = redis.call('ZSCORE', K.expiry_index, A.session_id)
-if due and tonumber(due) > tonumber(A.now_ms) then return {${R.not_due}} end
-local fields = redis.call('HGETALL', K.state)
-local prefix = ${FF.status}
+local due = redis.call('ZSCORE', key.expiry_index, arg.session_id)
+if due and tonumber(due) > tonumber(arg.now_ms) then return {${reply.not_due}} end
+local fields = redis.call('HGETALL', key.state)
+local prefix = ${file_field.status}
 for i = 1, #fields, 2 do
   if string.sub(fields[i], 1, #prefix) == prefix and not SETTLED_FILE[fields[i + 1]] then
-    redis.call('HSET', K.state, fields[i], ${FILE.expired})
+    redis.call('HSET', key.state, fields[i], ${file_status.expired})
   end
 end
-local keep = A.retention_ms
-if st == ${GROUP.initialized} then keep = A.idle_retention_ms end
-redis.call('HSET', K.state, ${F.status}, ${GROUP.expired}, ${F.expired}, A.now_ms, ${F.updated}, A.now_ms)
-redis.call('ZREM', K.expiry_index, A.session_id)
-release_usage(K.usage, A.declared_bytes)
-note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, keep, A.ended_cap)
-redis.call('PEXPIRE', K.state, keep)
-redis.call('PEXPIRE', K.group, keep)
-enqueue(J.purge)
-enqueue(J.late_purge)
-return {${R.ok}}
+local keep = arg.retention_ms
+if st == ${group_status.initialized} then keep = arg.idle_retention_ms end
+end_group({${field.status}, ${group_status.expired}, ${field.expired}, arg.now_ms, ${field.updated}, arg.now_ms}, keep)
+return {${reply.ok}}

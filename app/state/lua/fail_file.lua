@@ -8,24 +8,18 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
-local field = ${FF.status} .. A.upload_id
-if redis.call('HGET', K.state, field) ~= ${FILE.completing} then return {${R.stale}} end
-redis.call('HSET', K.state, field, ${FILE.failed}, ${FF.reason} .. A.upload_id, A.reason, ${F.updated}, A.now_ms)
-local st = redis.call('HGET', K.state, ${F.status})
+--! include end_group
+local field = ${file_field.status} .. arg.upload_id
+if redis.call('HGET', key.state, field) ~= ${file_status.completing} then return {${reply.stale}} end
+redis.call('HSET', key.state, field, ${file_status.failed}, ${file_field.reason} .. arg.upload_id, arg.reason, ${field.updated}, arg.now_ms)
+local st = redis.call('HGET', key.state, ${field.status})
 if live(st) then
-  for _, uid in ipairs(A.upload_ids) do
-    local other = ${FF.status} .. uid
-    if uid ~= A.upload_id and not SETTLED_FILE[redis.call('HGET', K.state, other)] then
-      redis.call('HSET', K.state, other, ${FILE.failed}, ${FF.reason} .. uid, ${WHY.group_failed})
+  for _, uid in ipairs(arg.upload_ids) do
+    local other = ${file_field.status} .. uid
+    if uid ~= arg.upload_id and not SETTLED_FILE[redis.call('HGET', key.state, other)] then
+      redis.call('HSET', key.state, other, ${file_status.failed}, ${file_field.reason} .. uid, ${reason.group_failed})
     end
   end
-  redis.call('HSET', K.state, ${F.status}, ${GROUP.failed}, ${F.failed}, A.now_ms)
-  redis.call('ZREM', K.expiry_index, A.session_id)
-  release_usage(K.usage, A.declared_bytes)
-  note_ended(K.ended, K.trim, A.account, A.session_id, A.now_ms, A.retention_ms, A.ended_cap)
-  redis.call('PEXPIRE', K.state, A.retention_ms)
-  redis.call('PEXPIRE', K.group, A.retention_ms)
-  enqueue(J.purge)
-  enqueue(J.late_purge)
+  end_group({${field.status}, ${group_status.failed}, ${field.failed}, arg.now_ms}, arg.retention_ms)
 end
-return {${R.ok}}
+return {${reply.ok}}

@@ -10,39 +10,39 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
-local st = redis.call('HGET', K.state, ${F.status})
-if not st then return {${R.gone}} end
-local field = ${FF.status} .. A.upload_id
-local f = redis.call('HGET', K.state, field)
-if live(st) and tonumber(A.now_ms) >= tonumber(A.expires_ms) then st = ${GROUP.expired} end  -- the sweep will mark it
+local st = redis.call('HGET', key.state, ${field.status})
+if not st then return {${reply.gone}} end
+local field = ${file_field.status} .. arg.upload_id
+local f = redis.call('HGET', key.state, field)
+if live(st) and tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then st = ${group_status.expired} end  -- the sweep will mark it
 if not live(st) then
-  if f == ${FILE.completing} then redis.call('HSET', K.state, field, st) end
-  return {${R.group_state}, st}
+  if f == ${file_status.completing} then redis.call('HSET', key.state, field, st) end
+  return {${reply.group_state}, st}
 end
-if f ~= ${FILE.completing} then return {${R.stale}, tostring(f)} end
-redis.call('HSET', K.state, field, ${FILE.completed}, ${F.updated}, A.now_ms)
-for _, uid in ipairs(A.upload_ids) do
-  if redis.call('HGET', K.state, ${FF.status} .. uid) ~= ${FILE.completed} then return {${R.file_completed}} end
+if f ~= ${file_status.completing} then return {${reply.stale}, tostring(f)} end
+redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms)
+for _, uid in ipairs(arg.upload_ids) do
+  if redis.call('HGET', key.state, ${file_field.status} .. uid) ~= ${file_status.completed} then return {${reply.file_completed}} end
 end
 -- The libraryId: max(last + 1, µs since the id epoch by Redis's clock), so a crash that loses the last
 -- second of AOF can never make an id that was handed out be handed out again (keys.LIBRARY_EPOCH_US).
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local lib = math.max(tonumber(redis.call('GET', K.library_counter) or '0') + 1, now_us - ${N.library_epoch_us})
+local lib = math.max(tonumber(redis.call('GET', key.library_counter) or '0') + 1, now_us - ${number.library_epoch_us})
 local lib_text = string.format('%.0f', lib)
-redis.call('SET', K.library_counter, lib_text)
-local ttl = tonumber(A.retention_ms)
-redis.call('HSET', K.state, ${F.status}, ${GROUP.completed}, ${F.completed}, A.now_ms, ${F.library}, lib_text)
-redis.call('SET', K.library, '{"libraryId":' .. lib_text .. A.library_tail, 'PX', ttl)
-redis.call('ZREM', K.expiry_index, A.session_id)
-release_usage(K.usage, A.declared_bytes)
-redis.call('ZADD', K.handoff_index, A.now_ms, A.session_id)
-redis.call('HINCRBY', K.metrics, ${M.groups_completed}, 1)
-redis.call('PEXPIRE', K.state, ttl)
-redis.call('PEXPIRE', K.group, ttl)
+redis.call('SET', key.library_counter, lib_text)
+local ttl = tonumber(arg.retention_ms)
+redis.call('HSET', key.state, ${field.status}, ${group_status.completed}, ${field.completed}, arg.now_ms, ${field.library}, lib_text)
+redis.call('SET', key.library, '{"libraryId":' .. lib_text .. arg.library_tail, 'PX', ttl)
+redis.call('ZREM', key.expiry_index, arg.session_id)
+release_usage(key.usage, arg.declared_bytes)
+redis.call('ZADD', key.handoff_index, arg.now_ms, arg.session_id)
+redis.call('HINCRBY', key.metrics, ${metric.groups_completed}, 1)
+redis.call('PEXPIRE', key.state, ttl)
+redis.call('PEXPIRE', key.group, ttl)
 -- The job document carries the libraryId as a msgpack uint64: 8 bytes, big-endian, after job_head.
 local be = {}
 for i = 7, 0, -1 do be[#be + 1] = string.char(math.floor(lib / 2 ^ (8 * i)) % 256) end
-enqueue({key = K.process_job, result = K.process_result, queue = K.process_queue, id = A.process_id,
-         blob = A.job_head .. table.concat(be) .. A.job_tail, expires = A.job_expires_ms, score = A.now_ms})
-return {${R.group_completed}, lib}
+enqueue({key = key.process_job, result = key.process_result, queue = key.process_queue, id = arg.process_id,
+         blob = arg.job_head .. table.concat(be) .. arg.job_tail, expires = arg.job_expires_ms, score = arg.now_ms})
+return {${reply.group_completed}, lib}

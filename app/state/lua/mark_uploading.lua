@@ -4,19 +4,19 @@
 -- The group's first one takes it out of the idle lifetime: its expiry becomes expires_ms.
 -- REPLY: ok | gone | expired | group_state <status> | file_state <status>
 --! include lifecycle
-local st = redis.call('HGET', K.state, ${F.status})
-if not st then return {${R.gone}} end
-if not live(st) then return {${R.group_state}, st} end
-if tonumber(A.now_ms) >= tonumber(A.expires_ms) then return {${R.expired}} end
-local field = ${FF.status} .. A.upload_id
-local f = redis.call('HGET', K.state, field)
-if f == ${FILE.initialized} then
-  redis.call('HSET', K.state, field, ${FILE.uploading}, ${F.updated}, A.now_ms)
-elseif f ~= ${FILE.uploading} then
-  return {${R.file_state}, tostring(f)}
+local st = redis.call('HGET', key.state, ${field.status})
+if not st then return {${reply.gone}} end
+if not live(st) then return {${reply.group_state}, st} end
+if tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then return {${reply.expired}} end
+local field = ${file_field.status} .. arg.upload_id
+local f = redis.call('HGET', key.state, field)
+if f == ${file_status.initialized} then
+  redis.call('HSET', key.state, field, ${file_status.uploading}, ${field.updated}, arg.now_ms)
+elseif f ~= ${file_status.uploading} then
+  return {${reply.file_state}, tostring(f)}
 end
-if st == ${GROUP.initialized} then
-  redis.call('HSET', K.state, ${F.status}, ${GROUP.uploading})
-  redis.call('ZADD', K.expiry_index, 'XX', A.expires_ms, A.session_id)
+if st == ${group_status.initialized} then
+  redis.call('HSET', key.state, ${field.status}, ${group_status.uploading})
+  redis.call('ZADD', key.expiry_index, 'XX', arg.expires_ms, arg.session_id)
 end
-return {${R.ok}}
+return {${reply.ok}}

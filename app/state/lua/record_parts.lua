@@ -3,7 +3,7 @@
 -- ARGV: upload_id, summary, parts_blob, cache_ms
 -- REPLY: ok | gone
 -- summary is "parts:bytes:refreshed_ms"; parts_blob '' means "no list" (storage is the truth, this is a cache).
-if redis.call('HEXISTS', K.state, ${FF.status} .. A.upload_id) == 0 then return {${R.gone}} end
-redis.call('HSET', K.state, ${FF.progress} .. A.upload_id, A.summary)
-if A.parts_blob ~= '' then redis.call('SET', K.parts, A.parts_blob, 'PX', A.cache_ms) end
-return {${R.ok}}
+if redis.call('HEXISTS', key.state, ${file_field.status} .. arg.upload_id) == 0 then return {${reply.gone}} end
+redis.call('HSET', key.state, ${file_field.progress} .. arg.upload_id, arg.summary)
+if arg.parts_blob ~= '' then redis.call('SET', key.parts, arg.parts_blob, 'PX', arg.cache_ms) end
+return {${reply.ok}}

@@ -5,18 +5,18 @@
 -- ARGV: member, upload_id, attempt, now_ms, reason
 -- REPLY: ok | running | stale | gone | file_state <status>
 -- KEYS.job / KEYS.in_progress belong to the attempt the caller read; a newer attempt makes this stale.
-local f = redis.call('HGET', K.state, ${FF.status} .. A.upload_id)
+local f = redis.call('HGET', key.state, ${file_field.status} .. arg.upload_id)
 if not f then
-  redis.call('ZREM', K.completing_index, A.member)
-  return {${R.gone}}
+  redis.call('ZREM', key.completing_index, arg.member)
+  return {${reply.gone}}
 end
-if f ~= ${FILE.completing} then
-  redis.call('ZREM', K.completing_index, A.member)
-  return {${R.file_state}, f}
+if f ~= ${file_status.completing} then
+  redis.call('ZREM', key.completing_index, arg.member)
+  return {${reply.file_state}, f}
 end
-if redis.call('HGET', K.state, ${FF.attempt} .. A.upload_id) ~= A.attempt then return {${R.stale}} end
-if redis.call('EXISTS', K.job, K.in_progress) > 0 then return {${R.running}} end
-redis.call('HSET', K.state, ${FF.status} .. A.upload_id, ${FILE.uploading}, ${FF.reason} .. A.upload_id, A.reason,
-           ${F.updated}, A.now_ms)
-redis.call('ZREM', K.completing_index, A.member)
-return {${R.ok}}
+if redis.call('HGET', key.state, ${file_field.attempt} .. arg.upload_id) ~= arg.attempt then return {${reply.stale}} end
+if redis.call('EXISTS', key.job, key.in_progress) > 0 then return {${reply.running}} end
+redis.call('HSET', key.state, ${file_field.status} .. arg.upload_id, ${file_status.uploading}, ${file_field.reason} .. arg.upload_id, arg.reason,
+           ${field.updated}, arg.now_ms)
+redis.call('ZREM', key.completing_index, arg.member)
+return {${reply.ok}}

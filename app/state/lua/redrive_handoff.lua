@@ -6,14 +6,14 @@
 -- REPLY: running | ok | queued | gone
 -- ok: the pipeline has it (running, or its kept result exists): the group leaves the index.
 --! include enqueue
-if redis.call('EXISTS', K.library) == 0 then  -- retention lapsed: nothing left to hand off
-  redis.call('ZREM', K.handoff_index, A.session_id)
-  return {${R.gone}}
+if redis.call('EXISTS', key.library) == 0 then  -- retention lapsed: nothing left to hand off
+  redis.call('ZREM', key.handoff_index, arg.session_id)
+  return {${reply.gone}}
 end
-if redis.call('EXISTS', J.process.key) == 1 then return {${R.running}} end
-if redis.call('EXISTS', J.process.result, K.in_progress) > 0 then
-  redis.call('ZREM', K.handoff_index, A.session_id)
-  return {${R.ok}}
+if redis.call('EXISTS', jobs.process.key) == 1 then return {${reply.running}} end
+if redis.call('EXISTS', jobs.process.result, key.in_progress) > 0 then
+  redis.call('ZREM', key.handoff_index, arg.session_id)
+  return {${reply.ok}}
 end
-enqueue(J.process)
-return {${R.queued}}
+enqueue(jobs.process)
+return {${reply.queued}}

@@ -3,8 +3,8 @@
 -- KEYS: state
 -- ARGV: upload_id, now_ms, reason, attempt
 -- REPLY: ok | stale
-local field = ${FF.status} .. A.upload_id
-if redis.call('HGET', K.state, field) ~= ${FILE.completing} then return {${R.stale}} end
-if redis.call('HGET', K.state, ${FF.attempt} .. A.upload_id) ~= A.attempt then return {${R.stale}} end
-redis.call('HSET', K.state, field, ${FILE.uploading}, ${FF.reason} .. A.upload_id, A.reason, ${F.updated}, A.now_ms)
-return {${R.ok}}
+local field = ${file_field.status} .. arg.upload_id
+if redis.call('HGET', key.state, field) ~= ${file_status.completing} then return {${reply.stale}} end
+if redis.call('HGET', key.state, ${file_field.attempt} .. arg.upload_id) ~= arg.attempt then return {${reply.stale}} end
+redis.call('HSET', key.state, field, ${file_status.uploading}, ${file_field.reason} .. arg.upload_id, arg.reason, ${field.updated}, arg.now_ms)
+return {${reply.ok}}

@@ -1,0 +1,1 @@
+"""`spatialgen-admin`: the operators' command line over Redis (keys, queues, jobs, sessions, accounts)."""

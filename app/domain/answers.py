@@ -1,0 +1,121 @@
+"""The answer documents of the API: what each route returns (SPEC 3), as msgspec Structs.
+
+Built by the upload steps (app/uploads/views.py) and rendered in the OpenAPI document with examples built from
+these same Structs (app/http/openapi.py).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
+    """A file as the API shows it."""
+
+    upload_id: str
+    file_role: str
+    file_name: str
+    total_bytes: int
+    part_size_bytes: int
+    total_parts: int
+    upload_strategy: str
+    status: str
+
+
+class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
+    """201 answer of `POST /api/videos/uploads`."""
+
+    session_id: str
+    expires_at: str
+    video_name: str
+    file_count: int
+    files: list[UploadFileView]
+
+
+class PartUrl(msgspec.Struct, rename="camel", kw_only=True):
+    """One presigned part: PUT bytes [byteStart, byteEnd) of the file to url before expiresAt, with headers.
+
+    The URL's signature covers every header in `headers` (always `Content-Length`, the part's exact size;
+    for a `single_put` also `If-None-Match: *`), so storage refuses a PUT that sends other values or omits one.
+    """
+
+    part_number: int
+    size_bytes: int
+    byte_start: int
+    byte_end: int
+    url: str
+    expires_at: str
+    headers: dict[str, str]
+
+
+class PartUrlsView(UploadFileView, kw_only=True):
+    """200 answer of part-urls: the file and the requested parts."""
+
+    parts: list[PartUrl]
+
+
+class CompletedFileView(UploadFileView, kw_only=True):
+    """Answer of complete: the file, and the libraryId once the whole group has completed."""
+
+    library_id: int | None
+
+
+class CanceledGroupView(msgspec.Struct, rename="camel", kw_only=True):
+    """200 answer of cancel (the same on every repeat)."""
+
+    session_id: str
+    status: str
+    canceled_at: str
+    file_count: int
+    canceled_file_count: int
+
+
+class FileProgressView(UploadFileView, kw_only=True):
+    """A file in the status document: its state and what storage has received so far."""
+
+    language_tag: str | None
+    uploaded_parts: int
+    uploaded_bytes: int
+    parts_refreshed_at: str | None
+    failure_reason: str | None
+    """Stable code of why a failed file failed (`size_mismatch`, `group_failed`, ...; see the README)."""
+    failure_detail: str | None
+    """The same in a sentence (never storage or exception text)."""
+
+
+class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET /api/videos/uploads/{sessionId}`: the group, its files and their progress."""
+
+    session_id: str
+    status: str
+    video_name: str
+    description: str | None
+    layout: str
+    perspective: str | None
+    folder_name: str | None
+    created_at: str
+    updated_at: str
+    expires_at: str
+    completed_at: str | None
+    canceled_at: str | None
+    library_id: int | None
+    file_count: int
+    files: list[FileProgressView]
+
+
+class ReceivedPart(msgspec.Struct, rename="camel", kw_only=True):
+    """A part as the store has received it."""
+
+    part_number: int
+    etag: str
+    size_bytes: int
+
+
+class ReceivedPartsView(msgspec.Struct, rename="camel", kw_only=True):
+    """`GET .../files/{uploadId}/parts`: what the store holds, to resume without kept ETags."""
+
+    upload_id: str
+    status: str
+    total_parts: int
+    refreshed_at: str | None
+    parts: list[ReceivedPart]

@@ -1,0 +1,246 @@
+"""The request contract, declared once: the msgspec Structs of every request body, with their constraints.
+
+The same declarations decode requests (app/domain/rules.py: typed fast path), set the limits of the full walk
+that reports every violation at once, and are the OpenAPI document's request schemas (app/http/openapi.py).
+Wire names are camelCase (`rename="camel"`); Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+MIB = 1024 * 1024
+MAX_OBJECT_BYTES = 5 * 1024**4
+"""S3's largest object (5 TiB): no file may be declared larger (SPATIALGEN_MAX_FILE_BYTES may lower it)."""
+MAX_PARTS = 10_000
+"""S3's multipart limit: at most 10,000 parts; every part but the last at least 5 MiB (settings check P)."""
+MAX_NAME_CHARS = 255
+MAX_DESCRIPTION_CHARS = 5000
+MAX_FILES_PER_GROUP = 1000
+"""The most files a group may ever hold; SPATIALGEN_MAX_FILES_PER_GROUP (64 by default) sets the real bound."""
+MAX_ETAG_CHARS = 1024
+
+
+class Layout(StrEnum):
+    """Stereo layout of the asset set."""
+
+    FLAT_2D = "2D"
+    MVHEVC = "MVHEVC"
+    SBS = "SBS"
+    TB = "TB"
+    SEPARATE = "Separate"
+    AIV = "AIV"
+
+
+class Perspective(StrEnum):
+    """Projection of the video."""
+
+    REGULAR = "Regular"
+    HALF = "180"
+    FULL = "360"
+
+
+class FileRole(StrEnum):
+    """What a file is in the asset set."""
+
+    VIDEO = "video"
+    VIDEO_LEFT = "video_left"
+    VIDEO_RIGHT = "video_right"
+    AUDIO = "audio"
+    SUBTITLE = "subtitle"
+    AIME = "aime"
+    FCPXMLD = "fcpxmld"
+
+
+class UploadStrategy(StrEnum):
+    """How the client sends a file's bytes."""
+
+    SINGLE_PUT = "single_put"
+    MULTIPART = "multipart"
+
+
+EXTENSIONS: Mapping[FileRole, tuple[str, ...]] = {
+    FileRole.VIDEO: (".aivu", ".mp4", ".mov"),
+    FileRole.VIDEO_LEFT: (".mp4", ".mov"),
+    FileRole.VIDEO_RIGHT: (".mp4", ".mov"),
+    FileRole.AUDIO: (".mp4", ".m4a"),
+    FileRole.SUBTITLE: (".srt",),
+    FileRole.AIME: (".aime",),
+    FileRole.FCPXMLD: (".zip",),
+}
+"""The extensions each role accepts (compared case-insensitively)."""
+
+
+class LanguageTag(StrEnum):
+    """Every accepted languageTag: language-only ISO 639-1 tags in SPEC 3.1's order, then `zxx` (no speech, audio
+    only). Region or script subtags (`en-US`) and three-letter codes (`eng`) are not taken; the service lowercases
+    what it receives first."""
+
+    EN = "en"
+    ES = "es"
+    FR = "fr"
+    DE = "de"
+    IT = "it"
+    JA = "ja"
+    KO = "ko"
+    PT = "pt"
+    RU = "ru"
+    ZH = "zh"
+    AF = "af"
+    AM = "am"
+    AR = "ar"
+    AZ = "az"
+    BG = "bg"
+    BN = "bn"
+    BS = "bs"
+    CA = "ca"
+    CS = "cs"
+    DA = "da"
+    EL = "el"
+    ET = "et"
+    FA = "fa"
+    FI = "fi"
+    GU = "gu"
+    HE = "he"
+    HI = "hi"
+    HR = "hr"
+    HU = "hu"
+    HY = "hy"
+    ID = "id"
+    IS = "is"
+    KA = "ka"
+    KN = "kn"
+    LT = "lt"
+    LV = "lv"
+    ML = "ml"
+    MR = "mr"
+    MS = "ms"
+    NL = "nl"
+    NO = "no"
+    PA = "pa"
+    PL = "pl"
+    RO = "ro"
+    SK = "sk"
+    SL = "sl"
+    SQ = "sq"
+    SR = "sr"
+    SV = "sv"
+    SW = "sw"
+    TA = "ta"
+    TE = "te"
+    TH = "th"
+    TL = "tl"
+    TR = "tr"
+    UK = "uk"
+    UR = "ur"
+    VI = "vi"
+    ZXX = "zxx"
+
+
+INSTRUMENTAL = LanguageTag.ZXX
+SPOKEN_LANGUAGES = tuple(t.value for t in LanguageTag if t is not INSTRUMENTAL)
+LANGUAGES_BY_ROLE: Mapping[FileRole, frozenset[str]] = {
+    FileRole.AUDIO: frozenset(t.value for t in LanguageTag),
+    FileRole.SUBTITLE: frozenset(SPOKEN_LANGUAGES),
+}
+"""The roles that carry a languageTag, and the tags each accepts; every other role must omit it."""
+
+_EXTENSIONS_DOC = "; ".join(f"{role.value}: {' '.join(exts)}" for role, exts in EXTENSIONS.items())
+
+
+class _Body(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A request body: camelCase on the wire, unknown fields refused (a typo like `langaugeTag` is caught)."""
+
+
+class StartFile(_Body, frozen=True):
+    """One file of the asset set."""
+
+    file_name: Annotated[
+        str,
+        Meta(min_length=1, max_length=MAX_NAME_CHARS,
+             description=f"The client's file name; only its extension is kept, and it must suit the role "
+                         f"({_EXTENSIONS_DOC}). No control, bidirectional-override or separator characters."),
+    ]  # fmt: skip
+    file_role: FileRole
+    size_bytes: Annotated[
+        int,
+        Meta(ge=1, le=MAX_OBJECT_BYTES,
+             description="Exact size in bytes; at most SPATIALGEN_MAX_FILE_BYTES (5 TiB by default)."),
+    ]  # fmt: skip
+    language_tag: Annotated[
+        LanguageTag | None,
+        Meta(description="Required for audio and subtitle files, omitted for the others. A language-only tag "
+                         "(`en`, not `en-US` or `eng`), compared case-insensitively; `zxx` (no speech) is for "
+                         "audio only.",
+             examples=["en"]),
+    ] = None  # fmt: skip
+
+
+class StartUploadRequest(_Body, frozen=True):
+    """Start Upload Group request (SPEC 3.1). Validated: names trimmed, language tags lowercased."""
+
+    video_name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS, description="Title (trimmed).")]
+    layout: Layout
+    files: Annotated[
+        list[StartFile],
+        Meta(min_length=1, max_length=MAX_FILES_PER_GROUP,
+             description="1 to SPATIALGEN_MAX_FILES_PER_GROUP (64 by default) files. Layout Separate needs exactly one "
+                         "video_left and one video_right, the other layouts exactly one video; at most one aime and "
+                         "one fcpxmld; AIV needs perspective 180 and an .aivu video, or an aime plus an fcpxmld."),
+    ]  # fmt: skip
+    description: Annotated[str, Meta(max_length=MAX_DESCRIPTION_CHARS, description="Free text; tabs and newlines "
+                                     "allowed.")] | None = None  # fmt: skip
+    perspective: Perspective | None = None
+    folder_name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS,
+                                     description="Folder of the library (trimmed).")] | None = None  # fmt: skip
+
+
+PartNumber = Annotated[int, Meta(ge=1, le=MAX_PARTS)]
+
+
+class PartUrlsRequest(_Body, frozen=True):
+    """Which parts to sign: partNumbers, or a range startPartNumber/count. No body (or {}) means every part."""
+
+    part_numbers: Annotated[list[PartNumber], Meta(min_length=1, max_length=MAX_PARTS,
+                                                   description="Distinct part numbers.")] | None = None  # fmt: skip
+    start_part_number: PartNumber | None = None
+    count: Annotated[int, Meta(ge=1, le=MAX_PARTS, description="Clipped to totalParts.")] | None = None
+
+
+class CompletedPart(_Body, frozen=True):
+    """A part as the client uploaded it."""
+
+    part_number: PartNumber
+    etag: Annotated[
+        str, Meta(min_length=1, max_length=MAX_ETAG_CHARS, description="The ETag header storage answered the PUT with.")
+    ]
+
+
+class CompleteRequest(_Body, frozen=True):
+    """Every part 1..totalParts exactly once (multipart files). A single_put file needs no body."""
+
+    parts: Annotated[list[CompletedPart], Meta(max_length=MAX_PARTS)] | None = None
+
+
+def declared(struct: type[msgspec.Struct], attribute: str) -> dict[str, Any]:
+    """The constraints declared on one field of a contract Struct (min_length, max_length, ge, le, ...).
+
+    The full validation walk reads its limits here, so a limit is written once, in the Struct above.
+    """
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        if field.name == attribute:
+            kind = field.type
+            if isinstance(kind, msgspec.inspect.UnionType):  # `T | None`: the constraints are T's
+                kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
+            if isinstance(kind, msgspec.inspect.Metadata):  # a description beside the constraints
+                kind = kind.type
+            keys = ("min_length", "max_length", "ge", "le")
+            return {k: getattr(kind, k) for k in keys if getattr(kind, k, None) is not None}
+    raise KeyError(f"{struct.__name__} has no field {attribute}")

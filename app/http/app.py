@@ -1,0 +1,115 @@
+"""The app factory: the Litestar app with its routes, the one exception mapping, OpenAPI, and the process-wide
+services opened in its lifespan (Redis, the key cache, the upload service, the readiness probe).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+
+from app.domain.clock import SYSTEM_CLOCK, Clock
+from app.domain.errors import ApiError
+from app.http import metrics
+from app.http.health import CHECK_TIMEOUT_SECONDS, ReadinessProbe
+from app.http.openapi import openapi_config
+from app.http.ops import OPS_ROUTES
+from app.http.plumbing import Services
+from app.http.problems import handle_api_error, handle_http_exception, handle_redis_down, handle_unexpected
+from app.http.routes import UPLOAD_ROUTES
+from app.settings import Settings
+from app.state import UploadState
+from app.state.apikeys import KeyCache
+from app.state.connection import redis_client
+from app.state.pipeline import REDIS_UNAVAILABLE
+from app.storage.credentials import CredentialSource, NoStorageCredentials, StorageCredentialsError
+from app.storage.lazy import LazyObjectStore
+from app.storage.signer import Signer
+from app.uploads.service import UploadService
+
+log = logging.getLogger("spatialgen.api")
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Services]:
+    """Create the process-wide clients and services, and close them afterwards (clock: where "now" comes from)."""
+    redis = redis_client(settings.redis, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+    storage = LazyObjectStore(settings.storage, timeout=CHECK_TIMEOUT_SECONDS)
+    probe = ReadinessProbe(redis, storage)
+    state = UploadState(redis, write_replicas=settings.redis.write_replicas)
+    try:
+        await state.load_scripts()  # a broken script stops the process here, not on its first call
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
+    signer = Signer.from_settings(settings.storage, offload_min_parts=settings.api.sign_offload_min_parts)
+    uploads = UploadService(settings, state, signer, storage, clock=clock)
+    try:
+        yield Services(
+            settings=settings, redis=redis, keys=KeyCache(redis, settings.api.key_cache_seconds), uploads=uploads,
+            probe=probe,
+        )  # fmt: skip
+    finally:
+        try:
+            signer.close()
+            await signer.credentials.aclose()
+            state.close()
+            await storage.aclose()
+        finally:
+            await redis.aclose()
+
+
+async def check_credentials(credentials: CredentialSource) -> None:
+    """Stop the process at start when the provider chain has no S3 credentials at all (a configuration
+    error); a failure to fetch them (STS or the metadata service down) is logged, and part-urls answers 503
+    until they can be fetched."""
+    if not credentials.from_chain:
+        return
+    try:
+        await credentials.current()
+    except NoStorageCredentials:
+        raise
+    except StorageCredentialsError as exc:
+        log.warning("S3 credentials unavailable at start: %s", exc)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI app for these settings (read from the environment by default)."""
+    settings = settings or Settings.from_env()
+    process_metrics = metrics.ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_services(settings) as svc:
+            app.state.services = svc
+            svc.probe.storage.warm()
+            svc.uploads.signer.start()
+            await check_credentials(svc.uploads.signer.credentials)
+            # Everything built so far lives as long as the process: keep it out of the garbage collector's
+            # full passes, which otherwise rescan the whole app (routes, models, OpenAPI) every few thousand
+            # requests.
+            gc.collect()
+            gc.freeze()
+            yield
+
+    app = Litestar(
+        route_handlers=[*UPLOAD_ROUTES, *OPS_ROUTES],
+        lifespan=[lifespan],
+        request_max_body_size=settings.api.max_body_bytes,
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            **dict.fromkeys(REDIS_UNAVAILABLE, handle_redis_down),
+            Exception: handle_unexpected,
+        },
+        openapi_config=openapi_config(),
+        state=State({"metrics": process_metrics}),
+    )
+    # Outermost, around the router: unmatched routes (404/405) are counted too, and no per-route middleware stack
+    # (with its extra exception-handler layer) is added to the hot path.
+    app.asgi_handler = metrics.MetricsMiddleware(app.asgi_handler, process_metrics)
+    return app

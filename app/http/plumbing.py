@@ -1,0 +1,143 @@
+"""Request plumbing shared by every route: the process's services, headers read off the ASGI scope, the API key
+(with its role and rate-limit token), the body, and already-encoded JSON answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import InternalServerException
+from litestar.types import ASGIApp
+from redis.asyncio import Redis
+
+from app.domain import errors
+from app.domain.errors import ApiError
+from app.domain.limits import RouteClass
+from app.http import metrics
+from app.http.health import ReadinessProbe
+from app.settings import Settings
+from app.state.apikeys import KeyCache, Principal, Role
+from app.uploads.service import UploadService
+
+log = logging.getLogger("spatialgen.api")
+APPKEY_HEADER = b"x-spatialgen-appkey"
+JSON = "application/json"
+RATE_HEADERS = "spatialgen.ratelimit"
+"""Scope key of the RateLimit headers of this request's bucket, added to whatever the request is answered."""
+
+
+class Services(msgspec.Struct):
+    """What the handlers need, built once per process in the lifespan."""
+
+    settings: Settings
+    redis: Redis
+    keys: KeyCache
+    uploads: UploadService
+    probe: ReadinessProbe
+
+
+def services(request: Request[Any, Any, Any]) -> Services:
+    """The process-wide services (set up by the lifespan)."""
+    svc: Services = request.app.state.services
+    return svc
+
+
+def registry(request: Request[Any, Any, Any]) -> metrics.ApiMetrics:
+    """This process's metrics (created with the app)."""
+    reg: metrics.ApiMetrics = request.app.state.metrics
+    return reg
+
+
+def header(request: Request[Any, Any, Any], name: bytes) -> str | None:
+    """One request header by its lowercase name, read straight from the ASGI scope (first occurrence).
+
+    The hot path reads three or four headers; building Litestar's case-insensitive multidict of all of
+    them costs more than these few scans.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def authenticate(
+    request: Request[Any, Any, Any], allowed: frozenset[Role], route_class: RouteClass | None = None
+) -> Principal:
+    """Resolve the API key header, check its role and take the request's token from the key's bucket.
+
+    route_class None: the route's own script takes the token (create), in the same round trip.
+    """
+    svc = services(request)
+    principal = await svc.keys.resolve(header(request, APPKEY_HEADER))
+    if principal.role not in allowed:
+        raise errors.ROLE_NOT_ALLOWED(
+            f"Keys with role {principal.role.value} may not call {request.method} {request.url.path}."
+        )
+    if route_class is not None:
+        try:
+            rate = await svc.uploads.take_token(principal, route_class)
+        except ApiError as exc:
+            request.scope[RATE_HEADERS] = exc.headers  # type: ignore[literal-required]
+            raise
+        request.scope[RATE_HEADERS] = rate.headers(route_class)  # type: ignore[literal-required]
+    return principal
+
+
+def rate_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The RateLimit headers of this request (none before its key is known)."""
+    found = cast(dict[str, str] | None, request.scope.get(RATE_HEADERS))
+    return found or {}
+
+
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The raw body, after checking its declared type (JSON in UTF-8, not compressed, or none)."""
+    ctype = header(request, b"content-type") or ""
+    media, _, params = ctype.partition(";")
+    if ctype and not media.strip().lower().endswith(("/json", "+json")):
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send the body as application/json, not {ctype[:60]!r}.")
+    charset = params.strip().lower().removeprefix("charset=").strip('" ') if "charset" in params.lower() else ""
+    if charset not in ("", "utf-8", "utf8"):
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"Send JSON in UTF-8, not {charset[:30]!r}.")
+    encoding = (header(request, b"content-encoding") or "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"Content-Encoding {encoding[:30]!r} is not accepted; send plain JSON.")
+    timeout = services(request).settings.api.body_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.body()
+    except TimeoutError:
+        raise errors.BODY_TIMEOUT(f"The body did not arrive within {timeout:g} s.") from None
+    except InternalServerException:  # Litestar's "client disconnected prematurely": the body is incomplete
+        raise errors.BODY_INCOMPLETE("The connection closed before the whole body arrived.") from None
+
+
+class JsonAnswer:
+    """An ASGI app sending one already-encoded JSON body: what the API's handlers return.
+
+    Handlers annotated `-> ASGIApp` skip Litestar's Response-to-ASGI conversion (and this skips even its
+    ASGIResponse's header processing), which together cost as much CPU as our own validation on the create
+    hot path; the OpenAPI responses are declared explicitly on each route.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> ASGIApp:
+    """A response carrying already-encoded JSON, handed to the server as is."""
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return JsonAnswer(body, status, raw)
