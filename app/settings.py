@@ -177,13 +177,15 @@ class SweepConfig(_Group, frozen=True):
     expiry_sweep_seconds: int = 60
     """Interval of the expiry sweep cron."""
     orphan_sweep_seconds: int = 3600
-    """Interval of the sweep that aborts multipart uploads no live file owns."""
+    """Interval of the sweep that aborts multipart uploads of ended groups and second uploads of one file."""
     orphan_grace_seconds: int = 3600
     """Minimum age of an unowned multipart upload or stored object before the sweeps remove it."""
     reconcile_seconds: int = 3600
-    """Interval of the sweep deleting stored objects no live or retained group owns (0: off)."""
+    """Interval of the sweep deleting stored objects of groups recorded as canceled, expired or failed (0: off)."""
     redrive_seconds: int = 60
-    """Interval of the re-drive: completions whose job is gone, processing jobs that were lost."""
+    """Interval of the re-drive: completions whose job is gone, and where each group's processing job stands."""
+    sweep_max_deletions: int = 1000
+    """Most objects and multipart uploads one run of a storage sweep removes; the rest waits for the next run."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,6 +23,7 @@ from app.state import UploadState
 from app.state.apikeys import create_key
 from app.state.jobs import deserialize, serialize
 from app.storage.s3 import ObjectStore
+from app.upkeep.identity import MARKER_NAME
 from deploy.local.devstack import free_port, start_moto, start_valkey, stop
 
 SEED_REQUEST: dict[str, Any] = copy.deepcopy(START_EXAMPLE)
@@ -131,6 +132,13 @@ async def upload_key(redis: Redis) -> str:
     """A fresh `upload` key of account acme."""
     secret, _ = await create_key(redis, account="acme", role="upload")
     return secret
+
+
+def stored_objects(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+    """Every stored object in the bucket (one listing page), but the service's identity marker
+    (`{prefix}/_spatialgen/instance.json`, which binds the bucket to its Redis: app/upkeep/identity.py)."""
+    listed: list[dict[str, Any]] = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [o for o in listed if f"/{MARKER_NAME}" not in "/" + o["Key"]]
 
 
 def open_uploads(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:

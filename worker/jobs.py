@@ -27,6 +27,8 @@ from app.storage.s3 import ObjectStore, StorageDeleteError, error_code
 from app.upkeep import cleanup, expiry
 from app.upkeep import redrive as redrive_sweep
 from app.uploads import cancel, complete, provisioning, status
+from app.uploads.cancel import PurgeRefused
+from worker.liveness import keep_locks, renewed_lock
 
 log = logging.getLogger("spatialgen.worker")
 
@@ -47,7 +49,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return code >= 500 or code == 429 or error_code(exc) in ("SlowDown", "RequestTimeout", "InternalError")
-    return isinstance(exc, (BotoCoreError, OSError, TimeoutError, StorageDeleteError, *REDIS_UNAVAILABLE))
+    return isinstance(exc, (BotoCoreError, OSError, TimeoutError, StorageDeleteError, PurgeRefused, *REDIS_UNAVAILABLE))
 
 
 def backoff_seconds(job_try: int) -> int:
@@ -56,7 +58,8 @@ def backoff_seconds(job_try: int) -> int:
 
 
 def job(*, give_up: GiveUp | None = None, retried: bool = True) -> Callable[[F], F]:
-    """An arq job function: its outcome (ok / retried / failed) counted in the shared metrics hash, and (unless
+    """An arq job function: its in-progress lock held short and renewed while it runs (worker/liveness.py), its
+    outcome (ok / retried / failed) counted in the shared metrics hash, and (unless
     `retried` is False: the crons, whose next tick is their retry) a storage or Redis outage turned into an arq
     Retry with exponential backoff until MAX_TRIES.
 
@@ -69,7 +72,8 @@ def job(*, give_up: GiveUp | None = None, retried: bool = True) -> Callable[[F],
         async def run(ctx: dict[str, Any], *args: Any) -> Any:
             outcome = "failed"
             try:
-                result = await fn(ctx, *args)
+                async with renewed_lock(ctx):
+                    result = await fn(ctx, *args)
                 outcome = "ok"
                 return result
             except Exception as exc:
@@ -104,10 +108,17 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     # behind a backlog of ours at the store.
     ctx["provision_gate"] = asyncio.Semaphore(settings.worker.worker_provision_concurrency)
     await state.load_scripts()  # a broken script stops the worker at start, not on a job's first call
+    await state.claim_instance()  # this Redis's identity, if it has none yet (app/upkeep/identity.py)
+    ctx["lock_keeper"] = asyncio.create_task(keep_locks(state, settings.worker.queue_name))
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    """Close the clients."""
+    """Stop the lock keeper and close the clients."""
+    keeper = ctx.get("lock_keeper")
+    if keeper is not None:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
     if "state" in ctx:
         ctx["state"].close()
     stack = ctx.get("stack")
@@ -147,10 +158,10 @@ async def complete_file(
 
 
 @job()
-async def purge_group(ctx: dict[str, Any], session_id: str, key_prefix: str = "") -> dict[str, int]:
-    """Abort open uploads and delete objects of a canceled, expired or failed group (by its storage prefix
-    when its keys are gone)."""
-    return await cancel.purge_group(ctx["state"], ctx["store"], session_id, key_prefix)
+async def purge_group(ctx: dict[str, Any], session_id: str, _key_prefix: str = "") -> dict[str, int]:
+    """Abort open uploads and delete objects of a canceled, expired or failed group (its end record names its
+    storage when its keys are gone; jobs queued by earlier versions also carry the prefix, unused)."""
+    return await cancel.purge_group(ctx["state"], ctx["store"], ctx["settings"], session_id)
 
 
 @job()

@@ -1,10 +1,15 @@
-"""The worker process's arq Worker, made to survive what kills a plain one: a dead peer and a Redis outage.
+"""What makes a worker's death cost seconds, not the job timeout, however the worker is started.
 
-- Short, renewed in-progress locks: a job's lock lives LOCK_SECONDS and is renewed every third of that
-  while the job runs, so a SIGKILLed worker's jobs run again within about LOCK_SECONDS (plus a poll),
-  however long their time limit, and a slow but live worker is never doubled.
-- A poll that fails because Redis is down, restarting or failing over is retried with backoff instead
-  of ending the process; the jobs in flight carry on, and redis-py reconnects on the next command.
+arq locks a running job for the longest job timeout + 10 s (15 minutes here): a SIGKILLed worker's jobs would sit
+that long. Built from arq's public hooks and settings only, so `spatialgen-worker` and arq's own CLI
+(`arq worker.settings.WorkerSettings`) behave the same:
+
+- every job function renews a short lock (LOCK_SECONDS) on itself while it runs (`renewed_lock`, applied by
+  worker/jobs.py's `@job`), so a dead worker's jobs run again LOCK_SECONDS later and a live one's never;
+- a keeper task each worker starts in `on_startup` shortens the long lock arq takes before a job's function begins
+  (`keep_locks`): a worker killed in that moment loses its job for LOCK_SECONDS, not 15 minutes;
+- the workers' Redis client retries a command through an outage (app/state/connection.py: `worker_pool`), so a
+  poll during a Redis restart or failover waits instead of ending the process.
 """
 
 from __future__ import annotations
@@ -12,54 +17,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
-from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from app.state.pipeline import REDIS_UNAVAILABLE
+from app.domain.clock import now_ms
+from app.state import UploadState
 
 log = logging.getLogger("spatialgen.worker")
 
 LOCK_SECONDS = 15.0
-"""Lifetime of a job's in-progress lock; it is renewed every LOCK_SECONDS / 3 while the job runs."""
-MAX_BACKOFF_SECONDS = 5.0
+"""Lifetime of a job's in-progress lock; renewed every LOCK_SECONDS / 3 while the job runs."""
+KEEPER_LIMIT = 1000
+"""Due jobs the keeper looks at per tick: the head of the queue, which workers take next."""
+SLACK_MS = 2000
+"""A lock longer than LOCK_SECONDS by more than this was not set by a renewal."""
 
 
-class ResilientWorker(Worker):
-    """arq's Worker with renewed short locks and polls that outlive Redis outages."""
+@contextlib.asynccontextmanager
+async def renewed_lock(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """Hold the running job's in-progress lock at LOCK_SECONDS, renewed while the body runs.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # arq sizes the lock to the longest time limit + 10 s (15 minutes here); the renewal replaces that.
-        self.in_progress_timeout_s = LOCK_SECONDS
-        self._failed_polls = 0
+    Without a job id in ctx (a job function called directly, as tests do) this does nothing.
+    """
+    job_id = ctx.get("job_id")
+    redis = ctx.get("redis")
+    if job_id is None or redis is None:
+        yield
+        return
+    key = in_progress_key_prefix + job_id
 
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        except REDIS_UNAVAILABLE as exc:
-            delay = min(MAX_BACKOFF_SECONDS, 0.1 * 2**self._failed_polls)
-            self._failed_polls += 1
-            log.warning("Redis unavailable while polling (%r); trying again in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-        else:
-            if self._failed_polls:
-                log.warning("Redis is back after %d failed polls", self._failed_polls)
-            self._failed_polls = 0
-
-    async def run_job(self, job_id: str, score: int) -> None:
-        renewal = asyncio.ensure_future(self._renew_lock(job_id))
-        try:
-            await super().run_job(job_id, score)
-        finally:
-            renewal.cancel()
-
-    async def _renew_lock(self, job_id: str) -> None:
-        key = in_progress_key_prefix + job_id
+    async def renew() -> None:
         while True:
-            await asyncio.sleep(LOCK_SECONDS / 3)
-            # GT: only ever extend (a cron job's lock, kept after it ends, is never shortened by this).
             with contextlib.suppress(RedisError, OSError):
-                await self.pool.pexpire(key, int(LOCK_SECONDS * 1000), gt=True)
+                await redis.pexpire(key, int(LOCK_SECONDS * 1000))
+            await asyncio.sleep(LOCK_SECONDS / 3)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def keep_locks(state: UploadState, queue: str) -> None:
+    """Forever: shorten the long locks of the queue's due jobs every LOCK_SECONDS / 3 (see the module header)."""
+    while True:
+        try:
+            shortened = await state.shorten_locks(
+                queue, now_ms=now_ms(), lock_ms=int(LOCK_SECONDS * 1000), slack_ms=SLACK_MS, limit=KEEPER_LIMIT
+            )
+            if shortened:
+                log.info("shortened the locks of %d jobs whose worker stopped before they began", shortened)
+        except (RedisError, OSError) as exc:
+            log.warning("lock keeper: Redis unavailable (%r)", exc)
+        await asyncio.sleep(LOCK_SECONDS / 3)

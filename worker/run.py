@@ -1,4 +1,5 @@
-"""`spatialgen-worker`: one arq worker process running worker.settings.WorkerSettings.
+"""`spatialgen-worker`: one arq worker process running worker.settings.WorkerSettings, as arq's own CLI would
+(`arq worker.settings.WorkerSettings` behaves the same), with logging set up and credentials checked first.
 
 SIGTERM/SIGINT: the worker stops taking jobs, lets the ones it holds run for up to
 SPATIALGEN_SHUTDOWN_GRACE_SECONDS, then cancels the rest; arq puts a cancelled job back in its queue,
@@ -13,13 +14,12 @@ import logging.config
 import time
 
 from arq.logs import default_log_config
-from arq.worker import get_kwargs
+from arq.worker import create_worker
 
 from app.settings import Settings
 from app.state.pipeline import REDIS_UNAVAILABLE
 from app.storage.credentials import require_credentials
-from worker.liveness import ResilientWorker
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, fresh_pool
 
 log = logging.getLogger("spatialgen.worker")
 
@@ -30,11 +30,11 @@ def main() -> None:
     require_credentials(Settings.from_env().storage)
     delay = 1.0
     while True:
-        worker = ResilientWorker(**get_kwargs(WorkerSettings))  # type: ignore[arg-type]
+        worker = create_worker(WorkerSettings, redis_pool=fresh_pool())  # type: ignore[arg-type]
         try:
             worker.run()
             return
-        except REDIS_UNAVAILABLE as exc:  # only at start: once running, polls ride out outages themselves
-            log.warning("cannot reach Redis at start (%r); trying again in %.0f s", exc, delay)
+        except REDIS_UNAVAILABLE as exc:  # Redis down for longer than the client's retries (minutes)
+            log.warning("cannot reach Redis (%r); trying again in %.0f s", exc, delay)
             time.sleep(delay)
             delay = min(30.0, delay * 2)

@@ -1,4 +1,6 @@
-"""arq WorkerSettings for the upload workers, run by `spatialgen-worker` (worker/run.py).
+"""arq WorkerSettings for the upload workers: run by `spatialgen-worker` (worker/run.py), or by arq's own CLI
+(`arq worker.settings.WorkerSettings`) with the same behaviour: short renewed locks and Redis outages ridden out
+come from these settings and hooks (worker/liveness.py), not from how the process starts.
 
 Scale by running more of these processes; each takes jobs from the same Redis queue.
 """
@@ -8,10 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from arq import cron, func
+from arq.connections import ArqRedis
 from arq.cron import CronJob
 
 from app.settings import Settings
-from app.state.connection import arq_redis_settings
+from app.state.connection import worker_pool
 from app.state.jobs import (
     COMPLETE_JOB,
     EXPIRE_CRON,
@@ -35,6 +38,15 @@ COMPLETE_TIMEOUT = 900  # CompleteMultipartUpload of 10,000 parts can take minut
 PURGE_TIMEOUT = 600
 REFRESH_TIMEOUT = 120  # ListParts of 10,000 parts is 10 pages
 SWEEP_TIMEOUT = 1800  # the orphan sweep and the reconciliation page through the whole prefix
+
+
+def fresh_pool() -> ArqRedis:
+    """The workers' Redis client, set up as arq's own create_pool would (a client object only: it connects on first
+    use); its commands retry through a Redis outage (app/state/connection.py)."""
+    pool = worker_pool(_settings.redis)
+    pool.job_serializer, pool.job_deserializer = serialize, deserialize
+    pool.default_queue_name = _settings.worker.queue_name
+    return pool
 
 
 def every(seconds: int) -> dict[str, Any]:
@@ -73,7 +85,7 @@ class WorkerSettings:
     cron_jobs = cron_jobs(_settings)
     on_startup = jobs.on_startup
     on_shutdown = jobs.on_shutdown
-    redis_settings = arq_redis_settings(_settings.redis)
+    redis_pool = fresh_pool()
     queue_name = _settings.worker.queue_name
     max_jobs = _settings.worker.worker_max_jobs
     # part-urls and complete wait on these jobs, so poll often (one cheap ZRANGEBYSCORE per poll).

@@ -1,4 +1,5 @@
-"""`spatialgen-admin`: the operator CLI over Redis: API keys, arq queues and jobs, upload sessions.
+"""`spatialgen-admin`: the operator CLI: API keys, arq queues and jobs, upload sessions, accounts, storage and
+hand-offs (app/admin/operations.py).
 
 Every command takes `--redis-url` and `--json` (one JSON document on stdout; a readable table otherwise).
 Exit codes: 0 ok, 1 not found, 2 usage or Redis connection error. `keys create` prints the secret last.
@@ -10,7 +11,7 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.admin import accounts, queues, sessions
+from app.admin import accounts, operations, queues, sessions
 from app.domain.lifecycle import GroupStatus
 from app.domain.limits import Rate, RouteClass, parse_rates
 from app.settings import Settings, with_dev_env
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = ssub.add_parser("show", help="a session's status document, storage keys and S3 upload ids",
                            parents=[common])  # fmt: skip
     show.add_argument("session_id")
+    operations.add_parsers(sub, common)
     return parser
 
 
@@ -296,17 +298,16 @@ def _redacted(url: str) -> str:
 
 
 async def _dispatch(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
-    if args.command == "keys":
-        return await _keys(args, redis)
-    if args.command == "queues":
-        return await _queues(args, redis, settings)
-    if args.command == "jobs":
-        return await _jobs(args, redis, settings)
-    if args.command == "sessions":
-        return await _sessions(args, redis)
-    if args.command == "accounts":
-        return await _accounts(args, redis, settings)
-    return 2  # pragma: no cover - argparse requires a known command
+    commands: dict[str, Callable[[], Awaitable[int]]] = {
+        "keys": lambda: _keys(args, redis),
+        "queues": lambda: _queues(args, redis, settings),
+        "jobs": lambda: _jobs(args, redis, settings),
+        "sessions": lambda: _sessions(args, redis),
+        "accounts": lambda: _accounts(args, redis, settings),
+        "storage": lambda: operations.storage_command(args, redis, settings),
+        "handoffs": lambda: operations.handoffs_command(args, redis, settings),
+    }
+    return await commands[args.command]()
 
 
 async def run(argv: Sequence[str] | None = None) -> int:

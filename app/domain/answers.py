@@ -99,6 +99,9 @@ class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):
     completed_at: str | None
     canceled_at: str | None
     library_id: int | None
+    processing: str | None
+    """Once the group completed, where its hand-off to the processing pipeline stands: `pending` (queued), `taken`
+    (a consumer ran it) or `failed` (the consumer failed; the operators retry it). Null before."""
     file_count: int
     files: list[FileProgressView]
 

@@ -104,7 +104,7 @@ def _examples() -> dict[str, Any]:
             session_id=EX_SID, status="uploading", video_name=START_EXAMPLE["videoName"],
             description=START_EXAMPLE["description"], layout="Separate", perspective="Regular",
             folder_name=START_EXAMPLE["folderName"], created_at=EX_CREATED, updated_at="2026-05-06T18:44:30.512Z",
-            expires_at=EX_EXPIRES, completed_at=None, canceled_at=None, library_id=None, file_count=4,
+            expires_at=EX_EXPIRES, completed_at=None, canceled_at=None, library_id=None, processing=None, file_count=4,
             files=progress,
         ),
         "parts": ReceivedPartsView(

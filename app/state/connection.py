@@ -1,7 +1,7 @@
 """How every process reaches Redis: the URL's server, or the primary that Redis Sentinel names.
 
-The API, the workers (through arq's RedisSettings) and the admin CLI all connect through here, so a
-Sentinel deployment is one setting for all of them.
+The API, the workers (arq's pool) and the admin CLI all connect through here, so a Sentinel deployment is one
+setting for all of them.
 """
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from app.settings import RedisConfig
 
@@ -53,11 +56,20 @@ def redis_client(config: RedisConfig, **kwargs: Any) -> Redis:
     return client
 
 
-def arq_redis_settings(config: RedisConfig) -> RedisSettings:
-    """The same for arq (workers): its own RedisSettings, with Sentinel when configured."""
+OUTAGE_RETRIES = 150
+"""Tries of one worker command through a Redis outage: 0.05 s doubling to 2 s apart, about five minutes in all."""
+
+
+def worker_pool(config: RedisConfig) -> ArqRedis:
+    """The workers' Redis client (arq's pool): every command retried through an outage, so a worker polls on through
+    a Redis restart or a Sentinel failover instead of exiting, however it is started (arq's CLI included)."""
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), OUTAGE_RETRIES)
+    errors: list[type[Exception]] = [ConnectionError, TimeoutError, BusyLoadingError]
+    kwargs: dict[str, Any] = {"retry": retry, "retry_on_error": errors, "socket_connect_timeout": 3}
     sentinels = sentinel_addresses(config)
     if not sentinels:
-        return RedisSettings.from_dsn(config.url)
-    auth = _url_auth(config)
-    return RedisSettings(host=sentinels, sentinel=True, sentinel_master=config.sentinel_master,
-                         username=auth["username"], password=auth["password"], database=auth["db"])  # fmt: skip
+        direct: ArqRedis = ArqRedis.from_url(config.url, **kwargs)
+        return direct
+    sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_connect_timeout": 3}, **_url_auth(config), **kwargs)  # type: ignore[no-untyped-call]
+    pool: ArqRedis = sentinel.master_for(config.sentinel_master, redis_class=ArqRedis)
+    return pool

@@ -114,15 +114,43 @@ def processing_job(session_id: str, library_record: dict[str, Any], queue: str, 
     return JobSpec(job_id, queue, job_document(PROCESS_JOB, (library_record,), now_ms), now_ms, 0)
 
 
-def purge_jobs(settings: Settings, session_id: str, key_prefix: str = "") -> tuple[JobSpec, JobSpec]:
+TOMBSTONE_MARGIN_MS = 2 * 86_400_000
+"""How long a group's end record outlives its late purge: time for the storage sweeps to catch what a purge that
+gave up (storage down for hours) left behind."""
+
+
+class Ending(msgspec.Struct, frozen=True):
+    """How a group that ends without completing (canceled, expired, failed) is wound down."""
+
+    retention_ms: int
+    """How long its keys stay readable."""
+    purges: tuple[JobSpec, JobSpec]
+    """Purge now, and once its last URL has lapsed."""
+    tombstone_ms: int
+    """How long its end record (what authorises deleting its storage) is kept."""
+    ended_cap: int = 0
+    """The account's ended groups kept at most (0: no cap; see UploadState.trim_ended)."""
+
+
+def ending(settings: Settings, session_id: str, key_prefix: str, *, retention_ms: int | None = None) -> Ending:
+    """The wind-down of one group: its purges, retention, end-record lifetime and its account's cap."""
+    return Ending(
+        retention_ms=settings.uploads.retention_seconds * 1000 if retention_ms is None else retention_ms,
+        purges=purge_jobs(settings, session_id),
+        tombstone_ms=(settings.uploads.part_url_ttl_seconds + 60) * 1000 + TOMBSTONE_MARGIN_MS,
+        ended_cap=settings.limits.retained_ended_groups,
+    )
+
+
+def purge_jobs(settings: Settings, session_id: str) -> tuple[JobSpec, JobSpec]:
     """Purge now, and again once every URL handed out has lapsed (a late PUT can't leave data).
 
-    key_prefix (the group's storage prefix) lets a purge run after the group's keys are gone (its account's
-    ended-groups cap dropped it early): it then purges by prefix.
+    A purge that runs after the group's keys are gone (its account's cap of ended groups dropped them early) finds
+    the group's storage prefix in its end record.
     """
     first, late = purge_job_ids(session_id)
     q = settings.worker.queue_name
-    args = (session_id, key_prefix) if key_prefix else (session_id,)
+    args = (session_id,)
     return (
         JobSpec.build(PURGE_JOB, args, job_id=first, queue=q),
         JobSpec.build(

@@ -6,7 +6,7 @@ libraryId counter and arq's queue keys are global by nature.
 
 from __future__ import annotations
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 PREFIX = "sg:"
 EXPIRY_INDEX = f"{PREFIX}expiry"
@@ -22,6 +22,11 @@ HANDOFF_INDEX = f"{PREFIX}handoff"
 """zset: sessionIds of completed groups scored by completion (ms), until their processing job is picked up."""
 COMPLETING_INDEX = f"{PREFIX}completing"
 """zset: `sessionId:uploadId` of files that entered 'completing', scored by when (ms); the re-drive reads it."""
+HANDOFF_FAILED_INDEX = f"{PREFIX}handoff:failed"
+"""zset: sessionIds of completed groups whose processing job failed in its consumer, scored by when it was seen."""
+INSTANCE_KEY = f"{PREFIX}instance"
+"""This Redis's identity, written once when a service process first starts on it; the bucket's marker names the
+Redis its objects were written with (app/upkeep/identity.py)."""
 TRIM_QUEUE = f"{PREFIX}trim"
 """set: accounts whose ended index holds more groups than the cap; the expiry sweep trims them."""
 API_KEYS_INDEX = f"{PREFIX}apikeys"
@@ -35,6 +40,11 @@ class MetricField:
 
     GROUPS_COMPLETED = "groups_completed"
     GROUPS_EXPIRED = "groups_expired"
+    HANDOFFS_FAILED = "handoffs_failed"
+    SWEEPS_REFUSED = "sweeps_refused"
+    """Destructive sweeps that refused to run because the Redis is not the one the objects were written with."""
+    DELETIONS_CAPPED = "deletions_capped"
+    """Sweep runs that stopped at SPATIALGEN_SWEEP_MAX_DELETIONS."""
 
 
 JOB_FIELD_PREFIX = "job:"
@@ -69,6 +79,12 @@ def upload_ids_key(session_id: str) -> str:
 def parts_key(session_id: str, upload_id: str) -> str:
     """Parts the store has received for a file (msgpack list of [partNumber, etag, size]); a short-lived cache."""
     return f"{PREFIX}{{{session_id}}}:parts:{upload_id}"
+
+
+def tombstone_key(session_id: str) -> str:
+    """The end record of a group that ended without completing: "status\nkey prefix". It outlives the group's
+    other keys for as long as deletion may be pending, and is what authorises deleting the group's storage."""
+    return f"{PREFIX}{{{session_id}}}:end"
 
 
 def library_key(session_id: str) -> str:
@@ -121,6 +137,11 @@ def arq_in_progress_key(job_id: str) -> str:
     return in_progress_key_prefix + job_id
 
 
+def arq_retry_key(job_id: str) -> str:
+    """arq's count of a job's tries (set when a try begins; gone when the job ends)."""
+    return retry_key_prefix + job_id
+
+
 def arq_result_key(job_id: str) -> str:
     """arq's key holding a finished job's result."""
     return result_key_prefix + job_id
@@ -138,6 +159,19 @@ class Field:
     EXPIRED = "te"
     LIBRARY = "lib"
     CANCELED_FILES = "cx"
+    HANDOFF = "ho"
+    """Where the processing job of a completed group stands: `HandoffState`."""
+
+
+class HandoffState:
+    """Values of the state hash's HANDOFF field."""
+
+    PENDING = "pending"
+    """Queued for the processing pipeline, not yet taken."""
+    TAKEN = "taken"
+    """A consumer took the job and finished it (arq removed the document)."""
+    FAILED = "failed"
+    """The consumer finished it with an error (its kept result says so); an operator retries it."""
 
 
 class FileField:

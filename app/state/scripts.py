@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from arq.constants import in_progress_key_prefix
+
 from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
 from app.domain.reasons import Reason
 from app.state.jobs import JobSpec
-from app.state.keys import LIBRARY_EPOCH_US, Field, FileField, MetricField, arq_job_key, arq_result_key
+from app.state.keys import LIBRARY_EPOCH_US, Field, FileField, HandoffState, MetricField, arq_job_key, arq_result_key
 
 _HEADER = re.compile(r"^-- (KEYS|ARGV|JOBS|REST): *(.*)$", re.MULTILINE)
 _INCLUDE = re.compile(r"^--! include (\w+)$", re.MULTILINE)
@@ -56,8 +58,10 @@ def lua_names() -> dict[str, str]:
     names |= {f"reply.{r.value}": r.value for r in Reply}
     names |= {f"reason.{r.value}": r.value for r in Reason}
     names |= {f"metric.{k.lower()}": v for k, v in vars(MetricField).items() if k.isupper()}
+    names |= {f"handoff.{k.lower()}": v for k, v in vars(HandoffState).items() if k.isupper()}
     rendered = {k: _lua_str(v) for k, v in names.items()}
     rendered["number.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare
+    rendered["arq.in_progress_prefix"] = _lua_str(in_progress_key_prefix)
     return rendered
 
 

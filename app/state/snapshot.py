@@ -105,6 +105,11 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
         return int(v) if v else None
 
     @property
+    def handoff(self) -> str | None:
+        """Where the hand-off to processing stands once the group completed (keys.HandoffState), else None."""
+        return self.state.get(Field.HANDOFF)
+
+    @property
     def library_id(self) -> int | None:
         """The libraryId, once the group has completed."""
         lib = self.state.get(Field.LIBRARY)

@@ -188,6 +188,30 @@ class ObjectStore:
             raise
         return int(resp["ContentLength"])
 
+    async def get_small(self, key: str) -> bytes | None:
+        """A small object's bytes (a marker), or None if it does not exist."""
+        try:
+            resp = await self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        async with resp["Body"] as body:
+            return bytes(await body.read())
+
+    async def put_small(self, key: str, data: bytes, *, only_if_absent: bool = False) -> bool:
+        """Write a small object; with only_if_absent, False (nothing written) when one is there already."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
+        if only_if_absent:
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            await self.client.put_object(**kwargs)
+        except ClientError as exc:
+            if only_if_absent and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     async def delete_objects(self, keys: list[str]) -> None:
         """Delete objects (missing ones are fine); raise StorageDeleteError naming any key storage refused."""
         failed: list[str] = []

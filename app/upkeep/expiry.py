@@ -13,7 +13,7 @@ from app.domain.clock import now_ms
 from app.domain.lifecycle import Reply
 from app.settings import Settings
 from app.state import UploadState
-from app.state.jobs import purge_jobs
+from app.state.jobs import ending
 from app.state.keys import METRICS_KEY, MetricField
 
 SWEEP_BATCH = 500
@@ -34,12 +34,10 @@ async def expire_due_groups(state: UploadState, settings: Settings, *, now: int 
         if not due:
             return expired
         found = await state.records(due)
-        purges = [purge_jobs(settings, sid, r.key_prefix if r else "") for sid, r in zip(due, found, strict=True)]
+        ends = [ending(settings, sid, r.key_prefix if r else "") for sid, r in zip(due, found, strict=True)]
         outcomes = await state.expire_groups(
-            due, now_ms=now, retention_ms=settings.uploads.retention_seconds * 1000,
-            idle_retention_ms=settings.uploads.idle_group_seconds * 1000, purges=purges,
-            ended_cap=settings.limits.retained_ended_groups, records=found,
-        )  # fmt: skip
+            due, now_ms=now, idle_retention_ms=settings.uploads.idle_group_seconds * 1000, ends=ends, records=found
+        )
         expired += sum(1 for reply in outcomes if reply.code is Reply.OK)
         if len(due) < SWEEP_BATCH:
             return expired

@@ -14,9 +14,11 @@ from app.domain import errors
 from app.domain.answers import CanceledGroupView
 from app.domain.clock import iso_ms
 from app.domain.lifecycle import PURGED_GROUP, GroupStatus, Reply
+from app.settings import Settings
 from app.state import UploadState
 from app.state.apikeys import Principal
-from app.state.jobs import purge_jobs
+from app.state.jobs import ending
+from app.upkeep import identity
 from app.uploads.refusals import script_refusal
 from app.uploads.service import UploadService
 
@@ -32,11 +34,8 @@ async def cancel_group(service: UploadService, principal: Principal, session_id:
     settings = service.settings
     snap = await service.load_group(principal, session_id)
     now = service.clock.now_ms()
-    reply = await service.state.cancel_group(
-        snap.record, now_ms=now, retention_ms=settings.uploads.retention_seconds * 1000,
-        purges=purge_jobs(settings, session_id, snap.record.key_prefix),
-        ended_cap=settings.limits.retained_ended_groups,
-    )  # fmt: skip
+    end = ending(settings, session_id, snap.record.key_prefix)
+    reply = await service.state.cancel_group(snap.record, now_ms=now, end=end)
     if reply.code is not Reply.OK:
         if reply.code is Reply.GROUP_STATE and reply.text() == GroupStatus.COMPLETED:
             raise errors.SESSION_COMPLETED(f"Upload group {session_id} is completed and cannot be canceled.")
@@ -51,25 +50,33 @@ async def cancel_group(service: UploadService, principal: Principal, session_id:
 # --- worker half ------------------------------------------------------------------------------
 
 
-async def purge_group(state: UploadState, store: ObjectStore, session_id: str, key_prefix: str = "") -> dict[str, int]:
+async def purge_group(state: UploadState, store: ObjectStore, settings: Settings, session_id: str) -> dict[str, int]:
     """Abort every open multipart upload and delete every object of a canceled, expired or failed group.
 
-    key_prefix: the group's storage prefix, carried by the job. When the group's keys are gone (its account's
-    ended-groups cap dropped it before this purge ran), everything under the prefix goes: purge jobs are only
-    queued when a group ends without completing, and session ids are never reused, so nothing live or
-    completed is under it.
+    Only on positive evidence: the group's state says it ended so, or (its keys dropped early by its account's cap
+    of ended groups) its end record does. A live or completed group, or one Redis knows nothing of, is never
+    purged; nor is anything while Redis is not the one the objects were written with (the job retries later).
     """
     snap = await state.snapshot(session_id)
-    if snap is None:
-        if not key_prefix.endswith(f"/{session_id}/"):
-            return {"aborted": 0, "deleted": 0}  # no record and no prefix of this group: nothing to go by
-        prefix, keys = key_prefix, [o.key async for page in store.object_pages(key_prefix) for o in page]
-    elif snap.status not in PURGED_GROUP:
+    ended = await state.end_record(session_id) if snap is None else None
+    if snap is not None and snap.status not in PURGED_GROUP:
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
-    else:
+    if snap is None and ended is None:
+        return {"aborted": 0, "deleted": 0}  # no record and no end record: nothing to go by
+    if not await identity.guard(state, store, settings.storage.key_prefix, f"purge of {session_id}"):
+        raise PurgeRefused(session_id)
+    if snap is not None:
         prefix, keys = snap.record.key_prefix, [snap.record.storage_key(f) for f in snap.record.files]
+    else:
+        assert ended is not None
+        prefix = ended[1]
+        keys = [o.key async for page in store.object_pages(prefix) for o in page]
     aborted = 0
     for u in await store.list_open_uploads(prefix):
         aborted += await store.abort_multipart(u.key, u.upload_id)
     await store.delete_objects(keys)
     return {"aborted": aborted, "deleted": len(keys)}
+
+
+class PurgeRefused(Exception):
+    """Storage was not purged because Redis is not the one its objects were written with; retried later."""

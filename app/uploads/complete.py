@@ -26,7 +26,7 @@ from app.domain.validation import decode_json_body
 from app.settings import Settings
 from app.state import GroupSnapshot, Progress, UploadState
 from app.state.apikeys import Principal
-from app.state.jobs import COMPLETE_JOB, JobSpec, LibraryTemplate, complete_job_id, purge_jobs
+from app.state.jobs import COMPLETE_JOB, JobSpec, LibraryTemplate, complete_job_id, ending
 from app.uploads.polling import poll_until
 from app.uploads.refusals import file_refusal
 from app.uploads.service import UploadService
@@ -197,8 +197,7 @@ async def complete_file(
     if size != f.total_bytes:
         await state.fail_file(
             snap.record, upload_id, now_ms=now, reason=reasons.size_mismatch(size, f.total_bytes),
-            retention_ms=retention_ms, purges=purge_jobs(settings, session_id, snap.record.key_prefix),
-            ended_cap=settings.limits.retained_ended_groups,
+            end=ending(settings, session_id, snap.record.key_prefix),
         )  # fmt: skip
         await store.delete_objects([key])
         return "failed"

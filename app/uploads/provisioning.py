@@ -43,8 +43,11 @@ async def provision_for_client(service: UploadService, snap: GroupSnapshot, f: F
         return await _wait_for_worker(service, snap.record.session_id, f.upload_id, wait)
     try:
         async with asyncio.timeout(wait):
+            # A worker may have opened this file's upload and stopped (or not yet got) to record it: once the
+            # group's provisioning job has been tried, look for that upload first, so it is adopted, not doubled.
+            adopt = await service.state.job_tried(provision_job_id(snap.record.session_id))
             store = await service.storage.get()
-            s3_id = await provision_file(service.state, store, snap.record, f, adopt=False)
+            s3_id = await provision_file(service.state, store, snap.record, f, adopt=adopt)
     except RedisError:
         raise  # the state store is down: its own 503
     except Exception as exc:  # storage slow or refusing: the worker's job (and its retries) take over
@@ -88,8 +91,8 @@ async def provision_file(
     it too). An earlier try may have created an upload and died before recording it: the oldest open
     upload under the key is adopted rather than a second one opened. Others are never aborted here, since
     a concurrent try may be about to record one; the orphan sweep removes what stays unrecorded.
-    adopt=False skips the listing (one storage call instead of two, for a client that is waiting): an
-    unrecorded upload of a crashed try is then left to the orphan sweep instead of being adopted.
+    adopt=False skips the listing (one storage call instead of two): only when no try of the group's provisioning
+    job has begun, so no upload of this file can exist yet.
     """
     key = record.storage_key(f)
     listed = await store.list_open_uploads(key) if adopt else []

@@ -89,6 +89,7 @@ def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
         layout=r.layout.value, perspective=r.perspective.value if r.perspective else None, folder_name=r.folder_name,
         created_at=iso_ms(r.created_ms), updated_at=iso_ms(snap.ms(Field.UPDATED) or r.created_ms),
         expires_at=iso_ms(r.expires_ms), completed_at=_iso_or_none(snap.ms(Field.COMPLETED)),
-        canceled_at=_iso_or_none(snap.ms(Field.CANCELED)), library_id=snap.library_id, file_count=len(r.files),
+        canceled_at=_iso_or_none(snap.ms(Field.CANCELED)), library_id=snap.library_id, processing=snap.handoff,
+        file_count=len(r.files),
         files=files,
     )  # fmt: skip

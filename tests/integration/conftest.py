@@ -18,7 +18,6 @@ from app.http.app import create_app, open_services
 from app.settings import Settings
 from app.storage.s3 import ObjectStore
 from tests.conftest import arq_pool
-from worker.liveness import ResilientWorker
 from worker.settings import WorkerSettings
 
 
@@ -64,7 +63,7 @@ async def run_worker_burst(settings: Settings, **overrides: Any) -> Worker:
         "ctx": {"settings": settings},
         **overrides,
     }
-    worker = ResilientWorker(**kwargs)
+    worker = Worker(**kwargs)
     try:
         await worker.main()
     finally:
@@ -87,7 +86,7 @@ def burst(settings: Settings, store: ObjectStore) -> Any:
 async def running_worker(settings: Settings, store: ObjectStore) -> AsyncIterator[Worker]:
     """An arq worker (the service's WorkerSettings) running in the background for the test."""
     pool = arq_pool(settings.redis.url)
-    worker = ResilientWorker(
+    worker = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,

@@ -18,15 +18,15 @@ from app.domain.clock import ManualClock
 from app.settings import MIB, Settings
 from app.state import UploadState
 from app.state.apikeys import Principal, Role, create_key
-from app.state.jobs import purge_jobs, refresh_job_id
+from app.state.jobs import ending, refresh_job_id
 from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key
 from app.storage.s3 import ObjectStore
 from app.upkeep.cleanup import abort_orphan_uploads
 from app.upkeep.expiry import expire_due_groups
-from app.uploads import start
+from app.uploads import cancel, start
 from app.uploads.service import UploadService
 from app.uploads.status import refresh_parts
-from tests.conftest import SEED_REQUEST, open_uploads
+from tests.conftest import SEED_REQUEST, open_uploads, stored_objects
 from tests.integration.conftest import api_client
 
 URL = "/api/videos/uploads"
@@ -95,7 +95,7 @@ async def test_short_ttl_group_expires_and_leaves_nothing_in_storage(
     assert 0 < await redis.pttl(state_key(sid)) <= short.uploads.retention_seconds * 1000
 
     async def storage_empty() -> bool:
-        objects = s3.list_objects_v2(Bucket=short.storage.bucket).get("Contents", [])
+        objects = stored_objects(s3, short.storage.bucket)
         return not objects and not open_uploads(s3, short.storage.bucket)
 
     await eventually(storage_empty)
@@ -118,13 +118,7 @@ async def test_a_sweep_that_died_halfway_is_finished_by_the_next(settings: Setti
     sids = await new_groups(settings, state, 10)
     later = int(time.time() * 1000) + settings.uploads.session_ttl_seconds * 1000 + 1
     half = sids[:5]
-    await state.expire_groups(
-        half,
-        now_ms=later,
-        retention_ms=1000,
-        idle_retention_ms=1000,
-        purges=[purge_jobs(settings, s) for s in half],
-    )
+    await state.expire_groups(half, now_ms=later, idle_retention_ms=1000, ends=[ending(settings, s, "") for s in half])
     assert await expire_due_groups(state, settings, now=later) == 5
     assert {(await state.snapshot(s)).status for s in sids} == {"expired"}  # type: ignore[union-attr]
 
@@ -138,7 +132,7 @@ async def test_index_never_keeps_dead_entries(settings: Settings, state: UploadS
     assert await redis.zcard(EXPIRY_INDEX) == 0
 
 
-async def test_orphan_uploads_are_aborted_and_owned_ones_kept(
+async def test_uploads_are_aborted_on_evidence_and_never_on_absence(
     settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any
 ) -> None:
     (sid,) = await new_groups(settings, state, 1)
@@ -148,13 +142,21 @@ async def test_orphan_uploads_are_aborted_and_owned_ones_kept(
     left = snap.record.files[0]
     owned = snap.s3_upload_id(left.upload_id)
     extra = await store.create_multipart(snap.record.storage_key(left))  # a second upload for a live file
-    orphan = await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000000/{left.upload_id}.mov")
+    # A group Redis has no record of (its data lost, or another Redis's): never judged by absence.
+    unknown = await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000000/{left.upload_id}.mov")
     foreign = await store.create_multipart("uploads/not-ours.bin")
+    # A group recorded as canceled whose keys are gone: its end record is the evidence.
+    (ended_sid,) = await new_groups(settings, state, 1)
+    await cancel.cancel_group(UploadService(settings, state), ACME, ended_sid)
+    ended_snap = await state.snapshot(ended_sid)
+    assert ended_snap is not None
+    ended_upload = await store.create_multipart(ended_snap.record.storage_key(ended_snap.record.files[0]))
+    await state.redis.delete(group_key(ended_sid), state_key(ended_sid))
     grace0 = settings.override(orphan_grace_seconds=0)
     assert await abort_orphan_uploads(state, store, grace0) == 2
     left_open = {u["UploadId"] for u in open_uploads(s3, settings.storage.bucket)}
-    assert owned in left_open and foreign in left_open
-    assert extra not in left_open and orphan not in left_open
+    assert {owned, foreign, unknown} <= left_open
+    assert extra not in left_open and ended_upload not in left_open
     # Within the grace period nothing is touched.
     await store.create_multipart(f"uploads/acme/00000000-0000-4000-8000-000000000001/{left.upload_id}.mov")
     young = settings.override(orphan_grace_seconds=10**9)

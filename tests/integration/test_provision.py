@@ -126,11 +126,12 @@ async def test_a_first_try_opens_uploads_without_listing_and_a_stray_one_is_the_
     assert [u["UploadId"] for u in uploads] == [snap.s3_upload_id(left.upload_id)]
 
 
-async def test_a_group_dropped_by_the_ended_groups_cap_is_still_purged_by_its_prefix(
+async def test_a_group_dropped_by_the_ended_groups_cap_is_still_purged_by_its_end_record(
     settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any, redis: Redis
 ) -> None:
-    """The account's cap on ended groups can drop a canceled group before its purges run: the purge jobs carry
-    the group's storage prefix, so its open uploads and stored objects still go, and another group's stay."""
+    """The account's cap on ended groups can drop a canceled group before its purges run: its end record (kept
+    apart from its other keys) names how it ended and where its storage is, so its open uploads and stored objects
+    still go, and another group's stay. A group with neither keys nor an end record is never purged."""
     capped = settings.override(retained_ended_groups=1)
     dropped, kept = await start_seed_group(capped, state), await start_seed_group(capped, state)
     await burst()  # provisioned: each group's videos have an open multipart upload
@@ -143,12 +144,15 @@ async def test_a_group_dropped_by_the_ended_groups_cap_is_still_purged_by_its_pr
     for sid in (dropped, kept):
         await cancel.cancel_group(service, ACME, sid)
     job = deserialize(await redis.get(arq_job_key(f"purge:{dropped}")))
-    assert job["a"] == [dropped, prefixes[0]]  # the immediate purge (the late one carries the same)
+    assert job["a"] == [dropped]  # the immediate purge (the late one is the same)
     assert await state.trim_ended(capped.limits.retained_ended_groups) == 1
     assert await state.snapshot(dropped) is None and await state.snapshot(kept) is not None
+    assert await state.end_record(dropped) == ("canceled", prefixes[0])
 
-    assert await purge_group(state, store, dropped, "elsewhere/") == {"aborted": 0, "deleted": 0}  # not its prefix
-    assert await purge_group(state, store, dropped, prefixes[0]) == {"aborted": 3, "deleted": 1}  # 3 multipart files
+    nobody = "00000000-0000-4000-8000-000000000000"  # no keys, no end record: nothing to go by
+    assert await purge_group(state, store, capped, nobody) == {"aborted": 0, "deleted": 0}
+    await state.claim_instance()  # a worker's start does this (the storage's identity check needs it)
+    assert await purge_group(state, store, capped, dropped) == {"aborted": 3, "deleted": 1}  # 3 multipart files
     assert not open_uploads(s3, settings.storage.bucket, prefixes[0])
     assert not s3.list_objects_v2(Bucket=settings.storage.bucket, Prefix=prefixes[0]).get("Contents")
     assert len(open_uploads(s3, settings.storage.bucket, prefixes[1])) == 3

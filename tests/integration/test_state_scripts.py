@@ -21,7 +21,7 @@ from app.domain.limits import Quota, Rate
 from app.domain.records import FileRecord, GroupRecord
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
-from app.state.jobs import PROVISION_JOB, JobSpec, LibraryTemplate, purge_jobs
+from app.state.jobs import PROVISION_JOB, Ending, JobSpec, LibraryTemplate, purge_jobs
 from app.state.keys import EXPIRY_INDEX, FileField, arq_job_key, file_field, state_key
 from app.state.scripts import Contract, all_scripts, render
 
@@ -190,6 +190,11 @@ async def test_reject_complete(state: UploadState, settings: Settings) -> None:
     await drive(state, settings, run, expect)
 
 
+def end_of(c: Case) -> Ending:
+    """How the case's group is wound down when it ends (kept 10**6 ms, its end record as long)."""
+    return Ending(retention_ms=10**6, purges=purge_jobs(Settings(), c.record.session_id), tombstone_ms=10**6)
+
+
 async def test_fail_file(state: UploadState, settings: Settings) -> None:
     def expect(g: GroupStatus, f: FileStatus) -> Expect:
         if f is not F.COMPLETING:
@@ -199,8 +204,7 @@ async def test_fail_file(state: UploadState, settings: Settings) -> None:
         return Expect(Reply.OK, (), g, F.FAILED)
 
     async def run(c: Case) -> ScriptReply:
-        ok = await c.state.fail_file(c.record, c.uid, now_ms=c.now, reason="size", retention_ms=10**6,
-                                     purges=purge_jobs(settings, c.record.session_id))  # fmt: skip
+        ok = await c.state.fail_file(c.record, c.uid, now_ms=c.now, reason="size", end=end_of(c))
         return ScriptReply(Reply.OK if ok else Reply.STALE)
 
     await drive(state, settings, run, expect)
@@ -215,8 +219,7 @@ async def test_cancel_group(state: UploadState, settings: Settings) -> None:
         return Expect(Reply.OK, (), G.CANCELED, f if FILE_SETTLED[f] else F.CANCELED, F.CANCELED)
 
     async def run(c: Case) -> ScriptReply:
-        return await c.state.cancel_group(c.record, now_ms=c.now, retention_ms=10**6,
-                                          purges=purge_jobs(settings, c.record.session_id))  # fmt: skip
+        return await c.state.cancel_group(c.record, now_ms=c.now, end=end_of(c))
 
     await drive(state, settings, run, expect)
 
@@ -229,9 +232,8 @@ async def test_expire_group(state: UploadState, settings: Settings, redis: Redis
 
     async def run(c: Case) -> ScriptReply:
         later = c.record.expires_ms + 1
-        [reply] = await c.state.expire_groups([c.record.session_id], now_ms=later, retention_ms=10**6,
-                                              idle_retention_ms=10**6,
-                                              purges=[purge_jobs(settings, c.record.session_id)])  # fmt: skip
+        [reply] = await c.state.expire_groups([c.record.session_id], now_ms=later, idle_retention_ms=10**6,
+                                              ends=[end_of(c)])  # fmt: skip
         assert await redis.zscore(EXPIRY_INDEX, c.record.session_id) is None  # the index never keeps it
         return reply
 

@@ -21,7 +21,7 @@ from app.state.jobs import deserialize, process_job_id
 from app.state.keys import EXPIRY_INDEX, LIBRARY_COUNTER, METRICS_KEY, MetricField, arq_job_key
 from app.storage.s3 import ObjectStore
 from deploy.local.devstack import free_port
-from tests.conftest import arq_pool, open_uploads
+from tests.conftest import arq_pool, open_uploads, stored_objects
 from tests.integration.conftest import api_client
 
 Client = httpx.AsyncClient
@@ -345,7 +345,7 @@ async def test_single_put_of_the_wrong_size_fails_the_file_and_group(
     snap = await UploadState(redis).snapshot(sid)
     assert snap is not None and snap.status == "failed" and snap.file_status(left["uploadId"]) == "failed"
     for _ in range(50):
-        listed = s3.list_objects_v2(Bucket=small_settings.storage.bucket).get("Contents", [])
+        listed = stored_objects(s3, small_settings.storage.bucket)
         if not listed:
             break
         await asyncio.sleep(0.1)
@@ -381,7 +381,7 @@ async def test_cancel_aborts_uploads_deletes_objects_and_locks_the_group(
     assert again.status_code == 200 and again.json() == first
 
     async def storage_empty() -> bool:
-        listed = s3.list_objects_v2(Bucket=small_settings.storage.bucket).get("Contents", [])
+        listed = stored_objects(s3, small_settings.storage.bucket)
         return not open_uploads(s3, small_settings.storage.bucket) and not listed
 
     await wait_for(storage_empty)

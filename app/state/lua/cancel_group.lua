@@ -1,6 +1,6 @@
 --- Cancel a live group: its unfinished files and the group become 'canceled', storage is purged.
--- KEYS: state, group, expiry_index, usage, ended, trim
--- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes, account, ended_cap
+-- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone
+-- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes, account, ended_cap, key_prefix, tombstone_ms
 -- JOBS: purge, late_purge
 -- REST: upload_ids
 -- REPLY: ok <canceledAt ms> <canceled file count> (also on repeats) | gone | expired | group_state <status>
@@ -24,5 +24,5 @@ for _, uid in ipairs(arg.upload_ids) do
   end
 end
 end_group({${field.status}, ${group_status.canceled}, ${field.canceled}, arg.now_ms, ${field.canceled_files}, n,
-           ${field.updated}, arg.now_ms}, arg.retention_ms)
+           ${field.updated}, arg.now_ms}, arg.retention_ms, ${group_status.canceled}, arg.upload_ids)
 return {${reply.ok}, arg.now_ms, tostring(n)}

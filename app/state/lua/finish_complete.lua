@@ -1,6 +1,6 @@
 --- A verified file becomes 'completed'. If it was the group's last, in the same step: the group is
 --- 'completed', one libraryId is taken, one library record written and one processing job queued.
--- KEYS: state, group, library, library_counter, expiry_index, handoff_index, metrics, usage, process_job, process_result, process_queue
+-- KEYS: state, group, library, library_counter, expiry_index, completing_index, handoff_index, metrics, usage, process_job, process_result, process_queue
 -- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes
 -- REST: upload_ids
 -- REPLY: file_completed | group_completed <libraryId> | gone | group_state <status> | stale <file status>
@@ -14,6 +14,9 @@ local st = redis.call('HGET', key.state, ${field.status})
 if not st then return {${reply.gone}} end
 local field = ${file_field.status} .. arg.upload_id
 local f = redis.call('HGET', key.state, field)
+if f == ${file_status.completing} then  -- whatever the outcome below, this attempt's work ends here
+  redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
+end
 if live(st) and tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then st = ${group_status.expired} end  -- the sweep will mark it
 if not live(st) then
   if f == ${file_status.completing} then redis.call('HSET', key.state, field, st) end
@@ -32,7 +35,8 @@ local lib = math.max(tonumber(redis.call('GET', key.library_counter) or '0') + 1
 local lib_text = string.format('%.0f', lib)
 redis.call('SET', key.library_counter, lib_text)
 local ttl = tonumber(arg.retention_ms)
-redis.call('HSET', key.state, ${field.status}, ${group_status.completed}, ${field.completed}, arg.now_ms, ${field.library}, lib_text)
+redis.call('HSET', key.state, ${field.status}, ${group_status.completed}, ${field.completed}, arg.now_ms, ${field.library}, lib_text,
+           ${field.handoff}, ${handoff.pending})
 redis.call('SET', key.library, '{"libraryId":' .. lib_text .. arg.library_tail, 'PX', ttl)
 redis.call('ZREM', key.expiry_index, arg.session_id)
 release_usage(key.usage, arg.declared_bytes)

@@ -1,19 +1,23 @@
---- A completed group's processing job: still waiting, picked up by the pipeline, or lost (then queued
---- again under the same id, so the pipeline never runs it twice).
--- KEYS: handoff_index, library, in_progress
--- ARGV: session_id
--- JOBS: process
--- REPLY: running | ok | queued | gone
--- ok: the pipeline has it (running, or its kept result exists): the group leaves the index.
---! include enqueue
-if redis.call('EXISTS', key.library) == 0 then  -- retention lapsed: nothing left to hand off
+--- A completed group's processing job as the re-drive finds it: waiting for a consumer, or taken by one. The
+--- job is never queued a second time because it is missing: arq removes a job's document only when a consumer
+--- has finished it, so a missing document means the hand-off happened.
+-- KEYS: state, handoff_index, library, process_job, process_queue
+-- ARGV: session_id, process_id, now_ms
+-- REPLY: running | queued | ok | gone
+-- running: the document is queued (waiting, or a consumer runs it now). queued: the document is there but not
+-- in the queue, so provably never taken: its queue entry is written back, same id. ok: taken (the group leaves
+-- the index; a kept result, if any, says whether the consumer succeeded). gone: its retention lapsed.
+if redis.call('EXISTS', key.library) == 0 then
   redis.call('ZREM', key.handoff_index, arg.session_id)
   return {${reply.gone}}
 end
-if redis.call('EXISTS', jobs.process.key) == 1 then return {${reply.running}} end
-if redis.call('EXISTS', jobs.process.result, key.in_progress) > 0 then
-  redis.call('ZREM', key.handoff_index, arg.session_id)
-  return {${reply.ok}}
+if redis.call('EXISTS', key.process_job) == 1 then
+  if redis.call('ZSCORE', key.process_queue, arg.process_id) then return {${reply.running}} end
+  redis.call('ZADD', key.process_queue, arg.now_ms, arg.process_id)
+  return {${reply.queued}}
 end
-enqueue(jobs.process)
-return {${reply.queued}}
+redis.call('ZREM', key.handoff_index, arg.session_id)
+if redis.call('HGET', key.state, ${field.handoff}) == ${handoff.pending} then
+  redis.call('HSET', key.state, ${field.handoff}, ${handoff.taken})
+end
+return {${reply.ok}}
