@@ -39,6 +39,8 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     s3_port: int = 0
     worker_s3_url: str | None = None
+    worker_way: str = "spatialgen-worker"
+    """How worker processes start: `spatialgen-worker`, or `arq` (arq's own CLI on worker.settings.WorkerSettings)."""
 
     def start_stores(self, *, valkey_config: dict[str, str] | None = None) -> None:
         """Valkey with AOF in tmp (config overrides, e.g. appendfsync) and moto with the bucket."""
@@ -102,8 +104,8 @@ class Stack:
         if self.worker_s3_url:
             env["SPATIALGEN_S3_ENDPOINT_URL"] = self.worker_s3_url
         with open(self.tmp / f"worker-{len(self.workers)}.log", "ab") as log:
-            proc = subprocess.Popen(worker_command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(worker_command(self.worker_way), env=env, cwd=ROOT, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         return proc
 

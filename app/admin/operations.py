@@ -61,7 +61,7 @@ async def storage_command(args: argparse.Namespace, redis: Redis, settings: Sett
 
 
 async def _identity(args: argparse.Namespace, state: UploadState, store: Any, prefix: str) -> int:
-    verdict = await identity.verify(state, store, prefix, bind=False)
+    verdict = await identity.verify(state.redis, store, prefix, bind=False)
     raw = await store.get_small(identity.marker_key(prefix))
     doc = {
         "verdict": verdict.value,
@@ -79,13 +79,13 @@ async def _bind(args: argparse.Namespace, state: UploadState, store: Any, prefix
         _out(args, {"wouldBindTo": await redis_instance(state), "bucketMarker": msgspec.json.decode(before) if before
                     else None, "confirm": "run again with --confirm"})  # fmt: skip
         return 2
-    marker = await identity.rebind(state, store, prefix)
+    marker = await identity.rebind(state.redis, store, prefix)
     _out(args, {"bound": msgspec.to_builtins(marker)})
     return 0
 
 
 async def _sweep(args: argparse.Namespace, state: UploadState, store: Any, settings: Settings) -> int:
-    verdict = await identity.verify(state, store, settings.storage.key_prefix, bind=False)
+    verdict = await identity.verify(state.redis, store, settings.storage.key_prefix, bind=False)
     if not verdict.allows_deletion:
         print(f"error: the storage sweeps refuse to run: {verdict.value} (see `spatialgen-admin storage identity`)",
               file=sys.stderr)  # fmt: skip

@@ -40,10 +40,11 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
     """Create the process-wide clients and services, and close them afterwards (clock: where "now" comes from)."""
     redis = redis_client(settings.redis, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
     storage = LazyObjectStore(settings.storage, timeout=CHECK_TIMEOUT_SECONDS)
-    probe = ReadinessProbe(redis, storage)
+    probe = ReadinessProbe(redis, storage, key_prefix=settings.storage.key_prefix)
     state = UploadState(redis, write_replicas=settings.redis.write_replicas)
     try:
         await state.load_scripts()  # a broken script stops the process here, not on its first call
+        await state.claim_instance()  # this Redis's identity, if it has none yet (app/upkeep/identity.py)
     except REDIS_UNAVAILABLE as exc:
         log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
     signer = Signer.from_settings(settings.storage, offload_min_parts=settings.api.sign_offload_min_parts)

@@ -17,11 +17,14 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from app.storage.lazy import LazyObjectStore
+from app.upkeep import identity
 
 log = logging.getLogger("spatialgen.health")
 
 CHECK_TIMEOUT_SECONDS = 0.8
 """Budget of each check; they run at once, so the probe answers within about this long."""
+IDENTITY_SECONDS = 30.0
+"""How long one verdict on the Redis identity is reported (it costs a storage read)."""
 CACHE_SECONDS = 1.0
 """How long one result answers every probe."""
 OK = "ok"
@@ -43,10 +46,14 @@ class Readiness:
 class ReadinessProbe:
     """Checks the dependencies the service needs, at most once a second whatever the probe rate."""
 
-    def __init__(self, redis: Redis, storage: LazyObjectStore, *, timeout: float = CHECK_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, redis: Redis, storage: LazyObjectStore, *, key_prefix: str = "", timeout: float = CHECK_TIMEOUT_SECONDS
+    ) -> None:
         self.redis = redis
         self.storage = storage
+        self.key_prefix = key_prefix
         self.timeout = timeout
+        self._identity: tuple[float, str] | None = None
         self._latest: tuple[float, Readiness] | None = None
         self._running: asyncio.Task[Readiness] | None = None
 
@@ -59,12 +66,12 @@ class ReadinessProbe:
         return await asyncio.shield(self._running)
 
     async def _run(self) -> Readiness:
-        redis_result, storage_result, policy = await asyncio.gather(
+        redis_result, storage_result, policy, identity = await asyncio.gather(
             self._bounded("redis", self._ping_redis), self._bounded("storage", self._ping_storage),
-            self._eviction_policy(),
+            self._eviction_policy(), self._bounded("redisIdentity", self._identity_verdict),
         )  # fmt: skip
         result = Readiness(redis_result == OK, {"redis": redis_result, "storage": storage_result,
-                                                "evictionPolicy": policy})  # fmt: skip
+                                                "evictionPolicy": policy, "redisIdentity": identity})  # fmt: skip
         self._latest = (time.monotonic(), result)
         return result
 
@@ -89,6 +96,19 @@ class ReadinessProbe:
             return STARTING
         await store.ping()
         return None
+
+    async def _identity_verdict(self) -> str | None:
+        """Whether the sweeps may delete: this Redis is the one the stored objects were written with (reported, never
+        deciding; checked at most every IDENTITY_SECONDS: it reads a marker from storage)."""
+        if self._identity is not None and time.monotonic() - self._identity[0] < IDENTITY_SECONDS:
+            return self._identity[1]
+        store = await self.storage.get_if_ready()
+        if store is None:
+            return STARTING
+        verdict = await identity.verify(self.redis, store, self.key_prefix, bind=False)
+        shown = OK if verdict.allows_deletion else f"{verdict.value} (sweeps refuse to delete)"
+        self._identity = (time.monotonic(), shown)
+        return shown
 
     async def _eviction_policy(self) -> str:
         """Production Redis must not evict: any eviction policy may drop groups, jobs or keys under pressure."""

@@ -27,7 +27,15 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from app.domain.clock import now_ms
-from app.state.keys import EXPIRY_INDEX, JOB_FIELD_PREFIX, JOB_OUTCOMES, METRICS_KEY, MetricField
+from app.state.keys import (
+    EXPIRY_INDEX,
+    HANDOFF_FAILED_INDEX,
+    HANDOFF_INDEX,
+    JOB_FIELD_PREFIX,
+    JOB_OUTCOMES,
+    METRICS_KEY,
+    MetricField,
+)
 
 log = logging.getLogger("spatialgen.metrics")
 
@@ -49,18 +57,30 @@ F_GROUPS_EXPIRED = MetricField.GROUPS_EXPIRED
 """Field of METRICS_KEY: groups the expiry sweep has expired."""
 F_GROUPS_COMPLETED = MetricField.GROUPS_COMPLETED
 """Field of METRICS_KEY: groups completed (by the completing script)."""
+SAFETY_COUNTERS = (
+    (MetricField.HANDOFFS_FAILED, "spatialgen_handoffs_failed",
+     "Processing jobs a consumer finished with an error (seen by the re-drive)."),
+    (MetricField.SWEEPS_REFUSED, "spatialgen_destructive_work_refused",
+     "Sweeps and purges that refused to delete: Redis is not the one the stored objects were written with."),
+    (MetricField.DELETIONS_CAPPED, "spatialgen_sweeps_capped",
+     "Storage sweep runs that stopped at SPATIALGEN_SWEEP_MAX_DELETIONS."),
+)  # fmt: skip
 
 
 class SharedCounts:
     """What one scrape read from Redis."""
 
-    __slots__ = ("completed", "counters", "live", "queues")
+    __slots__ = ("completed", "counters", "handoffs", "live", "queues")
 
-    def __init__(self, queues: dict[str, tuple[int, int]], live: int, completed: int, counters: dict[str, int]) -> None:
+    def __init__(
+        self, queues: dict[str, tuple[int, int]], live: int, completed: int, counters: dict[str, int],
+        handoffs: tuple[int, int] = (0, 0),
+    ) -> None:  # fmt: skip
         self.queues = queues  # queue -> (due jobs, scheduled jobs)
         self.live = live
         self.completed = completed
         self.counters = counters
+        self.handoffs = handoffs  # (pending, failed)
 
 
 async def read_shared(client: Redis, queues: list[str], *, wait: float = SCRAPE_TIMEOUT_SECONDS) -> SharedCounts | None:
@@ -72,20 +92,22 @@ async def read_shared(client: Redis, queues: list[str], *, wait: float = SCRAPE_
                 pipe.zcount(q, "-inf", now)
                 pipe.zcount(q, f"({now}", "+inf")
             pipe.zcard(EXPIRY_INDEX)
+            pipe.zcard(HANDOFF_INDEX)
+            pipe.zcard(HANDOFF_FAILED_INDEX)
             pipe.hgetall(METRICS_KEY)
             out = await pipe.execute()
     except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
         log.warning("metrics: Redis counts unavailable: %r", exc)
         return None
     depths = {q: (int(out[2 * i]), int(out[2 * i + 1])) for i, q in enumerate(queues)}
-    live, raw = out[-2:]
+    live, pending, failed, raw = out[-4:]
     counters: dict[str, int] = {}
     for k, v in raw.items():
         try:
             counters[k.decode()] = int(v)
         except ValueError:
             continue
-    return SharedCounts(depths, int(live), counters.get(F_GROUPS_COMPLETED, 0), counters)
+    return SharedCounts(depths, int(live), counters.get(F_GROUPS_COMPLETED, 0), counters, (int(pending), int(failed)))
 
 
 class SharedCollector(Collector):
@@ -121,6 +143,17 @@ class SharedCollector(Collector):
         if F_GROUPS_EXPIRED in shared.counters:
             expired.add_metric([], shared.counters[F_GROUPS_EXPIRED])
         yield expired
+        for field, name, text in SAFETY_COUNTERS:
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], shared.counters.get(field, 0))
+            yield family
+        handoffs = GaugeMetricFamily(
+            "spatialgen_handoffs", "Completed groups by where their processing job stands: pending (queued, not yet "
+            "taken) or failed (the consumer failed; an operator retries it).", labels=["state"],
+        )  # fmt: skip
+        handoffs.add_metric(["pending"], shared.handoffs[0])
+        handoffs.add_metric(["failed"], shared.handoffs[1])
+        yield handoffs
         jobs = CounterMetricFamily(
             "spatialgen_jobs", "arq jobs run by the workers, by function and outcome (all workers).",
             labels=["function", "outcome"],

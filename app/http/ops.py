@@ -26,7 +26,8 @@ _json = msgspec.json.Encoder()
 
 
 _NOT_READY_EXAMPLE = errors.DEPENDENCY_UNAVAILABLE(
-    "Not ready: redis timeout.", extra={"checks": {"redis": "timeout", "storage": "ok", "evictionPolicy": "unknown"}}
+    "Not ready: redis timeout.",
+    extra={"checks": {"redis": "timeout", "storage": "ok", "evictionPolicy": "unknown", "redisIdentity": "ok"}},
 ).problem("/health/ready")
 
 
@@ -69,7 +70,7 @@ async def health_live() -> dict[str, str]:
     responses={
         200: ResponseSpec(Readiness, description="Ready (storage may still report trouble).", generate_examples=False,
                           examples=[Example(id="ready", value={"status": "ready", "checks": {
-                              "redis": "ok", "storage": "ok", "evictionPolicy": "ok"}})]),
+                              "redis": "ok", "storage": "ok", "evictionPolicy": "ok", "redisIdentity": "ok"}})]),
         503: ResponseSpec(NotReadyProblem, description="Redis failed: `dependency_unavailable`, with every "
                           "check's result (ok, timeout, starting, or error: <kind>).", media_type=PROBLEM_JSON,
                           generate_examples=False, examples=[Example(id="not-ready", value=_NOT_READY_EXAMPLE)]),

@@ -63,10 +63,15 @@ OUTAGE_RETRIES = 150
 def worker_pool(config: RedisConfig) -> ArqRedis:
     """The workers' Redis client (arq's pool): every command retried through an outage, so a worker polls on through
     a Redis restart or a Sentinel failover instead of exiting, however it is started (arq's CLI included)."""
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), OUTAGE_RETRIES)
-    errors: list[type[Exception]] = [ConnectionError, TimeoutError, BusyLoadingError]
-    kwargs: dict[str, Any] = {"retry": retry, "retry_on_error": errors, "socket_connect_timeout": 3}
     sentinels = sentinel_addresses(config)
+    errors: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError)
+    if not sentinels:
+        # OSError too: a refused connection (Redis restarting) surfaces as one while a new connection is made. Not
+        # with Sentinel: its connection retries by asking the Sentinels for the primary again (a ConnectionError),
+        # where retrying the refused address itself would keep calling a primary that is gone.
+        errors += (OSError,)
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), OUTAGE_RETRIES, supported_errors=errors)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {"retry": retry, "retry_on_error": list(errors), "socket_connect_timeout": 3}
     if not sentinels:
         direct: ArqRedis = ArqRedis.from_url(config.url, **kwargs)
         return direct

@@ -141,7 +141,7 @@ async def abort_orphan_uploads(
 ) -> int:
     """Abort the open multipart uploads the evidence allows (see the module header); returns how many."""
     what = "the orphan-upload sweep"
-    if not await identity.guard(state, store, settings.storage.key_prefix, what):
+    if not await identity.guard(state.redis, store, settings.storage.key_prefix, what):
         return 0
     now = now_ms() if now is None else now
     return await _run(plan_upload_aborts(state, store, settings, now=now), store, state, settings, what)
@@ -152,7 +152,7 @@ async def reconcile_objects(
 ) -> int:
     """Delete the stored objects the evidence allows (see the module header); returns how many."""
     what = "the object reconciliation"
-    if not await identity.guard(state, store, settings.storage.key_prefix, what):
+    if not await identity.guard(state.redis, store, settings.storage.key_prefix, what):
         return 0
     now = now_ms() if now is None else now
     return await _run(plan_object_deletions(state, store, settings, now=now), store, state, settings, what)

@@ -22,11 +22,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import msgspec
+from redis.asyncio import Redis
 
 from app.domain.clock import iso_ms, now_ms
 from app.domain.objectkeys import root_prefix
-from app.state import UploadState
-from app.state.keys import LIBRARY_COUNTER, METRICS_KEY, MetricField
+from app.state.keys import INSTANCE_KEY, LIBRARY_COUNTER, METRICS_KEY, MetricField
 
 if TYPE_CHECKING:
     from app.storage.s3 import ObjectStore
@@ -68,19 +68,19 @@ def marker_key(key_prefix: str) -> str:
     return root_prefix(key_prefix) + MARKER_NAME
 
 
-async def _redis_state(state: UploadState) -> tuple[str | None, int]:
-    async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.get(state.instance_key)
+async def _redis_state(redis: Redis) -> tuple[str | None, int]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(INSTANCE_KEY)
         pipe.get(LIBRARY_COUNTER)
         rid, counter = await pipe.execute()
     return (rid.decode() if rid else None), int(counter or 0)
 
 
 async def verify(  # noqa: PLR0911 - one return per verdict
-    state: UploadState, store: ObjectStore, key_prefix: str, *, bind: bool = True
+    redis: Redis, store: ObjectStore, key_prefix: str, *, bind: bool = True
 ) -> Verdict:
     """The markers' verdict; binds an unmarked bucket to this Redis when `bind` (sweeps do; readiness does not)."""
-    rid, counter = await _redis_state(state)
+    rid, counter = await _redis_state(redis)
     if rid is None:
         return Verdict.REDIS_MARKER_MISSING
     key = marker_key(key_prefix)
@@ -109,9 +109,9 @@ async def verify(  # noqa: PLR0911 - one return per verdict
     return Verdict.OK
 
 
-async def rebind(state: UploadState, store: ObjectStore, key_prefix: str) -> BucketMarker:
+async def rebind(redis: Redis, store: ObjectStore, key_prefix: str) -> BucketMarker:
     """Bind the bucket to the current Redis (an operator's decision, after checking it is the right one)."""
-    rid, counter = await _redis_state(state)
+    rid, counter = await _redis_state(redis)
     if rid is None:
         raise RuntimeError("this Redis has no identity yet: start a service process on it first")
     marker = BucketMarker(redis=rid, library_high_water=counter, bound_at=iso_ms(now_ms()))
@@ -119,15 +119,15 @@ async def rebind(state: UploadState, store: ObjectStore, key_prefix: str) -> Buc
     return marker
 
 
-async def guard(state: UploadState, store: ObjectStore, key_prefix: str, what: str) -> bool:
+async def guard(redis: Redis, store: ObjectStore, key_prefix: str, what: str) -> bool:
     """True when `what` (a sweep, a purge) may delete; otherwise logs why, counts it and returns False."""
-    verdict = await verify(state, store, key_prefix)
+    verdict = await verify(redis, store, key_prefix)
     if verdict.allows_deletion:
         return True
     log.error("%s refused: %s (the Redis is not the one the stored objects were written with; see "
               "spatialgen-admin storage identity)", what, verdict.value)  # fmt: skip
     with contextlib.suppress(Exception):
-        await state.redis.hincrby(METRICS_KEY, MetricField.SWEEPS_REFUSED, 1)  # type: ignore[misc]
+        await redis.hincrby(METRICS_KEY, MetricField.SWEEPS_REFUSED, 1)  # type: ignore[misc]
     return False
 
 

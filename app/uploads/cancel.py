@@ -63,7 +63,7 @@ async def purge_group(state: UploadState, store: ObjectStore, settings: Settings
         return {"aborted": 0, "deleted": 0}  # never purge a live or completed group
     if snap is None and ended is None:
         return {"aborted": 0, "deleted": 0}  # no record and no end record: nothing to go by
-    if not await identity.guard(state, store, settings.storage.key_prefix, f"purge of {session_id}"):
+    if not await identity.guard(state.redis, store, settings.storage.key_prefix, f"purge of {session_id}"):
         raise PurgeRefused(session_id)
     if snap is not None:
         prefix, keys = snap.record.key_prefix, [snap.record.storage_key(f) for f in snap.record.files]

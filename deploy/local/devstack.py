@@ -173,8 +173,14 @@ def api_command() -> list[str]:
     return [str(BIN / "spatialgen-api")]
 
 
-def worker_command() -> list[str]:
-    """A worker process: the same console script the container image runs."""
+WORKER_WAYS = ("spatialgen-worker", "arq")
+"""How a worker process can be started: the service's console script, or arq's own CLI on the same settings."""
+
+
+def worker_command(way: str = "spatialgen-worker") -> list[str]:
+    """A worker process: the console script the container image runs, or `arq worker.settings.WorkerSettings`."""
+    if way == "arq":
+        return [str(BIN / "arq"), "worker.settings.WorkerSettings"]
     return [str(BIN / "spatialgen-worker")]
 
 

@@ -11,60 +11,19 @@ replica to acknowledge anything: after the failover the second replica follows t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import subprocess
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from app.state import UploadState
-from deploy.local.devstack import DevValkey, free_port, start_sentinel
+from deploy.local.devstack import DevValkey
+from tests.faults.conftest import MASTER
 from tests.processes import Stack, eventually, report
 
-MASTER = "spatialgen"
 BODY = {"videoName": "ha", "layout": "2D",
         "files": [{"fileName": "v.mp4", "fileRole": "video", "sizeBytes": 6 * 1024 * 1024}]}  # fmt: skip
-
-
-@pytest.fixture
-async def ha(tmp_path: Path) -> AsyncIterator[tuple[Stack, DevValkey, list[DevValkey], list[int]]]:
-    stack = Stack(tmp_path)
-    stack.start_stores()  # the stack's own Valkey becomes the primary
-    assert stack.valkey is not None
-    primary = stack.valkey
-    replicas = [DevValkey(free_port(), tmp_path / f"replica{i}", extra={"replicaof": f"127.0.0.1 {primary.port}"})
-                .start() for i in range(2)]  # fmt: skip
-    sentinels: list[subprocess.Popen[bytes]] = []
-    ports = []
-    try:
-        for replica in replicas:
-            admin = Redis.from_url(replica.url)
-            await eventually(functools.partial(_linked, admin), within=30)
-            await admin.aclose()
-        for i in range(3):
-            port = free_port()
-            sentinels.append(start_sentinel(port, tmp_path / f"sentinel{i}", MASTER, primary.port))
-            ports.append(port)
-        yield stack, primary, replicas, ports
-    finally:
-        for s in sentinels:
-            s.terminate()
-        for s in sentinels:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                s.wait(10)
-        stack.stop()
-        for replica in replicas:
-            replica.stop()
-
-
-async def _linked(replica: Redis) -> bool:
-    info = await replica.info("replication")
-    return info.get("master_link_status") == "up"
 
 
 @pytest.mark.parametrize("write_replicas", [0, 1])

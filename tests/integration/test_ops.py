@@ -90,7 +90,10 @@ async def test_live_and_ready(client: Client, store: ObjectStore) -> None:
 
     # The first probes may find the storage client still being created ("starting"); readiness is 200 anyway.
     doc = await eventually(storage_up, within=30)
-    assert doc == {"status": "ready", "checks": {"redis": "ok", "storage": "ok", "evictionPolicy": "ok"}}
+    assert doc == {
+        "status": "ready",
+        "checks": {"redis": "ok", "storage": "ok", "evictionPolicy": "ok", "redisIdentity": "ok"},
+    }
 
 
 @pytest.mark.parametrize(("redis_mode", "storage_mode"), [("dead", "dead"), ("hang", "hang"), ("hang", "ok")])
