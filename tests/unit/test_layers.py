@@ -143,3 +143,10 @@ def test_every_package_is_placed() -> None:
     for name in modules():
         if name != "app":  # the namespace's own (empty) __init__
             package(name)
+
+
+def test_the_readme_lists_every_module() -> None:
+    """The README's module table (Architecture) names every module, so the map cannot drift from the code."""
+    readme = (ROOT / "README.md").read_text()
+    paths = [p.relative_to(ROOT).as_posix() for p in modules().values() if p.name != "__init__.py"]
+    assert not [p for p in paths if f"`{p}`" not in readme]
