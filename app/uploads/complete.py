@@ -24,7 +24,7 @@ from app.domain.reasons import SENTENCES, Reason
 from app.domain.records import FileRecord, GroupRecord
 from app.domain.validation import decode_json_body
 from app.settings import Settings
-from app.state import GroupSnapshot, Progress, UploadState
+from app.state import GroupSnapshot, UploadState
 from app.state.apikeys import Principal
 from app.state.jobs import COMPLETE_JOB, JobSpec, LibraryTemplate, complete_job_id, ending
 from app.uploads.polling import poll_until
@@ -72,7 +72,7 @@ async def complete_file_upload(
         job = JobSpec.build(
             COMPLETE_JOB, (session_id, upload_id, attempt + 1, parts),
             job_id=complete_job_id(session_id, upload_id, attempt + 1),
-            queue=service.settings.worker.queue_name, urgent=True,
+            queue=service.settings.worker.queue_name,
         )  # fmt: skip
         reply = await service.state.begin_complete(snap.record, upload_id, now_ms=now, attempt_seen=attempt, job=job)
         if reply.code is Reply.OK:
@@ -201,8 +201,6 @@ async def complete_file(
         )  # fmt: skip
         await store.delete_objects([key])
         return "failed"
-    # Everything the client listed is in the object now: track it as fully received.
-    await state.record_parts(session_id, upload_id, None, progress=Progress(f.total_parts, f.total_bytes, now))
     reply = await state.finish_complete(
         snap.record, upload_id, now_ms=now, retention_ms=retention_ms,
         library=LibraryTemplate.build(library_payload(snap.record, settings.storage.bucket, now), now_ms=now),

@@ -2,8 +2,7 @@
 
 The API signs them itself (app/storage/signer.py: no storage call); the first call moves the file to `uploading`
 and, for a multipart file storage has not opened yet, provisions it for the waiting client
-(app/uploads/provisioning.py). Each call queues a parts refresh a little later (app/uploads/status.py), so
-progress is tracked without the client asking.
+(app/uploads/provisioning.py). Progress is tracked when someone reads it (app/uploads/status.py) and at completion.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from app.storage.signer import SignBatch
 from app.uploads.provisioning import provision_for_client
 from app.uploads.refusals import script_refusal
 from app.uploads.service import UploadService
-from app.uploads.status import refresh_job
 from app.uploads.views import file_fields
 
 log = logging.getLogger("spatialgen.uploads")
@@ -65,7 +63,5 @@ async def sign_part_urls(
         raise errors.DEPENDENCY_UNAVAILABLE(
             "Storage credentials are unavailable right now; try again shortly.", headers={"Retry-After": "5"}
         ) from None
-    # Track what arrives: a refresh a little later coalesces with any already queued for this file.
-    await service.state.enqueue(refresh_job(service, session_id, upload_id, now, later=True))
     # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
     return PartUrlsView(**file_fields(f, FileStatus.UPLOADING), parts=cast(list[PartUrl], msgspec.Raw(parts_json)))

@@ -370,7 +370,12 @@ async def test_cancel_aborts_uploads_deletes_objects_and_locks_the_group(
     await upload_file(api, key, sid, left, os.urandom(left["totalBytes"]))
     await upload_file(api, key, sid, sub, b"s" * sub["totalBytes"])
     assert (await complete(api, key, sid, sub["uploadId"], None)).status_code == 200
-    assert len(open_uploads(s3, small_settings.storage.bucket)) == 2  # left and right eye; audio is a single PUT
+    right = doc["files"][1]
+    r = await api.post(f"{URL}/{sid}/files/{right['uploadId']}/part-urls", headers=key)  # opened, nothing sent
+    assert r.status_code == 200, r.text
+    # Storage uploads open for the files asked for: left and right eye (the subtitle is a single PUT; the audio's
+    # upload is opened only when its URLs are asked for).
+    assert len(open_uploads(s3, small_settings.storage.bucket)) == 2
 
     r = await api.delete(f"{URL}/{sid}", headers=key)
     assert r.status_code == 200, r.text
