@@ -140,6 +140,9 @@ class LimitConfig(_Group, frozen=True):
     """Default per-account quota: live (initialized/uploading) groups at once."""
     quota_live_bytes: int = 50 * TIB
     """Default per-account quota: declared bytes of its live groups (50 TiB)."""
+    complete_attempts: int = 20
+    """Per file: completions that may start (each complete that hands a part list to storage is one; repeats while
+    one runs are not). Past it, complete answers 409 completion_attempts_exhausted: cancel and start again."""
     retained_ended_groups: int = 1000
     """Per account: groups that ended without completing (canceled, expired, failed) kept for their status; older
     ones are dropped by the expiry sweep before their retention lapses (0: no cap)."""
@@ -280,7 +283,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "IDLE_GROUP_SECONDS must be positive and at most SESSION_TTL_SECONDS"
         if not 1 <= self.server.port <= 65535:
             yield "PORT must be between 1 and 65535"
-        for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency"):
+        for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency", "complete_attempts"):
             if self.value(name) < 1:
                 yield f"{name.upper()} must be at least 1"
         if self.redis.write_replicas < 0:

@@ -101,6 +101,9 @@ FILE_COMPLETED = ErrorSpec("file_completed", 409, "The file is already completed
 FILE_COMPLETING = ErrorSpec("file_completing", 409, "The file is being completed")
 FILE_FAILED = ErrorSpec("file_failed", 409, "The file failed verification")
 MISSING_PARTS = ErrorSpec("missing_parts", 409, "Parts are missing or do not match storage")
+COMPLETION_ATTEMPTS_EXHAUSTED = ErrorSpec(
+    "completion_attempts_exhausted", 409, "The file has used all its completion attempts"
+)
 FILE_NOT_PROVISIONED = ErrorSpec("file_not_provisioned", 409, "The file has no storage upload yet")
 # 413 / 429 / 503
 BODY_TOO_LARGE = ErrorSpec("body_too_large", 413, "The request body is too large")

@@ -62,11 +62,15 @@ class UploadState(UpkeepCalls):
         state = RateState(code != b"rate_limited", int(remaining), int(retry_ms), float(per_second), int(burst))
         return reply_of([code, *values], keep_bytes=True), state
 
-    async def take_token(self, key_id: str, account: str, route_class: RouteClass, rate: Rate) -> RateState:
-        """One request's token from the key's bucket for a route class."""
+    async def take_token(
+        self, key_id: str, account: str, route_class: RouteClass, rate: Rate, *, cost: int = 1, capped: bool = True
+    ) -> RateState:
+        """`cost` tokens (all or none) from the key's bucket for a route class. A cost over the bucket's burst is
+        charged the burst when `capped`, else refused with retry_ms -1 (it can never be paid)."""
         raw = await self._run(
             "take_token", bucket=keys.bucket_key(key_id, route_class), limits=keys.limits_key(account),
-            route_class=route_class.value, default_rate=rate.per_second, default_burst=rate.burst,
+            route_class=route_class.value, default_rate=rate.per_second, default_burst=rate.burst, cost=cost,
+            capped=int(capped),
         )  # fmt: skip
         code, remaining, retry_ms, per_second, burst = raw
         return RateState(code == b"ok", int(remaining), int(retry_ms), float(per_second), int(burst))

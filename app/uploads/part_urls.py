@@ -8,6 +8,7 @@ and, for a multipart file storage has not opened yet, provisions it for the wait
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator
 from typing import cast
 
 import msgspec
@@ -16,28 +17,32 @@ from app.domain import errors
 from app.domain.answers import PartUrl, PartUrlsView
 from app.domain.contract import UploadStrategy
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
+from app.domain.limits import Charge, charge_spent, part_urls_cost
 from app.domain.parts import select_parts
 from app.domain.validation import decode_json_body
 from app.state.apikeys import Principal
 from app.storage.credentials import StorageCredentialsError
-from app.storage.signer import SignBatch
+from app.storage.signer import PIECE_PARTS, SignBatch
 from app.uploads.provisioning import provision_for_client
 from app.uploads.refusals import script_refusal
-from app.uploads.service import UploadService
+from app.uploads.service import StreamSlot, UploadService
 from app.uploads.views import file_fields
 
 log = logging.getLogger("spatialgen.uploads")
+_json_decoder = msgspec.json.Decoder(list[PartUrl])
 
 
 async def sign_part_urls(
-    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes
-) -> PartUrlsView:
-    """Presign PUT URLs for the requested parts of a file."""
+    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes,
+    *, charge: Charge | None = None,
+) -> PartUrlsAnswer:  # fmt: skip
+    """Presign PUT URLs for the requested parts of a file; the request costs one token per URL (`charge`)."""
     payload = decode_json_body(body) if body.strip() else None
     snap, f = await service.load_file(principal, session_id, upload_id)
     now = service.clock.now_ms()
     service.ensure_live(snap, now)  # a dead group answers 409 whatever the body says
     numbers = select_parts(payload, f.total_parts)
+    await service.charge(principal, charge, part_urls_cost(len(numbers)) - charge_spent(charge), capped=False)
     if snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
         reply = await service.state.mark_uploading(snap.record, upload_id, now)
         if reply.code is not Reply.OK:
@@ -57,11 +62,43 @@ async def sign_part_urls(
         signed_at=signed_at,
     )  # fmt: skip
     try:
-        parts_json = await service.signer.sign(batch)
+        credentials = await service.signer.credentials.current()
     except StorageCredentialsError as exc:  # the provider chain has nothing usable right now
         log.warning("part-urls %s/%s: %s", session_id, upload_id, exc)
         raise errors.DEPENDENCY_UNAVAILABLE(
             "Storage credentials are unavailable right now; try again shortly.", headers={"Retry-After": "5"}
         ) from None
+    fields = file_fields(f, FileStatus.UPLOADING)
+    if len(numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
+        stream = service.streams.open(principal.key_id)  # 429 when this key already streams its share
+        pieces = service.signer.pieces(credentials, batch, principal.key_id)
+        return PartUrlsAnswer(PartUrlsView(**fields, parts=[]), pieces, stream)
+    parts_json = await service.signer.sign_with(credentials, batch, principal.key_id)
     # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
-    return PartUrlsView(**file_fields(f, FileStatus.UPLOADING), parts=cast(list[PartUrl], msgspec.Raw(parts_json)))
+    return PartUrlsAnswer(PartUrlsView(**fields, parts=cast(list[PartUrl], msgspec.Raw(parts_json))))
+
+
+class PartUrlsAnswer:
+    """A part-urls answer: the file's fields and its URLs, either signed already (`view`) or, for a selection over
+    PIECE_PARTS, as pieces signed one by one while the answer is sent: a slow or stalled reader holds one piece,
+    not seven megabytes of URLs."""
+
+    __slots__ = ("pieces", "stream", "view")
+
+    def __init__(
+        self, view: PartUrlsView, pieces: AsyncGenerator[bytes] | None = None, stream: StreamSlot | None = None
+    ) -> None:
+        self.view = view
+        self.pieces = pieces
+        self.stream = stream
+
+    async def whole(self) -> PartUrlsView:
+        """The whole answer at once (for callers outside HTTP: tests, benchmarks)."""
+        if self.pieces is None:
+            return self.view
+        try:
+            items = [item async for piece in self.pieces for item in _json_decoder.decode(piece)]
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+        return msgspec.structs.replace(self.view, parts=items)

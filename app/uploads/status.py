@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from app.domain.answers import GroupStatusView, ReceivedPart, ReceivedPartsView
 from app.domain.clock import iso_ms, now_ms
 from app.domain.contract import UploadStrategy
-from app.domain.lifecycle import LIVE_GROUP, TRACKED_FILE, FileStatus
+from app.domain.lifecycle import LIVE_GROUP, RECEIVING_FILE, FileStatus
+from app.domain.limits import Charge, refresh_cost
 from app.domain.parts import part_range
 from app.domain.records import FileRecord
 from app.state import GroupSnapshot, Progress, UploadState
@@ -42,23 +43,36 @@ def refresh_job(service: UploadService, session_id: str) -> JobSpec:
 
 def _stale(service: UploadService, snap: GroupSnapshot, f: FileRecord, now: int) -> bool:
     """True if a live file's tracking is older than the staleness bound."""
-    if snap.status not in LIVE_GROUP or snap.file_status(f.upload_id) not in TRACKED_FILE:
+    if snap.status not in LIVE_GROUP or snap.file_status(f.upload_id) not in RECEIVING_FILE:
         return False
     refreshed = snap.progress(f.upload_id).refreshed_ms
     return refreshed is None or now - refreshed > service.settings.uploads.parts_staleness_seconds * 1000
 
 
-async def group_status(service: UploadService, principal: Principal, session_id: str) -> GroupStatusView:
+async def _refresh_affordable(
+    service: UploadService, principal: Principal, snap: GroupSnapshot, charge: Charge | None
+) -> bool:
+    """Whether the reader's bucket pays for a refresh of the group (one token per file storage is asked about); a
+    reader that cannot pay gets what is recorded, with its refreshedAt, and no refresh."""
+    files = sum(1 for f in snap.record.files if snap.file_status(f.upload_id) in RECEIVING_FILE)
+    return await service.afford(principal, charge, refresh_cost(files))
+
+
+async def group_status(
+    service: UploadService, principal: Principal, session_id: str, *, charge: Charge | None = None
+) -> GroupStatusView:
     """The group with every file's state and progress; stale tracking is refreshed in the background."""
     snap = await service.load_group(principal, session_id)
     now = service.clock.now_ms()
-    if any(_stale(service, snap, f, now) for f in snap.record.files):
+    if any(_stale(service, snap, f, now) for f in snap.record.files) and await _refresh_affordable(
+        service, principal, snap, charge
+    ):
         await service.state.enqueue(refresh_job(service, session_id))
     return group_status_view(snap, now)
 
 
 async def received_parts(
-    service: UploadService, principal: Principal, session_id: str, upload_id: str
+    service: UploadService, principal: Principal, session_id: str, upload_id: str, *, charge: Charge | None = None
 ) -> ReceivedPartsView:
     """What storage holds for a file, refreshed now (bounded wait) if the tracking is stale."""
     snap, f = await service.load_file(principal, session_id, upload_id)
@@ -66,8 +80,8 @@ async def received_parts(
     state = service.state
     parts = await state.received_parts(session_id, upload_id)
     # The part list is a short-lived cache; a summary saying parts exist but no list means it lapsed.
-    lapsed = not parts and snap.progress(upload_id).parts > 0 and snap.file_status(upload_id) in TRACKED_FILE
-    if lapsed or _stale(service, snap, f, now):
+    lapsed = not parts and snap.progress(upload_id).parts > 0 and snap.file_status(upload_id) in RECEIVING_FILE
+    if (lapsed or _stale(service, snap, f, now)) and await _refresh_affordable(service, principal, snap, charge):
         job = refresh_job(service, session_id)
 
         async def look() -> GroupSnapshot | None:
@@ -146,5 +160,5 @@ async def refresh_group_parts(
     snap = await state.snapshot(session_id)
     if snap is None or snap.status not in LIVE_GROUP:
         return 0
-    files = [f for f in snap.record.files if snap.file_status(f.upload_id) in TRACKED_FILE]
+    files = [f for f in snap.record.files if snap.file_status(f.upload_id) in RECEIVING_FILE]
     return sum([await refresh_parts(state, store, session_id, f.upload_id, now=now) for f in files])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import AsyncIterator
@@ -224,13 +225,21 @@ async def test_status_and_parts_show_what_storage_received(
 async def test_many_pollers_of_many_files_queue_one_refresh_per_group(
     api: httpx.AsyncClient, key: dict[str, str], redis: Redis, small: Settings
 ) -> None:
-    doc = (await api.post(URL, json=SEED_REQUEST, headers=key)).json()
+    small_files = copy.deepcopy(SEED_REQUEST)
+    for f in small_files["files"]:
+        f["sizeBytes"] = 1000  # single PUTs: URLs without provisioning (no worker runs here)
+    doc = (await api.post(URL, json=small_files, headers=key)).json()
     sid = doc["sessionId"]
+    empty = await asyncio.gather(*(api.get(f"{URL}/{sid}", headers=key) for _ in range(5)))
+    assert {r.status_code for r in empty} == {200}
+    assert await redis.zcard(small.worker.queue_name) == 0  # no URL issued yet: storage holds nothing to look at
+    for f in doc["files"]:
+        assert (await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)).status_code == 200
     answers = await asyncio.gather(*(api.get(f"{URL}/{sid}", headers=key) for _ in range(25)))
     assert {r.status_code for r in answers} == {200}
     queued = [m.decode() for m in await redis.zrange(small.worker.queue_name, 0, -1)]
     refreshes = [q for q in queued if q.startswith("parts:")]
-    assert refreshes == [refresh_job_id(sid)]  # four files, 25 readers: one job
+    assert refreshes == [refresh_job_id(sid)]  # four files receiving bytes, 25 readers: one job
 
 
 async def test_refresh_of_a_single_put_file_uses_head_object(

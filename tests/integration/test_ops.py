@@ -173,9 +173,9 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert (await client.get(f"{URL}/{unknown}", headers=h(upload_key))).status_code == 404
     assert (await client.post(f"{URL}/{unknown}/files/{unknown}/complete", headers=h(upload_key))).status_code == 404
     assert (await client.get(f"/api/nope/{unknown}")).status_code == 404
-    # A deferred upload job, a due processing job, and what the workers count.
+    # Two due upload jobs, a deferred one, a due processing job, and what the workers count.
     now = now_ms()
-    await redis.zadd(settings.worker.queue_name, {"later": now + 600_000})
+    await redis.zadd(settings.worker.queue_name, {"due-1": now - 5, "due-2": now - 1, "later": now + 600_000})
     await redis.zadd(settings.worker.processing_queue_name, {"process:x": now - 1})
     await redis.hset(
         METRICS_KEY,
@@ -204,9 +204,9 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert m[series("spatialgen_http_request_duration_seconds_count", **start)] == 1
     assert 0 < m[series("spatialgen_http_request_duration_seconds_sum", **start)] < 5
 
-    # Queue depths are what Redis holds: the provisioning job and the status call's refresh jobs are due.
+    # Queue depths are what Redis holds (a create and a read of a group with no URLs issued queue nothing).
     due = m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="due"}}']
-    assert due >= 1 and due == await redis.zcount(settings.worker.queue_name, "-inf", now_ms())
+    assert due == 2 == await redis.zcount(settings.worker.queue_name, "-inf", now_ms())
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="scheduled"}}'] == 1
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="due"}}'] == 1
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="scheduled"}}'] == 0

@@ -54,6 +54,8 @@ async def test_a_create_touches_no_storage_and_part_urls_opens_only_its_file(
     assert snap is not None
     left = snap.record.files[0]
     service = UploadService(settings, state, storage=LazyObjectStore(settings.storage, timeout=5.0))
+    assert service.storage is not None
+    await service.storage.get()  # the client up first, as at API startup (its creation is not what is tested)
     try:
         await part_urls.sign_part_urls(service, ACME, sid, left.upload_id, b"")
     finally:

@@ -293,13 +293,16 @@ async def test_part_urls_503_while_storage_is_not_provisioned(
 async def test_complete_validation(api: Client, key: dict[str, str]) -> None:
     doc = await start(api, key)
     url = f"{URL}/{doc['sessionId']}/files/{doc['files'][0]['uploadId']}/complete"
+    a, b, c = (f'"{ch * 32}"' for ch in "abc")
     cases = [
         ({}, ["parts"]),
-        ({"parts": [{"partNumber": 1, "etag": "a"}, {"partNumber": 2, "etag": "b"}]}, ["parts"]),
-        ({"parts": [{"partNumber": 1, "etag": "a"}, {"partNumber": 1, "etag": "b"}, {"partNumber": 3, "etag": "c"}]},
+        ({"parts": [{"partNumber": 1, "etag": a}, {"partNumber": 2, "etag": b}]}, ["parts"]),
+        ({"parts": [{"partNumber": 1, "etag": a}, {"partNumber": 1, "etag": b}, {"partNumber": 3, "etag": c}]},
          ["parts[1].partNumber"]),
-        ({"parts": [{"partNumber": 1, "etag": ""}, {"partNumber": 2}, {"partNumber": 9, "etag": "c"}]},
+        ({"parts": [{"partNumber": 1, "etag": ""}, {"partNumber": 2}, {"partNumber": 9, "etag": c}]},
          ["parts[0].etag", "parts[1].etag", "parts[2].partNumber"]),
+        ({"parts": [{"partNumber": n, "etag": "x" * 1000} for n in (1, 2, 3)]},
+         ["parts[0].etag", "parts[1].etag", "parts[2].etag"]),
         ({"parts": "all"}, ["parts"]),
     ]  # fmt: skip
     for body, paths in cases:
