@@ -76,6 +76,12 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack
             assert proc.poll() is None, f"make run exited with {proc.returncode}:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"make run did not come up:\n{log.read_text()}"
             time.sleep(0.2)
+        # As a person would be by the time they paste: the API's storage client is up (on a loaded machine it can
+        # take longer than the walk-through's retries of 503 storage_not_ready).
+        ready = f"http://127.0.0.1:{port}/health/ready"
+        while httpx.get(ready).json().get("checks", {}).get("storage") != "ok":
+            assert time.monotonic() < deadline, f"storage never ready:\n{log.read_text()}"
+            time.sleep(0.2)
         yield stack
     finally:
         if proc.poll() is None:
