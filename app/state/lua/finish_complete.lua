@@ -10,10 +10,10 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
-local st = redis.call('HGET', key.state, ${field.status})
-if not st then return {${reply.gone}} end
 local field = ${file_field.status} .. arg.upload_id
-local f = redis.call('HGET', key.state, field)
+local now_state = redis.call('HMGET', key.state, ${field.status}, field)
+local st, f = now_state[1], now_state[2]
+if not st then return {${reply.gone}} end
 if f == ${file_status.completing} then  -- whatever the outcome below, this attempt's work ends here
   redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
 end
@@ -26,8 +26,10 @@ if f ~= ${file_status.completing} then return {${reply.stale}, tostring(f)} end
 -- progress: "parts:bytes:refreshed_ms", the whole file (everything listed is in the object now)
 redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms,
            ${file_field.progress} .. arg.upload_id, arg.progress)
-for _, uid in ipairs(arg.upload_ids) do
-  if redis.call('HGET', key.state, ${file_field.status} .. uid) ~= ${file_status.completed} then return {${reply.file_completed}} end
+local others = {}
+for i, uid in ipairs(arg.upload_ids) do others[i] = ${file_field.status} .. uid end
+for _, status in ipairs(redis.call('HMGET', key.state, unpack(others))) do
+  if status ~= ${file_status.completed} then return {${reply.file_completed}} end
 end
 -- The libraryId: max(last + 1, µs since the id epoch by Redis's clock), so a crash that loses the last
 -- second of AOF can never make an id that was handed out be handed out again (keys.LIBRARY_EPOCH_US).
