@@ -64,6 +64,10 @@ class RedisConfig(_Group, frozen=True):
     """Replicas that must acknowledge (WAIT) a create or a completion before it is acknowledged; 0: off."""
 
 
+CHECKSUM_ALGORITHMS = ("CRC64NVME", "CRC32C", "CRC32", "SHA256", "SHA1")
+"""The x-amz-checksum-* algorithms S3 defines."""
+
+
 class StorageConfig(_Group, frozen=True):
     """The S3-compatible object store."""
 
@@ -87,6 +91,16 @@ class StorageConfig(_Group, frozen=True):
     """`path` (MinIO, moto) or `virtual` (AWS virtual-host style)."""
     key_prefix: str = "uploads"
     """Prefix of every object key: {prefix}/{accountId}/{sessionId}/{uploadId}{ext}."""
+    checksum_algorithms: str = "CRC64NVME,CRC32C,CRC32,SHA256,SHA1"
+    """Checksum algorithms the store verifies (x-amz-checksum-*), comma-separated; clients may ask for these per
+    file. Empty: none (Backblaze B2's S3 API refuses the headers). `spatialgen-admin storage check` probes them."""
+    conditional_complete: bool = True
+    """Send `If-None-Match: *` with CompleteMultipartUpload, so a completed object is never replaced; turn off
+    for a store that refuses it (`spatialgen-admin storage check` says)."""
+
+    def checksums(self) -> tuple[str, ...]:
+        """The configured checksum algorithms, upper case, in order."""
+        return tuple(a.strip().upper() for a in self.checksum_algorithms.split(",") if a.strip())
 
 
 class UploadConfig(_Group, frozen=True):
@@ -253,6 +267,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "S3_SESSION_TOKEN needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
         if s3.addressing_style not in ("path", "virtual"):
             yield "S3_ADDRESSING_STYLE must be 'path' or 'virtual'"
+        unknown = [a for a in s3.checksums() if a not in CHECKSUM_ALGORITHMS]
+        if unknown:
+            yield f"S3_CHECKSUM_ALGORITHMS: unknown {', '.join(unknown)} (known: {', '.join(CHECKSUM_ALGORITHMS)})"
         if not 1 <= up.part_url_ttl_seconds <= MAX_PRESIGN_SECONDS:
             yield f"PART_URL_TTL_SECONDS must be between 1 and {MAX_PRESIGN_SECONDS} (SigV4 allows 7 days at most)"
 
