@@ -12,12 +12,14 @@ import inspect
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+from msgspec import Meta
 
 from app.domain.contract import MAX_FILES_PER_GROUP, MAX_OBJECT_BYTES
 from app.domain.limits import DEFAULT_RATES, Quota, Rate, RouteClass, parse_rates
+from app.domain.webhooks import SPEC_SCHEDULE, parse_schedule
 
 ENV_PREFIX = "SPATIALGEN_"
 DEV_ENV_FILE = "dev.env"
@@ -188,6 +190,33 @@ class SweepConfig(_Group, frozen=True):
     """Most objects and multipart uploads one run of a storage sweep removes; the rest waits for the next run."""
 
 
+class WebhookConfig(_Group, frozen=True):
+    """Webhook deliveries (SPEC 3.9, app/webhooks)."""
+
+    PREFIX: ClassVar[str] = "WEBHOOK_"
+    queue_name: str = "spatialgen:webhooks"
+    """arq queue of webhook deliveries, run by every worker process beside (never instead of) its upload jobs."""
+    max_jobs: Annotated[int, Meta(ge=1)] = 100
+    """Deliveries in flight per worker process."""
+    endpoint_concurrency: Annotated[int, Meta(ge=1)] = 4
+    """Deliveries in flight to one endpoint across all workers (a slow endpoint holds no more than this)."""
+    retry_schedule: str = SPEC_SCHEDULE
+    """Seconds before each attempt (the first is the first attempt's), each jittered by up to 10 %."""
+    timeout_seconds: Annotated[float, Meta(gt=0)] = 15.0
+    """Longest wait for an endpoint's answer, connection included."""
+    allow_private_targets: bool = False
+    """Allow http:// and loopback/private/link-local addresses (dev stack and tests only; metadata IPs never)."""
+    disable_after_seconds: int = 432_000
+    """An endpoint whose every delivery failed for this long is disabled, with the reason shown (5 days)."""
+    event_retention_seconds: int = 2_592_000
+    """How long events are kept in the outbox stream for redelivery (30 days)."""
+    rotation_overlap_seconds: int = 86_400
+    """After a secret rotation, how long the previous secret also signs each delivery."""
+
+    def __post_init__(self) -> None:
+        parse_schedule(self.retry_schedule)  # a bad schedule stops the process at start, naming the variable
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every tunable of the service, by concern."""
 
@@ -199,6 +228,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limits: LimitConfig = LimitConfig()
     worker: WorkerConfig = WorkerConfig()
     sweeps: SweepConfig = SweepConfig()
+    webhooks: WebhookConfig = WebhookConfig()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -19,6 +19,7 @@ class RouteClass(StrEnum):
     PART_URLS = "part_urls"
     COMPLETE = "complete"
     READS = "reads"
+    WEBHOOKS = "webhooks"
 
 
 class Rate(NamedTuple):
@@ -28,8 +29,9 @@ class Rate(NamedTuple):
     burst: int
 
 
-DEFAULT_RATES = "create=5/100,part_urls=50/500,complete=50/500,reads=100/1000"
-"""Per key: 5 creates a second sustained (432,000 a day) with bursts of 100; polling and part URLs far more."""
+DEFAULT_RATES = "create=5/100,part_urls=50/500,complete=50/500,reads=100/1000,webhooks=5/50"
+"""Per key: 5 creates a second sustained (432,000 a day) with bursts of 100; polling and part URLs far more;
+managing webhook endpoints (test events and redeliveries cause deliveries) 5 a second."""
 
 
 def parse_rates(text: str) -> dict[RouteClass, Rate]:
