@@ -263,6 +263,8 @@ class DevStack:
 
     def start(self) -> None:
         """Start the stores, then the API and a worker; record what runs where in dev.env."""
+        # Webhooks to a local receiver (deploy/local/webhook_receiver.py): loopback and http:// are refused otherwise.
+        self.env.setdefault("SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
         if "SPATIALGEN_REDIS_URL" not in self.env:
             # Both dev stores start empty on every run (moto keeps nothing across restarts, so a kept
             # Valkey would point at multipart uploads that no longer exist); AOF protects the run itself.

@@ -29,6 +29,7 @@ from app.state import UploadState
 from app.state.apikeys import create_key
 from app.state.keys import EVENTS_STREAM, EXPIRY_INDEX
 from app.upkeep.expiry import expiry_sweep
+from app.webhooks.outbound import GuardedBackend, Sender
 from deploy.local.webhook_receiver import Receiver
 from tests.conftest import arq_pool
 from tests.integration.conftest import api_client
@@ -305,3 +306,30 @@ async def test_the_admin_cli_manages_endpoints_and_shows_the_log(
     assert await cli.run(["webhooks", "redeliver", eid, "--since", "2020-01-01T00:00:00Z", *url]) == 0
     assert await cli.run(["webhooks", "show", "nope", *url]) == 1
     assert await cli.run(["webhooks", "delete", eid, *url]) == 0
+
+
+async def test_private_targets_are_refused_at_connect_time_even_after_rebinding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = await Receiver().start()
+    guarded = Sender(timeout=2, allow_private=False)
+    try:
+        answer = await guarded.post(f"https://127.0.0.1:{receiver.port}/hooks", {}, b"{}")
+        assert answer.status is None and answer.error is not None and answer.error.startswith("refused")
+        plain = await guarded.post(receiver.url, {}, b"{}")
+        assert plain.error is not None and "https" in plain.error
+
+        async def rebound(self: GuardedBackend, host: str, port: int) -> list[str]:
+            return ["127.0.0.1"]  # a public-looking name that resolves to loopback when the delivery connects
+
+        monkeypatch.setattr(GuardedBackend, "resolve", rebound)
+        answer = await guarded.post(f"https://hooks.example.com:{receiver.port}/x", {}, b"{}")
+        assert answer.error is not None and answer.error.startswith("refused"), answer
+        monkeypatch.undo()
+        allowed = Sender(timeout=2, allow_private=True)
+        assert (await allowed.post(receiver.url, {}, b"{}")).status == 200
+        await allowed.aclose()
+    finally:
+        await guarded.aclose()
+        await receiver.stop()
+    assert len(receiver.received) == 1  # only the allowed one reached it
