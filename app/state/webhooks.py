@@ -92,9 +92,10 @@ class StreamEntry(msgspec.Struct, kw_only=True):
     """An event as the outbox stream holds it (the fields lib/events.lua writes)."""
 
     stream_id: str
-    id: str
-    type: str
-    account: str
+    id: str = ""
+    type: str = ""
+    account: str = ""
+    """Empty only in an entry this service did not write: it goes to no endpoint, and is acknowledged."""
     sid: str = ""
     uid: str = ""
     status: str = ""
@@ -106,9 +107,13 @@ class StreamEntry(msgspec.Struct, kw_only=True):
 
 
 def _entry(stream_id: bytes, fields: Mapping[bytes, bytes]) -> StreamEntry:
-    row: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-    row["at"] = int(row.get("at") or 0)
+    row: dict[str, Any] = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k.decode() in _ENTRY}
+    at = row.get("at", "")
+    row["at"] = int(at) if at.isdigit() else 0
     return msgspec.convert({**row, "stream_id": stream_id.decode()}, StreamEntry)
+
+
+_ENTRY = frozenset(StreamEntry.__struct_fields__)
 
 
 class WebhookStore(UploadState):
@@ -197,8 +202,9 @@ class WebhookStore(UploadState):
                 raise
 
     async def read_new(self, consumer: str, *, count: int, block_ms: int) -> list[StreamEntry]:
-        """Events no dispatcher has taken yet (blocking up to block_ms for the first)."""
-        out = await self.redis.xreadgroup(EVENTS_GROUP, consumer, {EVENTS_STREAM: ">"}, count=count, block=block_ms)
+        """Events no dispatcher has taken yet (waiting up to block_ms for the first; 0: not at all)."""
+        block = block_ms if block_ms > 0 else None  # Redis's BLOCK 0 would wait forever
+        out = await self.redis.xreadgroup(EVENTS_GROUP, consumer, {EVENTS_STREAM: ">"}, count=count, block=block)
         return [_entry(sid, fields) for _, entries in out or [] for sid, fields in entries if fields]
 
     async def claim_stale(self, consumer: str, *, idle_ms: int, count: int) -> list[StreamEntry]:

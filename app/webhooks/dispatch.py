@@ -59,6 +59,8 @@ def targets(entry: StreamEntry, endpoints: list[Endpoint]) -> list[Endpoint]:
     """The endpoints an event goes to: a test event to its one endpoint; others to the enabled ones wanting it."""
     if entry.type == EventType.TEST:
         return [e for e in endpoints if e.endpoint_id == entry.ep]
+    if not entry.sid:
+        return []
     return [e for e in endpoints if e.enabled and e.wants(entry.type)]
 
 
@@ -114,6 +116,9 @@ class Dispatcher:
             except (RedisError, OSError) as exc:
                 log.warning("webhook dispatcher: Redis unavailable (%r)", exc)
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop dispatching for good: the events stay pending meanwhile
+                log.exception("webhook dispatcher failed; trying again in 5 s")
+                await asyncio.sleep(5.0)
 
     async def step(self, block_ms: int = BLOCK_MS) -> int:
         """Take over a dead dispatcher's events, read new ones and dispatch them; returns how many."""
@@ -140,6 +145,7 @@ class Dispatcher:
                 body = await event_body(self.store, entry)
                 jobs += [delivery_job(self.settings, e.endpoint_id, entry, body) for e in chosen]
         await self.store.fan_out(jobs, [e.stream_id for e in entries])
+        log.info("dispatched %d events: %d deliveries queued", len(entries), len(jobs))
         return len(jobs)
 
     async def upkeep(self) -> None:

@@ -28,7 +28,9 @@ from app.settings import MIB, Settings
 from app.state import UploadState
 from app.state.apikeys import create_key
 from app.state.keys import EVENTS_STREAM, EXPIRY_INDEX
+from app.state.webhooks import WebhookStore
 from app.upkeep.expiry import expiry_sweep
+from app.webhooks import dispatch
 from app.webhooks.outbound import GuardedBackend, Sender
 from deploy.local.webhook_receiver import Receiver
 from tests.conftest import arq_pool
@@ -333,3 +335,45 @@ async def test_private_targets_are_refused_at_connect_time_even_after_rebinding(
         await guarded.aclose()
         await receiver.stop()
     assert len(receiver.received) == 1  # only the allowed one reached it
+
+
+async def test_an_event_waits_for_a_worker_and_outlives_a_dispatcher_that_died(
+    api: httpx.AsyncClient, redis: Redis, hook_settings: Settings, monkeypatch: pytest.MonkeyPatch, store: Any
+) -> None:
+    admin, upload = await key(redis), await key(redis, role="upload")
+    receiver = await Receiver().start()
+    receiver.secrets = [(await register(api, admin, receiver.url))["secret"]]
+    sid = (await start(api, upload, {"video_left": 10, "video_right": 20}))["sessionId"]
+    assert (await api.delete(f"/api/videos/uploads/{sid}", headers=upload)).status_code == 200  # no worker runs
+    store = WebhookStore(redis)
+    await store.ensure_group()
+    taken = await store.read_new("a-dispatcher-that-dies", count=10, block_ms=0)  # taken, never acknowledged
+    store.close()
+    assert [e.id for e in taken] == [event_id("upload_group.canceled", sid)]
+    monkeypatch.setattr(dispatch, "CLAIM_IDLE_MS", 300)
+    async with worker(hook_settings):
+        await until(lambda: receiver.received)
+    await receiver.stop()
+    assert [r.webhook_id for r in receiver.received] == [taken[0].id] and receiver.received[0].verified
+
+
+async def test_an_endpoint_failing_for_too_long_is_disabled_with_the_reason(
+    api: httpx.AsyncClient, redis: Redis, hook_settings: Settings
+) -> None:
+    settings = hook_settings.override(webhook_disable_after_seconds=1, webhook_retry_schedule="0,0.6,0.6,0.6,0.6")
+    admin = await key(redis)
+    receiver = await Receiver(policy=lambda h, b: (500, {}, 0.0)).start()
+    eid = (await register(api, admin, receiver.url))["endpointId"]
+    async with worker(settings):
+        await api.post(f"{HOOKS}/{eid}/test", headers=admin)
+
+        async def disabled() -> bool:
+            return not (await api.get(f"{HOOKS}/{eid}", headers=admin)).json()["enabled"]
+
+        await until(disabled)
+    await receiver.stop()
+    shown = (await api.get(f"{HOOKS}/{eid}", headers=admin)).json()
+    assert shown["disabledReason"].startswith("every delivery failed since") and shown["disabledAt"]
+    assert 3 <= len(receiver.received) < 5  # disabled before the schedule ran out
+    r = await api.patch(f"{HOOKS}/{eid}", json={"enabled": True}, headers=admin)
+    assert r.json()["enabled"] and r.json()["disabledReason"] is None and r.json()["failingSince"] is None
