@@ -76,9 +76,6 @@ def job(*, give_up: GiveUp | None = None, retried: bool = True) -> Callable[[F],
                     result = await fn(ctx, *args)
                 outcome = "ok"
                 return result
-            except Retry:  # the job asked to be tried again later
-                outcome = "retried"
-                raise
             except Exception as exc:
                 if retried and is_transient(exc) and ctx.get("job_try", 1) < MAX_TRIES:
                     delay = backoff_seconds(ctx.get("job_try", 1))

@@ -5,7 +5,8 @@ process delivers webhooks however it is started (`spatialgen-worker`, or arq's C
 Deliveries have their own queue (SPATIALGEN_WEBHOOK_QUEUE_NAME), their own job slots
 (SPATIALGEN_WEBHOOK_MAX_JOBS) and their own Redis connections, so no endpoint, however slow, takes a slot or a
 connection from upload work; and each endpoint has at most SPATIALGEN_WEBHOOK_ENDPOINT_CONCURRENCY deliveries in
-flight across all workers, so one slow endpoint cannot hold the others' slots either.
+flight across all workers (the rest wait in its line, holding no slot), so one slow endpoint cannot hold the others'
+slots either.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import logging
 from typing import Any
 
-from arq import Retry, func
+from arq import func
 from arq.worker import Worker
 
 from app.settings import Settings
@@ -29,9 +30,14 @@ from worker.jobs import job
 
 log = logging.getLogger("spatialgen.worker")
 
-MAX_TRIES = 1_000_000
-"""arq tries of one delivery job: a job that finds its endpoint busy is tried again (arq counts that); the schedule of
-attempts is the job's own (its attempt number), so arq must never be the one that gives up on it."""
+MAX_TRIES = 40
+"""arq tries of one delivery job (Redis outages, a killed worker): the schedule of attempts is the job's own (each
+attempt is a job of its own, its number in the arguments)."""
+
+
+POLL_SECONDS = 0.02
+"""The webhook queue's poll: an endpoint with a backlog has its next delivery queued as each one ends, so the poll's
+delay is paid once per delivery (50 cheap ZRANGEBYSCOREs a second per worker)."""
 
 
 @job()
@@ -39,12 +45,9 @@ async def deliver_webhook(  # noqa: PLR0917 - arq passes a job's arguments by po
     ctx: dict[str, Any], endpoint_id: str, event_id: str, event_type: str, stream_id: str, round_id: str,
     attempt: int, body: bytes,
 ) -> str:  # fmt: skip
-    """One delivery attempt (app/webhooks/delivery.py); an endpoint with every slot in use is tried again later."""
+    """One delivery attempt (app/webhooks/delivery.py); with every slot of its endpoint in use it waits in line."""
     d = delivery.Delivery(endpoint_id, event_id, event_type, stream_id, round_id, attempt, body)
-    outcome = await delivery.deliver(ctx["webhook_store"], ctx["webhook_sender"], ctx["settings"], d)
-    if outcome == delivery.BUSY:
-        raise Retry(defer=delivery.busy_delay(ctx.get("job_try", 1)))
-    return outcome
+    return await delivery.deliver(ctx["webhook_store"], ctx["webhook_sender"], ctx["settings"], d)
 
 
 def webhook_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
@@ -56,7 +59,7 @@ def webhook_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
     return Worker(
         functions=[func(deliver_webhook, name=DELIVER_WEBHOOK_JOB, timeout=timeout)],
         queue_name=settings.webhooks.queue_name, redis_pool=pool, max_jobs=settings.webhooks.max_jobs,
-        job_timeout=timeout, max_tries=MAX_TRIES, keep_result=0, poll_delay=0.05, handle_signals=False,
+        job_timeout=timeout, max_tries=MAX_TRIES, keep_result=0, poll_delay=POLL_SECONDS, handle_signals=False,
         job_serializer=serialize, job_deserializer=deserialize, ctx=ctx,
     )  # fmt: skip
 

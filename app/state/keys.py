@@ -40,6 +40,8 @@ endpoint); the dispatchers read it through the consumer group EVENTS_GROUP (app/
 EVENTS_GROUP = "dispatchers"
 WEBHOOKS_INDEX = f"{PREFIX}webhooks"
 """zset: every webhook endpoint id, scored by creation (ms): the admin CLI's listing."""
+WEBHOOKS_WAITING = f"{PREFIX}webhooks:waiting"
+"""set: endpoint ids with parked deliveries; the dispatchers look at their lines every few seconds (a lapsed slot)."""
 WEBHOOKS_DISABLED = f"{PREFIX}webhooks:disabled"
 """set: endpoint ids the service disabled (a 410, or failing for days); a metric counts them."""
 
@@ -62,6 +64,16 @@ def webhook_log_key(endpoint_id: str) -> str:
 def webhook_busy_key(endpoint_id: str) -> str:
     """zset: deliveries to an endpoint in flight now (job id scored by when its lease lapses): its concurrency."""
     return f"{PREFIX}webhook:{endpoint_id}:busy"
+
+
+def webhook_waiting_key(endpoint_id: str) -> str:
+    """zset: deliveries parked while the endpoint's slots were taken (their ids, by when they parked): its line."""
+    return f"{PREFIX}webhook:{endpoint_id}:waiting"
+
+
+def webhook_parked_key(endpoint_id: str) -> str:
+    """hash: the job documents of an endpoint's parked deliveries (id -> arq job), queued again when woken."""
+    return f"{PREFIX}webhook:{endpoint_id}:parked"
 
 
 def webhook_done_key(job_id: str) -> str:

@@ -186,7 +186,14 @@ class WebhookStore(UploadState):
         eid = endpoint.endpoint_id
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.srem(keys.webhook_registry_key(endpoint.account), eid)
-            pipe.delete(keys.webhook_key(eid), keys.webhook_log_key(eid), keys.webhook_busy_key(eid))
+            pipe.delete(
+                keys.webhook_key(eid),
+                keys.webhook_log_key(eid),
+                keys.webhook_busy_key(eid),
+                keys.webhook_waiting_key(eid),
+                keys.webhook_parked_key(eid),
+            )
+            pipe.srem(keys.WEBHOOKS_WAITING, eid)
             pipe.zrem(keys.WEBHOOKS_INDEX, eid)
             pipe.srem(keys.WEBHOOKS_DISABLED, eid)
             await pipe.execute()
@@ -212,12 +219,22 @@ class WebhookStore(UploadState):
         _, entries, *_ = await self.redis.xautoclaim(EVENTS_STREAM, EVENTS_GROUP, consumer, idle_ms, "0-0", count=count)
         return [_entry(sid, fields) for sid, fields in entries if fields]
 
-    async def fan_out(self, jobs: Sequence[JobSpec], acked: Sequence[str]) -> None:
-        """Queue delivery jobs and acknowledge the events they came from, in one MULTI: a dispatcher dying in between
-        leaves the events pending for another (whose jobs, with the same ids, are not queued twice)."""
+    async def fan_out(
+        self, deliveries: Sequence[tuple[str, JobSpec]], acked: Sequence[str], **slots: Any
+    ) -> None:  # fmt: skip
+        """Put deliveries (endpoint id, first attempt's job) in their endpoints' lines, queue as many as each endpoint
+        has free slots, and acknowledge the events they came from, in one MULTI: a dispatcher dying in between leaves
+        the events pending for another (whose deliveries, with the same ids, are not lined up twice). Only an
+        endpoint's concurrency's worth of its deliveries is ever queued, so a burst for one endpoint costs no job runs
+        that would only wait."""
+        now = slots["now_ms"]
         async with self.redis.pipeline(transaction=True) as pipe:
-            if jobs:
-                await self._run("enqueue_jobs", client=pipe, jobs=list(jobs))
+            for endpoint_id, job in deliveries:
+                pipe.zadd(keys.webhook_waiting_key(endpoint_id), {job.job_id: now}, nx=True)
+                pipe.hset(keys.webhook_parked_key(endpoint_id), job.job_id, job.blob)  # type: ignore[arg-type]
+                pipe.sadd(keys.WEBHOOKS_WAITING, endpoint_id)
+            for endpoint_id in dict.fromkeys(e for e, _ in deliveries):
+                await self._run("release_webhook_slot", client=pipe, **self._release(endpoint_id, "", **slots))
             if acked:
                 pipe.xack(EVENTS_STREAM, EVENTS_GROUP, *acked)
             await pipe.execute()
@@ -266,13 +283,34 @@ class WebhookStore(UploadState):
 
     # --- deliveries -------------------------------------------------------------------------------
 
-    async def take_slot(self, endpoint_id: str, job_id: str, *, now_ms: int, lease_ms: int, limit: int) -> bool:
-        """One of the endpoint's delivery slots for this job (False: all in use)."""
+    async def take_slot(self, endpoint_id: str, job_id: str, job: JobSpec, *, now_ms: int, lease_ms: int,
+                        limit: int) -> bool:  # fmt: skip
+        """One of the endpoint's delivery slots for this delivery; False: every slot is taken (or others wait first),
+        so `job` is parked in the endpoint's line until a slot is free (take_webhook_slot.lua)."""
         reply = reply_of(await self._run(
-            "take_webhook_slot", busy=keys.webhook_busy_key(endpoint_id), job_id=job_id, now_ms=now_ms,
-            lease_ms=lease_ms, limit=limit,
+            "take_webhook_slot", **self._line(endpoint_id), job_id=job_id, now_ms=now_ms, lease_ms=lease_ms,
+            limit=limit, endpoint_id=endpoint_id, blob=job.blob,
         ))  # fmt: skip
         return reply.code is Reply.OK
+
+    def _line(self, endpoint_id: str) -> dict[str, Any]:
+        return {"busy": keys.webhook_busy_key(endpoint_id), "waiting": keys.webhook_waiting_key(endpoint_id),
+                "parked": keys.webhook_parked_key(endpoint_id), "waiting_index": keys.WEBHOOKS_WAITING}  # fmt: skip
+
+    def _release(self, endpoint_id: str, job_id: str, *, queue: str, now_ms: int, lease_ms: int,
+                 limit: int) -> dict[str, Any]:  # fmt: skip
+        return {**self._line(endpoint_id), "queue": queue, "job_id": job_id, "now_ms": now_ms, "lease_ms": lease_ms,
+                "limit": limit, "endpoint_id": endpoint_id, "job_key_prefix": keys.arq_job_key(""),
+                "expires_ms": 86_400_000}  # fmt: skip
+
+    async def release_slot(self, endpoint_id: str, job_id: str, **slots: Any) -> int:
+        """Give a slot back (job_id '': none) and queue the endpoint's first parked deliveries again; how many woke."""
+        reply = reply_of(await self._run("release_webhook_slot", **self._release(endpoint_id, job_id, **slots)))
+        return int(reply.values[0])
+
+    async def waiting_endpoints(self) -> list[str]:
+        """Endpoints with parked deliveries."""
+        return sorted(m.decode() for m in await self.redis.smembers(keys.WEBHOOKS_WAITING))  # type: ignore[misc]
 
     async def attempt_recorded(self, job_id: str) -> bool:
         """Whether this attempt was sent and recorded already."""
@@ -280,10 +318,10 @@ class WebhookStore(UploadState):
 
     async def record_attempt(
         self, endpoint_id: str, job_id: str, entry: Mapping[str, Any], *, outcome: str, health: Mapping[str, Any],
-        next_job: JobSpec | None,
+        next_job: JobSpec | None, slots: Mapping[str, Any],
     ) -> None:  # fmt: skip
         """One attempt, together: its log entry, the endpoint's health fields, the next attempt's job (if any), the
-        attempt's done mark, the outcome counter, and its slot given back."""
+        attempt's done mark, the outcome counter, and its slot given back to the first parked delivery."""
         log = keys.webhook_log_key(endpoint_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(log, msgspec.json.encode(entry))
@@ -294,7 +332,7 @@ class WebhookStore(UploadState):
                 await self._run("enqueue_jobs", client=pipe, jobs=[next_job])
             pipe.set(keys.webhook_done_key(job_id), b"1", px=DONE_MARK_MS)
             pipe.hincrby(METRICS_KEY, MetricField.WEBHOOK_PREFIX + outcome, 1)
-            pipe.zrem(keys.webhook_busy_key(endpoint_id), job_id)
+            await self._run("release_webhook_slot", client=pipe, **self._release(endpoint_id, job_id, **slots))
             await pipe.execute()
 
     async def delivery_log(self, endpoint_id: str, limit: int = LOG_LENGTH) -> list[dict[str, Any]]:

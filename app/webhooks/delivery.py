@@ -1,7 +1,8 @@
 """One delivery attempt of one event to one endpoint (the worker's `deliver_webhook` job), and what follows it.
 
 The attempt takes one of the endpoint's slots (SPATIALGEN_WEBHOOK_ENDPOINT_CONCURRENCY across all workers, so a slow
-endpoint holds that many and no more), signs the body with the endpoint's secrets at this moment, POSTs it
+endpoint holds that many and no more; when none is free the delivery parks in the endpoint's line and its job ends,
+to be queued again when a slot frees), signs the body with the endpoint's secrets at this moment, POSTs it
 (app/webhooks/outbound.py) and records the outcome in one MULTI: the log entry, the endpoint's health, the next
 attempt's job and the attempt's done mark. A worker killed after sending and before recording runs the job again:
 the event is delivered twice, with the same webhook-id (at least once, never lost).
@@ -26,12 +27,13 @@ from app.domain.webhooks import parse_retry_after, parse_schedule, retry_delay
 from app.settings import Settings
 from app.state.jobs import delivery_job_id
 from app.state.webhooks import StreamEntry, WebhookStore
+from app.webhooks import dispatch
 from app.webhooks.dispatch import delivery_job
 from app.webhooks.outbound import Answer, Sender
 from app.webhooks.signing import delivery_headers
 
-BUSY = "busy"
-"""The endpoint's slots are all taken: the job is tried again a little later."""
+PARKED = "parked"
+"""The endpoint's slots were all taken: the delivery waits in its line (no job holds a slot meanwhile)."""
 RETRY_AFTER_STATUSES = (429, 503)
 
 
@@ -54,51 +56,56 @@ class Delivery:
 
 
 async def deliver(store: WebhookStore, sender: Sender, settings: Settings, d: Delivery) -> str:  # noqa: PLR0911 - per outcome
-    """Run one attempt; returns its outcome (delivered, retrying, failed, disabled, skipped, gone, recorded, busy)."""
-    cfg = settings.webhooks
+    """Run one attempt; returns its outcome (delivered, retrying, failed, disabled, skipped, gone, recorded, parked)."""
+    slots = dispatch.slots(settings)
+    start, lease_ms, limit = slots["now_ms"], slots["lease_ms"], slots["limit"]
     if await store.attempt_recorded(d.job_id):
+        await store.release_slot(d.endpoint_id, d.job_id, **slots)  # a slot may have been kept for it
         return "recorded"  # sent and recorded by a try whose worker died before arq finished the job
     endpoint = await store.endpoint(d.endpoint_id)
     if endpoint is None:
         return "gone"
-    start = now_ms()
+    entry = StreamEntry(stream_id=d.stream_id, id=d.event_id, type=d.event_type, account=endpoint.account)
     if not endpoint.enabled and d.event_type != EventType.TEST:
         why = endpoint.disabled_reason or "disabled by an admin"
-        await _record(store, d, start, Answer(None, {}, 0, f"not sent: the endpoint is disabled ({why})"), "skipped")
+        answer = Answer(None, {}, 0, f"not sent: the endpoint is disabled ({why})")
+        await _record(store, d, start, answer, "skipped", slots=slots)
         return "skipped"
-    lease_ms = round(cfg.timeout_seconds * 1000) + 10_000
-    if not await store.take_slot(d.endpoint_id, d.job_id, now_ms=start, lease_ms=lease_ms,
-                                 limit=cfg.endpoint_concurrency):  # fmt: skip
-        return BUSY
+    this = delivery_job(settings, d.endpoint_id, entry, d.body, round_id=d.round_id, attempt=d.attempt)
+    if not await store.take_slot(d.endpoint_id, d.job_id, this, now_ms=start, lease_ms=lease_ms, limit=limit):
+        return PARKED
     headers = delivery_headers(endpoint.signing_secrets(start), d.event_id, int(time.time()), d.body)
     answer = await sender.post(endpoint.url, headers, d.body)
     now = now_ms()
+    slots["now_ms"] = now
     if answer.status is not None and 200 <= answer.status < 300:
-        await _record(store, d, now, answer, "delivered", health={"last_success_ms": now, "failing_since_ms": 0})
+        health = {"last_success_ms": now, "failing_since_ms": 0}
+        await _record(store, d, now, answer, "delivered", health=health, slots=slots)
         return "delivered"
     if answer.status == 410:
         reason = f"the endpoint answered 410 Gone at {iso_ms(now)}"
-        await _record(store, d, now, answer, "disabled")
+        await _record(store, d, now, answer, "disabled", slots=slots)
         await store.disable_endpoint(d.endpoint_id, reason, now)
         return "disabled"
+    cfg = settings.webhooks
     failing_since = endpoint.failing_since_ms or now
     health = {} if endpoint.failing_since_ms else {"failing_since_ms": now}
     if now - failing_since >= cfg.disable_after_seconds * 1000:
         reason = (f"every delivery failed since {iso_ms(failing_since)} "
                   f"(more than {cfg.disable_after_seconds / 86400:g} days); last: {_error(answer)}")  # fmt: skip
-        await _record(store, d, now, answer, "failed", health=health)
+        await _record(store, d, now, answer, "failed", health=health, slots=slots)
         await store.disable_endpoint(d.endpoint_id, reason, now)
         return "failed"
     retry_after = (parse_retry_after(answer.headers.get("retry-after"), time.time())
                    if answer.status in RETRY_AFTER_STATUSES else None)  # fmt: skip
     delay = retry_delay(parse_schedule(cfg.retry_schedule), d.attempt, retry_after=retry_after)
     if delay is None:
-        await _record(store, d, now, answer, "failed", health=health)
+        await _record(store, d, now, answer, "failed", health=health, slots=slots)
         return "failed"
-    entry = StreamEntry(stream_id=d.stream_id, id=d.event_id, type=d.event_type, account=endpoint.account)
     nxt = delivery_job(settings, d.endpoint_id, entry, d.body, round_id=d.round_id, attempt=d.attempt + 1,
                        defer_s=delay)  # fmt: skip
-    await _record(store, d, now, answer, "retrying", health=health, next_job=nxt, next_ms=now + round(delay * 1000))
+    await _record(store, d, now, answer, "retrying", health=health, next_job=nxt, next_ms=now + round(delay * 1000),
+                  slots=slots)  # fmt: skip
     return "retrying"
 
 
@@ -114,7 +121,7 @@ def _error(answer: Answer) -> str | None:
 
 async def _record(
     store: WebhookStore, d: Delivery, now: int, answer: Answer, outcome: str, *, health: dict[str, Any] | None = None,
-    next_job: Any = None, next_ms: int | None = None,
+    next_job: Any = None, next_ms: int | None = None, slots: dict[str, Any],
 ) -> None:  # fmt: skip
     entry = {
         "eventId": d.event_id, "eventType": d.event_type, "streamId": d.stream_id, "round": d.round_id,
@@ -123,9 +130,4 @@ async def _record(
         "nextAttemptAt": iso_ms(next_ms) if next_ms is not None else None,
     }  # fmt: skip
     await store.record_attempt(d.endpoint_id, d.job_id, entry, outcome=outcome, health=health or {},
-                               next_job=next_job)  # fmt: skip
-
-
-def busy_delay(job_try: int) -> float:
-    """Seconds before a job that found its endpoint's slots taken looks again: 0.5 s doubling to 30 s."""
-    return float(min(30.0, 0.5 * 2 ** min(max(job_try - 1, 0), 6)))
+                               next_job=next_job, slots=slots)  # fmt: skip

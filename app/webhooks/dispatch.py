@@ -33,6 +33,8 @@ BLOCK_MS = 1000
 """How long one read waits for new events."""
 CLAIM_IDLE_MS = 30_000
 """An event taken by a dispatcher and not acknowledged for this long is taken over (its dispatcher died)."""
+WAKE_SECONDS = 5.0
+"""How often a dispatcher looks at the endpoints' lines (a slot whose worker died lapses; its line moves on)."""
 UPKEEP_SECONDS = 60.0
 """How often a dispatcher trims expired events and forgets long-gone dispatchers."""
 GONE_CONSUMER_MS = 86_400_000
@@ -53,6 +55,14 @@ def delivery_job(
         job_id=delivery_job_id(endpoint_id, entry.id, round_id, attempt), queue=settings.webhooks.queue_name,
         defer_ms=round(defer_s * 1000),
     )  # fmt: skip
+
+
+def slots(settings: Settings) -> dict[str, Any]:
+    """How an endpoint's delivery slots are counted now: its queue, concurrency and a slot's lease (the timeout + 10 s,
+    so a slot whose worker died comes back by itself)."""
+    cfg = settings.webhooks
+    return {"queue": cfg.queue_name, "now_ms": now_ms(), "limit": cfg.endpoint_concurrency,
+            "lease_ms": round(cfg.timeout_seconds * 1000) + 10_000}  # fmt: skip
 
 
 def targets(entry: StreamEntry, endpoints: list[Endpoint]) -> list[Endpoint]:
@@ -103,6 +113,7 @@ class Dispatcher:
         self.settings = settings
         self.consumer = consumer or consumer_name()
         self._upkeep_at = 0.0
+        self._wake_at = 0.0
 
     async def run(self) -> None:
         """Forever: dispatch what arrives; Redis trouble is waited out."""
@@ -127,6 +138,9 @@ class Dispatcher:
         if loop.time() >= self._upkeep_at:
             self._upkeep_at = loop.time() + UPKEEP_SECONDS
             await self.upkeep()
+        if loop.time() >= self._wake_at:
+            self._wake_at = loop.time() + WAKE_SECONDS
+            await self.wake_lines()
         entries += await self.store.claim_stale(self.consumer, idle_ms=CLAIM_IDLE_MS, count=BATCH)
         entries += await self.store.read_new(self.consumer, count=BATCH, block_ms=0 if entries else block_ms)
         if entries:
@@ -134,19 +148,26 @@ class Dispatcher:
         return len(entries)
 
     async def dispatch(self, entries: list[StreamEntry]) -> int:
-        """Queue the deliveries of these events and acknowledge them together; returns the jobs queued."""
+        """Line up the deliveries of these events and acknowledge them together; returns how many deliveries."""
         endpoints: dict[str, list[Endpoint]] = {}
-        jobs: list[JobSpec] = []
+        jobs: list[tuple[str, JobSpec]] = []
         for entry in entries:
             if entry.account not in endpoints:
                 endpoints[entry.account] = await self.store.account_endpoints(entry.account)
             chosen = targets(entry, endpoints[entry.account])
             if chosen:
                 body = await event_body(self.store, entry)
-                jobs += [delivery_job(self.settings, e.endpoint_id, entry, body) for e in chosen]
-        await self.store.fan_out(jobs, [e.stream_id for e in entries])
-        log.info("dispatched %d events: %d deliveries queued", len(entries), len(jobs))
+                jobs += [(e.endpoint_id, delivery_job(self.settings, e.endpoint_id, entry, body)) for e in chosen]
+        await self.store.fan_out(jobs, [e.stream_id for e in entries], **slots(self.settings))
+        log.info("dispatched %d events: %d deliveries", len(entries), len(jobs))
         return len(jobs)
+
+    async def wake_lines(self) -> int:
+        """Queue parked deliveries of endpoints with a free slot (normally the delivery freeing it does that)."""
+        woken = 0
+        for endpoint_id in await self.store.waiting_endpoints():
+            woken += await self.store.release_slot(endpoint_id, "", **slots(self.settings))
+        return woken
 
     async def upkeep(self) -> None:
         """Trim events past their retention; forget dispatchers gone for a day."""

@@ -37,7 +37,7 @@ from app.domain.webhooks import (
 )
 from app.settings import Settings
 from app.state.webhooks import Endpoint, StreamEntry, WebhookStore
-from app.webhooks.dispatch import delivery_job, event_body, targets
+from app.webhooks.dispatch import delivery_job, event_body, slots, targets
 from app.webhooks.signing import new_secret
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -212,8 +212,9 @@ async def redeliver(store: WebhookStore, settings: Settings, account: str | None
         chosen = [e for e in page if e.account == endpoint.account and targets(e, [_enabled(endpoint)])]
         chosen = chosen[:REDELIVER_LIMIT]
     round_id = str(now)
-    jobs = [delivery_job(settings, endpoint_id, e, await event_body(store, e), round_id=round_id) for e in chosen]
-    await store.fan_out(jobs, [])
+    jobs = [(endpoint_id, delivery_job(settings, endpoint_id, e, await event_body(store, e), round_id=round_id))
+            for e in chosen]  # fmt: skip
+    await store.fan_out(jobs, [], **slots(settings))
     return QueuedView(endpoint_id=endpoint_id, event_ids=[e.id for e in chosen])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -46,8 +47,8 @@ BODY = b'{"videoName":"bench","layout":"2D","files":[{"fileName":"v.mp4","fileRo
 
 
 async def completions(state: WebhookStore, settings: Settings, account: str, n: int) -> tuple[float, float, float]:
-    """n one-file groups completed through finish_complete.lua: (commands per script, Valkey µs per script, client
-    ms per script)."""
+    """n one-file groups completed through finish_complete.lua: (Redis commands per script, Valkey µs per script,
+    client ms per script)."""
     service = UploadService(settings, state)
     who = Principal(account, Role.UPLOAD, "bench-key")
     records = []
@@ -56,21 +57,51 @@ async def completions(state: WebhookStore, settings: Settings, account: str, n: 
         snap = await state.snapshot(created.session_id)
         assert snap is not None
         f = snap.record.files[0]
-        await state.redis.hset(state_key(snap.record.session_id), file_field(FileField.STATUS, f.upload_id),
-                               FileStatus.COMPLETING.value)  # fmt: skip
+        await state.redis.hset(
+            state_key(snap.record.session_id), file_field(FileField.STATUS, f.upload_id), FileStatus.COMPLETING.value
+        )
         records.append(snap.record)
     await state.redis.config_resetstat()
     start = time.perf_counter()
     for record in records:
         t = now_ms()
         library = LibraryTemplate.build(library_payload(record, "bench", t), now_ms=t)
-        await state.finish_complete(record, record.files[0].upload_id, now_ms=t, retention_ms=86_400_000,
-                                    library=library, processing_queue="bench:processing")  # fmt: skip
+        await state.finish_complete(
+            record, record.files[0].upload_id, now_ms=t, retention_ms=86_400_000, library=library,
+            processing_queue="bench:processing",
+        )  # fmt: skip
     took = time.perf_counter() - start
     stats = await state.redis.info("commandstats")
     scripts = stats["cmdstat_evalsha"]
     inner = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_config", "cmdstat_info"))
     return inner / scripts["calls"], scripts["usec"] / scripts["calls"], took * 1000 / n
+
+
+async def completion_cost(state: WebhookStore, settings: Settings, n: int, rounds: int) -> dict[str, list[float]]:
+    """Alternating rounds without and with an endpoint (so drift hits both alike): per-round figures by account."""
+    hooked = Endpoint(
+        endpoint_id=str(uuid.uuid4()),
+        account="hooked",
+        url="https://x.example/",
+        types=(),
+        created_ms=now_ms(),
+        secret=new_secret(),
+    )
+    await state.add_endpoint(hooked, max_endpoints=20)
+    await completions(state, settings, "warmup", 200)
+    out: dict[str, list[float]] = {"plain": [], "hooked": [], "plain_cmds": [], "hooked_cmds": []}
+    for _ in range(rounds):
+        for account in ("plain", "hooked"):
+            cmds, usec, _ = await completions(state, settings, account, n)
+            out[account].append(usec)
+            out[f"{account}_cmds"].append(cmds)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def deliveries(store: WebhookStore, receiver: Receiver, endpoints: int, events: int) -> float:
@@ -103,7 +134,7 @@ async def deliveries(store: WebhookStore, receiver: Receiver, endpoints: int, ev
 
 
 async def raw_posts(receiver: Receiver, concurrency: int, n: int) -> float:
-    """The baseline: plain signed-less POSTs from this process at the same concurrency."""
+    """The baseline: plain unsigned POSTs from this process at the same concurrency."""
     saved, receiver.secrets = receiver.secrets, []
     try:
         async with httpx.AsyncClient() as client:
@@ -134,35 +165,37 @@ async def main(args: argparse.Namespace) -> None:
     store = WebhookStore(redis)
     proc = None
     try:
-        n = args.completions
-        without = await completions(store, settings, "plain", n)
-        hooked = Endpoint(
-            endpoint_id=str(uuid.uuid4()),
-            account="hooked",
-            url="https://x.example/",
-            types=(),
-            created_ms=now_ms(),
-            secret=new_secret(),
-        )
-        await store.add_endpoint(hooked, max_endpoints=20)
-        with_hooks = await completions(store, settings, "hooked", n)
-        print(f"[1] completing script, {n} one-file groups (the last file: file + group events)")
-        for name, (cmds, usec, ms) in (("no endpoint (baseline)", without), ("with an endpoint", with_hooks)):
-            print(f"    {name:24} {cmds:5.1f} Redis commands, {usec:6.1f} µs Valkey CPU, {ms:5.2f} ms round trip")
+        n, rounds = args.completions, 4
+        cost = await completion_cost(store, settings, n, rounds)
+        exists = (await redis.info("commandstats")).get("cmdstat_exists", {}).get("usec_per_call", 0.0)
+        plain, hooked = statistics.median(cost["plain"]), statistics.median(cost["hooked"])
+        print(f"[1] completing script (finish_complete.lua), {rounds} alternating rounds of {n} one-file groups: the")
+        print("    last file completes its group (an endpoint gets two events: upload_file and upload_group.completed)")
         print(
-            f"    added by an endpoint:    +{with_hooks[0] - without[0]:.1f} commands, "
-            f"×{with_hooks[1] / without[1]:.2f} Valkey CPU (+{with_hooks[1] - without[1]:.1f} µs) per completion"
+            f"    no endpoint (baseline)  {cost['plain_cmds'][0]:5.1f} Redis commands (one of them EXISTS, "
+            f"{exists:.2f} µs), {plain:6.1f} µs Valkey CPU (median; rounds "
+            f"{', '.join(f'{x:.1f}' for x in cost['plain'])})"
+        )
+        print(
+            f"    with an endpoint        {cost['hooked_cmds'][0]:5.1f} Redis commands (+2 XADD), {hooked:6.1f} µs "
+            f"Valkey CPU (rounds {', '.join(f'{x:.1f}' for x in cost['hooked'])}): ×{hooked / plain:.2f}, "
+            f"{hooked - plain:+.1f} µs per completion"
         )
         await redis.flushall()
 
         receiver = await Receiver([new_secret()]).start()
+        worker_cpu: dict[str, float] = {}
         quiet = asyncio.subprocess.DEVNULL
         proc = await asyncio.create_subprocess_exec(*worker_command(), env=env, cwd=REPO, stdout=quiet, stderr=quiet)
         await deliveries(store, receiver, 1, 50)  # warm up: the worker started, connections open
         limit = settings.webhooks.endpoint_concurrency
+        cpu = cpu_seconds(proc.pid)
         one = await deliveries(store, receiver, 1, args.events)
+        worker_cpu["one"] = (cpu_seconds(proc.pid) - cpu) / args.events
         base_one = await raw_posts(receiver, limit, args.events)
+        cpu = cpu_seconds(proc.pid)
         many = await deliveries(store, receiver, 20, args.events)
+        worker_cpu["many"] = (cpu_seconds(proc.pid) - cpu) / args.events
         base_many = await raw_posts(receiver, limit * 20, args.events)
         print(f"[2] one worker process, {args.events} test events each run, verified by the receiver")
         print(
@@ -172,6 +205,10 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"    20 endpoints ({20 * limit} at a time) {many:7.0f} deliveries/s; raw POSTs at {20 * limit}: "
             f"{base_many:7.0f}/s (×{many / base_many:.2f})"
+        )
+        print(
+            f"    worker CPU per delivery (dispatch, job, POST): {worker_cpu['one'] * 1e6:.0f} µs (one endpoint), "
+            f"{worker_cpu['many'] * 1e6:.0f} µs (20 endpoints): ~{1 / worker_cpu['many']:.0f} deliveries/s per core"
         )
         await receiver.stop()
     finally:

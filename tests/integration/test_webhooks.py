@@ -377,3 +377,31 @@ async def test_an_endpoint_failing_for_too_long_is_disabled_with_the_reason(
     assert 3 <= len(receiver.received) < 5  # disabled before the schedule ran out
     r = await api.patch(f"{HOOKS}/{eid}", json={"enabled": True}, headers=admin)
     assert r.json()["enabled"] and r.json()["disabledReason"] is None and r.json()["failingSince"] is None
+
+
+async def test_an_endpoint_s_deliveries_wait_in_line_beyond_its_concurrency(
+    api: httpx.AsyncClient, redis: Redis, hook_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = hook_settings.override(webhook_endpoint_concurrency=2)
+    admin = await key(redis)
+    in_flight, most = 0, 0
+
+    async def slow(headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], float]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.3)
+        in_flight -= 1
+        return 200, {}, 0.0
+
+    receiver = await Receiver(policy=slow).start()
+    eid = (await register(api, admin, receiver.url))["endpointId"]
+    # A slot held by a delivery whose worker died (its lease lapses in 0.5 s): the line moves on without it.
+    await redis.zadd(f"sg:webhook:{eid}:busy", {"a-killed-delivery": int(time.time() * 1000) + 500})
+    monkeypatch.setattr(dispatch, "WAKE_SECONDS", 0.2)
+    async with worker(settings):
+        sent = [(await api.post(f"{HOOKS}/{eid}/test", headers=admin)).json()["eventIds"][0] for _ in range(8)]
+        await until(lambda: len(receiver.received) == 8)
+    await receiver.stop()
+    assert sorted(r.webhook_id for r in receiver.received) == sorted(sent) and most <= 2
+    assert await redis.zcard(f"sg:webhook:{eid}:waiting") == 0 and await redis.hlen(f"sg:webhook:{eid}:parked") == 0

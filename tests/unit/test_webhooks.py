@@ -27,7 +27,6 @@ from app.domain.webhooks import (
     url_problems,
 )
 from app.state.webhooks import Endpoint
-from app.webhooks.delivery import busy_delay
 from app.webhooks.outbound import address_allowed
 from app.webhooks.signing import delivery_headers, new_secret, secret_key, signature
 
@@ -148,10 +147,6 @@ def test_retry_after_is_honoured_when_longer_and_bounded() -> None:
     at = datetime(2027, 1, 15, 8, 0, 30, tzinfo=UTC).timestamp()
     assert parse_retry_after("Fri, 15 Jan 2027 08:00:30 GMT", at - 30) == 30
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
-
-
-def test_a_busy_endpoint_is_looked_at_again_soon_then_less_often() -> None:
-    assert [busy_delay(t) for t in (1, 2, 3, 8, 100)] == [0.5, 1.0, 2.0, 30.0, 30.0]
 
 
 def test_event_ids_are_derived_from_the_transition() -> None:

@@ -6,8 +6,10 @@
 local GROUP_END_EVENT = {[${group_status.canceled}] = ${event.group_canceled}, [${group_status.expired}] = ${event.group_expired},
                          [${group_status.failed}] = ${event.group_failed}}
 -- subject: the file of a file's event ('' for a group's); upload_id: the file the event names (a failed group's too).
+local has_webhooks = nil  -- asked once per script run, however many events it records
 local function record_event(etype, account, session_id, subject, upload_id, status, reason, library_id)
-  if redis.call('EXISTS', key.webhooks) == 0 then return end
+  if has_webhooks == nil then has_webhooks = redis.call('EXISTS', key.webhooks) == 1 end
+  if not has_webhooks then return end
   local id = 'evt_' .. string.sub(redis.sha1hex(etype .. ':' .. session_id .. ':' .. subject), 1, 32)
   redis.call('XADD', key.events, '*', 'id', id, 'type', etype, 'account', account, 'sid', session_id, 'uid', upload_id,
              'status', status, 'reason', reason, 'lib', library_id, 'at', arg.now_ms)
