@@ -103,7 +103,7 @@ async def _keys(args: argparse.Namespace, redis: Redis) -> int:
 
 
 async def _queues(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
-    names = [settings.worker.queue_name, settings.worker.processing_queue_name]
+    names = [settings.worker.queue_name, settings.worker.processing_queue_name, settings.webhooks.queue_name]
     stats = await queues.queue_stats(redis, names, scan_limit=args.scan_limit)
     if args.json:
         _print_json(stats)

@@ -291,6 +291,8 @@ class DevStack:
         _write_dev_env(self.dev_env, {
             "SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
             "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
+            # spatialgen-admin webhooks create checks endpoint URLs as the API does
+            "SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS": self.env["SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS"],
         })  # fmt: skip
         print(f"\nAPI       {api_url}", flush=True)
         print(f"API key   {key}   (account 'dev', role 'upload'; created for this run)", flush=True)

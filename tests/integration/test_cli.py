@@ -89,7 +89,7 @@ async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any)
 
 async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: Busy) -> None:
     stats = {q["queue"]: q for q in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [settings.worker.queue_name, PROCESSING]
+    assert list(stats) == [settings.worker.queue_name, PROCESSING, settings.webhooks.queue_name]
     up = stats[settings.worker.queue_name]
     assert {k: up[k] for k in ("queued", "scheduled", "inProgress", "results", "failures")} == {
         "queued": 3, "scheduled": 2, "inProgress": 0, "results": 4, "failures": 1,
