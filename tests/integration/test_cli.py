@@ -273,7 +273,7 @@ async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settin
     assert (rows["bad"]["function"], rows["bad"]["state"], rows["bad"]["queue"]) == ("<undecodable>", "unknown",
                                                                                      "<unknown>")  # fmt: skip
     stats = {s["queue"]: s for s in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [q, PROCESSING, "<unknown>"]
+    assert list(stats) == [q, PROCESSING, settings.webhooks.queue_name, "<unknown>"]
     assert (stats[q]["queued"], stats["<unknown>"]["results"]) == (2, 1)
     assert 0.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
 
