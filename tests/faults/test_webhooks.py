@@ -4,7 +4,7 @@ by a real receiving server with the Standard Webhooks reference verifier:
 - the receiver down for a minute, then back: every event delivered, none lost, ids stable. The retry schedule is
   compressed (0, 1, 2, 4, 8 s, then every 15 s) so the minute costs a minute and not hours;
 - a worker SIGKILLed mid-delivery: the event is delivered by another worker, possibly twice, with the same id;
-- receivers answering 500, 429 (Retry-After) and 410: retried, delayed, disabled;
+- receivers answering 500, 429 (Retry-After) and 410: retried, delayed, disabled (workers started both ways);
 - one account's receiver slow: another account's deliveries, and upload work, go on meanwhile.
 Figures are printed ([measured]), never asserted against thresholds (the `within` bounds only stop a hang).
 """
@@ -129,7 +129,8 @@ async def test_a_worker_killed_mid_delivery_delivers_it_again_with_the_same_id(s
     )
 
 
-async def test_receivers_answering_500_429_and_410(stack: Stack) -> None:
+async def test_receivers_answering_500_429_and_410(stack: Stack, worker_way: str) -> None:
+    """With workers started both ways (spatialgen-worker, arq's CLI): the webhook side starts with either."""
     stack.settings_env = hook_env("0,1,1,1,1")
     stack.start_stores()
     answers: dict[str, list[tuple[int, dict[str, str], float]]] = {

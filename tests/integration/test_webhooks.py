@@ -405,3 +405,22 @@ async def test_an_endpoint_s_deliveries_wait_in_line_beyond_its_concurrency(
     await receiver.stop()
     assert sorted(r.webhook_id for r in receiver.received) == sorted(sent) and most <= 2
     assert await redis.zcard(f"sg:webhook:{eid}:waiting") == 0 and await redis.hlen(f"sg:webhook:{eid}:parked") == 0
+
+
+async def test_each_transition_records_its_event_once(
+    api: httpx.AsyncClient, redis: Redis, hook_settings: Settings
+) -> None:
+    admin, upload = await key(redis), await key(redis, role="upload")
+    await register(api, admin, "https://hooks.example.com/x")
+    sid = (await start(api, upload, {"video_left": 10, "video_right": 20}))["sessionId"]
+    for _ in range(2):  # a repeated cancel answers the same and changes nothing
+        assert (await api.delete(f"/api/videos/uploads/{sid}", headers=upload)).status_code == 200
+    await redis.zadd(EXPIRY_INDEX, {sid: 1})  # an ended group that the sweep meets: no second end
+    state = UploadState(redis)
+    await expiry_sweep(state, hook_settings)
+    state.close()
+    entries = await redis.xrange(EVENTS_STREAM)
+    assert [(f[b"type"], f[b"id"].decode()) for _, f in entries] == [
+        (b"upload_group.canceled", event_id("upload_group.canceled", sid))
+    ]
+    assert entries[0][1][b"account"] == b"acme" and entries[0][1][b"status"] == b"canceled"
