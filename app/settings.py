@@ -19,7 +19,7 @@ from msgspec import Meta
 
 from app.domain.contract import MAX_FILES_PER_GROUP, MAX_OBJECT_BYTES
 from app.domain.limits import DEFAULT_RATES, Quota, Rate, RouteClass, parse_rates
-from app.domain.webhooks import SPEC_SCHEDULE, parse_schedule
+from app.domain.webhooks import SCHEDULE_PATTERN, SPEC_SCHEDULE
 
 ENV_PREFIX = "SPATIALGEN_"
 DEV_ENV_FILE = "dev.env"
@@ -137,11 +137,14 @@ class LimitConfig(_Group, frozen=True):
     """What one key or account may cost (SPEC 3.6); accounts may have their own (spatialgen-admin accounts)."""
 
     rate_limits: str = DEFAULT_RATES
-    """Per API key, per route class: `class=rate/burst,...` (create, part_urls, complete, reads), or `off`."""
+    """Per API key, per route class: `class=rate/burst,...` (create, part_urls, complete, reads, webhooks), or `off`."""
     quota_live_groups: int = 1000
     """Default per-account quota: live (initialized/uploading) groups at once."""
     quota_live_bytes: int = 50 * TIB
     """Default per-account quota: declared bytes of its live groups (50 TiB)."""
+    complete_attempts: int = 20
+    """Per file: completions that may start (each complete that hands a part list to storage is one; repeats while
+    one runs are not). Past it, complete answers 409 completion_attempts_exhausted: cancel and start again."""
     retained_ended_groups: int = 1000
     """Per account: groups that ended without completing (canceled, expired, failed) kept for their status; older
     ones are dropped by the expiry sweep before their retention lapses (0: no cap)."""
@@ -200,7 +203,7 @@ class WebhookConfig(_Group, frozen=True):
     """Deliveries in flight per worker process."""
     endpoint_concurrency: Annotated[int, Meta(ge=1)] = 4
     """Deliveries in flight to one endpoint across all workers (a slow endpoint holds no more than this)."""
-    retry_schedule: str = SPEC_SCHEDULE
+    retry_schedule: Annotated[str, Meta(pattern=SCHEDULE_PATTERN)] = SPEC_SCHEDULE
     """Seconds before each attempt (the first is the first attempt's), each jittered by up to 10 %."""
     timeout_seconds: Annotated[float, Meta(gt=0)] = 15.0
     """Longest wait for an endpoint's answer, connection included."""
@@ -212,9 +215,6 @@ class WebhookConfig(_Group, frozen=True):
     """How long events are kept in the outbox stream for redelivery (30 days)."""
     rotation_overlap_seconds: int = 86_400
     """After a secret rotation, how long the previous secret also signs each delivery."""
-
-    def __post_init__(self) -> None:
-        parse_schedule(self.retry_schedule)  # a bad schedule stops the process at start, naming the variable
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -310,7 +310,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "IDLE_GROUP_SECONDS must be positive and at most SESSION_TTL_SECONDS"
         if not 1 <= self.server.port <= 65535:
             yield "PORT must be between 1 and 65535"
-        for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency"):
+        for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency", "complete_attempts"):
             if self.value(name) < 1:
                 yield f"{name.upper()} must be at least 1"
         if self.redis.write_replicas < 0:

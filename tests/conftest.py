@@ -25,6 +25,7 @@ from app.state.jobs import deserialize, serialize
 from app.storage.s3 import ObjectStore
 from app.upkeep.identity import MARKER_NAME
 from deploy.local.devstack import free_port, start_moto, start_valkey, stop
+from tests.sigv4_front import SigV4Front, front_in_thread
 
 SEED_REQUEST: dict[str, Any] = copy.deepcopy(START_EXAMPLE)
 """The original API page's example group (the OpenAPI document shows the same one); a copy tests may not change."""
@@ -84,6 +85,25 @@ def settings(valkey_url: str, s3_endpoint: str) -> Settings:
         provision_wait_seconds=2.0,
         complete_wait_seconds=5.0,
     )
+
+
+@pytest.fixture(scope="session")
+def verified_s3(s3_endpoint: str) -> Iterator[SigV4Front]:
+    """A SigV4-verifying front (tests/sigv4_front.py) before the session's moto, as S3 checks presigned requests.
+
+    `.url` is its address; `.refusals` lists what it refused (status, code, method, path, reason) and `.exchanges`
+    every request it answered; `.reset()` forgets both. It serves from a thread of its own, so blocking clients
+    (boto3) can use it too; any access key id signs with the secret "testing", as the session's settings do.
+    """
+    with front_in_thread(s3_endpoint, secrets="testing") as front:
+        yield front
+
+
+@pytest.fixture(scope="session")
+def verified_settings(settings: Settings, verified_s3: SigV4Front) -> Settings:
+    """The session's settings with storage reached through the verifying front: presigned URLs are signed for
+    its host, and the service's own S3 calls (Authorization header) pass through it unchanged."""
+    return settings.override(s3_endpoint_url=verified_s3.url)
 
 
 @pytest.fixture(scope="session")

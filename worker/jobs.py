@@ -128,7 +128,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 
 @job()
 async def provision_group(ctx: dict[str, Any], session_id: str) -> dict[str, str]:
-    """Open the S3 multipart uploads of a new group.
+    """Open the S3 multipart uploads of a group whose client's part-urls call storage did not answer in time.
 
     Only a retry lists the open uploads to adopt one an earlier try opened and did not record: arq counts a
     job's tries in Redis (a try killed with its worker counts too), so a first try has none to adopt, and a
@@ -165,8 +165,14 @@ async def purge_group(ctx: dict[str, Any], session_id: str, _key_prefix: str = "
 
 
 @job()
+async def refresh_group_parts(ctx: dict[str, Any], session_id: str) -> int:
+    """Track which parts storage has received for each of a group's files still in play (ListParts)."""
+    return await status.refresh_group_parts(ctx["state"], ctx["store"], session_id)
+
+
+@job()
 async def refresh_parts(ctx: dict[str, Any], session_id: str, upload_id: str) -> int:
-    """Track which parts storage has received for one file (ListParts)."""
+    """One file's tracking (jobs of this name were queued by earlier versions, one per file)."""
     return await status.refresh_parts(ctx["state"], ctx["store"], session_id, upload_id)
 
 

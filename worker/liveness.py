@@ -4,10 +4,10 @@ arq locks a running job for the longest job timeout + 10 s (15 minutes here): a 
 that long. Built from arq's public hooks and settings only, so `spatialgen-worker` and arq's own CLI
 (`arq worker.settings.WorkerSettings`) behave the same:
 
-- every job function renews a short lock (LOCK_SECONDS) on itself while it runs (`renewed_lock`, applied by
-  worker/jobs.py's `@job`), so a dead worker's jobs run again LOCK_SECONDS later and a live one's never;
-- a keeper task each worker starts in `on_startup` shortens the long lock arq takes before a job's function begins
-  (`keep_locks`): a worker killed in that moment loses its job for LOCK_SECONDS, not 15 minutes;
+- a keeper task each worker starts in `on_startup` (`keep_locks`) shortens the long lock arq takes on every due job to
+  LOCK_SECONDS, every LOCK_SECONDS / 3;
+- every job function that runs longer than that renews its short lock while it runs (`renewed_lock`, applied by
+  worker/jobs.py's `@job`), so a dead worker's jobs run again within about LOCK_SECONDS and a live one's never;
 - the workers' Redis client retries a command through an outage (app/state/connection.py: `worker_pool`), so a
   poll during a Redis restart or failover waits instead of ending the process.
 """
@@ -50,10 +50,12 @@ async def renewed_lock(ctx: dict[str, Any]) -> AsyncIterator[None]:
     key = in_progress_key_prefix + job_id
 
     async def renew() -> None:
+        # A job that ends within LOCK_SECONDS / 3 never touches its lock (no Redis call); one that dies sooner leaves
+        # arq's long lock, which the keeper shortens (keep_locks).
         while True:
+            await asyncio.sleep(LOCK_SECONDS / 3)
             with contextlib.suppress(RedisError, OSError):
                 await redis.pexpire(key, int(LOCK_SECONDS * 1000))
-            await asyncio.sleep(LOCK_SECONDS / 3)
 
     task = asyncio.create_task(renew())
     try:

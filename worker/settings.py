@@ -23,6 +23,7 @@ from app.state.jobs import (
     PURGE_JOB,
     RECONCILE_CRON,
     REDRIVE_CRON,
+    REFRESH_GROUP_JOB,
     REFRESH_PARTS_JOB,
     deserialize,
     serialize,
@@ -36,7 +37,7 @@ _settings = Settings.from_env()
 PROVISION_TIMEOUT = 120  # up to 64 files: a ListMultipartUploads + CreateMultipartUpload each
 COMPLETE_TIMEOUT = 900  # CompleteMultipartUpload of 10,000 parts can take minutes on S3
 PURGE_TIMEOUT = 600
-REFRESH_TIMEOUT = 120  # ListParts of 10,000 parts is 10 pages
+REFRESH_TIMEOUT = 300  # a group's files: ListParts of 10,000 parts is 10 pages each
 SWEEP_TIMEOUT = 1800  # the orphan sweep and the reconciliation page through the whole prefix
 
 
@@ -89,12 +90,13 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """Upload worker: provisioning, completion, purges, parts tracking and the sweeps."""
 
+    # keep_result=0 on each function too, so a worker built from this list with its own settings keeps none either.
     functions: ClassVar[list[Any]] = [
-        func(jobs.provision_group, name=PROVISION_JOB, timeout=PROVISION_TIMEOUT),
-        func(jobs.complete_file, name=COMPLETE_JOB, timeout=COMPLETE_TIMEOUT),
-        func(jobs.purge_group, name=PURGE_JOB, timeout=PURGE_TIMEOUT),
-        # No kept result: the job id is free again once it ran, so the next refresh can be queued.
-        func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, keep_result=0, timeout=REFRESH_TIMEOUT),
+        func(jobs.provision_group, name=PROVISION_JOB, timeout=PROVISION_TIMEOUT, keep_result=0),
+        func(jobs.complete_file, name=COMPLETE_JOB, timeout=COMPLETE_TIMEOUT, keep_result=0),
+        func(jobs.purge_group, name=PURGE_JOB, timeout=PURGE_TIMEOUT, keep_result=0),
+        func(jobs.refresh_group_parts, name=REFRESH_GROUP_JOB, timeout=REFRESH_TIMEOUT, keep_result=0),
+        func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, timeout=REFRESH_TIMEOUT, keep_result=0),
     ]
     cron_jobs = cron_jobs(_settings)
     on_startup = on_startup
@@ -107,7 +109,9 @@ class WorkerSettings:
     # Storage and Redis outages are retried with backoff (jobs.backoff_seconds); ~2.5 h of tries.
     max_tries = jobs.MAX_TRIES
     job_timeout = COMPLETE_TIMEOUT
-    keep_result = 3600
+    # No result is kept: a finished job leaves nothing behind (a completion's part list included), and its id is free
+    # again at once (the next parts refresh of a group can be queued). Outcomes are counted in the metrics.
+    keep_result = 0
     # Our job format (app/state/jobs.py): msgpack through arq's hooks, never pickle.
     job_serializer = staticmethod(serialize)
     job_deserializer = staticmethod(deserialize)

@@ -94,12 +94,16 @@ async def _keys(args: argparse.Namespace, redis: Redis) -> int:
     if args.action == "list":
         _emit(args, await apikeys.list_keys(redis), ["key_id", "account", "role", "label", "created_at"])
         return 0
-    ok = await apikeys.revoke_key(redis, args.key_id)
+    try:
+        revoked = await apikeys.revoke_key(redis, args.key_id)
+    except apikeys.AmbiguousKeyId as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(msgspec.json.encode({"keyId": args.key_id, "revoked": ok}).decode())
+        print(msgspec.json.encode({"keyId": revoked or args.key_id, "revoked": revoked is not None}).decode())
     else:
-        print(f"revoked {args.key_id}" if ok else f"no key with id {args.key_id}")
-    return 0 if ok else 1
+        print(f"revoked {revoked}" if revoked else f"no key with id {args.key_id}")
+    return 0 if revoked else 1
 
 
 async def _queues(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in apikeys.Role])
     create.add_argument("--label", default="")
     ksub.add_parser("list", help="list keys (never the secrets)", parents=[common])
-    revoke = ksub.add_parser("revoke", help="revoke a key by its id", parents=[common])
+    revoke = ksub.add_parser("revoke", help="revoke a key by its id (or a start of it shared by no other key)",
+                             parents=[common])  # fmt: skip
     revoke.add_argument("key_id")
 
     queues_cmd = sub.add_parser("queues", help="queued, scheduled, in progress, results and failures per arq queue",

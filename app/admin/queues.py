@@ -218,8 +218,8 @@ async def list_jobs(
 
 
 async def _due_times(redis: Redis, waiting: list[tuple[bytes, float]]) -> list[float]:
-    """When each waiting job became due: its score, except that an urgent job is scored ahead of its time
-    (JobSpec.build), so a job enqueued ("et" in its document) after its score counts from its enqueue time."""
+    """When each waiting job became due: its score, except that a job enqueued ("et" in its document) after its score
+    (a producer may score a job ahead of its time) counts from its enqueue time."""
     async with redis.pipeline(transaction=False) as pipe:
         for raw_id, _ in waiting:
             pipe.get(job_key_prefix + raw_id.decode(errors="replace"))

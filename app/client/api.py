@@ -17,7 +17,7 @@ import httpx
 import msgspec
 
 from app.client import transfer
-from app.client.errors import Problem, ServiceError
+from app.client.errors import Problem, ServiceError, ServiceUnreachable
 from app.client.events import Reporter, Retry, ignore
 from app.client.models import (
     CanceledGroup,
@@ -28,7 +28,14 @@ from app.client.models import (
     ProblemDoc,
     ReceivedParts,
 )
-from app.client.retry import API_MAX_ATTEMPTS, COMPLETE_FOLLOW_SECONDS, PART_MAX_FAILURES, Backoff, parse_retry_after
+from app.client.retry import (
+    API_MAX_ATTEMPTS,
+    COMPLETE_FOLLOW_SECONDS,
+    FIRST_CONTACT_DELAYS,
+    PART_MAX_FAILURES,
+    Backoff,
+    parse_retry_after,
+)
 
 APPKEY_HEADER = "X-SPATIALGEN-APPKEY"
 UPLOADS_PATH = "/api/videos/uploads"
@@ -66,6 +73,9 @@ class ServiceClient:
         self.backoff = backoff or Backoff()
         self.api_attempts = api_attempts
         self.part_failures = part_failures
+        self.answered = False
+        """True once the API has answered anything: before that, a refused connection means a wrong URL or a
+        service that is not running (reported at once), after it a network hiccup mid-upload (retried)."""
         self._api = httpx.AsyncClient(base_url=self.base_url, headers={APPKEY_HEADER: api_key}, timeout=API_TIMEOUT)
         # Storage gets no API key. One kept-alive connection per part in flight.
         self._storage = httpx.AsyncClient(
@@ -204,7 +214,15 @@ class ServiceClient:
                 response = await self._api.request(method, path, content=content, headers=all_headers)
             except httpx.TransportError as exc:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if not self.answered and self._first_contact_failed(exc, attempt):
+                    raise ServiceUnreachable(self.base_url, reason, call=call) from None
+                if not self.answered and isinstance(exc, httpx.ConnectError):
+                    delay = FIRST_CONTACT_DELAYS[attempt - 1]
+                    on_progress(Retry(what="api", call=call, reason=reason, attempt=attempt, delay_seconds=delay))
+                    await asyncio.sleep(delay)
+                    continue
             else:
+                self.answered = True
                 if response.status_code in ok:
                     return response
                 problem = _problem(response)
@@ -220,6 +238,14 @@ class ServiceClient:
             delay = self.backoff.delay(attempt, retry_after)
             on_progress(Retry(what="api", call=call, reason=reason, attempt=attempt, delay_seconds=round(delay, 3)))
             await asyncio.sleep(delay)
+
+    @staticmethod
+    def _first_contact_failed(exc: httpx.TransportError, attempt: int) -> bool:
+        """Before the API ever answered: give up on a refused connection (or an unknown host) after a few quick
+        tries (a service just starting gets them), and on a connect timeout at once (it already waited)."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return True
+        return isinstance(exc, httpx.ConnectError) and attempt > len(FIRST_CONTACT_DELAYS)
 
 
 def _no_bytes(n: int) -> None:

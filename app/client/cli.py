@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -18,12 +19,19 @@ import msgspec
 
 from app.client import config
 from app.client.api import DEFAULT_PARALLEL
-from app.client.errors import InvalidUpload, LocalFileChanged, ServiceError, StateFileError, UploadError
+from app.client.errors import (
+    InvalidUpload,
+    LocalFileChanged,
+    ServiceError,
+    ServiceUnreachable,
+    StateFileError,
+    UploadError,
+)
 from app.client.events import Event, Failed, GroupStarted, Interrupted, Reporter
 from app.client.progress import JsonLines, PlainLines, RichBars, human_bytes
 from app.client.run import UploadResult
 from app.client.spec import ROLES, LocalFile, UploadSpec
-from app.client.state import STATE_DIR, load_state, save_state, state_path
+from app.client.state import STATE_DIR, load_state, remove_state, save_state, state_path
 from app.client.upload import UploadClient
 
 EXIT_OK = 0
@@ -46,9 +54,12 @@ resuming:
   returns the same group. Only the parts storage does not hold yet are sent. On another machine, name
   the files again: {PROG} resume SESSION_ID --video-left L.mov --video-right R.mov ...
 
+  A group's state file is removed once the group completes (--keep-state keeps it).
+
 service and key:
   --api-url / --api-key, else SPATIALGEN_API_URL / SPATIALGEN_API_KEY, else .data/dev.env written by
-  `make run` (SPATIALGEN_DATA_DIR moves .data).
+  `make run` (SPATIALGEN_DATA_DIR moves .data). Nothing answering at the URL fails at once, saying where
+  the URL came from.
 
 exit codes:
   0 done, 1 failed (the service refused, or a part failed 10 times in a row: resumable),
@@ -82,6 +93,11 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
                         help=f"folder of state files (default: {STATE_DIR})")  # fmt: skip
 
 
+def _keep_state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep the state file once the group completes (default: it is removed)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
     parser = argparse.ArgumentParser(
@@ -99,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                       help=f"parts in flight across all files (default {DEFAULT_PARALLEL})")  # fmt: skip
     send.add_argument("--new", action="store_true", help="always create a new group, even for the same inputs")
+    _keep_state_arg(send)
     _common_args(send)
 
     resume = sub.add_parser("resume", help="continue an interrupted upload", epilog=EPILOG,
@@ -107,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _file_args(resume)
     resume.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                         help=f"parts in flight across all files (default {DEFAULT_PARALLEL})")  # fmt: skip
+    _keep_state_arg(resume)
     _common_args(resume)
 
     status = sub.add_parser("status", help="show a group's status and progress")
@@ -195,21 +213,27 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main())
 
 
-def _target(args: argparse.Namespace, recorded_url: str | None = None) -> tuple[str, str]:
-    url, key = config.resolve(args.api_url, args.api_key, recorded_url=recorded_url)
-    if not url:
-        raise Usage(f"no API URL: pass --api-url, set {config.ENV_API_URL}, or run `make run` here")
-    if not key:
-        raise Usage(f"no API key: pass --api-key, set {config.ENV_API_KEY}, or run `make run` here")
-    return url, key
+def _target(args: argparse.Namespace, recorded_url: str | None = None, recorded_from: str = "") -> config.Target:
+    target = config.locate(args.api_url, args.api_key, recorded_url=recorded_url,
+                           recorded_from=recorded_from or "the state file")  # fmt: skip
+    missing = target.missing(config.dev_env_path(os.environ))
+    if missing:
+        raise Usage(missing)
+    return target
+
+
+def _unreachable(exc: ServiceUnreachable, target: config.Target) -> str:
+    return f"error: {exc}\n  {target.url_hint()}"
 
 
 def _transfer(args: argparse.Namespace, work: Callable[[UploadClient, Reporter], Coroutine[Any, Any, UploadResult]],
-              recorded_url: str | None = None) -> int:  # fmt: skip
+              recorded_url: str | None = None, recorded_from: str = "") -> int:  # fmt: skip
     """Run an upload or a resume with progress, and turn its outcome into output and an exit code."""
     if args.parallel < 1:
         raise Usage("--parallel must be at least 1")
-    url, key = _target(args, recorded_url)
+    target = _target(args, recorded_url, recorded_from)
+    assert target.url is not None and target.key is not None
+    url, key = target.url, target.key
     with renderer(args.json) as shown:
         tracker = Tracker(shown)
 
@@ -229,10 +253,13 @@ def _transfer(args: argparse.Namespace, work: Callable[[UploadClient, Reporter],
             raise
         except UploadError as exc:
             resume = _resume_command(args, tracker.session_id) if _resumable(exc) else None
+            message = _unreachable(exc, target) if isinstance(exc, ServiceUnreachable) else f"error: {exc}"
             if args.json:
-                shown(Failed(message=str(exc), session_id=tracker.session_id, resume=resume))
-            _say(f"error: {exc}" + (f"\nthe upload can be resumed: {resume}" if resume else ""))
+                shown(Failed(message=message.removeprefix("error: "), session_id=tracker.session_id, resume=resume))
+            _say(message + (f"\nthe upload can be resumed: {resume}" if resume else ""))
             return EXIT_FAILED
+    if not args.keep_state:
+        remove_state(result.state_file, default_dir=args.state is None)
     if not args.json:
         print(result.library_id)
     return EXIT_OK
@@ -276,7 +303,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     async def work(client: UploadClient, report: Reporter) -> UploadResult:
         return await client.resume_group(args.session_id, state_file=path, files=files or None, on_progress=report)
 
-    return _transfer(args, work, recorded)
+    return _transfer(args, work, recorded, f"the state file {path}")
 
 
 def _recorded_url(args: argparse.Namespace) -> str | None:
@@ -289,16 +316,16 @@ def _recorded_url(args: argparse.Namespace) -> str | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`status`: the group and its files as the service reports them."""
-    url, key = _target(args, _recorded_url(args))
+    target = _target(args, _recorded_url(args), f"the state file {_state_file(args, args.session_id)}")
 
     async def go() -> Any:
-        async with UploadClient(url, key) as client:
+        async with UploadClient(str(target.url), str(target.key)) as client:
             return await client.group_status(args.session_id)
 
     try:
         status = _run(go())
     except UploadError as exc:
-        _say(f"error: {exc}")
+        _say(_unreachable(exc, target) if isinstance(exc, ServiceUnreachable) else f"error: {exc}")
         return EXIT_FAILED
     if args.json:
         print(msgspec.json.encode(status).decode())
@@ -314,16 +341,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """`cancel`: cancel the group; storage deletes what it holds of it."""
-    url, key = _target(args, _recorded_url(args))
+    target = _target(args, _recorded_url(args), f"the state file {_state_file(args, args.session_id)}")
 
     async def go() -> Any:
-        async with UploadClient(url, key) as client:
+        async with UploadClient(str(target.url), str(target.key)) as client:
             return await client.cancel_group(args.session_id)
 
     try:
         canceled = _run(go())
     except UploadError as exc:
-        _say(f"error: {exc}")
+        _say(_unreachable(exc, target) if isinstance(exc, ServiceUnreachable) else f"error: {exc}")
         return EXIT_FAILED
     path = _state_file(args, args.session_id)
     with contextlib.suppress(StateFileError):

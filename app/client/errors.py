@@ -65,6 +65,31 @@ class ServiceError(UploadError):
         super().__init__(f"{where}{status} {code}: {detail}{listed}")
 
 
+class ServiceUnreachable(ServiceError):
+    """Nothing answered at the API's URL on first contact (connection refused, no such host): a wrong URL or a
+    service that is not running. Reported at once, not retried for a minute; nothing was sent."""
+
+    def __init__(self, base_url: str, reason: str, *, call: str = "") -> None:
+        self.base_url = base_url
+        super().__init__(0, "unreachable", f"cannot connect to {base_url} ({reason})", call=call)
+        self.args = (f"{call}: {self.detail}" if call else self.detail,)
+
+
+class SessionGone(ServiceError):
+    """A group this client knows of (a state file, a resume) is unknown to the service: 404 session_not_found."""
+
+    def __init__(self, session_id: str, base_url: str, state_file: str | None = None, *, call: str = "") -> None:
+        self.session_id = session_id
+        where = f" (named by the state file {state_file})" if state_file else ""
+        super().__init__(
+            404, "session_not_found",
+            f"upload group {session_id}{where} is unknown to {base_url}: the service no longer has it (a `make run` "
+            "stack starts empty every time; ended groups go after their retention), or it belongs to another "
+            "account than this API key's. Start a new group: the same send command with --new",
+            call=call,
+        )  # fmt: skip
+
+
 class PartFailed(UploadError):
     """One part failed too many times in a row; the run stops and can be resumed."""
 

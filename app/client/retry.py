@@ -15,6 +15,9 @@ PART_MAX_FAILURES = 10
 """Consecutive failures of one part that stop the run (it stays resumable)."""
 API_MAX_ATTEMPTS = 10
 """Tries of one API call on connection errors, 429 rate_limited and 503 before giving up."""
+FIRST_CONTACT_DELAYS = (0.25, 0.75)
+"""Waits between tries of a refused first connection (before the API ever answered): a wrong URL or a stopped
+service fails in about a second instead of after every retry of a call."""
 COMPLETE_FOLLOW_SECONDS = 3600.0
 """How long a file may stay `completing` (202 answers) before the run gives up on it (it stays resumable)."""
 MAX_RETRY_AFTER = 600.0

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from app.client.api import ServiceClient
-from app.client.errors import PartFailed, ServiceError, StateFileError, UploadError
+from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, UploadError
 from app.client.events import (
     BytesSent,
     FileCompleted,
@@ -151,7 +151,13 @@ class GroupRun:
         sid = self.state.session_id
         progress: dict[str, FileProgress] = {}
         if resumed:
-            status = await self.client.group_status(sid, on_progress=self.report)
+            try:
+                status = await self.client.group_status(sid, on_progress=self.report)
+            except ServiceError as exc:
+                if (exc.status, exc.code) == (404, "session_not_found"):
+                    named = str(self.state_file) if self.state_file else None
+                    raise SessionGone(sid, self.client.base_url, named, call="status") from None
+                raise
             if status.status in GROUP_DEAD:
                 why = f"upload group {sid} is {status.status}; start a new group (send --new)"
                 raise ServiceError(409, f"session_{status.status}", why)

@@ -5,6 +5,7 @@ No part or ETag is recorded: on resume, storage itself says what it holds (GET .
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -68,6 +69,17 @@ def save_state(state: SessionState, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(msgspec.json.format(_encoder.encode(state), indent=2) + b"\n")
     os.replace(tmp, path)
+
+
+def remove_state(path: Path | None, *, default_dir: bool) -> None:
+    """Remove a completed group's state file (a repeat of the same send finds the group through its Idempotency-Key
+    for 24 h, and then has nothing left to do); with default_dir, an emptied state folder goes too."""
+    if path is None:
+        return
+    path.unlink(missing_ok=True)
+    if default_dir:
+        with contextlib.suppress(OSError):  # not empty, or not ours to remove
+            path.parent.rmdir()
 
 
 def load_state(path: Path) -> SessionState:

@@ -80,6 +80,8 @@ async def upload_group(
     )
     key = idempotency_key(prepared.body, fingerprints, fresh=fresh)
     earlier = None if fresh else _earlier_run(client.base_url, key, state_dir, state_file)
+    if fresh and state_dir is not None:
+        await _forget_lost_runs(client, idempotency_key(prepared.body, fingerprints), state_dir, on_progress)
     if earlier is not None:
         if earlier[1].status != "completed":  # a finished upload is only reported, whatever the files are now
             _check_local_files(earlier[1], prepared)
@@ -131,6 +133,19 @@ def _earlier_run(
             raise StateFileError(f"{state_file} belongs to another upload (session {state.session_id})")
         return state_file, state
     return find_state(state_dir, api_url, key) if state_dir is not None else None
+
+
+async def _forget_lost_runs(client: ServiceClient, key: str, state_dir: Path, on_progress: Reporter) -> None:
+    """With --new: drop the state file of an earlier run of the same inputs whose group the service no longer has
+    (a `make run` restarted empty), which every later plain send would otherwise find, and fail on, again."""
+    earlier = find_state(state_dir, client.base_url, key)
+    if earlier is None:
+        return
+    try:
+        await client.group_status(earlier[1].session_id, on_progress=on_progress)
+    except ServiceError as exc:
+        if (exc.status, exc.code) == (404, "session_not_found"):
+            earlier[0].unlink(missing_ok=True)
 
 
 def _new_state(api_url: str, key: str, prepared: PreparedSpec, created: GroupCreated) -> SessionState:

@@ -23,7 +23,11 @@ MAX_NAME_CHARS = 255
 MAX_DESCRIPTION_CHARS = 5000
 MAX_FILES_PER_GROUP = 1000
 """The most files a group may ever hold; SPATIALGEN_MAX_FILES_PER_GROUP (64 by default) sets the real bound."""
-MAX_ETAG_CHARS = 1024
+ETAG_PATTERN = r'^(?:"[0-9a-fA-F]{32}(?:-[0-9]{1,5})?"|[0-9a-fA-F]{32}(?:-[0-9]{1,5})?)$'
+"""What S3 (and MinIO, R2, Ceph, moto) answers a part PUT with: a 32-hex-digit digest, quoted (or not), with a
+part count after a dash for an object assembled from parts. Anything else cannot be a part's ETag, so it is refused
+before it costs a completion attempt."""
+MAX_ETAG_CHARS = 40  # '"' + 32 hex + '-10000' + '"'
 
 
 class Layout(StrEnum):
@@ -74,6 +78,23 @@ EXTENSIONS: Mapping[FileRole, tuple[str, ...]] = {
     FileRole.FCPXMLD: (".zip",),
 }
 """The extensions each role accepts (compared case-insensitively)."""
+
+CONTENT_TYPES: Mapping[str, str] = {
+    ".mov": "video/quicktime",
+    ".mp4": "video/mp4",
+    ".aivu": "video/quicktime",  # Apple Immersive Video: a QuickTime movie
+    ".m4a": "audio/mp4",
+    ".srt": "application/x-subrip",
+    ".aime": "application/octet-stream",
+    ".zip": "application/zip",
+}
+"""The Content-Type a file is stored with, by its extension: signed into a single PUT's URL (storage refuses
+another) and given to CreateMultipartUpload."""
+
+
+def content_type(ext: str) -> str:
+    """The stored Content-Type of a file with this extension."""
+    return CONTENT_TYPES.get(ext.lower(), "application/octet-stream")
 
 
 class LanguageTag(StrEnum):
@@ -217,8 +238,9 @@ class CompletedPart(_Body, frozen=True):
 
     part_number: PartNumber
     etag: Annotated[
-        str, Meta(min_length=1, max_length=MAX_ETAG_CHARS, description="The ETag header storage answered the PUT with.")
-    ]
+        str, Meta(min_length=1, max_length=MAX_ETAG_CHARS, pattern=ETAG_PATTERN,
+                  description="The ETag header storage answered the PUT with (a quoted 32-hex-digit digest).")
+    ]  # fmt: skip
 
 
 class CompleteRequest(_Body, frozen=True):
@@ -228,7 +250,7 @@ class CompleteRequest(_Body, frozen=True):
 
 
 def declared(struct: type[msgspec.Struct], attribute: str) -> dict[str, Any]:
-    """The constraints declared on one field of a contract Struct (min_length, max_length, ge, le, ...).
+    """The constraints declared on one field of a contract Struct (min_length, max_length, ge, le, pattern).
 
     The full validation walk reads its limits here, so a limit is written once, in the Struct above.
     """
@@ -241,6 +263,6 @@ def declared(struct: type[msgspec.Struct], attribute: str) -> dict[str, Any]:
                 kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
             if isinstance(kind, msgspec.inspect.Metadata):  # a description beside the constraints
                 kind = kind.type
-            keys = ("min_length", "max_length", "ge", "le")
+            keys = ("min_length", "max_length", "ge", "le", "pattern")
             return {k: getattr(kind, k) for k in keys if getattr(kind, k, None) is not None}
     raise KeyError(f"{struct.__name__} has no field {attribute}")

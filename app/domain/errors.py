@@ -103,6 +103,9 @@ FILE_COMPLETED = ErrorSpec("file_completed", 409, "The file is already completed
 FILE_COMPLETING = ErrorSpec("file_completing", 409, "The file is being completed")
 FILE_FAILED = ErrorSpec("file_failed", 409, "The file failed verification")
 MISSING_PARTS = ErrorSpec("missing_parts", 409, "Parts are missing or do not match storage")
+COMPLETION_ATTEMPTS_EXHAUSTED = ErrorSpec(
+    "completion_attempts_exhausted", 409, "The file has used all its completion attempts"
+)
 FILE_NOT_PROVISIONED = ErrorSpec("file_not_provisioned", 409, "The file has no storage upload yet")
 WEBHOOK_LIMIT_REACHED = ErrorSpec("webhook_limit_reached", 409, "The account has as many webhook endpoints as allowed")
 # 413 / 429 / 503

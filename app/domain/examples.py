@@ -153,6 +153,10 @@ PROBLEM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "file_not_provisioned": (
         f"File {EX_UIDS[0]} has no storage upload yet: get its part URLs, upload the parts, then complete.", {}
     ),
+    "completion_attempts_exhausted": (
+        f"File {EX_UIDS[0]} has started 20 completions, the most a file may; cancel the group and start again.",
+        {"extra": {"attempts": 20, "maxAttempts": 20}},
+    ),
     "body_too_large": ("The body is larger than 1048576 bytes.", {}),
     "storage_not_ready": ("Storage for this file is still being prepared; retry shortly.", {}),
     "dependency_unavailable": ("The state store is unavailable; retry shortly.", {}),

@@ -39,7 +39,10 @@ TERMINAL_GROUP = frozenset(GroupStatus) - LIVE_GROUP
 OPEN_FILE = frozenset({FileStatus.INITIALIZED, FileStatus.UPLOADING})
 """A file that takes part-urls and may start completing."""
 TRACKED_FILE = frozenset({FileStatus.INITIALIZED, FileStatus.UPLOADING, FileStatus.COMPLETING})
-"""A file whose received parts are still worth tracking (storage may still change)."""
+"""A file that has not ended (it is shown expired with its group)."""
+RECEIVING_FILE = frozenset({FileStatus.UPLOADING, FileStatus.COMPLETING})
+"""A file storage may be receiving bytes for: the only ones a parts refresh asks storage about (an initialized
+file has had no URL, so storage holds nothing for it)."""
 PURGED_GROUP = frozenset({GroupStatus.CANCELED, GroupStatus.EXPIRED, GroupStatus.FAILED})
 """Terminal groups whose stored objects are deleted (a completed group keeps them for its retention)."""
 SETTLED_FILE = frozenset({FileStatus.COMPLETED})

@@ -4,6 +4,7 @@ part-urls and complete requests (SPEC 3.1-3.3).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from app.domain.contract import (
 from app.domain.validation import Violations, body_object, clip, is_int, json_type, wire_names
 
 _ETAG = declared(CompletedPart, "etag")
+_ETAG_RE = re.compile(_ETAG["pattern"])
 _PART_FIELDS = wire_names(CompletedPart)
 
 
@@ -155,10 +157,9 @@ def _completed_part(found: Violations, p: Any, path: str, total_parts: int, seen
     if not isinstance(etag, str) or not etag.strip('" '):
         found.add(f"{path}.etag", "is required (the ETag header S3 returned for the part)"
                   if etag is None else "must be a non-empty string")  # fmt: skip
-    elif len(etag) > _ETAG["max_length"]:
-        found.add(f"{path}.etag", "is too long")
-    elif not (etag.isascii() and etag.isprintable()):
-        found.add(f"{path}.etag", "must be printable ASCII, as S3 returns it (a quoted hex digest)")
+    elif len(etag) > _ETAG["max_length"] or not _ETAG_RE.fullmatch(etag):
+        found.add(f"{path}.etag", 'must be the ETag storage answered the PUT with: a quoted 32-hex-digit digest, '
+                  f'like "9b2cf535f27731c974343645a3985328" (got {clip(etag)!r})')  # fmt: skip
     elif n is not None:
         return n, etag
     return None

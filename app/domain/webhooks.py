@@ -26,6 +26,8 @@ JITTER = 0.1
 """Each retry delay is moved by up to ±10 % at random, so retries of many events do not arrive in step."""
 MAX_RETRY_AFTER_SECONDS = 86_400
 """A receiver's Retry-After is honoured up to a day (a longer one is cut to this)."""
+SCHEDULE_PATTERN = r"^ *[0-9]+(\.[0-9]+)? *(, *[0-9]+(\.[0-9]+)? *)*$"
+"""What SPATIALGEN_WEBHOOK_RETRY_SCHEDULE must look like: seconds (not negative), comma-separated."""
 SPEC_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
 """The Standard Webhooks schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h later."""
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Response, route
 from litestar.datastructures import State
+from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
+from litestar.types import Scope
 
 from app.domain.clock import SYSTEM_CLOCK, Clock
 from app.domain.errors import ApiError
 from app.http import metrics
 from app.http.health import CHECK_TIMEOUT_SECONDS, ReadinessProbe
-from app.http.openapi import openapi_config
+from app.http.openapi import docs_asset_routers, openapi_config
 from app.http.ops import OPS_ROUTES
 from app.http.plumbing import Services
 from app.http.problems import handle_api_error, handle_http_exception, handle_redis_down, handle_unexpected
@@ -83,6 +86,32 @@ async def check_credentials(credentials: CredentialSource) -> None:
         log.warning("S3 credentials unavailable at start: %s", exc)
 
 
+def options_handlers(handlers: Sequence[HTTPRouteHandler]) -> list[HTTPRouteHandler]:
+    """One OPTIONS handler per path, whose `Allow` lists every method served on that path.
+
+    Litestar 2 adds one by itself, but it lists only the methods of the first handler registered on the path
+    (`Allow: DELETE, OPTIONS` where GET is served too: litestar-org/litestar#4169, fixed in v3 only). A path that
+    already has an OPTIONS handler gets no default one, so these are registered before the routes.
+    """
+    served: dict[str, set[str]] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            served.setdefault(path, {"OPTIONS"}).update(handler.http_methods)
+    return [
+        route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False)(
+            _answer_options(", ".join(sorted(methods)))
+        )
+        for path, methods in served.items()
+    ]
+
+
+def _answer_options(allow: str) -> Callable[[Scope], Response[None]]:
+    def options(scope: Scope) -> Response[None]:
+        return Response(content=None, status_code=204, headers={"Allow": allow})
+
+    return options
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the ASGI app for these settings (read from the environment by default)."""
     settings = settings or Settings.from_env()
@@ -102,8 +131,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             gc.freeze()
             yield
 
+    routes = [*UPLOAD_ROUTES, *WEBHOOK_ROUTES, *OPS_ROUTES]
     app = Litestar(
-        route_handlers=[*UPLOAD_ROUTES, *WEBHOOK_ROUTES, *OPS_ROUTES],
+        route_handlers=[*options_handlers(routes), *routes, *docs_asset_routers()],
         lifespan=[lifespan],
         request_max_body_size=settings.api.max_body_bytes,
         exception_handlers={

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 import msgspec
@@ -15,8 +17,7 @@ from litestar.types import ASGIApp
 from redis.asyncio import Redis
 
 from app.domain import errors
-from app.domain.errors import ApiError
-from app.domain.limits import RouteClass
+from app.domain.limits import Charge, RouteClass
 from app.http import metrics
 from app.http.health import ReadinessProbe
 from app.settings import Settings
@@ -27,8 +28,9 @@ from app.uploads.service import UploadService
 log = logging.getLogger("spatialgen.api")
 APPKEY_HEADER = b"x-spatialgen-appkey"
 JSON = "application/json"
-RATE_HEADERS = "spatialgen.ratelimit"
-"""Scope key of the RateLimit headers of this request's bucket, added to whatever the request is answered."""
+CHARGE = "spatialgen.charge"
+"""Scope key of this request's Charge: what it spent from its key's bucket, whose RateLimit headers are added to
+whatever the request is answered (a create's token is taken by its own script and answered by its route)."""
 
 
 class Services(msgspec.Struct):
@@ -80,19 +82,21 @@ async def authenticate(
             f"Keys with role {principal.role.value} may not call {request.method} {request.url.path}."
         )
     if route_class is not None:
-        try:
-            rate = await svc.uploads.take_token(principal, route_class)
-        except ApiError as exc:
-            request.scope[RATE_HEADERS] = exc.headers  # type: ignore[literal-required]
-            raise
-        request.scope[RATE_HEADERS] = rate.headers(route_class)  # type: ignore[literal-required]
+        charge = Charge(route_class)
+        request.scope[CHARGE] = charge  # type: ignore[literal-required]
+        await svc.uploads.charge(principal, charge, 1)
     return principal
+
+
+def request_charge(request: Request[Any, Any, Any]) -> Charge | None:
+    """This request's Charge, for a step that takes the rest of its cost once its work is known."""
+    return cast(Charge | None, request.scope.get(CHARGE))
 
 
 def rate_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
     """The RateLimit headers of this request (none before its key is known)."""
-    found = cast(dict[str, str] | None, request.scope.get(RATE_HEADERS))
-    return found or {}
+    charge = request_charge(request)
+    return charge.headers() if charge is not None else {}
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
@@ -135,6 +139,56 @@ class JsonAnswer:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+SEND_BYTES = 16 * 1024
+"""Bytes per send of a streamed answer: the server buffers a few dozen sends at most (granian >= 2.8 waits for the
+client beyond that), so a stalled reader holds ~0.5 MB of buffers plus the piece being sent."""
+STREAM_DEADLINE_SECONDS = 120.0
+"""A streamed answer not read within this is dropped (its connection closed): a 10,000-URL answer is ~7 MB, so a
+client reading under ~60 KB/s gets a shorter selection to ask for, not a slot held forever."""
+
+
+class StreamedJson:
+    """An ASGI app sending a JSON object whose last member is a large array made while it is sent: `head` (the
+    object up to the array's `[`), the elements of each piece (each piece a JSON array), then `tail`. `done` runs
+    when the answer ends, however it ends."""
+
+    __slots__ = ("done", "head", "headers", "pieces", "tail")
+
+    def __init__(
+        self, head: bytes, pieces: AsyncGenerator[bytes], tail: bytes, headers: list[tuple[bytes, bytes]],
+        done: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self.head, self.pieces, self.tail, self.headers, self.done = head, pieces, tail, headers, done
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            async with contextlib.aclosing(self.pieces), asyncio.timeout(STREAM_DEADLINE_SECONDS):
+                await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+                await send({"type": "http.response.body", "body": self.head, "more_body": True})
+                first = True
+                async for piece in self.pieces:
+                    items = piece.strip()[1:-1]  # the elements of one JSON array
+                    if not items:
+                        continue
+                    data = items if first else b"," + items
+                    first = False
+                    for at in range(0, len(data), SEND_BYTES):
+                        await send({"type": "http.response.body", "body": data[at : at + SEND_BYTES],
+                                    "more_body": True})  # fmt: skip
+                await send({"type": "http.response.body", "body": self.tail, "more_body": False})
+        finally:
+            self.done()
+
+
+def streamed_json(
+    head: bytes, pieces: AsyncGenerator[bytes], tail: bytes, headers: dict[str, str], done: Callable[[], None]
+) -> ASGIApp:
+    """A StreamedJson answer with these headers (no Content-Length: it is sent chunked)."""
+    raw = [(b"content-type", b"application/json")]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return StreamedJson(head, pieces, tail, raw, done)
 
 
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> ASGIApp:

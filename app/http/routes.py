@@ -42,7 +42,17 @@ from app.http.openapi import (
     problems,
     success,
 )
-from app.http.plumbing import authenticate, header, json_response, rate_headers, read_body, registry, services
+from app.http.plumbing import (
+    authenticate,
+    header,
+    json_response,
+    rate_headers,
+    read_body,
+    registry,
+    request_charge,
+    services,
+    streamed_json,
+)
 from app.state.apikeys import READ_ROLES, WRITE_ROLES
 from app.uploads import cancel, complete, part_urls, start, status
 
@@ -102,8 +112,16 @@ async def get_part_urls(
     """Get Part URLs (SPEC 3.2)."""
     principal = await authenticate(request, WRITE_ROLES, RouteClass.PART_URLS)
     body = await read_body(request)
-    view = await part_urls.sign_part_urls(services(request).uploads, principal, session_id, upload_id, body)
-    return json_response(_json.encode(view), headers=rate_headers(request))
+    answer = await part_urls.sign_part_urls(
+        services(request).uploads, principal, session_id, upload_id, body, charge=request_charge(request)
+    )
+    if answer.pieces is None:
+        return json_response(_json.encode(answer.view), headers=rate_headers(request))
+    # A large selection: signed piece by piece while it is sent (the view's empty `parts` closes the object).
+    whole = _json.encode(answer.view)
+    head, tail = whole.removesuffix(b"[]}") + b"[", b"]}"
+    assert answer.stream is not None
+    return streamed_json(head, answer.pieces, tail, rate_headers(request), answer.stream.close)
 
 
 @post(
@@ -117,7 +135,8 @@ async def get_part_urls(
         202: success(CompletedFileView, "Still being completed; repeat the call.", "completing"),
         **problems(f"{EX_FILE_PATH}/complete", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
                    errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_FAILED, errors.MISSING_PARTS,
-                   errors.FILE_NOT_PROVISIONED, errors.DEPENDENCY_UNAVAILABLE),
+                   errors.FILE_NOT_PROVISIONED, errors.COMPLETION_ATTEMPTS_EXHAUSTED,
+                   errors.DEPENDENCY_UNAVAILABLE),
     },
 )  # fmt: skip
 async def complete_file_upload(
@@ -128,7 +147,7 @@ async def complete_file_upload(
     body = await read_body(request)
     try:
         status, view = await complete.complete_file_upload(
-            services(request).uploads, principal, session_id, upload_id, body
+            services(request).uploads, principal, session_id, upload_id, body, charge=request_charge(request)
         )
     except ApiError as exc:
         registry(request).count_completion(exc.spec.code)
@@ -180,7 +199,7 @@ def _epoch_ms(iso: str) -> int:
 async def get_upload_group(request: Request[Any, Any, Any], session_id: FromPath[str]) -> ASGIApp:
     """The group with every file's status and upload progress (SPEC 3.5); readonly keys too."""
     principal = await authenticate(request, READ_ROLES, RouteClass.READS)
-    view = await status.group_status(services(request).uploads, principal, session_id)
+    view = await status.group_status(services(request).uploads, principal, session_id, charge=request_charge(request))
     return json_response(_json.encode(view), headers=rate_headers(request))
 
 
@@ -201,7 +220,9 @@ async def get_received_parts(
 ) -> ASGIApp:
     """Parts storage has received for a file, to resume without kept ETags (SPEC 3.5)."""
     principal = await authenticate(request, READ_ROLES, RouteClass.READS)
-    view = await status.received_parts(services(request).uploads, principal, session_id, upload_id)
+    view = await status.received_parts(
+        services(request).uploads, principal, session_id, upload_id, charge=request_charge(request)
+    )
     return json_response(_json.encode(view), headers=rate_headers(request))
 
 

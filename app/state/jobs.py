@@ -35,6 +35,7 @@ PROVISION_JOB = "provision_group"
 COMPLETE_JOB = "complete_file"
 PURGE_JOB = "purge_group"
 REFRESH_PARTS_JOB = "refresh_parts"
+REFRESH_GROUP_JOB = "refresh_group_parts"
 PROCESS_JOB = "process_asset_set"
 EXPIRE_CRON = "expire_due_groups"
 ORPHAN_CRON = "abort_orphan_uploads"
@@ -42,10 +43,6 @@ RECONCILE_CRON = "reconcile_objects"
 REDRIVE_CRON = "redrive"
 DELIVER_WEBHOOK_JOB = "deliver_webhook"
 """One delivery attempt of one event to one endpoint, on the webhook queue (app/webhooks/delivery.py)."""
-
-
-URGENT_HEAD_START_MS = 86_400_000
-"""How far ahead of background work an urgent job is queued (see JobSpec.build)."""
 
 
 def provision_job_id(session_id: str) -> str:
@@ -63,9 +60,10 @@ def purge_job_ids(session_id: str) -> tuple[str, str]:
     return f"purge:{session_id}", f"purge:{session_id}:late"
 
 
-def refresh_job_id(session_id: str, upload_id: str, *, later: bool = False) -> str:
-    """Parts refresh of one file. While one is queued, asking again is a no-op: that coalesces polling."""
-    return f"parts{'-later' if later else ''}:{session_id}:{upload_id}"
+def refresh_job_id(session_id: str) -> str:
+    """Parts refresh of a group's files. While one is queued, asking again is a no-op: that coalesces polling (one
+    in flight per group, however many files and readers)."""
+    return f"parts:{session_id}"
 
 
 def process_job_id(session_id: str) -> str:
@@ -102,16 +100,13 @@ class JobSpec(msgspec.Struct, frozen=True):
         now_ms: int | None = None,
         queue: str = default_queue_name,
         defer_ms: int = 0,
-        urgent: bool = False,
     ) -> JobSpec:
         """The job arq's `enqueue_job(function, *args, _job_id=…, _defer_by=…)` would write.
 
-        urgent: a client is waiting for it (a completion, a parts refresh it asked for): it is scored as if
-        queued a day earlier, so workers take it before any backlog of background work (arq runs due jobs in
-        score order). now_ms: when it is queued, by arq's clock (the wall clock) unless given.
+        now_ms: when it is queued, by arq's clock (the wall clock) unless given.
         """
         now_ms = wall_clock_ms() if now_ms is None else now_ms
-        score = now_ms + defer_ms - (URGENT_HEAD_START_MS if urgent else 0)
+        score = now_ms + defer_ms
         return cls(job_id, queue, job_document(function, args, now_ms), score, defer_ms + expires_extra_ms)
 
 

@@ -233,6 +233,8 @@ class FileField:
     """"parts:bytes:refreshed_ms" the store had received when last tracked."""
     ATTEMPT = "n:"
     """Completion attempts started (part of the complete job's id)."""
+    PROVISIONING = "v:"
+    """When a try to open the file's multipart upload began (ms): a later try lists and adopts what it opened."""
 
 
 def file_field(prefix: str, upload_id: str) -> str:

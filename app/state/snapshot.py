@@ -83,6 +83,10 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
                 return s3_id or None
         return None
 
+    def provisioning_began(self, upload_id: str) -> bool:
+        """Whether a try to open this file's multipart upload has begun (it may have opened one and stopped)."""
+        return file_field(FileField.PROVISIONING, upload_id) in self.state
+
     def attempt(self, upload_id: str) -> int:
         """How many completions of this file have been started."""
         return int(self.state.get(file_field(FileField.ATTEMPT, upload_id), 0))

@@ -39,10 +39,10 @@ class UploadState(UpkeepCalls):
 
     async def create_group(
         self, record: GroupRecord, *, key_id: str, rate: Rate, quota: Quota, idle_expires_ms: int, key_ttl_ms: int,
-        job: JobSpec, idem_key: str | None, idem_value: bytes, idem_ttl_ms: int,
+        idem_key: str | None, idem_value: bytes, idem_ttl_ms: int,
     ) -> tuple[ScriptReply, RateState]:  # fmt: skip
-        """The key's rate limit, the account's quotas, then group, files, indexes, usage, idempotency answer and
-        provisioning job, atomically: CREATED, REPLAY (values[0]: the stored idempotency value, bytes),
+        """The key's rate limit, the account's quotas, then group, files, indexes, usage and idempotency answer,
+        atomically: CREATED, REPLAY (values[0]: the stored idempotency value, bytes),
         COLLISION, RATE_LIMITED or QUOTA_EXCEEDED (values: limit name, limit, use); with the bucket's state.
         """
         sid = record.session_id
@@ -56,17 +56,21 @@ class UploadState(UpkeepCalls):
             expires_ms=record.expires_ms, idle_expires_ms=idle_expires_ms, key_ttl_ms=key_ttl_ms,
             idem_value=idem_value, idem_ttl_ms=idem_ttl_ms, default_rate=rate.per_second, default_burst=rate.burst,
             max_groups=quota.live_groups, max_bytes=quota.live_bytes, declared_bytes=record.declared_bytes,
-            provision=job, upload_ids=[f.upload_id for f in record.files],
+            upload_ids=[f.upload_id for f in record.files],
         )  # fmt: skip
         code, remaining, retry_ms, per_second, burst, *values = raw
         state = RateState(code != b"rate_limited", int(remaining), int(retry_ms), float(per_second), int(burst))
         return reply_of([code, *values], keep_bytes=True), state
 
-    async def take_token(self, key_id: str, account: str, route_class: RouteClass, rate: Rate) -> RateState:
-        """One request's token from the key's bucket for a route class."""
+    async def take_token(
+        self, key_id: str, account: str, route_class: RouteClass, rate: Rate, *, cost: int = 1, capped: bool = True
+    ) -> RateState:
+        """`cost` tokens (all or none) from the key's bucket for a route class. A cost over the bucket's burst is
+        charged the burst when `capped`, else refused with retry_ms -1 (it can never be paid)."""
         raw = await self._run(
             "take_token", bucket=keys.bucket_key(key_id, route_class), limits=keys.limits_key(account),
-            route_class=route_class.value, default_rate=rate.per_second, default_burst=rate.burst,
+            route_class=route_class.value, default_rate=rate.per_second, default_burst=rate.burst, cost=cost,
+            capped=int(capped),
         )  # fmt: skip
         code, remaining, retry_ms, per_second, burst = raw
         return RateState(code == b"ok", int(remaining), int(retry_ms), float(per_second), int(burst))
@@ -111,7 +115,9 @@ class UploadState(UpkeepCalls):
         self, record: GroupRecord, upload_id: str, *, now_ms: int, retention_ms: int, library: LibraryTemplate,
         processing_queue: str,
     ) -> ScriptReply:  # fmt: skip
-        """Mark a verified file completed: FILE_COMPLETED, GROUP_COMPLETED (values[0]: libraryId) or why not."""
+        """Mark a verified file completed, and fully received: FILE_COMPLETED, GROUP_COMPLETED (values[0]:
+        libraryId) or why not."""
+        f = record.files[record.index(upload_id)]
         sid = record.session_id
         job_id = process_job_id(sid)
         return reply_of(await self._run(
@@ -126,8 +132,8 @@ class UploadState(UpkeepCalls):
             upload_id=upload_id, now_ms=now_ms, retention_ms=retention_ms, session_id=sid,
             expires_ms=record.expires_ms, library_tail=library.record_tail, process_id=job_id,
             job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=0,
-            declared_bytes=record.declared_bytes,
-            upload_ids=[f.upload_id for f in record.files],
+            declared_bytes=record.declared_bytes, progress=Progress(f.total_parts, f.total_bytes, now_ms).encode(),
+            upload_ids=[g.upload_id for g in record.files],
         ))  # fmt: skip
 
     async def reject_complete(self, session_id: str, upload_id: str, *, attempt: int, now_ms: int, reason: str) -> bool:
@@ -164,6 +170,12 @@ class UploadState(UpkeepCalls):
             parts_blob=b"" if parts is None else encode_parts(list(parts)), cache_ms=cache_ms,
         ))  # fmt: skip
         return out.code is Reply.OK
+
+    async def note_provisioning(self, session_id: str, upload_id: str, now_ms: int) -> None:
+        """A try to open a file's multipart upload begins (before CreateMultipartUpload): if it stops before recording
+        the upload, the next try knows to look for it and adopt it."""
+        field = keys.file_field(keys.FileField.PROVISIONING, upload_id)
+        await self.redis.hset(state_key(session_id), field, str(now_ms))  # type: ignore[misc]
 
     async def enqueue(self, *jobs: JobSpec) -> int:
         """Enqueue arq jobs in one round trip; ids already queued (or with a kept result) are skipped."""

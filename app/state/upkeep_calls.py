@@ -185,10 +185,6 @@ class UpkeepCalls(ScriptRunner):
             now_ms=now_ms, process=job,
         ))  # fmt: skip
 
-    async def job_tried(self, job_id: str) -> bool:
-        """Whether a worker has begun a try of this job (arq counts tries, a killed one included), or runs it now."""
-        return bool(await self.redis.exists(keys.arq_retry_key(job_id), arq_in_progress_key(job_id)))
-
     async def shorten_locks(self, queue: str, *, now_ms: int, lock_ms: int, slack_ms: int, limit: int) -> int:
         """Shorten the long in-progress locks of the first `limit` due jobs of a queue (shorten_locks.lua)."""
         return int(reply_of(await self._run(

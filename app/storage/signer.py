@@ -1,7 +1,9 @@
 """The signer: turns a part-urls selection into the answer's `parts` JSON, inline or in its own process.
 
 A 10,000-part answer is ~90 ms of CPU; signed on the event loop it would hold up every other request of
-the API process, so batches of at least `offload_min_parts` go to one helper process per API process.
+the API process, so batches of at least `offload_min_parts` go to one helper process per API process, in pieces of
+PIECE_PARTS URLs: API keys take turns at the helper piece by piece (app/storage/turns.py), and a large answer is
+signed piece by piece as it is sent (`pieces`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -22,8 +25,11 @@ from app.domain.parts import part_range
 from app.settings import StorageConfig
 from app.storage.credentials import CredentialSource
 from app.storage.presign import PresignCredentials, S3Presigner
+from app.storage.turns import FairTurns
 
 log = logging.getLogger("spatialgen.signer")
+PIECE_PARTS = 500
+"""URLs signed per turn at the helper, and per piece of a streamed answer (~350 KB of JSON)."""
 _json = msgspec.json.Encoder()
 
 
@@ -73,6 +79,8 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
     total_bytes: int
     expires_in: int
     signed_at: int
+    content_type: str | None = None
+    """Signed into a single PUT's URL (the client sends it as is); parts carry none."""
 
 
 def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
@@ -87,8 +95,11 @@ def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
     sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
     if batch.upload_id is None:
         urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
-                                             expires_in=batch.expires_in, now=when, if_none_match=True)]  # fmt: skip
+                                             expires_in=batch.expires_in, now=when, if_none_match=True,
+                                             content_type=batch.content_type)]  # fmt: skip
         write_once: dict[str, str] = {"If-None-Match": "*"}
+        if batch.content_type is not None:
+            write_once["Content-Type"] = batch.content_type
     else:
         urls = presigner.presign_upload_parts(
             batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,
@@ -139,6 +150,7 @@ class Signer:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one batch at a time on the pipe (held by the thread doing the exchange)
+        self._turns = FairTurns()  # who goes next when several wait for the helper
 
     @classmethod
     def from_settings(cls, config: StorageConfig, *, offload_min_parts: int) -> Signer:
@@ -156,19 +168,42 @@ class Signer:
         theirs.close()  # only the helper holds its end now: our exit closes the pipe and ends the helper
         self._process, self._conn = process, ours
 
-    async def sign(self, batch: SignBatch) -> bytes:
+    async def sign(self, batch: SignBatch, who: str = "") -> bytes:
         """The batch's `parts` JSON, signed with the credentials valid now (StorageCredentialsError if none)."""
-        credentials = await self.credentials.current()
+        return await self._sign(await self.credentials.current(), batch, who)
+
+    async def sign_with(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:
+        """The batch's `parts` JSON, signed with these credentials (in one turn at the helper)."""
+        return await self._sign(credentials, batch, who)
+
+    async def pieces(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> AsyncGenerator[bytes]:
+        """The batch's `parts` JSON as arrays of at most PIECE_PARTS URLs each (their elements, in order, are the
+        whole array's), each signed only when the previous one was taken: a large answer is signed while it is
+        sent, and never held whole. `credentials` are fetched once by the caller (before answering), so every URL
+        of one answer is signed with the same ones."""
+        numbers = batch.part_numbers
+        for start in range(0, len(numbers), PIECE_PARTS):
+            piece = msgspec.structs.replace(batch, part_numbers=numbers[start : start + PIECE_PARTS])
+            yield await self._sign(credentials, piece, who)
+
+    async def _sign(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:
         if self.offload_min_parts <= 0 or len(batch.part_numbers) < self.offload_min_parts:
             return sign_parts_json(self._presigners.get(credentials), batch)
         if self._conn is None:
             self.start()
+        request = _request_encoder.encode(SignRequest(credentials, batch))
         try:
-            return await asyncio.to_thread(self._exchange, _request_encoder.encode(SignRequest(credentials, batch)))
+            async with self._turns.turn(who):  # the helper is shared: keys take turns, batch by batch
+                return await asyncio.to_thread(self._exchange, request)
         except (EOFError, OSError):  # the helper died (OOM-killed, say): sign this one here, start a new one
             log.warning("signer process died; restarting it")
             self.close()
             return sign_parts_json(self._presigners.get(credentials), batch)
+
+    @property
+    def waiting(self) -> int:
+        """Batches waiting for their turn at the helper process."""
+        return self._turns.waiting
 
     def helper_pid(self) -> int | None:
         """The helper process's pid while it runs."""

@@ -19,12 +19,13 @@ from app.domain.answers import CompletedFileView
 from app.domain.clock import iso_ms, now_ms
 from app.domain.contract import UploadStrategy
 from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, FileStatus, GroupStatus, Reply
+from app.domain.limits import Charge, charge_spent, complete_cost
 from app.domain.parts import completed_parts
 from app.domain.reasons import SENTENCES, Reason
 from app.domain.records import FileRecord, GroupRecord
 from app.domain.validation import decode_json_body
 from app.settings import Settings
-from app.state import GroupSnapshot, Progress, UploadState
+from app.state import GroupSnapshot, UploadState
 from app.state.apikeys import Principal
 from app.state.jobs import COMPLETE_JOB, JobSpec, LibraryTemplate, complete_job_id, ending
 from app.uploads.polling import poll_until
@@ -44,9 +45,11 @@ BEGIN_TRIES = 5
 
 
 async def complete_file_upload(
-    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes
-) -> tuple[int, CompletedFileView]:
-    """Finalize one file: 200 when done, 202 while the worker is still at it."""
+    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes,
+    *, charge: Charge | None = None,
+) -> tuple[int, CompletedFileView]:  # fmt: skip
+    """Finalize one file: 200 when done, 202 while the worker is still at it. A call that starts a completion
+    costs one more token per 100 parts (`charge`); a repeat while one runs costs only its own."""
     payload = decode_json_body(body) if body.strip() else None
     snap, f = await service.load_file(principal, session_id, upload_id)
     if _completed(snap, upload_id):
@@ -69,10 +72,17 @@ async def complete_file_upload(
         if status is FileStatus.FAILED:
             raise file_refusal(snap, f, status)
         attempt = snap.attempt(upload_id)
+        allowed = service.settings.limits.complete_attempts
+        if attempt >= allowed:
+            raise errors.COMPLETION_ATTEMPTS_EXHAUSTED(
+                f"File {upload_id} has started {attempt} completions, the most a file may; cancel the group and "
+                "start again.", extra={"attempts": attempt, "maxAttempts": allowed},
+            )  # fmt: skip
+        await service.charge(principal, charge, complete_cost(len(parts)) - charge_spent(charge))
         job = JobSpec.build(
             COMPLETE_JOB, (session_id, upload_id, attempt + 1, parts),
             job_id=complete_job_id(session_id, upload_id, attempt + 1),
-            queue=service.settings.worker.queue_name, urgent=True,
+            queue=service.settings.worker.queue_name,
         )  # fmt: skip
         reply = await service.state.begin_complete(snap.record, upload_id, now_ms=now, attempt_seen=attempt, job=job)
         if reply.code is Reply.OK:
@@ -201,8 +211,6 @@ async def complete_file(
         )  # fmt: skip
         await store.delete_objects([key])
         return "failed"
-    # Everything the client listed is in the object now: track it as fully received.
-    await state.record_parts(session_id, upload_id, None, progress=Progress(f.total_parts, f.total_bytes, now))
     reply = await state.finish_complete(
         snap.record, upload_id, now_ms=now, retention_ms=retention_ms,
         library=LibraryTemplate.build(library_payload(snap.record, settings.storage.bucket, now), now_ms=now),

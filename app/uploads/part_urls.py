@@ -2,44 +2,49 @@
 
 The API signs them itself (app/storage/signer.py: no storage call); the first call moves the file to `uploading`
 and, for a multipart file storage has not opened yet, provisions it for the waiting client
-(app/uploads/provisioning.py). Each call queues a parts refresh a little later (app/uploads/status.py), so
-progress is tracked without the client asking.
+(app/uploads/provisioning.py). Progress is tracked when someone reads it (app/uploads/status.py) and at completion.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator
 from typing import cast
 
 import msgspec
 
 from app.domain import errors
 from app.domain.answers import PartUrl, PartUrlsView
-from app.domain.contract import UploadStrategy
+from app.domain.contract import UploadStrategy, content_type
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
+from app.domain.limits import Charge, charge_spent, part_urls_cost
 from app.domain.parts import select_parts
 from app.domain.validation import decode_json_body
 from app.state.apikeys import Principal
 from app.storage.credentials import StorageCredentialsError
-from app.storage.signer import SignBatch
+from app.storage.signer import PIECE_PARTS, SignBatch
 from app.uploads.provisioning import provision_for_client
 from app.uploads.refusals import script_refusal
-from app.uploads.service import UploadService
-from app.uploads.status import refresh_job
+from app.uploads.service import StreamSlot, UploadService
 from app.uploads.views import file_fields
 
 log = logging.getLogger("spatialgen.uploads")
+_json_decoder = msgspec.json.Decoder(list[PartUrl])
+MIN_URL_SECONDS = 60
+"""The shortest URL life worth handing out (credentials closer to their end than this are being renewed)."""
 
 
 async def sign_part_urls(
-    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes
-) -> PartUrlsView:
-    """Presign PUT URLs for the requested parts of a file."""
+    service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes,
+    *, charge: Charge | None = None,
+) -> PartUrlsAnswer:  # fmt: skip
+    """Presign PUT URLs for the requested parts of a file; the request costs one token per URL (`charge`)."""
     payload = decode_json_body(body) if body.strip() else None
     snap, f = await service.load_file(principal, session_id, upload_id)
     now = service.clock.now_ms()
     service.ensure_live(snap, now)  # a dead group answers 409 whatever the body says
     numbers = select_parts(payload, f.total_parts)
+    await service.charge(principal, charge, part_urls_cost(len(numbers)) - charge_spent(charge), capped=False)
     if snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
         reply = await service.state.mark_uploading(snap.record, upload_id, now)
         if reply.code is not Reply.OK:
@@ -48,24 +53,63 @@ async def sign_part_urls(
     if f.strategy is UploadStrategy.MULTIPART:
         s3_upload_id = snap.s3_upload_id(upload_id) or await provision_for_client(service, snap, f)
 
-    # SigV4 time has second precision; every URL of one answer shares one timestamp.
-    signed_at = now // 1000
-    expires_in = min(service.settings.uploads.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
-    if expires_in < 1:
-        raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
-    batch = SignBatch(
-        bucket=service.settings.storage.bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
-        part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
-        signed_at=signed_at,
-    )  # fmt: skip
     try:
-        parts_json = await service.signer.sign(batch)
+        credentials = await service.signer.credentials.current()
     except StorageCredentialsError as exc:  # the provider chain has nothing usable right now
         log.warning("part-urls %s/%s: %s", session_id, upload_id, exc)
         raise errors.DEPENDENCY_UNAVAILABLE(
             "Storage credentials are unavailable right now; try again shortly.", headers={"Retry-After": "5"}
         ) from None
-    # Track what arrives: a refresh a little later coalesces with any already queued for this file.
-    await service.state.enqueue(refresh_job(service, session_id, upload_id, now, later=True))
+    # SigV4 time has second precision; every URL of one answer shares one timestamp. A URL lives as long as the
+    # settings allow, the group lasts and the credentials signing it stay valid (expiresAt is never a promise
+    # storage would break: temporary credentials end every URL signed with them).
+    signed_at = now // 1000
+    expires_in = min(service.settings.uploads.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
+    if expires_in < 1:
+        raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
+    if credentials.expires_at is not None:
+        expires_in = min(expires_in, int(credentials.expires_at) - signed_at)
+        if expires_in < MIN_URL_SECONDS:  # the chain refreshes well before this; a clock or STS problem
+            log.warning("part-urls %s/%s: signing credentials expire in %d s", session_id, upload_id, expires_in)
+            raise errors.DEPENDENCY_UNAVAILABLE(
+                "Storage credentials are being renewed; try again shortly.", headers={"Retry-After": "5"}
+            )
+    batch = SignBatch(
+        bucket=service.settings.storage.bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
+        part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
+        signed_at=signed_at, content_type=content_type(f.ext) if s3_upload_id is None else None,
+    )  # fmt: skip
+    fields = file_fields(f, FileStatus.UPLOADING)
+    if len(numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
+        stream = service.streams.open(principal.key_id)  # 429 when this key already streams its share
+        pieces = service.signer.pieces(credentials, batch, principal.key_id)
+        return PartUrlsAnswer(PartUrlsView(**fields, parts=[]), pieces, stream)
+    parts_json = await service.signer.sign_with(credentials, batch, principal.key_id)
     # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
-    return PartUrlsView(**file_fields(f, FileStatus.UPLOADING), parts=cast(list[PartUrl], msgspec.Raw(parts_json)))
+    return PartUrlsAnswer(PartUrlsView(**fields, parts=cast(list[PartUrl], msgspec.Raw(parts_json))))
+
+
+class PartUrlsAnswer:
+    """A part-urls answer: the file's fields and its URLs, either signed already (`view`) or, for a selection over
+    PIECE_PARTS, as pieces signed one by one while the answer is sent: a slow or stalled reader holds one piece,
+    not seven megabytes of URLs."""
+
+    __slots__ = ("pieces", "stream", "view")
+
+    def __init__(
+        self, view: PartUrlsView, pieces: AsyncGenerator[bytes] | None = None, stream: StreamSlot | None = None
+    ) -> None:
+        self.view = view
+        self.pieces = pieces
+        self.stream = stream
+
+    async def whole(self) -> PartUrlsView:
+        """The whole answer at once (for callers outside HTTP: tests, benchmarks)."""
+        if self.pieces is None:
+            return self.view
+        try:
+            items = [item async for piece in self.pieces for item in _json_decoder.decode(piece)]
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+        return msgspec.structs.replace(self.view, parts=items)

@@ -1,21 +1,25 @@
-"""Step 2, provisioning: open each multipart file's S3 multipart upload and record its id.
+"""Step 2, provisioning: open a multipart file's S3 multipart upload, when it first needs URLs, and record its id.
 
-Worker half: the create's job (`provision_group`) opens every multipart upload of the group in the background.
-API half: a client asking for part URLs of a file not provisioned yet never waits behind that backlog; the API
-runs the same idempotent step for that one file itself (`provision_for_client`), racing the worker safely.
+API half: part-urls of a file not provisioned yet opens its upload itself (`provision_for_client`): one storage call,
+and none at all for a group that is canceled before anyone asks for URLs. Worker half: only when storage does not
+answer the API in time, the group's provisioning job (`provision_group`) does the same for every multipart file of
+the group, with retries. A try that stops after CreateMultipartUpload and before recording it is never doubled: each
+try notes that it began, and the next one lists the open uploads of the file and adopts the oldest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from app.domain.contract import UploadStrategy
+from app.domain.clock import now_ms
+from app.domain.contract import UploadStrategy, content_type
 from app.domain.lifecycle import Reply
-from app.domain.records import FileRecord, GroupRecord
+from app.domain.records import FileRecord
 from app.state import GroupSnapshot, ScriptReply, UploadState
 from app.state.jobs import PROVISION_JOB, JobSpec, provision_job_id
 from app.uploads.polling import poll_until
@@ -41,18 +45,17 @@ async def provision_for_client(service: UploadService, snap: GroupSnapshot, f: F
     wait = service.settings.api.provision_wait_seconds
     if service.storage is None:
         return await _wait_for_worker(service, snap.record.session_id, f.upload_id, wait)
+    deadline = time.monotonic() + wait
     try:
         async with asyncio.timeout(wait):
-            # A worker may have opened this file's upload and stopped (or not yet got) to record it: once the
-            # group's provisioning job has been tried, look for that upload first, so it is adopted, not doubled.
-            adopt = await service.state.job_tried(provision_job_id(snap.record.session_id))
             store = await service.storage.get()
-            s3_id = await provision_file(service.state, store, snap.record, f, adopt=adopt)
+            s3_id = await provision_file(service.state, store, snap, f)
     except RedisError:
         raise  # the state store is down: its own 503
     except Exception as exc:  # storage slow or refusing: the worker's job (and its retries) take over
         log.warning("provisioning %s for a waiting client failed: %r", f.upload_id, exc)
-        return await _wait_for_worker(service, snap.record.session_id, f.upload_id, 0.0)
+        left = max(0.0, deadline - time.monotonic())  # a quick refusal leaves time to wait for a worker
+        return await _wait_for_worker(service, snap.record.session_id, f.upload_id, left)
     if s3_id is None:  # the group ended meanwhile: its 409
         fresh = await service.state.snapshot(snap.record.session_id)
         service.ensure_live(fresh or snap, service.clock.now_ms())
@@ -61,8 +64,8 @@ async def provision_for_client(service: UploadService, snap: GroupSnapshot, f: F
 
 
 async def _wait_for_worker(service: UploadService, session_id: str, upload_id: str, within: float) -> str:
-    # Normally the create's job is queued or running. If it gave up (storage down for hours), queue it
-    # again; the deterministic id makes this a no-op while the first is queued or its result is kept.
+    # The group's provisioning job: its deterministic id makes this a no-op while it is queued or running (many
+    # clients of one group waiting at once queue one job); one that finished or gave up is queued again.
     job = JobSpec.build(
         PROVISION_JOB, (session_id,), job_id=provision_job_id(session_id),
         queue=service.settings.worker.queue_name,
@@ -82,22 +85,26 @@ async def _wait_for_worker(service: UploadService, session_id: str, upload_id: s
 
 
 async def provision_file(
-    state: UploadState, store: ObjectStore, record: GroupRecord, f: FileRecord, *, adopt: bool = True
+    state: UploadState, store: ObjectStore, snap: GroupSnapshot, f: FileRecord, *, adopt: bool = False
 ) -> str | None:
     """Open (or adopt) the S3 multipart upload of one file and record it; returns the recorded id, or None
     if the group or file no longer takes uploads (then nothing is left open behind it).
 
-    Idempotent and safe to run concurrently (the API runs it for a waiting client while a worker may run
-    it too). An earlier try may have created an upload and died before recording it: the oldest open
-    upload under the key is adopted rather than a second one opened. Others are never aborted here, since
-    a concurrent try may be about to record one; the orphan sweep removes what stays unrecorded.
-    adopt=False skips the listing (one storage call instead of two): only when no try of the group's provisioning
-    job has begun, so no upload of this file can exist yet.
+    Idempotent and safe to run concurrently (the API and a worker, or two API processes). A try notes that it began
+    before it opens an upload; when an earlier try began (or `adopt`), the oldest open upload under the key is
+    adopted rather than a second one opened, since that try may have died after opening it. Others are never
+    aborted here (a concurrent try may be about to record one); the orphan sweep removes a second upload the record
+    does not name. A first try costs one storage call.
     """
+    record = snap.record
     key = record.storage_key(f)
-    listed = await store.list_open_uploads(key) if adopt else []
+    listed = await store.list_open_uploads(key) if adopt or snap.provisioning_began(f.upload_id) else []
     existing = sorted((u for u in listed if u.key == key), key=lambda u: (u.initiated_ms, u.upload_id))
-    chosen = existing[0].upload_id if existing else await store.create_multipart(key)
+    if existing:
+        chosen = existing[0].upload_id
+    else:
+        await state.note_provisioning(record.session_id, f.upload_id, now_ms())
+        chosen = await store.create_multipart(key, content_type(f.ext))
     reply = await state.record_s3_upload(record, f.upload_id, chosen)
     if reply.code is Reply.OK:
         return chosen
@@ -116,7 +123,7 @@ async def provision_group(
 ) -> dict[str, str]:
     """Open one S3 multipart upload per multipart file of a group (see provision_file).
 
-    adopt=False (a job's first try: no earlier try of it can have opened an upload) skips the listing.
+    adopt: a retry of the job (arq counts tries, a killed one included) looks for what an earlier try opened.
     """
     snap = await state.snapshot(session_id)
     if snap is None:
@@ -124,5 +131,5 @@ async def provision_group(
     outcome: dict[str, str] = {}
     for f in snap.record.files:
         if f.strategy is UploadStrategy.MULTIPART and not snap.s3_upload_id(f.upload_id):
-            outcome[f.upload_id] = await provision_file(state, store, snap.record, f, adopt=adopt) or "aborted"
+            outcome[f.upload_id] = await provision_file(state, store, snap, f, adopt=adopt) or "aborted"
     return outcome

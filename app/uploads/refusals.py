@@ -9,19 +9,31 @@ from typing import assert_never
 from app.domain import errors
 from app.domain.clock import iso_ms
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
-from app.domain.limits import RateState, RouteClass
+from app.domain.limits import COST_UNITS, RateState, RouteClass
 from app.domain.reasons import SENTENCES, Reason
 from app.domain.records import FileRecord
 from app.state import GroupSnapshot, ScriptReply
 
 
-def rate_limited(route_class: RouteClass, rate: RateState) -> errors.ApiError:
+def rate_limited(route_class: RouteClass, rate: RateState, cost: int = 1) -> errors.ApiError:
     """The 429 of an empty bucket (Retry-After and the RateLimit headers say when to come back)."""
+    costs = f"; this request costs {cost}" if cost > 1 else ""
     return errors.RATE_LIMITED(
-        f"Too many {route_class.value} requests for this API key: at most {rate.burst} at once and "
-        f"{rate.per_second:g} a second; retry after the Retry-After delay.",
-        headers=rate.headers(route_class),
-    )
+        f"Over this API key's {route_class.value} limit: {rate.burst} {COST_UNITS[route_class]} at once and "
+        f"{rate.per_second:g} a second{costs}; retry after the Retry-After delay.",
+        headers=rate.headers(route_class), extra={"cost": cost},
+    )  # fmt: skip
+
+
+def too_costly(route_class: RouteClass, rate: RateState, cost: int) -> errors.ApiError:
+    """The 400 of a request that costs more than this key's bucket can ever hold."""
+    what = COST_UNITS[route_class]
+    advice = " Ask for fewer parts per call (partNumbers, or startPartNumber and count)." if (
+        route_class is RouteClass.PART_URLS) else ""  # fmt: skip
+    return errors.INVALID_REQUEST(
+        f"This request costs {cost} {what}, more than this API key's {route_class.value} limit holds at once "
+        f"({rate.burst}).{advice}", headers=rate.headers(route_class), extra={"cost": cost, "limit": rate.burst},
+    )  # fmt: skip
 
 
 def quota_exceeded(account: str, reply: ScriptReply, rate: RateState) -> errors.ApiError:

@@ -1,6 +1,6 @@
 """Step 1, start an upload group (SPEC 3.1): validate the asset set, plan every file's parts, and register the
-group, its files, its indexes and its provisioning job in one script; storage is prepared in the background
-(app/uploads/provisioning.py).
+group, its files and its indexes in one script. Storage is not touched: each multipart upload is opened when its
+file first needs URLs (app/uploads/provisioning.py).
 
 An Idempotency-Key makes a retried create return the first group: the script keeps the body's digest and the
 sessionId for a day, and a replay renders the answer again from the group's record.
@@ -24,7 +24,6 @@ from app.domain.records import FileRecord, GroupRecord
 from app.domain.rules import file_extension, parse_start_request
 from app.domain.validation import decode_json_body
 from app.state.apikeys import Principal
-from app.state.jobs import PROVISION_JOB, JobSpec, provision_job_id
 from app.state.keys import idempotency_key
 from app.uploads.refusals import quota_exceeded, rate_limited
 from app.uploads.service import UploadService
@@ -46,7 +45,7 @@ class Created(msgspec.Struct, frozen=True):
 async def start_upload_group(
     service: UploadService, principal: Principal, body: bytes, idem_header: str | None
 ) -> Created:
-    """Validate a start request, register the group and its files, and queue their provisioning."""
+    """Validate a start request and register the group and its files."""
     settings = service.settings
     request = parse_start_request(
         body, max_file_bytes=settings.uploads.max_file_bytes, max_files=settings.uploads.max_files_per_group
@@ -61,16 +60,12 @@ async def start_upload_group(
 
     for _ in range(3):  # a uuid4 collision is astronomically unlikely; retrying keeps it harmless
         record = _new_group(service, principal.account, request)
-        job = JobSpec.build(
-            PROVISION_JOB, (record.session_id,), job_id=provision_job_id(record.session_id),
-            queue=settings.worker.queue_name,
-        )  # fmt: skip
         # The idempotency answer is only the body's digest and the sessionId: a replay re-renders the answer
         # from the group's record (the same document), instead of keeping a second copy of it for a day.
         reply, rate = await service.state.create_group(
             record, key_id=principal.key_id, rate=service.rates[RouteClass.CREATE], quota=settings.limits.quota(),
             idle_expires_ms=record.created_ms + settings.uploads.idle_group_seconds * 1000,
-            key_ttl_ms=(settings.uploads.session_ttl_seconds + settings.uploads.retention_seconds) * 1000, job=job,
+            key_ttl_ms=(settings.uploads.session_ttl_seconds + settings.uploads.retention_seconds) * 1000,
             idem_key=idem_key, idem_value=body_digest + b"\n" + record.session_id.encode(),
             idem_ttl_ms=settings.uploads.idempotency_ttl_seconds * 1000,
         )  # fmt: skip

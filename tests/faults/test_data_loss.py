@@ -9,6 +9,7 @@ identity`); storage is compared before and after, object by object and upload by
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from typing import Any
@@ -38,7 +39,12 @@ async def upload(api: httpx.AsyncClient, http: httpx.AsyncClient, key: dict[str,
     doc = (await api.post(URL, json=GROUP, headers=key)).json()
     sid = doc["sessionId"]
     for f in doc["files"]:
-        r = await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)
+        # A client follows Retry-After (503 while the API's S3 client is still starting: it opens uploads itself).
+        for _ in range(30):
+            r = await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)
+            if r.status_code != 503:
+                break
+            await asyncio.sleep(float(r.headers["retry-after"]))
         assert r.status_code == 200, r.text
         parts = []
         for p in r.json()["parts"][: None if finish else 1]:

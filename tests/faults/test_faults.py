@@ -18,8 +18,10 @@ from redis.asyncio import Redis
 
 from app.settings import MIB
 from app.state import GroupSnapshot, UploadState
+from app.state.jobs import PROVISION_JOB, JobSpec, provision_job_id
 from app.state.keys import METRICS_KEY, MetricField
 from app.storage.s3 import ObjectStore
+from deploy.local.devstack import free_port
 from tests.processes import SlowProxy, Stack, eventually, report, sigkill
 from worker.liveness import LOCK_SECONDS
 
@@ -41,6 +43,16 @@ async def create_groups(api: httpx.AsyncClient, key: dict[str, str], n: int, bod
     return sids
 
 
+async def storage_ready(api: httpx.AsyncClient) -> None:
+    """Wait until the API's S3 client is up (it is opened in the background at start), so a first part-urls call
+    is provisioned by the API itself and not left to a worker."""
+
+    async def up() -> bool:
+        return bool((await api.get("/health/ready")).json()["checks"]["storage"] == "ok")
+
+    await eventually(up, within=30)
+
+
 async def snapshots(redis: Redis, sids: list[str]) -> list[GroupSnapshot]:
     state = UploadState(redis)
     snaps = [await state.snapshot(sid) for sid in sids]
@@ -60,9 +72,18 @@ async def test_a_worker_killed_mid_provision_is_taken_over_within_its_lock_and_l
     stack.worker_s3_url = await slow.start()
     redis = Redis.from_url(stack.redis_url)
     try:
+        # An API that cannot reach storage: every client's first part-urls call is answered 503 and leaves the
+        # group's provisioning to the workers (the path this test kills a worker on).
+        dead_s3 = f"http://127.0.0.1:{free_port()}"
+        cut_off = stack.start_api(SPATIALGEN_S3_ENDPOINT_URL=dead_s3, SPATIALGEN_PROVISION_WAIT_SECONDS="0.2")
+        async with httpx.AsyncClient(base_url=cut_off, timeout=30) as api:
+            key = await stack.key()
+            sids = await create_groups(api, key, 50, SEPARATE)
+            for sid in sids:
+                first_file = (await api.get(f"{URL}/{sid}", headers=key)).json()["files"][0]["uploadId"]
+                r = await api.post(f"{URL}/{sid}/files/{first_file}/part-urls", headers=key)
+                assert r.status_code == 503 and r.json()["code"] == "storage_not_ready", r.text
         base = stack.start_api()
-        async with httpx.AsyncClient(base_url=base, timeout=30) as api:
-            sids = await create_groups(api, await stack.key(), 50, SEPARATE)
         first = stack.start_worker(SPATIALGEN_WORKER_MAX_JOBS="10")
 
         async def some_progress() -> bool:
@@ -115,6 +136,7 @@ async def test_a_worker_killed_mid_complete_completes_every_group_exactly_once(s
         first = stack.start_worker()
         async with httpx.AsyncClient(base_url=base, timeout=30) as api, httpx.AsyncClient(timeout=30) as http:
             key = await stack.key()
+            await storage_ready(api)
             sids = await create_groups(api, key, 10, body)
             bodies: dict[tuple[str, str], dict[str, Any]] = {}
             for sid in sids:
@@ -198,6 +220,11 @@ async def test_valkey_killed_for_12_s_and_restarted_on_its_aof_loses_no_acknowle
     assert statuses == [200] * 100  # every acknowledged group is intact
     redis = Redis.from_url(stack.redis_url)
     try:
+        # Work for the worker that lived through the outage: the new group's provisioning job (queued as part-urls
+        # queues it when storage does not answer the API in time).
+        job = JobSpec.build(PROVISION_JOB, (new_sid,), job_id=provision_job_id(new_sid),
+                            queue=stack.settings().worker.queue_name)  # fmt: skip
+        assert await UploadState(redis).enqueue(job) == 1
 
         async def provisioned_by_worker() -> bool:
             [snap] = await snapshots(redis, [new_sid])
@@ -221,18 +248,16 @@ async def test_a_hung_s3_keeps_creates_fast_and_everything_provisions_once_it_an
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as api:
             key = await stack.key()
-
-            async def storage_client_up() -> bool:  # the API opens its S3 client in the background at start
-                return bool((await api.get("/health/ready")).json()["checks"]["storage"] == "ok")
-
-            await eventually(storage_client_up, within=30)
+            await storage_ready(api)
             os.kill(stack.moto.pid, signal.SIGSTOP)
             t0 = time.monotonic()
             sids = await create_groups(api, key, 5, SEPARATE)
             creates = (time.monotonic() - t0) / 5
             doc = (await api.get(f"{URL}/{sids[0]}", headers=key)).json()
-            r = await api.post(f"{URL}/{sids[0]}/files/{doc['files'][0]['uploadId']}/part-urls", headers=key)
-            assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"]
+            for sid in sids:  # each client's first part-urls: storage does not answer, the workers take over
+                first_file = (await api.get(f"{URL}/{sid}", headers=key)).json()["files"][0]["uploadId"]
+                r = await api.post(f"{URL}/{sid}/files/{first_file}/part-urls", headers=key)
+                assert r.status_code == 503 and r.json()["code"] == "storage_not_ready" and r.headers["retry-after"]
             await asyncio.sleep(1.1)  # a fresh readiness result (one is shared for up to a second)
             ready = await api.get("/health/ready")
             # Reported, but the API stays in rotation: creates and status reads work without S3.

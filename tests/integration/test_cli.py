@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from arq.constants import result_key_prefix
+from arq.jobs import serialize_result
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
@@ -20,9 +22,9 @@ from app.admin.cli import run
 from app.domain.clock import now_ms
 from app.settings import Settings
 from app.state import UploadState
-from app.state.apikeys import Principal, Role
-from app.state.jobs import PROCESS_JOB, JobSpec, deserialize, serialize
-from app.state.keys import account_index_key, group_key, state_key
+from app.state.apikeys import Principal, Role, create_key, list_keys
+from app.state.jobs import PROCESS_JOB, PROVISION_JOB, JobSpec, deserialize, job_document, provision_job_id, serialize
+from app.state.keys import API_KEYS_INDEX, account_index_key, api_key_key, group_key, state_key
 from app.uploads import cancel, start
 from app.uploads.service import UploadService
 from app.uploads.views import group_status_view
@@ -56,22 +58,32 @@ async def cli_json(capsys: pytest.CaptureFixture[str], settings: Settings, *argv
 
 
 async def new_group(svc: UploadService, who: Principal, name: str) -> str:
+    """A group, and its provisioning job queued (as part-urls does when storage is slow: jobs for the queues below)."""
     await asyncio.sleep(0.003)  # distinct creation ms, so newest-first order is exact
     body = msgspec.json.encode({**SEED_REQUEST, "videoName": name})
-    return (await start.start_upload_group(svc, who, body, None)).session_id
+    sid = (await start.start_upload_group(svc, who, body, None)).session_id
+    queue = svc.settings.worker.queue_name
+    await svc.state.enqueue(JobSpec.build(PROVISION_JOB, (sid,), job_id=provision_job_id(sid), queue=queue))
+    return sid
 
 
 @pytest.fixture
 async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any) -> AsyncIterator[Busy]:
-    """Upload queue: 3 due, 2 deferred, 4 results (1 failed). Processing queue: 3 due, 1 deferred. 5 groups."""
+    """Upload queue: 3 due, 2 deferred, 3 results (2 failed). Processing queue: 3 due, 1 deferred. 5 groups."""
     svc = UploadService(settings, state)
     pool = arq_pool(settings.redis.url)
     a1 = await new_group(svc, ACME, "first")
     a2 = await new_group(svc, ACME, "second")
     g1 = await new_group(svc, GLOBEX, "globex one")
     await pool.enqueue_job("no_such_function", 7, _job_id="doomed", _queue_name=settings.worker.queue_name)
-    worker = await burst()  # provisions a1, a2, g1; "doomed" fails
+    worker = await burst()  # provisions a1, a2, g1 (keeping no result); "doomed" fails (arq keeps its result)
     assert (worker.jobs_complete, worker.jobs_failed) == (3, 1)
+    # Results another producer's worker kept: a success and one more failure.
+    for job_id, ok, result in (("kept-ok", True, 42), ("kept-failed", False, ValueError("bad input"))):
+        blob = serialize_result("process_asset_set", (), {}, 1, now_ms() - 50, ok, result, now_ms() - 40, now_ms(),
+                                "ref", settings.worker.queue_name, job_id, serializer=serialize)  # fmt: skip
+        assert blob is not None
+        await redis.set(result_key_prefix + job_id, blob, px=60_000)
 
     a3 = await new_group(svc, ACME, "third " + "x" * 80)  # provision job stays queued
     g2 = await new_group(svc, GLOBEX, "globex two")  # provision job stays queued
@@ -92,7 +104,7 @@ async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: 
     assert list(stats) == [settings.worker.queue_name, PROCESSING, settings.webhooks.queue_name]
     up = stats[settings.worker.queue_name]
     assert {k: up[k] for k in ("queued", "scheduled", "inProgress", "results", "failures")} == {
-        "queued": 3, "scheduled": 2, "inProgress": 0, "results": 4, "failures": 1,
+        "queued": 3, "scheduled": 2, "inProgress": 0, "results": 3, "failures": 2,
     }  # fmt: skip
     assert up["inProgressExact"] and up["resultsExact"]
     assert 0 <= up["oldestQueuedAgeSeconds"] < 30
@@ -103,15 +115,15 @@ async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: 
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["QUEUE", "QUEUED", "SCHEDULED", "IN_PROGRESS", "RESULTS", "FAILURES", "OLDEST_QUEUED"]
-    assert lines[1].split()[:6] == [settings.worker.queue_name, "3", "2", "0", "4", "1"]
+    assert lines[1].split()[:6] == [settings.worker.queue_name, "3", "2", "0", "3", "2"]
     assert lines[2].split()[:6] == [PROCESSING, "3", "1", "0", "0", "0"]
 
 
 async def test_jobs_lists_pending_jobs_and_results(capsys: Any, settings: Settings, busy: Busy) -> None:
     rows = await cli_json(capsys, settings, "jobs")
     by_id = {r["jobId"]: r for r in rows}
-    a1, a2, a3 = busy.acme
-    g1, g2 = busy.globex
+    _, a2, a3 = busy.acme
+    _, g2 = busy.globex
     pending = [r["jobId"] for r in rows if r["state"] in ("queued", "deferred", "in_progress")]
     # Run order: due jobs oldest first, then the deferred ones; the upload queue, then the processing queue.
     assert pending == [f"provision:{a3}", f"provision:{g2}", f"purge:{a2}", "later-1", f"purge:{a2}:late",
@@ -123,15 +135,15 @@ async def test_jobs_lists_pending_jobs_and_results(capsys: Any, settings: Settin
     assert by_id["later-1"]["state"] == "deferred" and by_id["later-1"]["runAt"] > by_id["later-1"]["enqueuedAt"]
     assert by_id["proc-1"]["args"] == "{'libraryId': 1}"
     done = {r["jobId"]: r["state"] for r in rows if r["state"] in ("complete", "failed")}
-    assert done == {f"provision:{a1}": "complete", f"provision:{a2}": "complete", f"provision:{g1}": "complete",
-                    "doomed": "failed"}  # fmt: skip
+    assert done == {"kept-ok": "complete", "kept-failed": "failed", "doomed": "failed"}
     assert by_id["doomed"]["tries"] == 1 and by_id["doomed"]["finishedAt"]
 
     failed = await cli_json(capsys, settings, "jobs", "--failed")
-    assert [(r["jobId"], r["function"], r["args"], r["state"]) for r in failed] == [
-        ("doomed", "no_such_function", "7", "failed")
-    ]
-    assert "function 'no_such_function' not found" in failed[0]["result"]
+    assert sorted((r["jobId"], r["function"], r["args"], r["state"]) for r in failed) == [
+        ("doomed", "no_such_function", "7", "failed"), ("kept-failed", "process_asset_set", "", "failed")
+    ]  # fmt: skip
+    results = {r["jobId"]: r["result"] for r in failed}
+    assert "function 'no_such_function' not found" in results["doomed"] and "bad input" in results["kept-failed"]
 
     only = await cli_json(capsys, settings, "jobs", "--queue", PROCESSING, "--limit", "2")
     assert [r["jobId"] for r in only] == ["proc-0", "proc-1"]
@@ -140,7 +152,7 @@ async def test_jobs_lists_pending_jobs_and_results(capsys: Any, settings: Settin
     assert code == 0
     assert out.splitlines()[0].split() == ["JOB_ID", "QUEUE", "FUNCTION", "ARGS", "TRIES", "ENQUEUED_AT", "STATE",
                                            "FINISHED_AT", "RESULT"]  # fmt: skip
-    assert out.splitlines()[1].startswith("doomed")
+    assert sorted(line.split()[0] for line in out.splitlines()[1:]) == ["doomed", "kept-failed"]
 
 
 async def test_sessions_list_filters_and_orders(capsys: Any, settings: Settings, redis: Redis, busy: Busy) -> None:
@@ -277,13 +289,13 @@ async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settin
     assert (stats[q]["queued"], stats["<unknown>"]["results"]) == (2, 1)
     assert 0.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
 
-    # An urgent job (a completion a client waits for) is scored a day ahead of its time: its age still counts
-    # from when it was queued.
+    # A job another producer scored a day ahead of its time: its age still counts from when it was queued.
     await redis.delete(q)
     state = UploadState(redis)
+    queued = now_ms() - 2000
     try:
-        await state.enqueue(JobSpec.build("complete_file", ("s", "u", 1, []), job_id="complete:s:u:1",
-                                          now_ms=now_ms() - 2000, urgent=True))  # fmt: skip
+        await state.enqueue(JobSpec("complete:s:u:1", q, job_document("complete_file", ("s", "u", 1, []), queued),
+                                    queued - 86_400_000, 60_000))  # fmt: skip
     finally:
         state.close()
     stats = {s["queue"]: s for s in await cli_json(capsys, settings, "queues")}
@@ -331,7 +343,7 @@ async def test_console_script_and_connection_errors(settings: Settings, busy: Bu
     code, out, err = await script("--redis-url", settings.redis.url, "--json", "queues")
     assert code == 0, err
     stats = {s["queue"]: s for s in json.loads(out)}
-    assert (stats[settings.worker.queue_name]["queued"], stats[settings.worker.queue_name]["failures"]) == (3, 1)
+    assert (stats[settings.worker.queue_name]["queued"], stats[settings.worker.queue_name]["failures"]) == (3, 2)
     code, out, _ = await script("sessions", "list", "--redis-url", settings.redis.url)
     assert code == 0 and out.splitlines()[0].startswith("SESSION_ID") and len(out.splitlines()) == 6
 
@@ -342,3 +354,25 @@ async def test_console_script_and_connection_errors(settings: Settings, busy: Bu
     assert "Traceback" not in err and "s3cret" not in err
     code, _, err = await script("sessions", "show", "x", "--redis-url", "nope://host")
     assert code == 2 and err.startswith("error: invalid Redis URL")
+
+
+async def test_keys_revoke_takes_one_key_and_refuses_a_prefix_several_share(
+    capsys: Any, settings: Settings, redis: Redis
+) -> None:
+    _, info = await create_key(redis, account="acme", role="upload")
+    # Two keys whose digests share their first 12 characters (written directly: real digests never collide).
+    twins = [("deadbeef0123" + f"{i:x}" * 52) for i in (1, 2)]
+    for d in twins:
+        await redis.hset(api_key_key(d), mapping={"account": "acme", "role": "upload", "label": "", "created": 1})
+        await redis.zadd(API_KEYS_INDEX, {d: 1})
+    code, _, err = await cli(capsys, settings, "keys", "revoke", "deadbeef0123")
+    assert code == 2 and "deadbeef01231111" in err and "deadbeef01232222" in err, err
+    assert await redis.zcard(API_KEYS_INDEX) == 3  # nothing revoked
+    assert (await cli(capsys, settings, "keys", "revoke", "dead"))[0] == 1  # too short to name a key: none
+    assert (await cli(capsys, settings, "keys", "revoke", "not-hex-at-all"))[0] == 1
+    assert await cli_json(capsys, settings, "keys", "revoke", "DEADBEEF01231111") == {
+        "keyId": "deadbeef01231111", "revoked": True,
+    }  # fmt: skip
+    code, out, _ = await cli(capsys, settings, "keys", "revoke", info.key_id[:10])  # a start no other key shares
+    assert code == 0 and out.strip() == f"revoked {info.key_id}"
+    assert [k.key_id for k in await list_keys(redis)] == ["deadbeef01232222"]

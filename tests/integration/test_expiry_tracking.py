@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from app.domain.clock import ManualClock
 from app.settings import MIB, Settings
 from app.state import UploadState
 from app.state.apikeys import Principal, Role, create_key
-from app.state.jobs import ending, refresh_job_id
+from app.state.jobs import PROVISION_JOB, JobSpec, ending, provision_job_id, refresh_job_id
 from app.state.keys import EXPIRY_INDEX, group_key, parts_key, state_key
 from app.storage.s3 import ObjectStore
 from app.upkeep.cleanup import abort_orphan_uploads
@@ -110,8 +111,8 @@ async def test_concurrent_sweeps_expire_each_group_once(settings: Settings, stat
     for sid in sids:
         assert (await state.snapshot(sid)).status == "expired"  # type: ignore[union-attr]
         assert await redis.zscore(settings.worker.queue_name, f"purge:{sid}") is not None
-    # 40 provisioning jobs + one immediate and one late purge per group, never duplicated.
-    assert await redis.zcard(settings.worker.queue_name) == 40 * 3
+    # One immediate and one late purge per group, never duplicated (a create queues nothing).
+    assert await redis.zcard(settings.worker.queue_name) == 40 * 2
 
 
 async def test_a_sweep_that_died_halfway_is_finished_by_the_next(settings: Settings, state: UploadState) -> None:
@@ -136,6 +137,8 @@ async def test_uploads_are_aborted_on_evidence_and_never_on_absence(
     settings: Settings, state: UploadState, store: ObjectStore, burst: Any, s3: Any
 ) -> None:
     (sid,) = await new_groups(settings, state, 1)
+    queue = settings.worker.queue_name
+    await state.enqueue(JobSpec.build(PROVISION_JOB, (sid,), job_id=provision_job_id(sid), queue=queue))
     await burst()
     snap = await state.snapshot(sid)
     assert snap is not None
@@ -219,16 +222,24 @@ async def test_status_and_parts_show_what_storage_received(
     assert (done["status"], done["uploadedParts"], done["uploadedBytes"]) == ("completed", 3, 12 * MIB)
 
 
-async def test_many_pollers_queue_one_refresh_per_file(
+async def test_many_pollers_of_many_files_queue_one_refresh_per_group(
     api: httpx.AsyncClient, key: dict[str, str], redis: Redis, small: Settings
 ) -> None:
-    doc = (await api.post(URL, json=SEED_REQUEST, headers=key)).json()
+    small_files = copy.deepcopy(SEED_REQUEST)
+    for f in small_files["files"]:
+        f["sizeBytes"] = 1000  # single PUTs: URLs without provisioning (no worker runs here)
+    doc = (await api.post(URL, json=small_files, headers=key)).json()
     sid = doc["sessionId"]
+    empty = await asyncio.gather(*(api.get(f"{URL}/{sid}", headers=key) for _ in range(5)))
+    assert {r.status_code for r in empty} == {200}
+    assert await redis.zcard(small.worker.queue_name) == 0  # no URL issued yet: storage holds nothing to look at
+    for f in doc["files"]:
+        assert (await api.post(f"{URL}/{sid}/files/{f['uploadId']}/part-urls", headers=key)).status_code == 200
     answers = await asyncio.gather(*(api.get(f"{URL}/{sid}", headers=key) for _ in range(25)))
     assert {r.status_code for r in answers} == {200}
     queued = [m.decode() for m in await redis.zrange(small.worker.queue_name, 0, -1)]
     refreshes = [q for q in queued if q.startswith("parts:")]
-    assert sorted(refreshes) == sorted(refresh_job_id(sid, f["uploadId"]) for f in doc["files"])
+    assert refreshes == [refresh_job_id(sid)]  # four files receiving bytes, 25 readers: one job
 
 
 async def test_refresh_of_a_single_put_file_uses_head_object(

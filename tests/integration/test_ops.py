@@ -173,9 +173,9 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert (await client.get(f"{URL}/{unknown}", headers=h(upload_key))).status_code == 404
     assert (await client.post(f"{URL}/{unknown}/files/{unknown}/complete", headers=h(upload_key))).status_code == 404
     assert (await client.get(f"/api/nope/{unknown}")).status_code == 404
-    # A deferred upload job, a due processing job, and what the workers count.
+    # Two due upload jobs, a deferred one, a due processing job, and what the workers count.
     now = now_ms()
-    await redis.zadd(settings.worker.queue_name, {"later": now + 600_000})
+    await redis.zadd(settings.worker.queue_name, {"due-1": now - 5, "due-2": now - 1, "later": now + 600_000})
     await redis.zadd(settings.worker.processing_queue_name, {"process:x": now - 1})
     await redis.hset(
         METRICS_KEY,
@@ -204,9 +204,9 @@ async def test_metrics_count_by_route_template_and_read_shared_counts(
     assert m[series("spatialgen_http_request_duration_seconds_count", **start)] == 1
     assert 0 < m[series("spatialgen_http_request_duration_seconds_sum", **start)] < 5
 
-    # Queue depths are what Redis holds: the provisioning job and the status call's refresh jobs are due.
+    # Queue depths are what Redis holds (a create and a read of a group with no URLs issued queue nothing).
     due = m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="due"}}']
-    assert due >= 1 and due == await redis.zcount(settings.worker.queue_name, "-inf", now_ms())
+    assert due == 2 == await redis.zcount(settings.worker.queue_name, "-inf", now_ms())
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.queue_name}",state="scheduled"}}'] == 1
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="due"}}'] == 1
     assert m[f'spatialgen_queue_depth{{queue="{settings.worker.processing_queue_name}",state="scheduled"}}'] == 0
@@ -371,6 +371,61 @@ async def test_docs_ui(client: Client) -> None:
     assert "swagger-ui" in r.text and "SpatialGen Direct Upload API" in r.text
     r = await client.get("/schema/redoc")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+
+
+ASSET = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)=["']([^"']+)["']""")
+
+
+@pytest.mark.parametrize(("page", "wanted"), [("/schema", ("swagger-ui-bundle.js", "swagger-ui.css")),
+                                              ("/schema/redoc", ("redoc.standalone.js",))])  # fmt: skip
+async def test_docs_pages_load_everything_from_the_api_itself(
+    client: Client, page: str, wanted: tuple[str, ...]
+) -> None:
+    """No CDN: offline, or behind an egress policy, the docs pages still render (every script, style sheet and
+    icon they reference is served by the API)."""
+    html = (await client.get(page)).text
+    assets = ASSET.findall(html)
+    assert all(any(a.endswith(name) for a in assets) for name in wanted), assets
+    assert [a for a in assets if not a.startswith("/schema/static/")] == [], "every asset from the API itself"
+    assert "fonts.googleapis.com" not in html and "cdn." not in html
+    for asset in assets:
+        r = await client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 100, asset
+        kind = {".js": "javascript", ".css": "text/css", ".png": "image/png"}[asset[asset.rindex(".") :]]
+        assert kind in r.headers["content-type"], (asset, r.headers["content-type"])
+
+
+async def test_options_allow_lists_every_method_of_the_path(client: Client) -> None:
+    """Litestar 2 lists only the first handler's methods (GET and DELETE share a path here); ours lists all."""
+    doc = (await client.get("/schema/openapi.json")).json()
+    for template, item in doc["paths"].items():
+        path = template.replace("{session_id}", str(uuid.uuid4())).replace("{upload_id}", str(uuid.uuid4()))
+        r = await client.options(path)
+        assert r.status_code == 204, (path, r.status_code)
+        allowed = sorted(m.strip() for m in r.headers["allow"].split(","))
+        assert allowed == sorted({m.upper() for m in item} | {"OPTIONS"}), (template, r.headers["allow"])
+
+
+BODY_ROUTES = [URL, FILE + "/part-urls", FILE + "/complete"]
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES)
+async def test_every_route_that_takes_a_body_answers_and_documents_413(
+    client: Client, settings: Settings, upload_key: str, route: str
+) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    op = doc["paths"][route]["post"]
+    assert "requestBody" in op
+    examples = op["responses"]["413"]["content"][PROBLEM]["examples"]
+    assert set(examples) == {"body_too_large"}
+    path = route.format(session_id=uuid.uuid4(), upload_id=uuid.uuid4())
+    too_big = b'{"parts": [' + b'{"partNumber": 1, "etag": "x"},' * (settings.api.max_body_bytes // 30) + b"]}"
+    r = await client.post(path, content=too_big, headers=h(upload_key))
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large", r.text
+    # Every operation with a body documents it; none without one does.
+    for item in doc["paths"].values():
+        for operation in item.values():
+            assert ("413" in operation["responses"]) == ("requestBody" in operation), operation["operationId"]
 
 
 async def test_metrics_include_process_figures_and_speak_openmetrics_when_asked(client: Client) -> None:

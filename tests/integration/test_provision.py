@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import inspect
 from typing import Any
 
 import msgspec
@@ -15,26 +17,102 @@ from app.domain.lifecycle import Reply
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
 from app.state.apikeys import Principal, Role
-from app.state.jobs import deserialize
+from app.state.jobs import PROVISION_JOB, JobSpec, deserialize, provision_job_id
 from app.state.keys import METRICS_KEY, arq_job_key, job_field
+from app.storage.lazy import LazyObjectStore
 from app.storage.s3 import ObjectStore
 from app.upkeep.cleanup import abort_orphan_uploads
-from app.uploads import cancel, start
+from app.uploads import cancel, part_urls, start
 from app.uploads.cancel import purge_group
 from app.uploads.service import UploadService
 from deploy.local.devstack import free_port
-from tests.conftest import SEED_REQUEST, arq_pool, open_uploads
+from tests.conftest import SEED_REQUEST, arq_pool, open_uploads, worst_case_request
 from worker import jobs
 
 ACME = Principal("acme", Role.UPLOAD, "test")
 
 
-async def start_seed_group(settings: Settings, state: UploadState) -> str:
-
+async def start_seed_group(settings: Settings, state: UploadState, *, queue_provisioning: bool = True) -> str:
+    """A seed group, and (unless told not to) its provisioning job queued, as part-urls does when storage does not
+    answer it in time: the worker half of provisioning, which these tests exercise."""
     created = await start.start_upload_group(
         UploadService(settings, state), ACME, msgspec.json.encode(SEED_REQUEST), None
     )
+    if queue_provisioning:
+        sid, queue = created.session_id, settings.worker.queue_name
+        await state.enqueue(JobSpec.build(PROVISION_JOB, (sid,), job_id=provision_job_id(sid), queue=queue))
     return created.session_id
+
+
+async def test_a_create_touches_no_storage_and_part_urls_opens_only_its_file(
+    settings: Settings, state: UploadState, store: ObjectStore, s3: Any, redis: Redis
+) -> None:
+    sid = await start_seed_group(settings, state, queue_provisioning=False)
+    assert await redis.zcard(settings.worker.queue_name) == 0  # no job: nothing runs for a create
+    assert open_uploads(s3, settings.storage.bucket) == []
+    snap = await state.snapshot(sid)
+    assert snap is not None
+    left = snap.record.files[0]
+    service = UploadService(settings, state, storage=LazyObjectStore(settings.storage, timeout=5.0))
+    assert service.storage is not None
+    await service.storage.get()  # the client up first, as at API startup (its creation is not what is tested)
+    try:
+        await part_urls.sign_part_urls(service, ACME, sid, left.upload_id, b"")
+    finally:
+        assert service.storage is not None
+        await service.storage.aclose()
+        service.signer.close()
+    snap = await state.snapshot(sid)
+    assert snap is not None and snap.s3_upload_id(left.upload_id) is not None
+    assert [u["Key"] for u in open_uploads(s3, settings.storage.bucket)] == [snap.record.storage_key(left)]
+
+
+async def test_create_and_cancel_costs_a_bounded_number_of_storage_calls(
+    settings: Settings, state: UploadState, store: ObjectStore
+) -> None:
+    """A 64-file group created and canceled before anyone asked for URLs: both purges together make a handful of
+    storage calls (list uploads, delete objects), not one per file."""
+    body = msgspec.json.encode(worst_case_request())
+    sid = (await start.start_upload_group(UploadService(settings, state), ACME, body, None)).session_id
+    await cancel.cancel_group(UploadService(settings, state), ACME, sid)
+    await state.claim_instance()
+    counting = CountingStore(store)
+    assert await purge_group(state, counting, settings, sid) == {"aborted": 0, "deleted": 64}  # now
+    assert await purge_group(state, counting, settings, sid) == {"aborted": 0, "deleted": 64}  # the late one
+    assert counting.calls["create_multipart"] == 0
+    storage_calls = counting.total - counting.calls["get_small"] - counting.calls["put_small"]  # identity check
+    assert storage_calls == 4, counting.calls  # per purge: ListMultipartUploads + one DeleteObjects
+
+
+class CountingStore:
+    """An ObjectStore that counts the calls made through it."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+        if inspect.isasyncgenfunction(attr):
+
+            async def pages(*args: Any, **kwargs: Any) -> Any:
+                async for page in attr(*args, **kwargs):
+                    self.calls[name] += 1
+                    yield page
+
+            return pages
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await attr(*args, **kwargs)
+
+        return call
 
 
 async def test_worker_opens_exactly_one_upload_per_multipart_file(

@@ -10,14 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.jobs import deserialize_job
 from redis.asyncio import Redis
 
 from app.settings import Settings
 from app.state import UploadState
 from app.state.apikeys import create_key
-from app.state.jobs import deserialize
-from app.state.keys import EXPIRY_INDEX, account_index_key, arq_job_key, group_key, state_key
+from app.state.keys import EXPIRY_INDEX, account_index_key, group_key, state_key
 from deploy.local.devstack import free_port
 from tests.conftest import SEED_REQUEST
 from tests.integration.conftest import api_client
@@ -74,11 +72,8 @@ async def test_seed_example_creates_group(client: Client, upload_key: str, redis
     assert 0 < ttl <= (settings.uploads.session_ttl_seconds + settings.uploads.retention_seconds) * 1000
     assert await redis.pttl(state_key(sid)) > 0
 
-    # The provisioning job is a normal arq job in the upload queue.
-    job_id = f"provision:{sid}"
-    assert await redis.zscore(settings.worker.queue_name, job_id) is not None
-    job = deserialize_job(await redis.get(arq_job_key(job_id)), deserializer=deserialize)
-    assert job.function == "provision_group" and job.args == [sid] and job.kwargs == {}
+    # A create queues no work and touches no storage: uploads are opened when their URLs are first asked for.
+    assert await redis.zcard(settings.worker.queue_name) == 0
 
 
 async def test_unicode_and_trimmed_names_round_trip(client: Client, upload_key: str) -> None:

@@ -21,7 +21,7 @@ from app.domain.limits import Quota, Rate
 from app.domain.records import FileRecord, GroupRecord
 from app.settings import Settings
 from app.state import ScriptReply, UploadState
-from app.state.jobs import PROVISION_JOB, Ending, JobSpec, LibraryTemplate, purge_jobs
+from app.state.jobs import Ending, JobSpec, LibraryTemplate, purge_jobs
 from app.state.keys import EXPIRY_INDEX, FileField, arq_job_key, file_field, state_key
 from app.state.scripts import Contract, all_scripts, render
 
@@ -86,10 +86,9 @@ async def setup_case(state: UploadState, settings: Settings, n: int, g: GroupSta
                      sibling: FileStatus = F.UPLOADING) -> Case:  # fmt: skip
     now = now_ms()
     record = make_record(now, settings, n)
-    job = JobSpec.build(PROVISION_JOB, (record.session_id,), job_id=f"provision:{record.session_id}", now_ms=now)
     reply, _ = await state.create_group(
         record, key_id="k", rate=UNLIMITED, quota=Quota(10**6, 10**18), idle_expires_ms=record.expires_ms,
-        key_ttl_ms=10**9, job=job, idem_key=None, idem_value=b"", idem_ttl_ms=1,
+        key_ttl_ms=10**9, idem_key=None, idem_value=b"", idem_ttl_ms=1,
     )  # fmt: skip
     assert reply.code is Reply.CREATED
     uid, sib = record.files[0].upload_id, record.files[1].upload_id

@@ -186,8 +186,8 @@ async def test_part_urls_shapes_ranges_and_selection(api: Client, key: dict[str,
     r = await api.post(f"{URL}/{sid}/files/{single['uploadId']}/part-urls", headers=key)
     assert r.status_code == 200 and len(r.json()["parts"]) == 1 and "uploadId=" not in r.json()["parts"][0]["url"]
     (put,) = r.json()["parts"]
-    assert put["headers"] == {"Content-Length": "1234", "If-None-Match": "*"}
-    assert "X-Amz-SignedHeaders=content-length%3Bhost%3Bif-none-match&" in put["url"]
+    assert put["headers"] == {"Content-Length": "1234", "If-None-Match": "*", "Content-Type": "application/x-subrip"}
+    assert "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bif-none-match&" in put["url"]
 
 
 async def test_a_completed_single_put_object_cannot_be_replaced_through_its_url(
@@ -293,13 +293,16 @@ async def test_part_urls_503_while_storage_is_not_provisioned(
 async def test_complete_validation(api: Client, key: dict[str, str]) -> None:
     doc = await start(api, key)
     url = f"{URL}/{doc['sessionId']}/files/{doc['files'][0]['uploadId']}/complete"
+    a, b, c = (f'"{ch * 32}"' for ch in "abc")
     cases = [
         ({}, ["parts"]),
-        ({"parts": [{"partNumber": 1, "etag": "a"}, {"partNumber": 2, "etag": "b"}]}, ["parts"]),
-        ({"parts": [{"partNumber": 1, "etag": "a"}, {"partNumber": 1, "etag": "b"}, {"partNumber": 3, "etag": "c"}]},
+        ({"parts": [{"partNumber": 1, "etag": a}, {"partNumber": 2, "etag": b}]}, ["parts"]),
+        ({"parts": [{"partNumber": 1, "etag": a}, {"partNumber": 1, "etag": b}, {"partNumber": 3, "etag": c}]},
          ["parts[1].partNumber"]),
-        ({"parts": [{"partNumber": 1, "etag": ""}, {"partNumber": 2}, {"partNumber": 9, "etag": "c"}]},
+        ({"parts": [{"partNumber": 1, "etag": ""}, {"partNumber": 2}, {"partNumber": 9, "etag": c}]},
          ["parts[0].etag", "parts[1].etag", "parts[2].partNumber"]),
+        ({"parts": [{"partNumber": n, "etag": "x" * 1000} for n in (1, 2, 3)]},
+         ["parts[0].etag", "parts[1].etag", "parts[2].etag"]),
         ({"parts": "all"}, ["parts"]),
     ]  # fmt: skip
     for body, paths in cases:
@@ -370,7 +373,12 @@ async def test_cancel_aborts_uploads_deletes_objects_and_locks_the_group(
     await upload_file(api, key, sid, left, os.urandom(left["totalBytes"]))
     await upload_file(api, key, sid, sub, b"s" * sub["totalBytes"])
     assert (await complete(api, key, sid, sub["uploadId"], None)).status_code == 200
-    assert len(open_uploads(s3, small_settings.storage.bucket)) == 2  # left and right eye; audio is a single PUT
+    right = doc["files"][1]
+    r = await api.post(f"{URL}/{sid}/files/{right['uploadId']}/part-urls", headers=key)  # opened, nothing sent
+    assert r.status_code == 200, r.text
+    # Storage uploads open for the files asked for: left and right eye (the subtitle is a single PUT; the audio's
+    # upload is opened only when its URLs are asked for).
+    assert len(open_uploads(s3, small_settings.storage.bucket)) == 2
 
     r = await api.delete(f"{URL}/{sid}", headers=key)
     assert r.status_code == 200, r.text

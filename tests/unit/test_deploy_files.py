@@ -1,7 +1,7 @@
 """Deploy files (deploy/: image, compose stacks, Kubernetes manifests) agree with the code they run.
 
 Static only, as no container engine runs here: the linters and docker-compose's own loader run as subprocesses,
-the kustomizations are rendered by this module (kubectl is not installable here, so `kubectl kustomize` is not a test).
+the kustomizations are rendered by this module, and compared with `kubectl kustomize` where kubectl is installed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -31,8 +32,11 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_SENTINEL = DEPLOY / "compose.sentinel.yaml"
 K8S = DEPLOY / "k8s"
-KUSTOMIZATIONS = ("base", "overlays/example", "overlays/sentinel")
-OVERLAYS = ("overlays/example", "overlays/sentinel")
+KUSTOMIZATIONS = ("base", "overlays/example", "overlays/sentinel", "overlays/no-keda")
+OVERLAYS = ("overlays/example", "overlays/sentinel", "overlays/no-keda")
+WITHOUT_KEDA = ("overlays/no-keda",)
+"""Kustomizations whose workers run a fixed count instead of KEDA's ScaledObject."""
+AWS = DEPLOY / "aws"
 VENV_BIN = Path(sys.executable).parent
 
 # Kubernetes releases the manifests must be valid for: the oldest supported (preStop `sleep` is on by default
@@ -188,7 +192,10 @@ def render(directory: Path) -> list[dict[str, Any]]:
             key = (patch["kind"], patch["metadata"]["name"])
             matches = [i for i, obj in enumerate(objects) if (obj["kind"], obj["metadata"]["name"]) == key]
             assert len(matches) == 1, f"{directory}: patch {patch_ref['path']} must match one object, not {matches}"
-            objects[matches[0]] = merge_patch(objects[matches[0]], patch)
+            if patch.get("$patch") == "delete":  # strategic merge's directive: the object is removed
+                del objects[matches[0]]
+            else:
+                objects[matches[0]] = merge_patch(objects[matches[0]], patch)
     if "namespace" in kustomization:
         for obj in objects:
             if obj["kind"] not in CLUSTER_SCOPED_KINDS:
@@ -506,7 +513,11 @@ def test_kubernetes_objects_refer_to_each_other_consistently(kustomization: str)
     assert sorted(d["metadata"]["name"] for d in budgets) == sorted(deployments), "one PDB per Deployment"
     autoscaled = [o["spec"]["scaleTargetRef"] for o in [*the(objects, "HorizontalPodAutoscaler"),
                                                          *the(objects, "ScaledObject")]]  # fmt: skip
-    assert sorted(ref["name"] for ref in autoscaled) == sorted(deployments), "each Deployment has one autoscaler"
+    fixed = {name for name, d in deployments.items() if "replicas" in d["spec"]}
+    assert fixed == ({"spatialgen-worker"} if kustomization in WITHOUT_KEDA else set()), fixed
+    assert sorted(ref["name"] for ref in autoscaled) == sorted(set(deployments) - fixed), (
+        "each Deployment has one autoscaler, or a fixed count"
+    )
     for ref in autoscaled:
         assert ref.get("kind", "Deployment") == "Deployment" and ref.get("apiVersion", "apps/v1") == "apps/v1"
         assert "replicas" not in deployments[ref["name"]]["spec"], "the autoscaler owns the replica count"
@@ -576,7 +587,7 @@ def test_pods_are_locked_down_sized_spread_and_shut_down_gracefully(kustomizatio
         assert all(selects(c["labelSelector"]["matchLabels"], deployment) for c in spread), name
 
 
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+@pytest.mark.parametrize("kustomization", [k for k in KUSTOMIZATIONS if k not in WITHOUT_KEDA])
 def test_workers_scale_on_the_queue_depth_the_api_exports(kustomization: str) -> None:
     objects = rendered(kustomization)
     settings = Settings.from_env(pod_env(objects))
@@ -611,3 +622,108 @@ def test_overlays_settings_are_valid_and_mark_their_example_values() -> None:
         assert images == {"registry.example.com/spatialgen/upload:0.1.0"}
     assert "SPATIALGEN_REDIS_SENTINELS" in pod_env(rendered("overlays/sentinel"))
     assert "SPATIALGEN_REDIS_SENTINELS" not in pod_env(rendered("overlays/example"))
+
+
+@pytest.mark.parametrize("kustomization", WITHOUT_KEDA)
+def test_without_keda_the_workers_run_a_fixed_count_and_nothing_needs_keda(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    assert not [o for o in objects if o["apiVersion"].startswith("keda.sh/")], "no KEDA resource left"
+    (worker,) = [d for d in the(objects, "Deployment") if d["metadata"]["name"] == "spatialgen-worker"]
+    (budget,) = [b for b in the(objects, "PodDisruptionBudget") if b["metadata"]["name"] == "spatialgen-worker"]
+    # The cron sweeps need a worker while another is replaced, and the budget lets one go at a time.
+    assert worker["spec"]["replicas"] >= 2 and budget["spec"]["maxUnavailable"] == 1
+    # Everything else is the example overlay's.
+    example = {(o["kind"], o["metadata"]["name"]) for o in rendered("overlays/example")}
+    assert {(o["kind"], o["metadata"]["name"]) for o in objects} == example - {("ScaledObject", "spatialgen-worker")}
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_the_ingress_serves_the_api_over_tls_and_keeps_metrics_inside(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    (ingress,) = the(objects, "Ingress")
+    services = {s["metadata"]["name"]: s for s in the(objects, "Service")}
+    hosts = {h for t in ingress["spec"]["tls"] for h in t["hosts"]}
+    routed = []
+    for rule in ingress["spec"]["rules"]:
+        assert rule["host"] in hosts, f"{rule['host']} is served without TLS"
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            ports = services[backend["name"]]["spec"]["ports"]
+            assert backend["port"] in ({"name": p["name"]} for p in ports) or backend["port"] in (
+                {"number": p["port"]} for p in ports
+            ), backend
+            routed.append(path["path"])
+    routes = route_paths()
+    assert {"/api", "/schema"} <= set(routed) and all(any(r.startswith(p) for r in routes) for p in routed)
+    # /metrics and the probes have no API key: they stay inside the cluster.
+    assert not [p for p in routed if "/metrics".startswith(p) or "/health/live".startswith(p)], routed
+    # The proxy lets through a body the API refuses itself (413 problem+json), not its own HTML error page.
+    limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(limit.removesuffix("m")) * 1024**2 > Settings.from_env(pod_env(objects)).api.max_body_bytes
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_kubectl_kustomize_renders_what_this_module_renders(kustomization: str) -> None:
+    done = subprocess.run(["kubectl", "kustomize", str(K8S / kustomization)], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    theirs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+    def by_key(objects: Any) -> dict[tuple[str, str], Any]:
+        return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+    assert by_key(theirs) == by_key(rendered(kustomization))
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS: the storage permissions and lifecycle rule the README's Deploying section applies.
+# ---------------------------------------------------------------------------------------------
+S3_CALL_ACTIONS = {
+    "head_bucket": "s3:ListBucket",
+    "create_multipart_upload": "s3:PutObject",
+    "complete_multipart_upload": "s3:PutObject",
+    "abort_multipart_upload": "s3:AbortMultipartUpload",
+    "list_parts": "s3:ListMultipartUploadParts",
+    "list_multipart_uploads": "s3:ListBucketMultipartUploads",
+    "list_objects_v2": "s3:ListBucket",
+    "head_object": "s3:GetObject",
+    "get_object": "s3:GetObject",
+    "put_object": "s3:PutObject",
+    "delete_objects": "s3:DeleteObject",
+}
+"""The IAM action each S3 call of app/storage/s3.py needs (AWS's "Actions, resources and condition keys for S3")."""
+DEV_ONLY_CALLS = {"create_bucket"}
+"""ensure_bucket creates the bucket for the dev stack and the tests; in production it exists beforehand."""
+PRESIGNED_ACTIONS = {"s3:PutObject"}
+"""Clients PUT parts and single files with URLs the service signs (UploadPart, PutObject): its identity needs it."""
+BUCKET_ACTIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
+
+
+def test_the_iam_policy_grants_exactly_the_s3_calls_the_service_makes() -> None:
+    calls = set(re.findall(r"self\.client\.(\w+)\(", (ROOT / "app" / "storage" / "s3.py").read_text()))
+    unknown = calls - set(S3_CALL_ACTIONS) - DEV_ONLY_CALLS
+    assert not unknown, f"app/storage/s3.py makes {sorted(unknown)}: add their IAM actions here and to the policy"
+    needed = {S3_CALL_ACTIONS[c] for c in calls - DEV_ONLY_CALLS} | PRESIGNED_ACTIONS
+    policy = json.loads((AWS / "s3-policy.json").read_text())
+    granted: dict[str, set[str]] = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "Condition" not in statement
+        for action in statement["Action"]:
+            granted.setdefault(action, set()).add(statement["Resource"])
+    assert set(granted) == needed, "least privilege: exactly the calls made"
+    env = pod_env(rendered("overlays/example"))
+    storage = Settings.from_env(env).storage
+    bucket = f"arn:aws:s3:::{storage.bucket}"
+    for action, resources in granted.items():
+        wanted = bucket if action in BUCKET_ACTIONS else f"{bucket}/{storage.key_prefix}/*"
+        assert resources == {wanted}, (action, resources)
+
+
+def test_the_lifecycle_rule_outlives_every_group() -> None:
+    (rule,) = json.loads((AWS / "s3-lifecycle.json").read_text())["Rules"]
+    settings = Settings()
+    assert rule["Status"] == "Enabled" and rule["Filter"]["Prefix"] == f"{settings.storage.key_prefix}/"
+    days = rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+    # Shorter than a group's lifetime, it would abort uploads clients are still sending (storage_upload_gone).
+    assert days * 86400 > settings.uploads.session_ttl_seconds

@@ -55,12 +55,16 @@ def test_bad_selection(payload: Any, paths: list[str]) -> None:
     assert error_paths(select_parts, payload, 3) == paths
 
 
+def etag(n: int) -> str:
+    return f'"{n:032x}"'
+
+
 def parts(*numbers: int) -> dict[str, Any]:
-    return {"parts": [{"partNumber": n, "etag": f'"e{n}"'} for n in numbers]}
+    return {"parts": [{"partNumber": n, "etag": etag(n)} for n in numbers]}
 
 
 def test_complete_parts_sorted_and_exact() -> None:
-    assert completed_parts(parts(2, 1, 3), 3, required=True) == [(1, '"e1"'), (2, '"e2"'), (3, '"e3"')]
+    assert completed_parts(parts(2, 1, 3), 3, required=True) == [(1, etag(1)), (2, etag(2)), (3, etag(3))]
     assert completed_parts(None, 1, required=False) == []
     assert completed_parts({}, 1, required=False) == []
 
@@ -75,15 +79,40 @@ def test_complete_parts_sorted_and_exact() -> None:
         (parts(1, 2, 3, 4), ["parts[3].partNumber"]),
         ({"parts": [{"partNumber": 1}, {"partNumber": 2, "etag": ""}, {"partNumber": 3, "etag": '""'}]},
          ["parts[0].etag", "parts[1].etag", "parts[2].etag"]),
-        ({"parts": [{"partNumber": "1", "etag": "a"}, {"etag": "b"}, 7]},
+        ({"parts": [{"partNumber": "1", "etag": etag(1)}, {"etag": etag(2)}, 7]},
          ["parts[0].partNumber", "parts[1].partNumber", "parts[2]"]),
         ({"parts": [{"partNumber": 1, "etag": "a\x00"}]}, ["parts[0].etag"]),
         ({"parts": [{"partNumber": 1, "etag": "x" * 1025}]}, ["parts[0].etag"]),
         ({"parts": [{"partNumber": 1, "etag": "\uffff"}]}, ["parts[0].etag"]),
         ({"parts": [{"partNumber": 1, "etag": "ünï"}]}, ["parts[0].etag"]),
-        ({"parts": [{"partNumber": 1, "etag": "a", "size": 3}]}, ["parts[0].size"]),
+        ({"parts": [{"partNumber": 1, "etag": etag(1), "size": 3}]}, ["parts[0].size"]),
         ({"parts": "1-3"}, ["parts"]),
     ],
 )  # fmt: skip
 def test_bad_complete_parts(payload: Any, paths: list[str]) -> None:
     assert error_paths(completed_parts, payload, 3, required=True) == paths
+
+
+HEX = "9b2cf535f27731c974343645a3985328"
+
+
+@pytest.mark.parametrize(
+    "good",
+    [f'"{HEX}"', HEX, HEX.upper(), f'"{HEX}-3"', f"{HEX}-10000", f'"{"0" * 32}"'],
+)
+def test_etags_as_storage_answers_them_are_accepted(good: str) -> None:
+    assert completed_parts({"parts": [{"partNumber": 1, "etag": good}]}, 1, required=True) == [(1, good)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a", '"e1"', HEX[:31], HEX + "0", f'"{HEX}', f'{HEX}"', f'W/"{HEX}"', f'"{HEX}-"', f'"{HEX}-123456"',
+        f'"{HEX}"\n', f'"{HEX}" ', f' "{HEX}"', f'"{HEX[:-1]}g"', "x" * 1000, f'""{HEX}""', f'"{HEX}-1-2"',
+    ],
+)  # fmt: skip
+def test_anything_else_is_not_a_part_etag(bad: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        completed_parts({"parts": [{"partNumber": 1, "etag": bad}]}, 1, required=True)
+    assert [e.path for e in caught.value.errors or []] == ["parts[0].etag"]
+    assert "32-hex-digit digest" in (caught.value.errors or [])[0].message

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from app.domain.contract import EXTENSIONS, MIB, SPOKEN_LANGUAGES, FileRole, Layout, Perspective, UploadStrategy
+from app.domain.contract import (
+    EXTENSIONS,
+    INSTRUMENTAL,
+    MIB,
+    SPOKEN_LANGUAGES,
+    FileRole,
+    LanguageTag,
+    Layout,
+    Perspective,
+    UploadStrategy,
+)
 from app.domain.errors import ApiError
 from app.domain.parts import part_range, plan_parts
 from app.domain.rules import file_extension, validate_start_request
@@ -353,3 +365,13 @@ def test_names_that_lie_about_themselves(name: str, ok: bool) -> None:
 
 def test_file_names_reject_bidi_overrides() -> None:
     assert paths(body("2D", [vf("clip\u202e4pm.mov", "video")])) == ["files[0].fileName"]
+
+
+def test_the_readme_lists_exactly_the_accepted_language_tags() -> None:
+    """README, Language tags: every tag the service takes, none it refuses (the list cannot drift from the enum)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme.split("<!-- language-tags:begin -->", 1)[1].split("<!-- language-tags:end -->", 1)[0]
+    tags = re.findall(r"`([a-z]+)`", listed)
+    assert tags == [*SPOKEN_LANGUAGES, INSTRUMENTAL.value]
+    assert set(tags) == {t.value for t in LanguageTag}
+    assert f"these {len(SPOKEN_LANGUAGES)}:" in readme

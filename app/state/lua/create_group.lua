@@ -1,14 +1,13 @@
 --- Create a group: the key's rate limit and the account's quotas first, then the record, file states, both
---- indexes, the account's usage, the idempotency answer and the provisioning job.
+--- indexes, the account's usage and the idempotency answer. Storage is not touched: a file's multipart upload is
+--- opened when it first needs URLs (app/uploads/provisioning.py), so a create that is canceled costs no storage call.
 -- KEYS: group, state, expiry_index, account_index, idempotency, bucket, limits, usage
 -- ARGV: group_blob, session_id, created_ms, expires_ms, idle_expires_ms, key_ttl_ms, idem_value, idem_ttl_ms, default_rate, default_burst, max_groups, max_bytes, declared_bytes
--- JOBS: provision
 -- REST: upload_ids
 -- REPLY: every reply is {code, tokens left, retry ms, rate, burst, ...}: created | replay <stored idempotency
 -- value> | collision | rate_limited | quota_exceeded <limit name> <limit> <current use>
 -- KEYS.idempotency is '' when the request carried no Idempotency-Key. A group enters the expiry index at
 -- idle_expires_ms: a group that gets no part-urls call expires early (mark_uploading moves it to expires_ms).
---! include enqueue
 --! include ratelimit
 local rl = take_token(key.bucket, key.limits, 'create', arg.default_rate, arg.default_burst)
 local function answer(code, ...) return {code, rl[2], rl[3], rl[4], rl[5], ...} end
@@ -39,5 +38,4 @@ redis.call('ZADD', key.account_index, arg.created_ms, arg.session_id)
 -- entries of groups whose keys are gone by now
 redis.call('ZREMRANGEBYSCORE', key.account_index, '-inf', tonumber(arg.created_ms) - ttl)
 if key.idempotency ~= '' then redis.call('SET', key.idempotency, arg.idem_value, 'PX', arg.idem_ttl_ms) end
-enqueue(jobs.provision)
 return answer(${reply.created})

@@ -1,7 +1,7 @@
 --- A verified file becomes 'completed'. If it was the group's last, in the same step: the group is
 --- 'completed', one libraryId is taken, one library record written and one processing job queued.
 -- KEYS: state, group, library, library_counter, expiry_index, completing_index, handoff_index, metrics, usage, process_job, process_result, process_queue, webhooks, events
--- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, account
+-- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, progress, account
 -- REST: upload_ids
 -- REPLY: file_completed | group_completed <libraryId> | gone | group_state <status> | stale <file status>
 -- job_expires_ms is 0: the processing job's key never expires (it waits for the pipeline however long).
@@ -24,7 +24,9 @@ if not live(st) then
   return {${reply.group_state}, st}
 end
 if f ~= ${file_status.completing} then return {${reply.stale}, tostring(f)} end
-redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms)
+-- progress: "parts:bytes:refreshed_ms", the whole file (everything listed is in the object now)
+redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms,
+           ${file_field.progress} .. arg.upload_id, arg.progress)
 for _, uid in ipairs(arg.upload_ids) do
   if redis.call('HGET', key.state, ${file_field.status} .. uid) ~= ${file_status.completed} then
     record_event(${event.file_completed}, arg.account, arg.session_id, arg.upload_id, arg.upload_id, st, '', '')
