@@ -27,6 +27,7 @@ from app.webhooks import delivery
 from app.webhooks.dispatch import Dispatcher
 from app.webhooks.outbound import Sender
 from worker.jobs import job
+from worker.liveness import keep_locks
 
 log = logging.getLogger("spatialgen.worker")
 
@@ -72,6 +73,8 @@ async def start(ctx: dict[str, Any]) -> None:
     shared = {"settings": settings, "webhook_store": store, "webhook_sender": sender}
     ctx.update(shared)
     ctx["webhook_dispatcher"] = asyncio.create_task(Dispatcher(store, settings).run())
+    # As for the upload queue: a worker killed before a delivery's lock was first renewed loses it for seconds.
+    ctx["webhook_lock_keeper"] = asyncio.create_task(keep_locks(ctx["state"], settings.webhooks.queue_name))
     worker = webhook_worker(settings, dict(shared))
     worker.main_task = asyncio.create_task(worker.main())
     ctx["webhook_worker"] = worker
@@ -79,11 +82,12 @@ async def start(ctx: dict[str, Any]) -> None:
 
 async def stop(ctx: dict[str, Any]) -> None:
     """Stop dispatching, let running deliveries finish for the shutdown grace, then close (arq re-queues the rest)."""
-    dispatcher = ctx.pop("webhook_dispatcher", None)
-    if dispatcher is not None:
-        dispatcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatcher
+    for name in ("webhook_dispatcher", "webhook_lock_keeper"):
+        task = ctx.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     worker: Worker | None = ctx.pop("webhook_worker", None)
     if worker is not None:
         worker.allow_pick_jobs = False
