@@ -78,6 +78,8 @@ class Stack:
         """The SPATIALGEN_* environment of every process of the stack."""
         return {
             **os.environ,
+            # The console scripts import the checkout the tests run from (a worktree too), not the one installed.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "SPATIALGEN_REDIS_URL": self.redis_url,
             "SPATIALGEN_S3_ENDPOINT_URL": self.s3_url,
             "SPATIALGEN_S3_BUCKET": self.bucket,

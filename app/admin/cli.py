@@ -1,5 +1,5 @@
 """`spatialgen-admin`: the operator CLI: API keys, arq queues and jobs, upload sessions, accounts, storage and
-hand-offs (app/admin/operations.py).
+hand-offs (app/admin/operations.py), webhook endpoints (app/admin/webhooks.py).
 
 Every command takes `--redis-url` and `--json` (one JSON document on stdout; a readable table otherwise).
 Exit codes: 0 ok, 1 not found, 2 usage or Redis connection error. `keys create` prints the secret last.
@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.admin import accounts, operations, queues, sessions
+from app.admin import accounts, operations, queues, sessions, webhooks
 from app.domain.lifecycle import GroupStatus
 from app.domain.limits import Rate, RouteClass, parse_rates
 from app.settings import Settings, with_dev_env
@@ -107,7 +107,7 @@ async def _keys(args: argparse.Namespace, redis: Redis) -> int:
 
 
 async def _queues(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
-    names = [settings.worker.queue_name, settings.worker.processing_queue_name]
+    names = [settings.worker.queue_name, settings.worker.processing_queue_name, settings.webhooks.queue_name]
     stats = await queues.queue_stats(redis, names, scan_limit=args.scan_limit)
     if args.json:
         _print_json(stats)
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                            parents=[common])  # fmt: skip
     show.add_argument("session_id")
     operations.add_parsers(sub, common)
+    webhooks.add_parsers(sub, common)
     return parser
 
 
@@ -311,6 +312,7 @@ async def _dispatch(args: argparse.Namespace, redis: Redis, settings: Settings) 
         "accounts": lambda: _accounts(args, redis, settings),
         "storage": lambda: operations.storage_command(args, redis, settings),
         "handoffs": lambda: operations.handoffs_command(args, redis, settings),
+        "webhooks": lambda: webhooks.webhooks_command(args, redis, settings),
     }
     return await commands[args.command]()
 

@@ -35,6 +35,8 @@ class Role(StrEnum):
 
 WRITE_ROLES = frozenset({Role.ADMIN, Role.UPLOAD})
 READ_ROLES = frozenset(Role)
+ADMIN_ROLES = frozenset({Role.ADMIN})
+"""Account settings such as webhook endpoints."""
 
 
 class Principal(msgspec.Struct, frozen=True):

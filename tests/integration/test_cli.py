@@ -101,7 +101,7 @@ async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any)
 
 async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: Busy) -> None:
     stats = {q["queue"]: q for q in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [settings.worker.queue_name, PROCESSING]
+    assert list(stats) == [settings.worker.queue_name, PROCESSING, settings.webhooks.queue_name]
     up = stats[settings.worker.queue_name]
     assert {k: up[k] for k in ("queued", "scheduled", "inProgress", "results", "failures")} == {
         "queued": 3, "scheduled": 2, "inProgress": 0, "results": 3, "failures": 2,
@@ -285,7 +285,7 @@ async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settin
     assert (rows["bad"]["function"], rows["bad"]["state"], rows["bad"]["queue"]) == ("<undecodable>", "unknown",
                                                                                      "<unknown>")  # fmt: skip
     stats = {s["queue"]: s for s in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [q, PROCESSING, "<unknown>"]
+    assert list(stats) == [q, PROCESSING, settings.webhooks.queue_name, "<unknown>"]
     assert (stats[q]["queued"], stats["<unknown>"]["results"]) == (2, 1)
     assert 0.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
 
