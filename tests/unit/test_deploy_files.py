@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -660,6 +661,144 @@ def test_the_ingress_serves_the_api_over_tls_and_keeps_metrics_inside(kustomizat
     # The proxy lets through a body the API refuses itself (413 problem+json), not its own HTML error page.
     limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(limit.removesuffix("m")) * 1024**2 > Settings.from_env(pod_env(objects)).api.max_body_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes: the ports, and who may connect to what (NetworkPolicy).
+# ---------------------------------------------------------------------------------------------
+ANYWHERE = "anywhere"
+"""A NetworkPolicy peer list that is absent or empty: every source or destination."""
+MONITORING_NAMESPACE = "monitoring"
+"""Where Prometheus runs, as base/worker-scaledobject.yaml and base/api-networkpolicy.yaml assume it."""
+
+
+def port_number(deployment: dict[str, Any], port: str | int) -> int:
+    """A container port of the Deployment's pods by name or number, as its number."""
+    for container in containers_of(deployment):
+        for p in container.get("ports", []):
+            if port in (p["containerPort"], p.get("name")):
+                return int(p["containerPort"])
+    raise AssertionError(f"{deployment['metadata']['name']} has no container port {port!r}")
+
+
+def namespace_peer(namespace: str) -> dict[str, Any]:
+    """The peer that selects every pod of one namespace (by the label Kubernetes sets on each namespace)."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def policy_rules(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any], direction: str) -> list[Any]:
+    """The NetworkPolicy rules of one direction (Ingress/Egress) that apply to the Deployment's pods, as
+    (ports: {(number, protocol)} or ANYWHERE, peers: list or ANYWHERE); None if no policy isolates them."""
+    key, peers_key = {"Ingress": ("ingress", "from"), "Egress": ("egress", "to")}[direction]
+    rules: list[Any] | None = None
+    for policy in the(objects, "NetworkPolicy"):
+        spec = policy["spec"]
+        if direction in spec["policyTypes"] and selects(spec["podSelector"].get("matchLabels", {}), deployment):
+            rules = rules or []
+            for rule in spec.get(key, []):
+                ports = rule.get("ports")
+                allowed = ANYWHERE if not ports else {
+                    (port_number(deployment, p["port"]) if peers_key == "from" else int(p["port"]),
+                     p.get("protocol", "TCP")) for p in ports
+                }  # fmt: skip
+                rules.append((allowed, rule.get(peers_key) or ANYWHERE))
+    return rules if rules is not None else [None]
+
+
+def allows(rules: list[Any], port: int, protocol: str, namespace: str | None) -> bool:
+    """Whether the rules let a connection through on port/protocol with a pod of `namespace` (None: an address
+    outside the cluster, which only a rule open to every peer reaches)."""
+    for allowed, peers in rules:
+        if allowed != ANYWHERE and (port, protocol) not in allowed:
+            continue
+        if peers == ANYWHERE or (namespace is not None and namespace_peer(namespace) in peers):
+            return True
+    return False
+
+
+def service_namespace(host: str) -> str:
+    """The namespace of an in-cluster DNS name: a Service's `name.namespace.svc[.cluster.local]`, or a pod's behind a
+    headless Service, `pod.name.namespace.svc[...]`."""
+    parts = host.split(".")
+    assert "svc" in parts[2:], f"{host} is no in-cluster name with its namespace"
+    return parts[parts.index("svc", 2) - 1]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_the_api_pods_serve_the_api_and_the_ops_port_apart(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    server = Settings.from_env(pod_env(objects)).server
+    assert server.ops_port and server.ops_port != server.port, "the pods serve the operations routes apart"
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    assert port_number(api, "http") == server.port and port_number(api, "ops") == server.ops_port
+    # Probes on the ops port (the API port answers them 404), and Prometheus told to scrape it there.
+    assert {port_number(api, probe["httpGet"]["port"]) for _, probe in probes(api)} == {server.ops_port}
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(server.ops_port)
+    assert annotations["prometheus.io/path"] == "/metrics" in route_paths()
+    # Every Service carries the API port only: the ops port is reached on the pods, never through a Service.
+    for service in the(objects, "Service"):
+        target = selected_deployment(objects, service["spec"]["selector"], service["metadata"]["name"])
+        targets = {port_number(target, p["targetPort"]) for p in service["spec"]["ports"]}
+        assert targets == {server.port}, f"Service {service['metadata']['name']} exposes {targets}"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_network_policies_let_in_clients_on_the_api_port_and_prometheus_on_the_ops_port(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    server = Settings.from_env(pod_env(objects)).server
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    worker = selected_deployment(objects, {"app.kubernetes.io/component": "worker"}, "worker")
+    rules = policy_rules(objects, api, "Ingress")
+    assert None not in rules, "the API pods are isolated for ingress"
+    # Exactly two openings: the API port from anywhere (every route needs a key), the ops port from Prometheus.
+    assert sorted(rules, key=str) == sorted([
+        ({(server.port, "TCP")}, ANYWHERE),
+        ({(server.ops_port, "TCP")}, [namespace_peer(MONITORING_NAMESPACE)]),
+    ], key=str)  # fmt: skip
+    assert allows(rules, server.port, "TCP", None) and allows(rules, server.port, "TCP", "anything")
+    assert allows(rules, server.ops_port, "TCP", MONITORING_NAMESPACE)
+    assert not allows(rules, server.ops_port, "TCP", None) and not allows(rules, server.ops_port, "TCP", "spatialgen")
+    # Workers: isolated, and nothing may connect to them.
+    assert policy_rules(objects, worker, "Ingress") == [], "worker pods accept no connection"
+    # Prometheus is where KEDA queries it.
+    for scaled in the(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            host = re.sub(r"^https?://([^:/]+).*", r"\1", trigger["metadata"]["serverAddress"])
+            assert service_namespace(host) == MONITORING_NAMESPACE, host
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_network_policies_let_the_pods_reach_dns_redis_and_storage_only(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    settings = Settings.from_env(pod_env(objects))
+    redis = urlsplit(settings.redis.url)
+    storage = urlsplit(settings.storage.endpoint_url)
+    storage_port = storage.port or {"https": 443, "http": 80}[storage.scheme]
+    sentinels = [s.strip().rpartition(":") for s in settings.redis.sentinels.split(",") if s.strip()]
+    for deployment in the(objects, "Deployment"):
+        name = deployment["metadata"]["name"]
+        rules = policy_rules(objects, deployment, "Egress")
+        assert None not in rules, f"{name}: isolated for egress"
+        assert all(allowed != ANYWHERE for allowed, _ in rules), f"{name}: every egress rule names its ports"
+        assert allows(rules, 53, "UDP", "kube-system") and allows(rules, 53, "TCP", "kube-system"), f"{name}: DNS"
+        assert allows(rules, 53, "UDP", None), f"{name}: DNS also where NodeLocal DNSCache answers"
+        assert allows(rules, redis.port or 6379, "TCP", service_namespace(redis.hostname or "")), f"{name}: Redis"
+        for host, _, port in sentinels:
+            assert allows(rules, int(port), "TCP", service_namespace(host)), f"{name}: sentinel {host}:{port}"
+        assert allows(rules, storage_port, "TCP", None), f"{name}: storage at {settings.storage.endpoint_url}"
+        # Nothing else: no other port to the Redis namespace, no plain HTTP out.
+        assert not allows(rules, 22, "TCP", None) and not allows(rules, 80, "TCP", None), name
+        assert not allows(rules, 5432, "TCP", service_namespace(redis.hostname or "")), name
+    assert bool(sentinels) == (kustomization == "overlays/sentinel")
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_overlays_put_every_object_in_the_namespace(kustomization: str) -> None:
+    namespaced = [o for o in rendered(kustomization) if o["kind"] not in CLUSTER_SCOPED_KINDS]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {"spatialgen"}, [
+        (o["kind"], o["metadata"]["name"]) for o in namespaced if o["metadata"].get("namespace") != "spatialgen"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
