@@ -46,7 +46,7 @@ K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 # What the files may run besides the project's console scripts (the data stores and the bucket init).
 EXTERNAL_COMMANDS = {"valkey-server", "valkey-sentinel", "minio", "mc", "sh"}
 # Inside `sh -c` scripts of those containers, besides the commands above.
-SHELL_UTILITIES = {"cp"}
+SHELL_UTILITIES = {"cp", "echo", "exit"}
 # Health checks: the API's own (python + urllib, as slim has no curl), the stores' CLIs, and busybox wget in nginx.
 HEALTHCHECK_COMMANDS = {"python", "valkey-cli", "mc", "wget"}
 CLUSTER_SCOPED_KINDS = {"Namespace"}
@@ -351,10 +351,44 @@ def check_command(argv: list[str], own_image: bool, where: str) -> None:
     assert argv[0] in EXTERNAL_COMMANDS, f"{where}: {argv[0]!r} is not an allowed external command"
     if argv[0] == "sh":
         assert argv[1] == "-c" and len(argv) == 3, f"{where}: sh runs one -c script"
-        for step in re.split(r"&&|\|\||;", argv[2]):
-            words = shlex.split(step)
+        for words in script_commands(argv[2]):
             program = words[1] if words[0] == "exec" else words[0]
             assert program in EXTERNAL_COMMANDS - {"sh"} | SHELL_UTILITIES, f"{where}: script runs {program!r}"
+
+
+SHELL_SEPARATORS = {";", "&&", "||", "|", "(", "{", "}", ")", "!", "then", "else", "do"}
+REDIRECTIONS = {">", ">>", "<", ">&", "<&"}
+
+
+def skip_to(tokens: Iterator[str], ends: set[str]) -> None:
+    """Consume tokens up to and including the first of `ends`."""
+    for token in tokens:
+        if token in ends:
+            return
+
+
+def script_commands(script: str) -> list[list[str]]:
+    """The simple commands of a `sh -c` script, in order, each as its words: lists, `{ }` groups, `$( )`, `case`.
+
+    Enough shell for these files: assignments before a command and redirections are dropped, case patterns skipped.
+    """
+    commands: list[list[str]] = [[]]
+    tokens = iter(shlex.shlex(script, posix=True, punctuation_chars=True))
+    for token in tokens:
+        current = commands[-1]
+        if token in SHELL_SEPARATORS | {";;", "esac", "fi", "$"}:
+            commands.append([])
+            if token == ";;":
+                skip_to(tokens, {")", "esac"})  # the next case pattern
+        elif token == "case" and not current:
+            skip_to(tokens, {")"})  # `case WORD in PATTERN)`
+        elif token in REDIRECTIONS:
+            next(tokens)
+            if current and current[-1].isdigit():
+                current.pop()  # the descriptor of `2>&1`
+        elif current or not token.endswith("="):  # NAME=$(…): the command is the substitution's
+            current.append(token)
+    return [words for words in commands if words]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,11 +424,51 @@ def test_compose_runs_the_stack_the_spec_asks_for(variant: str) -> None:
         if (svc.get("command") or [""])[0] == "valkey-server":
             cmd = " ".join(svc["command"])
             assert "--appendonly yes" in cmd and "--maxmemory-policy noeviction" in cmd, name
-    # MinIO's root credentials are the ones the service signs with; the init step creates the bucket.
-    minio = services["minio"]["environment"]
-    assert minio["MINIO_ROOT_USER"] == env_file["SPATIALGEN_S3_ACCESS_KEY_ID"]
-    assert minio["MINIO_ROOT_PASSWORD"] == env_file["SPATIALGEN_S3_SECRET_ACCESS_KEY"]
+    # The init step creates the bucket (and the service's MinIO user: see the next test).
     assert "mc mb --ignore-existing" in services["minio-init"]["command"][0]
+
+
+@pytest.mark.parametrize("variant", COMPOSE_VARIANTS)
+def test_compose_gives_the_service_a_minio_user_limited_to_its_bucket(variant: str) -> None:
+    services = compose_variant(variant)["services"]
+    env_file = read_env_file(DEPLOY / "compose.env")
+    root = services["minio"]["environment"]
+    init = services["minio-init"]
+    # Root credentials: MinIO and its init step only; the service signs with other keys, which MinIO accepts.
+    assert {k: init["environment"][k] for k in root} == root
+    assert env_file["SPATIALGEN_S3_ACCESS_KEY_ID"] != root["MINIO_ROOT_USER"]
+    assert len(env_file["SPATIALGEN_S3_ACCESS_KEY_ID"]) >= 3 and len(env_file["SPATIALGEN_S3_SECRET_ACCESS_KEY"]) >= 8
+    for name, svc in own_services({"services": services}).items():
+        assert not set(root) & set(svc["environment"]), f"{name} sees MinIO's root credentials"
+        assert not set(root.values()) & set(svc["environment"].values()), f"{name} sees MinIO's root credentials"
+    # As root: the bucket, the policy, the user with the service's keys, the policy attached to that user.
+    assert init["entrypoint"] == ["sh", "-c"] and len(init["command"]) == 1, "one sh -c script"
+    script = init["command"][0].replace("$$", "$")  # compose's escape of the shell's $
+    key_id, secret = "$SPATIALGEN_S3_ACCESS_KEY_ID", "$SPATIALGEN_S3_SECRET_ACCESS_KEY"
+    policy_name, policy_path = "spatialgen-upload", "/etc/spatialgen/minio-policy.json"
+    assert script_commands(script) == [
+        ["mc", "alias", "set", "local", "$SPATIALGEN_S3_ENDPOINT_URL", "$MINIO_ROOT_USER", "$MINIO_ROOT_PASSWORD"],
+        ["mc", "mb", "--ignore-existing", "local/$SPATIALGEN_S3_BUCKET"],
+        ["mc", "admin", "policy", "create", "local", policy_name, policy_path],
+        ["mc", "admin", "user", "add", "local", key_id, secret],
+        ["mc", "admin", "policy", "attach", "local", policy_name, "--user", key_id],
+        ["echo", "$attached"],
+        ["exit", "1"],
+    ]
+    # Each step may run again (`up` after `up`): MinIO refuses an attach already in effect with an error (its
+    # errNoPolicyToAttachOrDetach), the one failure the script lets through; any other ends it with 1.
+    assert " && { attached=$(mc admin policy attach " in script and script.endswith(
+        '|| case "$attached" in *"already in effect"*) ;; *) echo "$attached" >&2; exit 1 ;; esac; }'
+    )
+    # The policy is the production one (exactly the S3 calls the service makes: the test below) on compose's bucket
+    # and key prefix.
+    (mount,) = [v for v in init["volumes"] if v["target"] == policy_path]
+    policy = json.loads(Path(mount["source"]).read_text())
+    storage = Settings.from_env(env_file).storage
+    production = (AWS / "s3-policy.json").read_text()
+    example = Settings.from_env(pod_env(rendered("overlays/example"))).storage
+    assert example.key_prefix == storage.key_prefix
+    assert policy == json.loads(production.replace(example.bucket, storage.bucket)), "conf/minio-policy.json"
 
 
 @pytest.mark.parametrize("variant", COMPOSE_VARIANTS)
