@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import re
 import shlex
@@ -26,6 +27,7 @@ import yaml
 
 from app.http import metrics
 from app.settings import Settings, field_docs
+from app.webhooks.outbound import address_allowed
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -779,15 +781,29 @@ def policy_rules(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any]
     return rules if rules is not None else [None]
 
 
-def allows(rules: list[Any], port: int, protocol: str, namespace: str | None) -> bool:
-    """Whether the rules let a connection through on port/protocol with a pod of `namespace` (None: an address
-    outside the cluster, which only a rule open to every peer reaches)."""
+def allows(rules: list[Any], port: int, protocol: str, namespace: str | None, address: str | None = None) -> bool:
+    """Whether the rules let a connection through on port/protocol with a pod of `namespace`, or else (None) with
+    an address outside the cluster: `address` where an ipBlock peer covers it, any such address where a rule is open
+    to every peer."""
     for allowed, peers in rules:
         if allowed != ANYWHERE and (port, protocol) not in allowed:
             continue
         if peers == ANYWHERE or (namespace is not None and namespace_peer(namespace) in peers):
             return True
+        if namespace is None and address is not None and any(in_block(p, address) for p in peers):
+            return True
     return False
+
+
+def in_block(peer: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock peer covers the address (in its cidr, in none of its `except` ranges)."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    ip = ipaddress.ip_address(address)
+    return ip in ipaddress.ip_network(block["cidr"]) and not any(
+        ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])
+    )
 
 
 def service_namespace(host: str) -> str:
@@ -865,6 +881,54 @@ def test_network_policies_let_the_pods_reach_dns_redis_and_storage_only(kustomiz
         assert not allows(rules, 22, "TCP", None) and not allows(rules, 80, "TCP", None), name
         assert not allows(rules, 5432, "TCP", service_namespace(redis.hostname or "")), name
     assert bool(sentinels) == (kustomization == "overlays/sentinel")
+
+
+WEBHOOK_PORT = 443
+"""Where deliveries go: endpoints are https:// URLs (app/domain/webhooks.py), on HTTPS's port unless they say."""
+PUBLIC_ADDRESSES = ("8.8.8.8", "1.1.1.1", "52.95.110.1", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e")
+INTERNAL_ADDRESSES = (
+    "10.96.0.1",
+    "172.20.0.10",
+    "192.168.1.1",
+    "100.64.0.10",
+    "127.0.0.1",
+    "169.254.169.254",
+    "100.100.100.200",
+    "224.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "fd00:ec2::254",
+    "fe80::1",
+    "ff02::1",
+)
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_network_policies_let_the_workers_alone_deliver_webhooks_to_public_addresses(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    allow_private = Settings.from_env(pod_env(objects)).webhooks.allow_private_targets
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    worker = selected_deployment(objects, {"app.kubernetes.io/component": "worker"}, "worker")
+    # With every policy: the workers reach an endpoint at a public address on 443 (the API delivers nothing).
+    for address in PUBLIC_ADDRESSES:
+        assert allows(policy_rules(objects, worker, "Egress"), WEBHOOK_PORT, "TCP", None, address), address
+    # The webhook policy alone, so that narrowing the storage rule (open to any address on 443) keeps deliveries:
+    # the workers only, and the addresses the delivery guard allows (app/webhooks/outbound.py), on 443 only.
+    (webhooks,) = [p for p in the(objects, "NetworkPolicy") if p["metadata"]["name"] == "spatialgen-egress-webhooks"]
+    assert policy_rules((webhooks,), api, "Egress") == [None], "the API pods deliver no webhook"
+    rules = policy_rules((webhooks,), worker, "Egress")
+    for address in PUBLIC_ADDRESSES + INTERNAL_ADDRESSES:
+        guard = address_allowed(ipaddress.ip_address(address), allow_private=allow_private)
+        assert allows(rules, WEBHOOK_PORT, "TCP", None, address) == guard, address
+        assert not allows(rules, 80, "TCP", None, address), address
+    # Every range it leaves out is one the guard refuses (first and last address of each).
+    for _, peers in rules:
+        for block in (p["ipBlock"] for p in peers):
+            for cidr in block.get("except", []):
+                network = ipaddress.ip_network(cidr)
+                for address in (network[0], network[-1]):
+                    assert not address_allowed(address, allow_private=allow_private), (cidr, address)
+    assert not allows(rules, WEBHOOK_PORT, "TCP", "spatialgen"), "no pod of the cluster through this policy"
 
 
 @pytest.mark.parametrize("kustomization", OVERLAYS)
