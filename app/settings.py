@@ -382,6 +382,29 @@ def with_dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return merged
 
 
+def render_env_example() -> str:
+    """The whole `.env.example`: every setting with its description and default (`make docs` writes it)."""
+    defaults = Settings()
+    lines = [
+        "# SpatialGen Direct Upload service settings (all optional; defaults shown).",
+        "# With nothing set, `make run` starts embedded Valkey and S3 (moto) on loopback.",
+        "",
+    ]
+    for env, doc in field_docs().items():
+        lines += [f"# {doc}", f"# {env}={defaults.value(env.removeprefix(ENV_PREFIX).lower())}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_settings_table() -> str:
+    """The README's configuration table (`make docs` writes it between its markers)."""
+    defaults = Settings()
+    rows = ["| variable | default | what it is |", "|---|---|---|"]
+    for env, doc in field_docs().items():
+        value = str(defaults.value(env.removeprefix(ENV_PREFIX).lower()))
+        rows.append(f"| `{env}` | {f'`{value}`' if value else '(empty)'} | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
 def field_docs() -> dict[str, str]:
     """Each variable's name and its one-line description, group by group (the field docstrings)."""
     docs: dict[str, str] = {}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ENV_PREFIX, Settings, field_docs, with_dev_env
-from deploy.local.gendocs import readme_with_table, render_env_example
+from app.settings import ENV_PREFIX, Settings, field_docs, render_env_example, with_dev_env
+from deploy.local.gendocs import readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
