@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from app.http import metrics
-from app.settings import Settings, field_docs
+from app.settings import Settings
+from app.settings.docs import field_docs
 from app.webhooks.outbound import address_allowed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ENV_PREFIX, Settings, field_docs, render_env_example, with_dev_env
+from app.settings import ENV_PREFIX, Settings, with_dev_env
+from app.settings.docs import field_docs, render_env_example
 from deploy.local.gendocs import readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]
