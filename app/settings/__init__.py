@@ -38,9 +38,11 @@ class ServerConfig(_Group, frozen=True):
     """How the processes run."""
 
     host: str = "127.0.0.1"
-    """Interface the API binds to."""
+    """Interface the API binds to (its PORT and OPS_PORT)."""
     port: int = 8000
     """TCP port of the API."""
+    ops_port: int = 0
+    """Own TCP port of /health/live, /health/ready and /metrics, which PORT then answers 404; 0: on PORT."""
     api_workers: int = 1
     """API worker processes of one `spatialgen-api` (scale pods rather than this in Kubernetes)."""
     shutdown_grace_seconds: float = 20.0
@@ -324,6 +326,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "IDLE_GROUP_SECONDS must be positive and at most SESSION_TTL_SECONDS"
         if not 1 <= self.server.port <= 65535:
             yield "PORT must be between 1 and 65535"
+        if not 0 <= self.server.ops_port <= 65535 or self.server.ops_port == self.server.port:
+            yield "OPS_PORT must be 0 (the operations routes on PORT) or another port than PORT, up to 65535"
         for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency", "complete_attempts"):
             if self.value(name) < 1:
                 yield f"{name.upper()} must be at least 1"
