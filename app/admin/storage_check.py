@@ -14,6 +14,7 @@ import difflib
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -83,13 +84,18 @@ async def check(settings: Settings, origins: list[str]) -> Report:
     session = probes.session()
     try:
         creds = await probes.credentials(config, session)
+    except StorageCredentialsError as exc:
+        return Report(config.endpoint_url or "AWS", config.bucket, root_prefix(config.key_prefix), False,
+                      [CheckItem("credentials", "fail", str(exc), "fix the storage settings; the other checks need "
+                                 "credentials")])  # fmt: skip
+    try:
         async with probes.check_client(config, creds, session) as client:
             reached = await probes.reach(client, config)
             items.append(CheckItem("bucket", "ok", f"reachable with {creds.source} (HeadBucket)"))
             items.append(_clock(probes.clock_skew(reached)))
             items.append(_credentials(creds, settings))
-            items.append(bucket.judge_cors(await _read(client, config, "cors"), settings, origins))
-            items.append(bucket.judge_lifecycle(await _read(client, config, "lifecycle"), settings))
+            items.append(await _judged(client, settings, "cors", lambda r: bucket.judge_cors(r, settings, origins)))
+            items.append(await _judged(client, settings, "lifecycle", lambda r: bucket.judge_lifecycle(r, settings)))
             found, more = await _probe(client, config, creds, settings)
             items += more
             summary = found
@@ -98,6 +104,16 @@ async def check(settings: Settings, origins: list[str]) -> Report:
                                "other checks need the bucket"))  # fmt: skip
     ok = all(i.status != "fail" for i in items)
     return Report(config.endpoint_url or "AWS", config.bucket, root_prefix(config.key_prefix), ok, items, summary)
+
+
+async def _judged(
+    client: Any, settings: Settings, what: str, judge: Callable[[list[dict[str, Any]] | None], CheckItem]
+) -> CheckItem:
+    """The bucket's rules judged; when these credentials may not read them, a warning saying so."""
+    try:
+        return judge(await _read(client, settings.storage, what))
+    except probes.StorageProblem as exc:
+        return CheckItem(what, "warn", str(exc), "run the check with credentials that may read it")
 
 
 async def _read(client: Any, config: Any, what: str) -> list[dict[str, Any]] | None:
@@ -228,7 +244,7 @@ def render(report: Report) -> str:
         c = report.checksums
         lines.append(f"checksums: the store verifies [{', '.join(c.verified)}], SPATIALGEN_S3_CHECKSUM_ALGORITHMS "
                      f"enables [{', '.join(c.enabled)}]; recommended: "
-                     f"SPATIALGEN_S3_CHECKSUM_ALGORITHMS={c.recommended}")  # fmt: skip
+                     f"SPATIALGEN_S3_CHECKSUM_ALGORITHMS={c.recommended or '(empty: none)'}")  # fmt: skip
     counts = {s: sum(i.status == s for i in report.items) for s in ("ok", "warn", "fail")}
     lines.append(f"result: {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
     return "\n".join(lines)

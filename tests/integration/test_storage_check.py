@@ -1,0 +1,233 @@
+"""`spatialgen-admin storage check` and `storage apply` against the real moto server, directly and through the
+SigV4-verifying front (which, unlike moto, refuses a wrong `x-amz-checksum-*` on a presigned PUT, as S3 does).
+
+moto 5.2.5 keeps CORS and lifecycle configurations, honours `If-None-Match: *` on PutObject and on
+CompleteMultipartUpload (412) and sends a Date header; it stores an object whatever checksum header comes with it,
+so the check must say that moto verifies no algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.admin.cli import run
+from app.settings import CHECKSUM_ALGORITHMS, Settings
+from deploy.local.devstack import BIN, free_port, stop, wait_for_port
+from tests.integration.test_credentials import chain_env
+
+SCRIPT = Path(sys.executable).parent / "spatialgen-admin"
+ORIGIN = "https://app.example.com"
+OTHER_LIFECYCLE_RULE = {"ID": "expire-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+                        "Expiration": {"Days": 30}}  # fmt: skip
+OTHER_CORS_RULE = {"ID": "public-reads", "AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}
+
+
+def storage_env(settings: Settings) -> dict[str, str]:
+    """The SPATIALGEN_* variables that point the CLI at these settings' Redis and storage."""
+    s3 = settings.storage
+    return {"SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": s3.endpoint_url,
+            "SPATIALGEN_S3_BUCKET": s3.bucket, "SPATIALGEN_S3_ACCESS_KEY_ID": s3.access_key_id,
+            "SPATIALGEN_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+            "SPATIALGEN_S3_CHECKSUM_ALGORITHMS": s3.checksum_algorithms}  # fmt: skip
+
+
+@pytest.fixture
+def fresh(settings: Settings, s3: Any) -> Settings:
+    """The session's settings on a bucket of their own, just created (no CORS, no lifecycle)."""
+    name = f"check-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=name)
+    return settings.override(s3_bucket=name)
+
+
+async def admin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, settings: Settings,
+                *argv: str) -> tuple[int, str, str]:  # fmt: skip
+    for name, value in storage_env(settings).items():
+        monkeypatch.setenv(name, value)
+    code = await run(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in report["items"]}
+
+
+def probes_left(s3: Any, bucket: str) -> list[str]:
+    prefix = "uploads/_spatialgen/"
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    uploads = [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])]
+    return objects + uploads
+
+
+async def test_fresh_bucket_lacks_cors_and_lifecycle_and_moto_verifies_no_checksum(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, fresh: Settings, s3: Any
+) -> None:
+    code, out, err = await admin(capsys, monkeypatch, fresh, "storage", "check", "--json")
+    assert code == 1, err
+    assert out.count("\n") == 1  # one JSON document
+    report = json.loads(out)
+    assert set(report) == {"endpoint", "bucket", "prefix", "ok", "items", "checksums"}
+    assert (report["bucket"], report["prefix"], report["ok"]) == (fresh.storage.bucket, "uploads/", False)
+    assert all(set(item) == {"name", "status", "reason", "action"} for item in report["items"])
+    items = by_name(report)
+    assert {n: i["status"] for n, i in items.items()} == {
+        "bucket": "ok", "clock": "ok", "credentials": "ok", "cors": "warn", "lifecycle": "warn",
+        "checksums": "fail", "conditional-put": "ok", "conditional-complete": "ok",
+    }  # fmt: skip
+    assert "no CORS configuration" in items["cors"]["reason"]
+    assert items["cors"]["action"].startswith("spatialgen-admin storage apply --origins")
+    assert "AbortIncompleteMultipartUpload" not in items["lifecycle"]["reason"]
+    assert items["lifecycle"]["action"] == "spatialgen-admin storage apply"
+    # moto stores a wrong checksum: nothing is verified, and the check says so rather than passing.
+    checksums = report["checksums"]
+    assert checksums["verified"] == [] and checksums["recommended"] == ""
+    assert checksums["enabled"] == list(CHECKSUM_ALGORITHMS)
+    assert {p["algorithm"]: p["verdict"] for p in checksums["probes"]} == dict.fromkeys(CHECKSUM_ALGORITHMS,
+                                                                                           "unverified")  # fmt: skip
+    assert items["checksums"]["action"] == "set SPATIALGEN_S3_CHECKSUM_ALGORITHMS= (empty: none)"
+    assert "412" in items["conditional-put"]["reason"] and "honoured" in items["conditional-complete"]["reason"]
+    assert probes_left(s3, fresh.storage.bucket) == []
+
+    # With checksums off, what moto does is enough: only warnings, exit 0.
+    off = fresh.override(s3_checksum_algorithms="")
+    code, out, _ = await admin(capsys, monkeypatch, off, "storage", "check")
+    assert code == 0
+    lines = out.splitlines()
+    assert (
+        lines[0] == f"storage check: bucket {fresh.storage.bucket!r} at {fresh.storage.endpoint_url}, prefix 'uploads/'"
+    )
+    assert lines[-1] == "result: 6 ok, 2 warn, 0 fail"
+    assert any(line.startswith("ok    checksums ") for line in lines)
+
+
+async def test_apply_then_check_is_all_ok_and_keeps_other_rules(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, fresh: Settings, verified_settings: Settings, s3: Any
+) -> None:
+    """Through the verifying front every algorithm is verified, so a bucket set up by apply passes every check."""
+    bucket = fresh.storage.bucket
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [OTHER_LIFECYCLE_RULE]})
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [OTHER_CORS_RULE]})
+    target = verified_settings.override(s3_bucket=bucket)
+
+    # Not a terminal and no --yes: the change is shown, nothing is written.
+    code, out, _ = await admin(capsys, monkeypatch, target, "storage", "apply", "--origins", ORIGIN)
+    assert code == 0
+    assert "dry run: nothing changed" in out and '+    "ID": "abort-stale-multipart-uploads",' in out
+    assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == [OTHER_LIFECYCLE_RULE]
+
+    code, out, err = await admin(capsys, monkeypatch, target, "storage", "apply", "--origins", ORIGIN, "--yes",
+                                 "--json")  # fmt: skip
+    assert code == 0, (out, err)
+    done = json.loads(out)
+    assert done["applied"] is True and done["check"]["ok"] is True
+    assert {i["name"]: i["status"] for i in done["check"]["items"]} == dict.fromkeys(
+        ["bucket", "clock", "credentials", "cors", "lifecycle", "checksums", "conditional-put",
+         "conditional-complete"], "ok")  # fmt: skip
+    assert done["check"]["checksums"]["recommended"] == ",".join(CHECKSUM_ALGORITHMS)
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rules[0] == OTHER_LIFECYCLE_RULE and len(rules) == 2
+    assert rules[1]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    cors = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert [r["ID"] for r in cors] == ["spatialgen-browser-uploads", "public-reads"]
+    assert cors[0]["AllowedOrigins"] == [ORIGIN] and "ETag" in cors[0]["ExposeHeaders"]
+
+    # Applying again changes nothing; the check passes for the origin, and not for one the rule does not name.
+    code, out, _ = await admin(capsys, monkeypatch, target, "storage", "apply")
+    assert code == 0 and out.startswith("nothing to change")
+    code, out, _ = await admin(capsys, monkeypatch, target, "storage", "check", "--origins", ORIGIN)
+    assert code == 0 and out.splitlines()[-1] == "result: 8 ok, 0 warn, 0 fail"
+    code, out, _ = await admin(capsys, monkeypatch, target, "storage", "check", "--origins", "https://evil.example")
+    assert code == 1 and "no rule allows PUT from https://evil.example" in out
+    assert probes_left(s3, bucket) == []
+
+
+async def test_a_lifecycle_rule_shorter_than_a_group_fails(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, fresh: Settings, s3: Any
+) -> None:
+    short = {"ID": "too-soon", "Status": "Enabled", "Filter": {"Prefix": ""},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}  # fmt: skip
+    s3.put_bucket_lifecycle_configuration(Bucket=fresh.storage.bucket, LifecycleConfiguration={"Rules": [short]})
+    code, out, _ = await admin(capsys, monkeypatch, fresh, "storage", "check", "--json")
+    item = by_name(json.loads(out))["lifecycle"]
+    assert code == 1 and item["status"] == "fail" and "'too-soon' (2 days)" in item["reason"]
+
+
+async def test_temporary_credentials_shorter_than_the_urls_warn(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, fresh: Settings, tmp_path: Path
+) -> None:
+    issuer, _ = chain_env(tmp_path, monkeypatch)
+    issuer.plan(3600)  # an hour, as an EKS web identity role gives by default; URLs live a day
+    chain = fresh.override(s3_access_key_id="", s3_secret_access_key="", s3_checksum_algorithms="")
+    code, out, _ = await admin(capsys, monkeypatch, chain, "storage", "check", "--json")
+    item = by_name(json.loads(out))["credentials"]
+    assert code == 0 and item["status"] == "warn", item
+    assert item["reason"].startswith("the provider chain (custom-process): they expire in 60 min")
+    assert "SPATIALGEN_PART_URL_TTL_SECONDS=86400" in item["reason"]
+
+
+@pytest.fixture(scope="module")
+def authenticating_s3() -> Iterator[str]:
+    """A moto server that checks access keys (INITIAL_NO_AUTH_ACTION_COUNT=0): it knows none of ours."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for_port(port, proc)
+    yield f"http://127.0.0.1:{port}"
+    stop([proc])
+
+
+@pytest.mark.parametrize("command", ["check", "identity"])
+async def test_wrong_missing_credentials_and_unreachable_storage_are_one_sentence(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings, authenticating_s3: str, tmp_path: Path,
+    command: str,
+) -> None:  # fmt: skip
+    """What is wrong and which setting to check, no traceback (check: exit 1; the other storage commands: 2)."""
+    failed = 1 if command == "check" else 2
+    code, out, err = await admin(capsys, monkeypatch, settings.override(s3_endpoint_url=authenticating_s3),
+                                 "storage", command)  # fmt: skip
+    assert code == failed, out + err
+    assert (
+        "storage does not know the access key id: check SPATIALGEN_S3_ACCESS_KEY_ID (InvalidAccessKeyId)" in out + err
+    )
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    code, out, err = await admin(capsys, monkeypatch, settings.override(s3_endpoint_url=dead), "storage", command)
+    assert code == failed, out + err
+    assert f"cannot reach bucket 'spatialgen-test' at {dead}" in out + err and "SPATIALGEN_S3_ENDPOINT_URL" in out + err
+
+    nowhere = str(tmp_path / "none")  # a provider chain with no source of credentials at all
+    for name, value in {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    for name in [n for n in os.environ if n.startswith("AWS_") and n not in ("AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")]:  # fmt: skip
+        monkeypatch.delenv(name)
+    keyless = settings.override(s3_access_key_id="", s3_secret_access_key="")
+    code, out, err = await admin(capsys, monkeypatch, keyless, "storage", command)
+    assert code == failed, out + err
+    assert "no S3 credentials: set SPATIALGEN_S3_ACCESS_KEY_ID and SPATIALGEN_S3_SECRET_ACCESS_KEY" in out + err
+
+
+def test_the_console_script_says_it_without_a_traceback(settings: Settings, authenticating_s3: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPATIALGEN_")}
+    env |= storage_env(settings) | {"SPATIALGEN_S3_ENDPOINT_URL": authenticating_s3}
+    proc = subprocess.run([str(SCRIPT), "storage", "check"], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        "fail  bucket  bucket 'spatialgen-test' at "
+        f"{authenticating_s3}: storage does not know the access key id: check SPATIALGEN_S3_ACCESS_KEY_ID "
+        "(InvalidAccessKeyId)",
+        "              -> fix the storage settings; the other checks need the bucket",
+        "result: 0 ok, 0 warn, 1 fail",
+    ]
