@@ -322,6 +322,10 @@ def _confirmed(args: argparse.Namespace, changes: dict[str, Any], notes: list[st
     if not sys.stdin.isatty():
         print("dry run: nothing changed (stdin is not a terminal; --yes applies)", file=out)
         return False
+    answer = ""
     with contextlib.suppress(EOFError):
-        return input("apply these changes? [y/N] ").strip().lower() in ("y", "yes")
+        answer = input("apply these changes? [y/N] ").strip().lower()
+    if answer in ("y", "yes"):
+        return True
+    print("nothing changed", file=out)
     return False

@@ -210,8 +210,9 @@ async def probe_checksums(
             put = functools.partial(_signed_put, http, region=config.region, creds=signer, algorithm=algorithm)
             right = await put(base, PROBE_CHECKSUMS[algorithm])
             if right[0] // 100 != 2:
-                results.append(ChecksumProbe(algorithm, "refused" if right[0] in (400, 501) else "error",
-                                             f"the right value was refused: {right[0]} {right[1]}"))  # fmt: skip
+                verdict: ChecksumVerdict = "refused" if right[0] in (400, 501) else "error"
+                detail = f"the right value was refused: {right[0]} {right[1]}".rstrip()
+                results.append(ChecksumProbe(algorithm, verdict, detail))
                 continue
             echoed = right[2] == PROBE_CHECKSUMS[algorithm]
             wrong = await put(base + "-wrong", WRONG_CHECKSUMS[algorithm])
@@ -220,7 +221,9 @@ async def probe_checksums(
             elif wrong[0] == 400 and wrong[1] in ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"):
                 results.append(ChecksumProbe(algorithm, "verified", f"a wrong value was refused ({wrong[1]})", echoed))
             else:
-                results.append(ChecksumProbe(algorithm, "error", f"a wrong value got {wrong[0]} {wrong[1]}", echoed))
+                results.append(
+                    ChecksumProbe(algorithm, "error", f"a wrong value got {wrong[0]} {wrong[1]}".rstrip(), echoed)
+                )
     return results
 
 

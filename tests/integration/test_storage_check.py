@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import secrets
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import msgspec
 import pytest
 
 from app.admin.cli import run
@@ -24,6 +27,7 @@ from app.settings import CHECKSUM_ALGORITHMS, Settings
 from deploy.local.devstack import BIN, free_port, stop, wait_for_port
 from tests.integration.test_credentials import chain_env
 
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "spatialgen-admin"
 ORIGIN = "https://app.example.com"
 OTHER_LIFECYCLE_RULE = {"ID": "expire-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
@@ -150,6 +154,26 @@ async def test_apply_then_check_is_all_ok_and_keeps_other_rules(
     assert probes_left(s3, bucket) == []
 
 
+def test_apply_asks_at_a_terminal(fresh: Settings, s3: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPATIALGEN_")} | storage_env(fresh)
+    for answer, applied in ((b"n\n", False), (b"y\n", True)):
+        terminal, stdin = pty.openpty()
+        proc = subprocess.Popen([str(SCRIPT), "storage", "apply", "--origins", ORIGIN], stdin=stdin, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        os.close(stdin)
+        os.write(terminal, answer)
+        out, err = proc.communicate(timeout=60)
+        os.close(terminal)
+        assert "apply these changes? [y/N] " in out, (out, err)
+        if applied:
+            assert s3.get_bucket_cors(Bucket=fresh.storage.bucket)["CORSRules"][0]["AllowedOrigins"] == [ORIGIN]
+            assert out.splitlines()[-1].startswith("result: ")  # and the check ran
+        else:
+            assert proc.returncode == 0 and out.endswith("[y/N] nothing changed\n")
+            with pytest.raises(s3.exceptions.ClientError, match="NoSuchCORSConfiguration"):
+                s3.get_bucket_cors(Bucket=fresh.storage.bucket)
+
+
 async def test_a_lifecycle_rule_shorter_than_a_group_fails(
     capsys: Any, monkeypatch: pytest.MonkeyPatch, fresh: Settings, s3: Any
 ) -> None:
@@ -174,26 +198,75 @@ async def test_temporary_credentials_shorter_than_the_urls_warn(
     assert "SPATIALGEN_PART_URL_TTL_SECONDS=86400" in item["reason"]
 
 
+class AuthenticatingS3(msgspec.Struct, frozen=True):
+    """A moto server checking access keys and IAM policies, with a bucket and a user holding the service's policy."""
+
+    url: str
+    bucket: str
+    access_key_id: str
+    secret_access_key: str
+
+
 @pytest.fixture(scope="module")
-def authenticating_s3() -> Iterator[str]:
-    """A moto server that checks access keys (INITIAL_NO_AUTH_ACTION_COUNT=0): it knows none of ours."""
+def authenticating_s3() -> Iterator[AuthenticatingS3]:
+    """moto with INITIAL_NO_AUTH_ACTION_COUNT=4: the four set-up calls below go unchecked, every later one is checked
+    against the IAM user's policy (deploy/aws/s3-policy.json); moto knows none of the tests' usual keys."""
     port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
     proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_for_port(port, proc)
-    yield f"http://127.0.0.1:{port}"
-    stop([proc])
+    try:
+        wait_for_port(port, proc)
+        url, bucket = f"http://127.0.0.1:{port}", "spatialgen-test"
+        anyone = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                  "aws_secret_access_key": "setup"}  # fmt: skip
+        boto3.client("s3", **anyone).create_bucket(Bucket=bucket)
+        iam = boto3.client("iam", **anyone)
+        iam.create_user(UserName="spatialgen")
+        policy = json.loads((ROOT / "deploy" / "aws" / "s3-policy.json").read_text())
+        policy = json.loads(json.dumps(policy).replace("example-spatialgen-uploads", bucket))
+        policy["Statement"][0]["Action"].append("s3:HeadBucket")  # moto's name for HeadBucket (AWS: s3:ListBucket)
+        iam.put_user_policy(UserName="spatialgen", PolicyName="storage", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="spatialgen")["AccessKey"]
+        yield AuthenticatingS3(url, bucket, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        stop([proc])
+
+
+async def test_with_the_services_own_policy_only_the_bucket_rules_cannot_be_read(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings, authenticating_s3: AuthenticatingS3
+) -> None:
+    """Run where the API runs, with its least-privilege policy: CORS and lifecycle warn that they cannot be read,
+    the probes pass (moto does not serve presigned requests when it checks keys: the checksum probes say so)."""
+    auth = authenticating_s3
+    pod = settings.override(s3_endpoint_url=auth.url, s3_access_key_id=auth.access_key_id,
+                            s3_secret_access_key=auth.secret_access_key, s3_checksum_algorithms="")  # fmt: skip
+    code, out, err = await admin(capsys, monkeypatch, pod, "storage", "check", "--json")
+    report = json.loads(out)
+    assert code == 0, (out, err)
+    items = by_name(report)
+    assert {n: i["status"] for n, i in items.items()} == {
+        "bucket": "ok", "clock": "ok", "credentials": "ok", "cors": "warn", "lifecycle": "warn", "checksums": "ok",
+        "conditional-put": "ok", "conditional-complete": "ok",
+    }  # fmt: skip
+    assert "these credentials lack s3:GetBucketCORS" in items["cors"]["reason"]
+    assert "these credentials lack s3:GetLifecycleConfiguration" in items["lifecycle"]["reason"]
+    assert {p["verdict"] for p in report["checksums"]["probes"]} == {"error"}
+    # apply needs more than the service's policy: it says so and changes nothing.
+    code, out, err = await admin(capsys, monkeypatch, pod, "storage", "apply", "--yes", "--origins", ORIGIN)
+    assert (code, out) == (1, "") and err.startswith("error: cannot read the bucket's cors configuration: these "
+                                                     "credentials lack s3:GetBucketCORS")  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["check", "identity"])
 async def test_wrong_missing_credentials_and_unreachable_storage_are_one_sentence(
-    capsys: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings, authenticating_s3: str, tmp_path: Path,
+    capsys: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings, authenticating_s3: AuthenticatingS3,
+    tmp_path: Path,
     command: str,
 ) -> None:  # fmt: skip
     """What is wrong and which setting to check, no traceback (check: exit 1; the other storage commands: 2)."""
     failed = 1 if command == "check" else 2
-    code, out, err = await admin(capsys, monkeypatch, settings.override(s3_endpoint_url=authenticating_s3),
+    code, out, err = await admin(capsys, monkeypatch, settings.override(s3_endpoint_url=authenticating_s3.url),
                                  "storage", command)  # fmt: skip
     assert code == failed, out + err
     assert (
@@ -218,15 +291,17 @@ async def test_wrong_missing_credentials_and_unreachable_storage_are_one_sentenc
     assert "no S3 credentials: set SPATIALGEN_S3_ACCESS_KEY_ID and SPATIALGEN_S3_SECRET_ACCESS_KEY" in out + err
 
 
-def test_the_console_script_says_it_without_a_traceback(settings: Settings, authenticating_s3: str) -> None:
+def test_the_console_script_says_it_without_a_traceback(
+    settings: Settings, authenticating_s3: AuthenticatingS3
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPATIALGEN_")}
-    env |= storage_env(settings) | {"SPATIALGEN_S3_ENDPOINT_URL": authenticating_s3}
+    env |= storage_env(settings) | {"SPATIALGEN_S3_ENDPOINT_URL": authenticating_s3.url}
     proc = subprocess.run([str(SCRIPT), "storage", "check"], env=env, capture_output=True, text=True, timeout=60,
                           check=False)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr == "", proc.stderr
     assert proc.stdout.splitlines()[1:] == [
         "fail  bucket  bucket 'spatialgen-test' at "
-        f"{authenticating_s3}: storage does not know the access key id: check SPATIALGEN_S3_ACCESS_KEY_ID "
+        f"{authenticating_s3.url}: storage does not know the access key id: check SPATIALGEN_S3_ACCESS_KEY_ID "
         "(InvalidAccessKeyId)",
         "              -> fix the storage settings; the other checks need the bucket",
         "result: 0 ok, 0 warn, 1 fail",
