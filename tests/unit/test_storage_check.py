@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from app.admin.cli import run
 from app.admin.storage_check import _clock
 from app.settings import CHECKSUM_ALGORITHMS, Settings
 from app.storage import bucket, probes
@@ -155,3 +156,10 @@ def test_storage_failures_become_one_sentence(code: str, status: int, says: str)
     assert "\n" not in text
     endpoint = probes.describe(ValueError("Invalid endpoint: nope"), SETTINGS.storage)
     assert endpoint.startswith("invalid SPATIALGEN_S3_ENDPOINT_URL")
+
+
+@pytest.mark.parametrize("argv", [["storage", "check", "--nope"], ["storage", "apply", "--origins"]])
+async def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        await run(argv)
+    assert stopped.value.code == 2 and "usage: spatialgen-admin" in capsys.readouterr().err
