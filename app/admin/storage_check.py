@@ -88,10 +88,16 @@ async def check(settings: Settings, origins: list[str]) -> Report:
         return Report(config.endpoint_url or "AWS", config.bucket, root_prefix(config.key_prefix), False,
                       [CheckItem("credentials", "fail", str(exc), "fix the storage settings; the other checks need "
                                  "credentials")])  # fmt: skip
+    stage, action = "bucket", "fix the storage settings; the other checks need the bucket"
     try:
         async with probes.check_client(config, creds, session) as client:
             reached = await probes.reach(client, config)
             items.append(CheckItem("bucket", "ok", f"reachable with {creds.source} (HeadBucket)"))
+            stage, action = (
+                "probes",
+                f"the probes write, list and delete under {root_prefix(config.key_prefix)}"
+                f"{probes.PROBE_DIR}, as the service does under its prefix",
+            )
             items.append(_clock(probes.clock_skew(reached)))
             items.append(_credentials(creds, settings))
             items.append(await _judged(client, settings, "cors", lambda r: bucket.judge_cors(r, settings, origins)))
@@ -100,8 +106,7 @@ async def check(settings: Settings, origins: list[str]) -> Report:
             items += more
             summary = found
     except STORAGE_ERRORS as exc:
-        items.append(CheckItem("bucket", "fail", probes.describe(exc, config), "fix the storage settings; the "
-                               "other checks need the bucket"))  # fmt: skip
+        items.append(CheckItem(stage, "fail", probes.describe(exc, config), action))
     ok = all(i.status != "fail" for i in items)
     return Report(config.endpoint_url or "AWS", config.bucket, root_prefix(config.key_prefix), ok, items, summary)
 

@@ -203,16 +203,17 @@ class AuthenticatingS3(msgspec.Struct, frozen=True):
 
     url: str
     bucket: str
-    access_key_id: str
-    secret_access_key: str
+    service_key: tuple[str, str]
+    list_only_key: tuple[str, str]
 
 
 @pytest.fixture(scope="module")
 def authenticating_s3() -> Iterator[AuthenticatingS3]:
-    """moto with INITIAL_NO_AUTH_ACTION_COUNT=4: the four set-up calls below go unchecked, every later one is checked
-    against the IAM user's policy (deploy/aws/s3-policy.json); moto knows none of the tests' usual keys."""
+    """moto with INITIAL_NO_AUTH_ACTION_COUNT=7: the seven set-up calls below go unchecked, every later one is checked
+    against the IAM users' policies (the service's, deploy/aws/s3-policy.json, and its bucket statement only); moto
+    knows none of the tests' usual keys."""
     port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}
     proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -222,13 +223,17 @@ def authenticating_s3() -> Iterator[AuthenticatingS3]:
                   "aws_secret_access_key": "setup"}  # fmt: skip
         boto3.client("s3", **anyone).create_bucket(Bucket=bucket)
         iam = boto3.client("iam", **anyone)
-        iam.create_user(UserName="spatialgen")
         policy = json.loads((ROOT / "deploy" / "aws" / "s3-policy.json").read_text())
         policy = json.loads(json.dumps(policy).replace("example-spatialgen-uploads", bucket))
         policy["Statement"][0]["Action"].append("s3:HeadBucket")  # moto's name for HeadBucket (AWS: s3:ListBucket)
-        iam.put_user_policy(UserName="spatialgen", PolicyName="storage", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="spatialgen")["AccessKey"]
-        yield AuthenticatingS3(url, bucket, key["AccessKeyId"], key["SecretAccessKey"])
+        keys = []
+        for user, statements in (("spatialgen", policy["Statement"]), ("lister", policy["Statement"][:1])):
+            iam.create_user(UserName=user)
+            document = json.dumps({**policy, "Statement": statements})
+            iam.put_user_policy(UserName=user, PolicyName="storage", PolicyDocument=document)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys.append((key["AccessKeyId"], key["SecretAccessKey"]))
+        yield AuthenticatingS3(url, bucket, keys[0], keys[1])
     finally:
         stop([proc])
 
@@ -239,8 +244,8 @@ async def test_with_the_services_own_policy_only_the_bucket_rules_cannot_be_read
     """Run where the API runs, with its least-privilege policy: CORS and lifecycle warn that they cannot be read,
     the probes pass (moto does not serve presigned requests when it checks keys: the checksum probes say so)."""
     auth = authenticating_s3
-    pod = settings.override(s3_endpoint_url=auth.url, s3_access_key_id=auth.access_key_id,
-                            s3_secret_access_key=auth.secret_access_key, s3_checksum_algorithms="")  # fmt: skip
+    pod = settings.override(s3_endpoint_url=auth.url, s3_access_key_id=auth.service_key[0],
+                            s3_secret_access_key=auth.service_key[1], s3_checksum_algorithms="")  # fmt: skip
     code, out, err = await admin(capsys, monkeypatch, pod, "storage", "check", "--json")
     report = json.loads(out)
     assert code == 0, (out, err)
@@ -256,6 +261,14 @@ async def test_with_the_services_own_policy_only_the_bucket_rules_cannot_be_read
     code, out, err = await admin(capsys, monkeypatch, pod, "storage", "apply", "--yes", "--origins", ORIGIN)
     assert (code, out) == (1, "") and err.startswith("error: cannot read the bucket's cors configuration: these "
                                                      "credentials lack s3:GetBucketCORS")  # fmt: skip
+
+    # Credentials that may list but not write: the probes fail, saying why.
+    lister = pod.override(s3_access_key_id=auth.list_only_key[0], s3_secret_access_key=auth.list_only_key[1])
+    code, out, err = await admin(capsys, monkeypatch, lister, "storage", "check", "--json")
+    items = by_name(json.loads(out))
+    assert code == 1 and items["bucket"]["status"] == "ok", (out, err)
+    assert items["probes"]["status"] == "fail" and "not allowed to do this" in items["probes"]["reason"]
+    assert items["probes"]["action"].startswith("the probes write, list and delete under uploads/_spatialgen/probe/")
 
 
 @pytest.mark.parametrize("command", ["check", "identity"])
