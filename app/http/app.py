@@ -33,6 +33,7 @@ from app.state import UploadState
 from app.state.apikeys import KeyCache
 from app.state.connection import redis_client
 from app.state.pipeline import REDIS_UNAVAILABLE
+from app.state.settled import Settled
 from app.state.webhooks import WebhookStore
 from app.storage.credentials import CredentialSource, NoStorageCredentials, StorageCredentialsError
 from app.storage.lazy import LazyObjectStore
@@ -55,7 +56,9 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
     except REDIS_UNAVAILABLE as exc:
         log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
     signer = Signer.from_settings(settings.storage, offload_min_parts=settings.api.sign_offload_min_parts)
-    uploads = UploadService(settings, state, signer, storage, clock=clock)
+    settled = Settled(redis)  # completion waits are woken, not polled (app/state/settled.py)
+    settled.start()
+    uploads = UploadService(settings, state, signer, storage, clock=clock, settled=settled)
     webhooks = WebhookStore(redis)
     try:
         yield Services(
@@ -64,6 +67,7 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
         )  # fmt: skip
     finally:
         try:
+            await settled.stop()
             webhooks.close()
             signer.close()
             await signer.credentials.aclose()

@@ -9,6 +9,8 @@ job in that same script, so a group is handed off exactly once, whatever races i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,7 @@ from app.settings import Settings
 from app.state import GroupSnapshot, UploadState
 from app.state.apikeys import Principal
 from app.state.jobs import COMPLETE_JOB, JobSpec, LibraryTemplate, complete_job_id, ending
-from app.uploads.polling import poll_until
+from app.uploads.polling import FIRST_INTERVAL, poll_until
 from app.uploads.refusals import file_refusal
 from app.uploads.service import UploadService
 from app.uploads.views import completed_view
@@ -61,6 +63,23 @@ async def complete_file_upload(
         raise errors.FILE_NOT_PROVISIONED(
             f"File {upload_id} has no storage upload yet: get its part URLs, upload the parts, then complete."
         )
+    with _settle_watch(service, session_id, upload_id) as wake:  # before the job is queued: no message passes by
+        return await _begin_and_wait(service, principal, snap, f, parts, charge=charge, wake=wake)
+
+
+def _settle_watch(service: UploadService, session_id: str, upload_id: str) -> contextlib.AbstractContextManager[
+    asyncio.Event | None
+]:  # fmt: skip
+    if service.settled is None:
+        return contextlib.nullcontext()
+    return service.settled.waiting(f"{session_id}:{upload_id}")
+
+
+async def _begin_and_wait(
+    service: UploadService, principal: Principal, snap: GroupSnapshot, f: FileRecord, parts: list[tuple[int, str]],
+    *, charge: Charge | None, wake: asyncio.Event | None,
+) -> tuple[int, CompletedFileView]:  # fmt: skip
+    session_id, upload_id = snap.record.session_id, f.upload_id
     started = False
     for _ in range(BEGIN_TRIES):
         status = snap.file_status(upload_id)
@@ -91,23 +110,32 @@ async def complete_file_upload(
             break
         # Someone else moved the file meanwhile (a concurrent complete, a cancel): look again.
         snap = await service.load_group(principal, session_id)
-    return await _await_completion(service, principal, session_id, f, just_queued=started)
+    return await _await_completion(service, principal, session_id, f, just_queued=started, wake=wake)
 
 
 JOB_PICKUP_SECONDS = 0.1
 """When a completion queued a moment ago may first be done: a worker polls its queue every 50 ms, and the job
 itself makes two storage calls. Looking sooner costs Redis a read that cannot succeed."""
+BACKSTOP_SECONDS = 1.0
+"""With the completion notifications up (app/state/settled.py), how often a wait still looks by itself: only a
+message lost in a failover, or a group canceled meanwhile (no message), waits for it."""
 
 
 async def _await_completion(
-    service: UploadService, principal: Principal, session_id: str, f: FileRecord, *, just_queued: bool
-) -> tuple[int, CompletedFileView]:
+    service: UploadService, principal: Principal, session_id: str, f: FileRecord, *, just_queued: bool,
+    wake: asyncio.Event | None,
+) -> tuple[int, CompletedFileView]:  # fmt: skip
     def settled(s: GroupSnapshot) -> bool:
         return s.file_status(f.upload_id) is not FileStatus.COMPLETING or s.status not in LIVE_GROUP
 
+    notified = wake is not None and service.settled is not None and service.settled.listening
+    if notified:  # the end of the attempt is announced: look when it is, or now and then
+        first, interval = (BACKSTOP_SECONDS if just_queued else 0.0), BACKSTOP_SECONDS
+    else:
+        first, interval = (JOB_PICKUP_SECONDS if just_queued else 0.0), FIRST_INTERVAL
     snap, done = await poll_until(
         lambda: service.load_group(principal, session_id), settled, within=service.settings.api.complete_wait_seconds,
-        first_after=JOB_PICKUP_SECONDS if just_queued else 0.0,
+        first_after=first, interval=interval, wake=wake,
     )  # fmt: skip
     if not done:
         return 202, completed_view(snap, f)

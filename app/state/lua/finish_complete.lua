@@ -17,6 +17,7 @@ local st, f = now_state[1], now_state[2]
 if not st then return {${reply.gone}} end
 if f == ${file_status.completing} then  -- whatever the outcome below, this attempt's work ends here
   redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
+  redis.call('PUBLISH', ${channel.settled}, arg.session_id .. ':' .. arg.upload_id)
 end
 if live(st) and tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then st = ${group_status.expired} end  -- the sweep will mark it
 if not live(st) then
