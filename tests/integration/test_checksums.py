@@ -3,8 +3,8 @@
 The API and a worker use `verified_settings` (fixtures of test_integrity_front.py): URLs sign each part's
 `x-amz-checksum-<algorithm>`, the front checks it against the body (moto does not), and checks the part and
 whole-object checksums of the service's CompleteMultipartUpload against what the parts carried (moto does not
-either). moto computes the assembled object's CRC64NVME (with awscrt) and SHA-256 composite checksum, which
-HeadObject returns and the service records.
+either). moto computes the assembled object's CRC64NVME (with awscrt), CRC32C (with the crc32c package; without it,
+CRC32 labelled CRC32C), CRC32 and SHA-256 composite checksum, which HeadObject returns and the service records.
 """
 
 from __future__ import annotations
@@ -133,9 +133,11 @@ async def test_crc64nvme_parts_and_a_crc32_single_put_are_verified_and_recorded(
     assert completion.headers.get("if-none-match") == "*"  # SPATIALGEN_S3_CONDITIONAL_COMPLETE (default on)
 
 
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C", "CRC32"])
 async def test_a_wrong_whole_file_checksum_is_a_409_and_the_file_stays_uploading(
-    api: Client, key: dict[str, str], front: SigV4Front
+    api: Client, key: dict[str, str], front: SigV4Front, algorithm: str
 ) -> None:
+    alg = algorithm.lower()
     group = await start(api, key, [
         {"fileName": "l.mov", "fileRole": "video_left", "sizeBytes": 5 * MIB + 3},
         {"fileName": "r.mov", "fileRole": "video_right", "sizeBytes": 5},
@@ -143,15 +145,15 @@ async def test_a_wrong_whole_file_checksum_is_a_409_and_the_file_stays_uploading
     sid, left = group["sessionId"], group["files"][0]
     assert "checksumAlgorithm" not in left
     body = os.urandom(left["totalBytes"])
-    answer = await urls(api, key, sid, left["uploadId"], {"checksumAlgorithm": "CRC64NVME",
-                                                          "checksums": sums("crc64nvme", body, left)})  # fmt: skip
+    answer = await urls(api, key, sid, left["uploadId"], {"checksumAlgorithm": algorithm,
+                                                          "checksums": sums(alg, body, left)})  # fmt: skip
     assert answer.status_code == 200, answer.text
     done = []
     async with httpx.AsyncClient(timeout=60) as http:
         for part in answer.json()["parts"]:
             sent = await put_part(http, part, body[part["byteStart"] : part["byteEnd"]])
             done.append({"partNumber": part["partNumber"], "etag": sent.headers["etag"]})
-    wrong_whole = checksum_value("crc64nvme", body[::-1])
+    wrong_whole = checksum_value(alg, body[::-1])
     refused = await api.post(f"{URL}/{sid}/files/{left['uploadId']}/complete", headers=key,
                              json={"parts": done, "checksum": wrong_whole})  # fmt: skip
     for _ in range(20):
@@ -167,13 +169,13 @@ async def test_a_wrong_whole_file_checksum_is_a_409_and_the_file_stays_uploading
     doc = await status(api, key, sid)
     assert doc["files"][0]["status"] == "uploading" and "checksum" not in doc["files"][0]
     # A wrong part checksum in the part list: storage names the part.
-    other = checksum_value("crc64nvme", b"not the part")
+    other = checksum_value(alg, b"not the part")
     wrong_part = [done[0] | {"checksum": other}, done[1]]
     refused = await complete(api, key, sid, left["uploadId"], wrong_part)
     assert refused.status_code == 409 and refused.json()["code"] == "checksum_mismatch", refused.text
     assert refused.json()["partNumber"] == 1 and refused.json()["expected"] == other
     # Repaired: the right checksum completes it.
-    right_whole = checksum_value("crc64nvme", body)
+    right_whole = checksum_value(alg, body)
     fixed = await api.post(f"{URL}/{sid}/files/{left['uploadId']}/complete", headers=key,
                            json={"parts": done, "checksum": right_whole})  # fmt: skip
     for _ in range(20):
@@ -181,8 +183,8 @@ async def test_a_wrong_whole_file_checksum_is_a_409_and_the_file_stays_uploading
             break
         fixed = await complete(api, key, sid, left["uploadId"], done)
     assert fixed.status_code == 200, fixed.text
-    assert fixed.json()["checksum"] == {"algorithm": "CRC64NVME", "type": "FULL_OBJECT", "value": right_whole}
-    assert [c.headers.get("x-amz-checksum-crc64nvme") for c in front.completions] == [
+    assert fixed.json()["checksum"] == {"algorithm": algorithm, "type": "FULL_OBJECT", "value": right_whole}
+    assert [c.headers.get(f"x-amz-checksum-{alg}") for c in front.completions] == [
         wrong_whole, None, right_whole
     ]  # fmt: skip
     assert front.completions[-1].headers.get("x-amz-checksum-type") == "FULL_OBJECT"
