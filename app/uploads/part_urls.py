@@ -64,6 +64,10 @@ async def sign_part_urls(
         if reply.code is Reply.CHECKSUM_CONFLICT or winner is not algorithm:
             request = _part_request(service, snap, f, payload, winner, opened=reply.code is Reply.CHECKSUM_CONFLICT)
             algorithm = request.algorithm
+            if reply.code is Reply.CHECKSUM_CONFLICT:  # never signed with an algorithm the state did not fix
+                raise errors.CHECKSUM_ALGORITHM_CONFLICT(
+                    f"The file's checksum algorithm is {winner or 'none'}.", extra={"checksumAlgorithm": winner}
+                )
     s3_upload_id = None
     if f.strategy is UploadStrategy.MULTIPART:
         s3_upload_id = snap.s3_upload_id(upload_id) or await provision_for_client(service, snap, f, algorithm)
