@@ -54,7 +54,8 @@ resuming:
   returns the same group. Only the parts storage does not hold yet are sent. On another machine, name
   the files again: {PROG} resume SESSION_ID --video-left L.mov --video-right R.mov ...
 
-  A group's state file is removed once the group completes (--keep-state keeps it).
+  A group's state file (0600, in a folder created 0700) is removed once the group completes
+  (--keep-state keeps it).
 
 service and key:
   --api-url / --api-key, else SPATIALGEN_API_URL / SPATIALGEN_API_KEY, else .data/dev.env written by

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,6 +74,10 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str,
     return proc.returncode, out.decode(), err.decode()
 
 
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def events_of(stdout: str) -> list[dict[str, Any]]:
     """The --json events of a run."""
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -98,6 +103,8 @@ async def test_send_separate_group_with_no_flags_next_to_make_run(
     assert rc == 0, err
     library_id = int(out.strip().splitlines()[-1])
     [state_file] = (tmp_path / ".spatialgen-upload").glob("*.json")  # kept: --keep-state
+    # The owner's alone, whatever the umask (the test's is 022): the folder 0700, the file 0600.
+    assert (mode_of(state_file.parent), mode_of(state_file)) == (0o700, 0o600)
     state = load_state(state_file)
     assert state.status == "completed" and state.library_id == library_id
     assert [f.total_parts for f in state.files] == [3, 3, 2, 1]
