@@ -20,6 +20,7 @@ import msgspec
 from app.client import config
 from app.client.api import DEFAULT_PARALLEL
 from app.client.errors import (
+    ConfigError,
     InvalidUpload,
     LocalFileChanged,
     ServiceError,
@@ -54,13 +55,13 @@ resuming:
   returns the same group. Only the parts storage does not hold yet are sent. On another machine, name
   the files again: {PROG} resume SESSION_ID --video-left L.mov --video-right R.mov ...
 
-  A group's state file (0600, in a folder created 0700) is removed once the group completes
-  (--keep-state keeps it).
+  A group's state file (0600) is removed once the group completes (--keep-state keeps it).
 
 service and key:
-  --api-url / --api-key, else SPATIALGEN_API_URL / SPATIALGEN_API_KEY, else .data/dev.env written by
-  `make run` (SPATIALGEN_DATA_DIR moves .data). Nothing answering at the URL fails at once, saying where
-  the URL came from.
+  URL: --api-url, else SPATIALGEN_API_URL, else .data/dev.env written by `make run` (SPATIALGEN_DATA_DIR
+  moves .data). Key: --api-key-file PATH (chmod 600), else SPATIALGEN_API_KEY, else .data/dev.env; never
+  an argument (ps and shell history show those). The key goes to that URL only: a state file naming another
+  is refused unless --api-url is given. Nothing answering at the URL fails at once, saying where it came from.
 
 exit codes:
   0 done, 1 failed (the service refused, or a part failed 10 times in a row: resumable),
@@ -86,8 +87,7 @@ def _file_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-url", help="base URL of the API (default: SPATIALGEN_API_URL or .data/dev.env)")
-    parser.add_argument("--api-key", help="API key (default: SPATIALGEN_API_KEY or .data/dev.env)")
+    config.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON document or event per line on stdout")
     parser.add_argument("--state", type=Path, metavar="PATH", help="the state file (default: STATE_DIR/SESSION.json)")
     parser.add_argument("--state-dir", type=Path, default=Path(STATE_DIR), metavar="DIR",
@@ -215,11 +215,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _target(args: argparse.Namespace, recorded_url: str | None = None, recorded_from: str = "") -> config.Target:
-    target = config.locate(args.api_url, args.api_key, recorded_url=recorded_url,
+    target = config.locate(args.api_url, api_key_file=args.api_key_file, recorded_url=recorded_url,
                            recorded_from=recorded_from or "the state file")  # fmt: skip
     missing = target.missing(config.dev_env_path(os.environ))
     if missing:
         raise Usage(missing)
+    if target.note:
+        _say(f"note: {target.note}")
     return target
 
 
@@ -298,8 +300,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 f"{exc}; pass --state PATH, run the same send command again, or name the files as send does "
                 "(--video-left L.mov ...)"
             ) from None
-    elif not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     async def work(client: UploadClient, report: Reporter) -> UploadResult:
         return await client.resume_group(args.session_id, state_file=path, files=files or None, on_progress=report)
@@ -389,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             _say(f"  {problem}")
         return EXIT_USAGE
-    except (StateFileError, Usage) as exc:
+    except (ConfigError, StateFileError, Usage) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM outside an upload (status, cancel)

@@ -1,6 +1,7 @@
 """The uploader's failures: one exception per way a run can end badly, each saying what to do next.
 
-The command maps them to exit codes: InvalidUpload and StateFileError are usage errors (2), the rest failures (1).
+The command maps them to exit codes: InvalidUpload, StateFileError and ConfigError are usage errors (2), the rest
+failures (1).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class InvalidUpload(UploadError):
 
 class StateFileError(UploadError):
     """A state file is missing, unreadable, or does not match the local files."""
+
+
+class ConfigError(UploadError):
+    """The URL or the key cannot be used as found (a state file's URL this run did not configure, a key file others
+    can read); found before any request, so nothing was sent."""
 
 
 class LocalFileChanged(UploadError):

@@ -111,6 +111,9 @@ async def resume_group(
             raise StateFileError(f"{state_file} holds session {state.session_id}, not {session_id}")
         for fs in state.files:
             _check_file_unchanged(fs)
+        # The command only gets here talking to the state file's URL or to one named by --api-url for this run
+        # (config.locate): from now on the state file records that one, so a later plain resume agrees with it.
+        state.api_url = client.base_url
     else:
         sizes, mtimes, problems = measure(files)
         if problems:

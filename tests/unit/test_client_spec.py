@@ -167,7 +167,8 @@ def test_local_mistakes_exit_2_before_any_request(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "v.mov").write_bytes(b"v")
     # The URL points at nothing: had a request been made, the run would fail (1), not stop as invalid (2).
-    flags = ["--api-url", "http://127.0.0.1:9", "--api-key", "k"]
+    monkeypatch.setenv("SPATIALGEN_API_KEY", "k")
+    flags = ["--api-url", "http://127.0.0.1:9"]
     assert main(["send", "--name", "n", "--layout", "Separate", "--video", "v.mov", *flags]) == 2
     err = capsys.readouterr().err
     assert "files layout Separate requires exactly one video_left file" in err
