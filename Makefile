@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test lint typecheck fmt docs bench profile clean
+.PHONY: help install run test soak lint typecheck fmt docs bench profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: install ## start Valkey, S3 (moto), the API and a worker; prints the URL an
 
 test: install ## run the whole test suite (starts its own Valkey and S3 servers)
 	$(VENV)/bin/pytest -q
+
+soak: install ## chaos soak (minutes; not in `make test`): SIGKILLs under upload load, then every group checked
+	$(VENV)/bin/python -m tests.soak.soak
 
 lint: install ## ruff lint + format check, mypy, and the deploy/ files (yamllint, hadolint, compose, manifests)
 	$(VENV)/bin/ruff check .

@@ -12,12 +12,14 @@ import inspect
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+from msgspec import Meta
 
 from app.domain.contract import MAX_FILES_PER_GROUP, MAX_OBJECT_BYTES
 from app.domain.limits import DEFAULT_RATES, Quota, Rate, RouteClass, parse_rates
+from app.domain.webhooks import SCHEDULE_PATTERN, SPEC_SCHEDULE
 
 ENV_PREFIX = "SPATIALGEN_"
 DEV_ENV_FILE = "dev.env"
@@ -64,6 +66,10 @@ class RedisConfig(_Group, frozen=True):
     """Replicas that must acknowledge (WAIT) a create or a completion before it is acknowledged; 0: off."""
 
 
+CHECKSUM_ALGORITHMS = ("CRC64NVME", "CRC32C", "CRC32", "SHA256", "SHA1")
+"""The x-amz-checksum-* algorithms S3 defines."""
+
+
 class StorageConfig(_Group, frozen=True):
     """The S3-compatible object store."""
 
@@ -87,6 +93,16 @@ class StorageConfig(_Group, frozen=True):
     """`path` (MinIO, moto) or `virtual` (AWS virtual-host style)."""
     key_prefix: str = "uploads"
     """Prefix of every object key: {prefix}/{accountId}/{sessionId}/{uploadId}{ext}."""
+    checksum_algorithms: str = "CRC64NVME,CRC32C,CRC32,SHA256,SHA1"
+    """Checksum algorithms the store verifies (x-amz-checksum-*), comma-separated; clients may ask for these per
+    file. Empty: none (Backblaze B2's S3 API refuses the headers). `spatialgen-admin storage check` probes them."""
+    conditional_complete: bool = True
+    """Send `If-None-Match: *` with CompleteMultipartUpload, so a completed object is never replaced; turn off
+    for a store that refuses it (`spatialgen-admin storage check` says)."""
+
+    def checksums(self) -> tuple[str, ...]:
+        """The configured checksum algorithms, upper case, in order."""
+        return tuple(a.strip().upper() for a in self.checksum_algorithms.split(",") if a.strip())
 
 
 class UploadConfig(_Group, frozen=True):
@@ -135,7 +151,7 @@ class LimitConfig(_Group, frozen=True):
     """What one key or account may cost (SPEC 3.6); accounts may have their own (spatialgen-admin accounts)."""
 
     rate_limits: str = DEFAULT_RATES
-    """Per API key, per route class: `class=rate/burst,...` (create, part_urls, complete, reads), or `off`."""
+    """Per API key, per route class: `class=rate/burst,...` (create, part_urls, complete, reads, webhooks), or `off`."""
     quota_live_groups: int = 1000
     """Default per-account quota: live (initialized/uploading) groups at once."""
     quota_live_bytes: int = 50 * TIB
@@ -191,6 +207,30 @@ class SweepConfig(_Group, frozen=True):
     """Most objects and multipart uploads one run of a storage sweep removes; the rest waits for the next run."""
 
 
+class WebhookConfig(_Group, frozen=True):
+    """Webhook deliveries (SPEC 3.9, app/webhooks)."""
+
+    PREFIX: ClassVar[str] = "WEBHOOK_"
+    queue_name: str = "spatialgen:webhooks"
+    """arq queue of webhook deliveries, run by every worker process beside (never instead of) its upload jobs."""
+    max_jobs: Annotated[int, Meta(ge=1)] = 100
+    """Deliveries in flight per worker process."""
+    endpoint_concurrency: Annotated[int, Meta(ge=1)] = 4
+    """Deliveries in flight to one endpoint across all workers (a slow endpoint holds no more than this)."""
+    retry_schedule: Annotated[str, Meta(pattern=SCHEDULE_PATTERN)] = SPEC_SCHEDULE
+    """Seconds before each attempt (the first is the first attempt's), each jittered by up to 10 %."""
+    timeout_seconds: Annotated[float, Meta(gt=0)] = 15.0
+    """Longest wait for an endpoint's answer, connection included."""
+    allow_private_targets: bool = False
+    """Allow http:// and loopback/private/link-local addresses (dev stack and tests only; metadata IPs never)."""
+    disable_after_seconds: int = 432_000
+    """An endpoint whose every delivery failed for this long is disabled, with the reason shown (5 days)."""
+    event_retention_seconds: int = 2_592_000
+    """How long events are kept in the outbox stream for redelivery (30 days)."""
+    rotation_overlap_seconds: int = 86_400
+    """After a secret rotation, how long the previous secret also signs each delivery."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every tunable of the service, by concern."""
 
@@ -202,6 +242,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     limits: LimitConfig = LimitConfig()
     worker: WorkerConfig = WorkerConfig()
     sweeps: SweepConfig = SweepConfig()
+    webhooks: WebhookConfig = WebhookConfig()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -253,6 +294,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "S3_SESSION_TOKEN needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
         if s3.addressing_style not in ("path", "virtual"):
             yield "S3_ADDRESSING_STYLE must be 'path' or 'virtual'"
+        unknown = [a for a in s3.checksums() if a not in CHECKSUM_ALGORITHMS]
+        if unknown:
+            yield f"S3_CHECKSUM_ALGORITHMS: unknown {', '.join(unknown)} (known: {', '.join(CHECKSUM_ALGORITHMS)})"
         if not 1 <= up.part_url_ttl_seconds <= MAX_PRESIGN_SECONDS:
             yield f"PART_URL_TTL_SECONDS must be between 1 and {MAX_PRESIGN_SECONDS} (SigV4 allows 7 days at most)"
 

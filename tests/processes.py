@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,10 +22,20 @@ from redis.asyncio import Redis
 
 from app.settings import MIB, Settings
 from app.state.apikeys import create_key
-from deploy.local.devstack import DevValkey, api_command, free_port, start_moto, wait_for_port, worker_command
+from deploy.local.devstack import (
+    DevValkey,
+    api_command,
+    free_port,
+    start_moto,
+    start_sentinel,
+    wait_for_port,
+    worker_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+MASTER = "spatialgen"
+"""The Sentinel master name of the high-availability layout (`start_ha`)."""
 
 
 @dataclass
@@ -67,6 +78,8 @@ class Stack:
         """The SPATIALGEN_* environment of every process of the stack."""
         return {
             **os.environ,
+            # The console scripts import the checkout the tests run from (a worktree too), not the one installed.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "SPATIALGEN_REDIS_URL": self.redis_url,
             "SPATIALGEN_S3_ENDPOINT_URL": self.s3_url,
             "SPATIALGEN_S3_BUCKET": self.bucket,
@@ -98,13 +111,14 @@ class Stack:
         self.apis.append((proc, port))
         return f"http://127.0.0.1:{port}"
 
-    def start_worker(self, **overrides: str) -> subprocess.Popen[bytes]:
-        """One more worker process (its S3 endpoint may differ, e.g. a slowing proxy)."""
+    def start_worker(self, *, way: str | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+        """One more worker process (its S3 endpoint may differ, e.g. a slowing proxy), started `way`
+        (default: the stack's `worker_way`)."""
         env = self.env(**overrides)
         if self.worker_s3_url:
             env["SPATIALGEN_S3_ENDPOINT_URL"] = self.worker_s3_url
         with open(self.tmp / f"worker-{len(self.workers)}.log", "ab") as log:
-            proc = subprocess.Popen(worker_command(self.worker_way), env=env, cwd=ROOT, stdout=log,
+            proc = subprocess.Popen(worker_command(way or self.worker_way), env=env, cwd=ROOT, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.workers.append(proc)
         return proc
@@ -137,6 +151,74 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.valkey.pid, signal.SIGCONT)
             self.valkey.stop()
+
+
+@dataclass
+class HA:
+    """Redis through Sentinel for a Stack: its own Valkey as the first primary, two replicas and three Sentinels
+    (quorum 2), as `start_ha` builds it. `stop()` stops whatever was started, in any state."""
+
+    stack: Stack
+    primary: DevValkey | None = None
+    """The first primary (the stack's own Valkey); after a failover it may be a replica."""
+    replicas: list[DevValkey] = field(default_factory=list)
+    sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[DevValkey]:
+        """Every Valkey node, the first primary first."""
+        return ([self.primary] if self.primary else []) + self.replicas
+
+    def env(self) -> dict[str, str]:
+        """The SPATIALGEN_* variables pointing a service process at the Sentinels."""
+        return {"SPATIALGEN_REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
+                "SPATIALGEN_REDIS_SENTINEL_MASTER": MASTER}  # fmt: skip
+
+    def stop(self) -> None:
+        for s in self.sentinels:
+            s.terminate()
+        for s in self.sentinels:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                s.wait(10)
+        self.stack.stop()
+        for replica in self.replicas:
+            replica.stop()
+
+
+async def start_ha(stack: Stack, *, valkey_config: dict[str, str] | None = None, down_after_ms: int = 1000) -> HA:
+    """The stack's stores with its Valkey as a Sentinel-watched primary: two replicas (linked before the Sentinels
+    start) and three Sentinels that call the primary down after down_after_ms without an answer. valkey_config
+    applies to every node (e.g. appendfsync). On failure, whatever started is stopped."""
+    ha = HA(stack)
+    try:
+        stack.start_stores(valkey_config=valkey_config)
+        assert stack.valkey is not None
+        ha.primary = primary = stack.valkey
+        for i in range(2):
+            extra = {**(valkey_config or {}), "replicaof": f"127.0.0.1 {primary.port}"}
+            ha.replicas.append(DevValkey(free_port(), stack.tmp / f"replica{i}", extra=extra).start())
+        for replica in ha.replicas:
+            admin = Redis.from_url(replica.url)
+            try:
+                await eventually(functools.partial(replica_linked, admin), within=30)
+            finally:
+                await admin.aclose()
+        for i in range(3):
+            port = free_port()
+            ha.sentinels.append(start_sentinel(port, stack.tmp / f"sentinel{i}", MASTER, primary.port,
+                                               down_after_ms=down_after_ms))  # fmt: skip
+            ha.sentinel_ports.append(port)
+    except BaseException:
+        ha.stop()
+        raise
+    return ha
+
+
+async def replica_linked(replica: Redis) -> bool:
+    """The node is a replica whose link to its primary is up."""
+    info = await replica.info("replication")
+    return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
 
 
 def sigkill(proc: subprocess.Popen[bytes]) -> None:
@@ -204,4 +286,5 @@ def report(line: str) -> None:
     print(f"[measured] {line}")
 
 
-__all__ = ["ROOT", "SlowProxy", "Stack", "eventually", "report", "sigkill"]
+__all__ = ["HA", "MASTER", "ROOT", "SlowProxy", "Stack", "eventually", "replica_linked", "report", "sigkill",
+           "start_ha"]  # fmt: skip

@@ -28,7 +28,7 @@ from app.state.jobs import (
     deserialize,
     serialize,
 )
-from worker import jobs
+from worker import jobs, webhooks
 
 _settings = Settings.from_env()
 
@@ -73,6 +73,20 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
     return crons
 
 
+async def on_startup(ctx: dict[str, Any]) -> None:
+    """The upload worker's clients, then its webhook side (the dispatcher and the webhook queue's worker)."""
+    await jobs.on_startup(ctx)
+    await webhooks.start(ctx)
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """The webhook side first (its deliveries finish within the grace), then the upload worker's clients."""
+    try:
+        await webhooks.stop(ctx)
+    finally:
+        await jobs.on_shutdown(ctx)
+
+
 class WorkerSettings:
     """Upload worker: provisioning, completion, purges, parts tracking and the sweeps."""
 
@@ -85,8 +99,8 @@ class WorkerSettings:
         func(jobs.refresh_parts, name=REFRESH_PARTS_JOB, timeout=REFRESH_TIMEOUT, keep_result=0),
     ]
     cron_jobs = cron_jobs(_settings)
-    on_startup = jobs.on_startup
-    on_shutdown = jobs.on_shutdown
+    on_startup = on_startup
+    on_shutdown = on_shutdown
     redis_pool = fresh_pool()
     queue_name = _settings.worker.queue_name
     max_jobs = _settings.worker.worker_max_jobs

@@ -1,5 +1,5 @@
 """`spatialgen-admin`: the operator CLI: API keys, arq queues and jobs, upload sessions, accounts, storage and
-hand-offs (app/admin/operations.py).
+hand-offs (app/admin/operations.py), webhook endpoints (app/admin/webhooks.py).
 
 Every command takes `--redis-url` and `--json` (one JSON document on stdout; a readable table otherwise).
 Exit codes: 0 ok, 1 not found, 2 usage or Redis connection error. `keys create` prints the secret last.
@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.admin import accounts, operations, queues, sessions
+from app.admin import accounts, operations, queues, sessions, webhooks
 from app.domain.lifecycle import GroupStatus
 from app.domain.limits import Rate, RouteClass, parse_rates
 from app.settings import Settings, with_dev_env
@@ -94,16 +94,20 @@ async def _keys(args: argparse.Namespace, redis: Redis) -> int:
     if args.action == "list":
         _emit(args, await apikeys.list_keys(redis), ["key_id", "account", "role", "label", "created_at"])
         return 0
-    ok = await apikeys.revoke_key(redis, args.key_id)
+    try:
+        revoked = await apikeys.revoke_key(redis, args.key_id)
+    except apikeys.AmbiguousKeyId as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(msgspec.json.encode({"keyId": args.key_id, "revoked": ok}).decode())
+        print(msgspec.json.encode({"keyId": revoked or args.key_id, "revoked": revoked is not None}).decode())
     else:
-        print(f"revoked {args.key_id}" if ok else f"no key with id {args.key_id}")
-    return 0 if ok else 1
+        print(f"revoked {revoked}" if revoked else f"no key with id {args.key_id}")
+    return 0 if revoked else 1
 
 
 async def _queues(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
-    names = [settings.worker.queue_name, settings.worker.processing_queue_name]
+    names = [settings.worker.queue_name, settings.worker.processing_queue_name, settings.webhooks.queue_name]
     stats = await queues.queue_stats(redis, names, scan_limit=args.scan_limit)
     if args.json:
         _print_json(stats)
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in apikeys.Role])
     create.add_argument("--label", default="")
     ksub.add_parser("list", help="list keys (never the secrets)", parents=[common])
-    revoke = ksub.add_parser("revoke", help="revoke a key by its id", parents=[common])
+    revoke = ksub.add_parser("revoke", help="revoke a key by its id (or a start of it shared by no other key)",
+                             parents=[common])  # fmt: skip
     revoke.add_argument("key_id")
 
     queues_cmd = sub.add_parser("queues", help="queued, scheduled, in progress, results and failures per arq queue",
@@ -282,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                            parents=[common])  # fmt: skip
     show.add_argument("session_id")
     operations.add_parsers(sub, common)
+    webhooks.add_parsers(sub, common)
     return parser
 
 
@@ -306,6 +312,7 @@ async def _dispatch(args: argparse.Namespace, redis: Redis, settings: Settings) 
         "accounts": lambda: _accounts(args, redis, settings),
         "storage": lambda: operations.storage_command(args, redis, settings),
         "handoffs": lambda: operations.handoffs_command(args, redis, settings),
+        "webhooks": lambda: webhooks.webhooks_command(args, redis, settings),
     }
     return await commands[args.command]()
 

@@ -79,6 +79,23 @@ EXTENSIONS: Mapping[FileRole, tuple[str, ...]] = {
 }
 """The extensions each role accepts (compared case-insensitively)."""
 
+CONTENT_TYPES: Mapping[str, str] = {
+    ".mov": "video/quicktime",
+    ".mp4": "video/mp4",
+    ".aivu": "video/quicktime",  # Apple Immersive Video: a QuickTime movie
+    ".m4a": "audio/mp4",
+    ".srt": "application/x-subrip",
+    ".aime": "application/octet-stream",
+    ".zip": "application/zip",
+}
+"""The Content-Type a file is stored with, by its extension: signed into a single PUT's URL (storage refuses
+another) and given to CreateMultipartUpload."""
+
+
+def content_type(ext: str) -> str:
+    """The stored Content-Type of a file with this extension."""
+    return CONTENT_TYPES.get(ext.lower(), "application/octet-stream")
+
 
 class LanguageTag(StrEnum):
     """Every accepted languageTag: language-only ISO 639-1 tags in SPEC 3.1's order, then `zxx` (no speech, audio

@@ -88,6 +88,8 @@ ROLE_NOT_ALLOWED = ErrorSpec("role_not_allowed", 403, "The API key's role may no
 NOT_FOUND = ErrorSpec("not_found", 404, "No such resource")
 SESSION_NOT_FOUND = ErrorSpec("session_not_found", 404, "Upload group not found")
 FILE_NOT_FOUND = ErrorSpec("file_not_found", 404, "Upload file not found")
+WEBHOOK_NOT_FOUND = ErrorSpec("webhook_not_found", 404, "Webhook endpoint not found")
+EVENT_NOT_FOUND = ErrorSpec("event_not_found", 404, "Event not found")
 METHOD_NOT_ALLOWED = ErrorSpec("method_not_allowed", 405, "Method not allowed")
 # 409
 IDEMPOTENCY_KEY_REUSED = ErrorSpec(
@@ -105,6 +107,7 @@ COMPLETION_ATTEMPTS_EXHAUSTED = ErrorSpec(
     "completion_attempts_exhausted", 409, "The file has used all its completion attempts"
 )
 FILE_NOT_PROVISIONED = ErrorSpec("file_not_provisioned", 409, "The file has no storage upload yet")
+WEBHOOK_LIMIT_REACHED = ErrorSpec("webhook_limit_reached", 409, "The account has as many webhook endpoints as allowed")
 # 413 / 429 / 503
 BODY_TOO_LARGE = ErrorSpec("body_too_large", 413, "The request body is too large")
 RATE_LIMITED = ErrorSpec("rate_limited", 429, "Too many requests")

@@ -160,4 +160,7 @@ PROBLEM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "body_too_large": ("The body is larger than 1048576 bytes.", {}),
     "storage_not_ready": ("Storage for this file is still being prepared; retry shortly.", {}),
     "dependency_unavailable": ("The state store is unavailable; retry shortly.", {}),
+    "webhook_not_found": ("No webhook endpoint '6f1d2c3b-9a8e-4f7d-b6c5-4e3a2b1c0d9f' for this account.", {}),
+    "event_not_found": ("No event 'evt_0b1c…' of this account is kept for redelivery.", {}),
+    "webhook_limit_reached": ("The account has 20 webhook endpoints, the most allowed (20); delete one first.", {}),
 }  # fmt: skip

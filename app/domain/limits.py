@@ -23,6 +23,7 @@ class RouteClass(StrEnum):
     PART_URLS = "part_urls"
     COMPLETE = "complete"
     READS = "reads"
+    WEBHOOKS = "webhooks"
 
 
 class Rate(NamedTuple):
@@ -32,15 +33,17 @@ class Rate(NamedTuple):
     burst: int
 
 
-DEFAULT_RATES = "create=5/100,part_urls=1000/20000,complete=50/500,reads=100/1000"
+DEFAULT_RATES = "create=5/100,part_urls=1000/20000,complete=50/500,reads=100/1000,webhooks=5/50"
 """Per key: 5 creates a second sustained (432,000 a day) with bursts of 100; 1,000 part URLs signed a second with
-bursts of 20,000 (every URL of two 10,000-part files at once); 50 completion and 100 read tokens a second."""
+bursts of 20,000 (every URL of two 10,000-part files at once); 50 completion and 100 read tokens a second; 5 calls
+on webhook endpoints a second (test events and redeliveries cause deliveries)."""
 
 COST_UNITS = {
     RouteClass.CREATE: "groups created",
     RouteClass.PART_URLS: "part URLs signed",
     RouteClass.COMPLETE: "completion tokens (1 per complete or cancel, 1 more per 100 parts handed to storage)",
     RouteClass.READS: "read tokens (1 per read, 1 more per file whose tracking the read refreshes)",
+    RouteClass.WEBHOOKS: "calls on webhook endpoints",
 }
 """What one token of each route class buys."""
 

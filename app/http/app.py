@@ -25,11 +25,14 @@ from app.http.ops import OPS_ROUTES
 from app.http.plumbing import Services
 from app.http.problems import handle_api_error, handle_http_exception, handle_redis_down, handle_unexpected
 from app.http.routes import UPLOAD_ROUTES
+from app.http.webhook_openapi import with_webhooks
+from app.http.webhook_routes import WEBHOOK_ROUTES
 from app.settings import Settings
 from app.state import UploadState
 from app.state.apikeys import KeyCache
 from app.state.connection import redis_client
 from app.state.pipeline import REDIS_UNAVAILABLE
+from app.state.webhooks import WebhookStore
 from app.storage.credentials import CredentialSource, NoStorageCredentials, StorageCredentialsError
 from app.storage.lazy import LazyObjectStore
 from app.storage.signer import Signer
@@ -52,13 +55,15 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
         log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
     signer = Signer.from_settings(settings.storage, offload_min_parts=settings.api.sign_offload_min_parts)
     uploads = UploadService(settings, state, signer, storage, clock=clock)
+    webhooks = WebhookStore(redis)
     try:
         yield Services(
             settings=settings, redis=redis, keys=KeyCache(redis, settings.api.key_cache_seconds), uploads=uploads,
-            probe=probe,
+            probe=probe, webhooks=webhooks,
         )  # fmt: skip
     finally:
         try:
+            webhooks.close()
             signer.close()
             await signer.credentials.aclose()
             state.close()
@@ -126,7 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             gc.freeze()
             yield
 
-    routes = [*UPLOAD_ROUTES, *OPS_ROUTES]
+    routes = [*UPLOAD_ROUTES, *WEBHOOK_ROUTES, *OPS_ROUTES]
     app = Litestar(
         route_handlers=[*options_handlers(routes), *routes, *docs_asset_routers()],
         lifespan=[lifespan],
@@ -137,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             **dict.fromkeys(REDIS_UNAVAILABLE, handle_redis_down),
             Exception: handle_unexpected,
         },
-        openapi_config=openapi_config(),
+        openapi_config=with_webhooks(openapi_config()),
         state=State({"metrics": process_metrics}),
     )
     # Outermost, around the router: unmatched routes (404/405) are counted too, and no per-route middleware stack

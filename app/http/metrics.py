@@ -34,6 +34,7 @@ from app.state.keys import (
     JOB_FIELD_PREFIX,
     JOB_OUTCOMES,
     METRICS_KEY,
+    WEBHOOKS_DISABLED,
     MetricField,
 )
 
@@ -70,20 +71,23 @@ SAFETY_COUNTERS = (
 class SharedCounts:
     """What one scrape read from Redis."""
 
-    __slots__ = ("completed", "counters", "handoffs", "live", "queues")
+    __slots__ = ("completed", "counters", "handoffs", "live", "queues", "webhooks")
 
     def __init__(
         self, queues: dict[str, tuple[int, int]], live: int, completed: int, counters: dict[str, int],
-        handoffs: tuple[int, int] = (0, 0),
+        handoffs: tuple[int, int] = (0, 0), *, webhooks: tuple[int, float] = (0, 0.0),
     ) -> None:  # fmt: skip
         self.queues = queues  # queue -> (due jobs, scheduled jobs)
         self.live = live
         self.completed = completed
         self.counters = counters
         self.handoffs = handoffs  # (pending, failed)
+        self.webhooks = webhooks  # (disabled endpoints, age of the oldest due delivery in seconds)
 
 
-async def read_shared(client: Redis, queues: list[str], *, wait: float = SCRAPE_TIMEOUT_SECONDS) -> SharedCounts | None:
+async def read_shared(
+    client: Redis, queues: list[str], *, wait: float = SCRAPE_TIMEOUT_SECONDS, webhook_queue: str = ""
+) -> SharedCounts | None:
     """Read queue depths, live/completed groups and the worker counters in one round trip; None if Redis fails."""
     now = now_ms()
     try:
@@ -95,19 +99,23 @@ async def read_shared(client: Redis, queues: list[str], *, wait: float = SCRAPE_
             pipe.zcard(HANDOFF_INDEX)
             pipe.zcard(HANDOFF_FAILED_INDEX)
             pipe.hgetall(METRICS_KEY)
+            pipe.scard(WEBHOOKS_DISABLED)
+            pipe.zrangebyscore(webhook_queue or "-", "-inf", now, start=0, num=1, withscores=True)
             out = await pipe.execute()
     except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
         log.warning("metrics: Redis counts unavailable: %r", exc)
         return None
     depths = {q: (int(out[2 * i]), int(out[2 * i + 1])) for i, q in enumerate(queues)}
-    live, pending, failed, raw = out[-4:]
+    live, pending, failed, raw, disabled, oldest = out[-6:]
     counters: dict[str, int] = {}
     for k, v in raw.items():
         try:
             counters[k.decode()] = int(v)
         except ValueError:
             continue
-    return SharedCounts(depths, int(live), counters.get(F_GROUPS_COMPLETED, 0), counters, (int(pending), int(failed)))
+    age = max(0.0, (now - oldest[0][1]) / 1000) if oldest else 0.0
+    return SharedCounts(depths, int(live), counters.get(F_GROUPS_COMPLETED, 0), counters, (int(pending), int(failed)),
+                        webhooks=(int(disabled), age))  # fmt: skip
 
 
 class SharedCollector(Collector):
@@ -163,6 +171,28 @@ class SharedCollector(Collector):
             if field.startswith(JOB_FIELD_PREFIX) and function and outcome in JOB_OUTCOMES:
                 jobs.add_metric([function, outcome], n)
         yield jobs
+        yield from webhook_families(shared)
+
+
+def webhook_families(shared: SharedCounts) -> Iterator[Metric]:
+    """Webhook deliveries by outcome (all workers), disabled endpoints, and the age of the oldest due delivery."""
+    deliveries = CounterMetricFamily(
+        "spatialgen_webhook_deliveries", "Webhook delivery attempts by outcome: delivered, retrying (another attempt "
+        "is scheduled), failed (the last one), disabled (410), skipped (endpoint disabled).", labels=["outcome"],
+    )  # fmt: skip
+    for field, n in sorted(shared.counters.items()):
+        outcome = field.removeprefix(MetricField.WEBHOOK_PREFIX)
+        if field.startswith(MetricField.WEBHOOK_PREFIX) and outcome != "endpoints_disabled":
+            deliveries.add_metric([outcome], n)
+    yield deliveries
+    disabled = GaugeMetricFamily("spatialgen_webhook_endpoints_disabled",
+                                 "Webhook endpoints the service disabled (410, or failing for days).")  # fmt: skip
+    disabled.add_metric([], shared.webhooks[0])
+    yield disabled
+    age = GaugeMetricFamily("spatialgen_webhook_queue_oldest_seconds",
+                            "How long the oldest due webhook delivery has waited (0: none waits).")  # fmt: skip
+    age.add_metric([], shared.webhooks[1])
+    yield age
 
 
 class ApiMetrics:

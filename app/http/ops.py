@@ -100,7 +100,8 @@ async def health_ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The exposition document."""
     svc = services(request)
-    shared = await metrics.read_shared(svc.redis, svc.settings.worker.queues)
+    hooks = svc.settings.webhooks.queue_name
+    shared = await metrics.read_shared(svc.redis, [*svc.settings.worker.queues, hooks], webhook_queue=hooks)
     body, content_type = registry(request).render(shared, request.headers.get("accept", ""))
     # Litestar appends the charset to text/* types itself.
     media_type = content_type.replace("; charset=utf-8", "") if content_type.startswith("text/") else content_type

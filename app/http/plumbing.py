@@ -22,6 +22,7 @@ from app.http import metrics
 from app.http.health import ReadinessProbe
 from app.settings import Settings
 from app.state.apikeys import KeyCache, Principal, Role
+from app.state.webhooks import WebhookStore
 from app.uploads.service import UploadService
 
 log = logging.getLogger("spatialgen.api")
@@ -40,6 +41,7 @@ class Services(msgspec.Struct):
     keys: KeyCache
     uploads: UploadService
     probe: ReadinessProbe
+    webhooks: WebhookStore
 
 
 def services(request: Request[Any, Any, Any]) -> Services:

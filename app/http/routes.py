@@ -62,8 +62,8 @@ _json = msgspec.json.Encoder()
 @post(
     "/api/videos/uploads", status_code=201, tags=[UPLOADS_TAG], security=SECURED, operation_id="startUploadGroup",
     summary="Start Upload Group",
-    description="Validate the asset set, plan every file's parts and register the group; storage is prepared in the "
-    "background. Roles: admin, upload.",
+    description="Validate the asset set, plan every file's parts and register the group; a file's storage upload is "
+    "opened when its part URLs are first asked for. Roles: admin, upload.",
     operation_class=operation(body=START_BODY, success_headers=CREATED_HEADERS, header_params=[IDEMPOTENCY_KEY],
                               success_links=CREATED_LINKS),
     responses={
@@ -96,8 +96,9 @@ FILE_PATH = "/api/videos/uploads/{session_id:str}/files/{upload_id:str}"
     f"{FILE_PATH}/part-urls", status_code=200, tags=[UPLOADS_TAG], security=SECURED, operation_id="getPartUrls",
     summary="Get Part URLs",
     description="Presigned `PUT` URLs for the selected parts of a file (a single_put file gets one URL for the whole "
-    "file). Send each part's bytes [byteStart, byteEnd) to its URL before expiresAt and keep the ETag header storage "
-    "answers. May be called again at any time for fresh URLs. Roles: admin, upload.",
+    "file). Send each part's bytes [byteStart, byteEnd) to its URL before expiresAt, with the headers listed for it, "
+    "and keep the ETag header storage answers. May be called again at any time for fresh URLs. Costs one part_urls "
+    "token per URL; an answer over 500 URLs is streamed. Roles: admin, upload.",
     operation_class=operation(body=PART_URLS_BODY),
     responses={
         200: success(PartUrlsView, "The file and its presigned part URLs.", "part-urls"),

@@ -35,6 +35,8 @@ class Role(StrEnum):
 
 WRITE_ROLES = frozenset({Role.ADMIN, Role.UPLOAD})
 READ_ROLES = frozenset(Role)
+ADMIN_ROLES = frozenset({Role.ADMIN})
+"""Account settings such as webhook endpoints."""
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -98,18 +100,36 @@ async def list_keys(redis: Redis) -> list[KeyInfo]:
     return out
 
 
-async def revoke_key(redis: Redis, key_id: str) -> bool:
-    """Delete the key whose id (digest prefix) matches; False if none."""
-    if len(key_id) < 8:
-        return False
-    for d in (x.decode() for x in await redis.zrange(API_KEYS_INDEX, 0, -1)):
-        if d.startswith(key_id):
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.delete(api_key_key(d))
-                pipe.zrem(API_KEYS_INDEX, d)
-                await pipe.execute()
-            return True
-    return False
+class AmbiguousKeyId(ValueError):
+    """A revoke by an id prefix that several keys share: nothing was revoked."""
+
+    def __init__(self, key_id: str, matches: list[str]) -> None:
+        super().__init__(f"{key_id!r} is the start of {len(matches)} key ids ({', '.join(matches)}); give the whole "
+                         "id of the one to revoke")  # fmt: skip
+        self.matches = matches
+
+
+MIN_KEY_ID_CHARS = 8
+
+
+async def revoke_key(redis: Redis, key_id: str) -> str | None:
+    """Delete the one key whose id (its digest prefix; at least 8 characters of it may be given) starts with
+    `key_id`; returns its whole id, or None when no key matches. When several keys match, nothing is revoked:
+    AmbiguousKeyId names them."""
+    key_id = key_id.strip().lower()
+    if len(key_id) < MIN_KEY_ID_CHARS or any(c not in "0123456789abcdef" for c in key_id):
+        return None
+    matches = [d for d in (x.decode() for x in await redis.zrange(API_KEYS_INDEX, 0, -1)) if d.startswith(key_id)]
+    if len(matches) > 1:
+        raise AmbiguousKeyId(key_id, sorted(key_id_of(d) for d in matches))
+    if not matches:
+        return None
+    (d,) = matches
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(api_key_key(d))
+        pipe.zrem(API_KEYS_INDEX, d)
+        await pipe.execute()
+    return key_id_of(d)
 
 
 class KeyCache:

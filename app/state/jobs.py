@@ -41,6 +41,8 @@ EXPIRE_CRON = "expire_due_groups"
 ORPHAN_CRON = "abort_orphan_uploads"
 RECONCILE_CRON = "reconcile_objects"
 REDRIVE_CRON = "redrive"
+DELIVER_WEBHOOK_JOB = "deliver_webhook"
+"""One delivery attempt of one event to one endpoint, on the webhook queue (app/webhooks/delivery.py)."""
 
 
 def provision_job_id(session_id: str) -> str:
@@ -67,6 +69,11 @@ def refresh_job_id(session_id: str) -> str:
 def process_job_id(session_id: str) -> str:
     """The processing job of a completed group."""
     return f"process:{session_id}"
+
+
+def delivery_job_id(endpoint_id: str, event_id: str, round_id: str, attempt: int) -> str:
+    """One attempt of one delivery; a redelivery is a new round ('0' is the first) with attempts of its own."""
+    return f"webhook:{endpoint_id}:{event_id}:{round_id}:{attempt}"
 
 
 def job_document(function: str, args: Sequence[Any], enqueued_ms: int) -> bytes:

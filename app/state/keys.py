@@ -34,6 +34,52 @@ API_KEYS_INDEX = f"{PREFIX}apikeys"
 METRICS_KEY = f"{PREFIX}metrics"
 """hash of counters the workers keep: `MetricField`s and `job:{function}:{outcome}`."""
 
+EVENTS_STREAM = f"{PREFIX}events"
+"""stream: the event outbox. The scripts that change a group append its events here (only for accounts with a webhook
+endpoint); the dispatchers read it through the consumer group EVENTS_GROUP (app/webhooks/dispatch.py)."""
+EVENTS_GROUP = "dispatchers"
+WEBHOOKS_INDEX = f"{PREFIX}webhooks"
+"""zset: every webhook endpoint id, scored by creation (ms): the admin CLI's listing."""
+WEBHOOKS_WAITING = f"{PREFIX}webhooks:waiting"
+"""set: endpoint ids with parked deliveries; the dispatchers look at their lines every few seconds (a lapsed slot)."""
+WEBHOOKS_DISABLED = f"{PREFIX}webhooks:disabled"
+"""set: endpoint ids the service disabled (a 410, or failing for days); a metric counts them."""
+
+
+def webhook_registry_key(account: str) -> str:
+    """set: an account's webhook endpoint ids. The state scripts check that it EXISTS before recording an event."""
+    return f"{PREFIX}webhooks:{account}"
+
+
+def webhook_key(endpoint_id: str) -> str:
+    """hash: one endpoint (url, event types, enabled, secrets, disabled reason, delivery health)."""
+    return f"{PREFIX}webhook:{endpoint_id}"
+
+
+def webhook_log_key(endpoint_id: str) -> str:
+    """list: an endpoint's last delivery attempts, newest first (JSON each, capped)."""
+    return f"{PREFIX}webhook:{endpoint_id}:log"
+
+
+def webhook_busy_key(endpoint_id: str) -> str:
+    """zset: deliveries to an endpoint in flight now (job id scored by when its lease lapses): its concurrency."""
+    return f"{PREFIX}webhook:{endpoint_id}:busy"
+
+
+def webhook_waiting_key(endpoint_id: str) -> str:
+    """zset: deliveries parked while the endpoint's slots were taken (their ids, by when they parked): its line."""
+    return f"{PREFIX}webhook:{endpoint_id}:waiting"
+
+
+def webhook_parked_key(endpoint_id: str) -> str:
+    """hash: the job documents of an endpoint's parked deliveries (id -> arq job), queued again when woken."""
+    return f"{PREFIX}webhook:{endpoint_id}:parked"
+
+
+def webhook_done_key(job_id: str) -> str:
+    """Marks a delivery attempt recorded, so its job run again (a worker died before arq finished it) sends nothing."""
+    return f"{PREFIX}whdone:{job_id}"
+
 
 class MetricField:
     """Counters in METRICS_KEY written by the state scripts and the workers."""
@@ -45,6 +91,8 @@ class MetricField:
     """Destructive sweeps that refused to run because the Redis is not the one the objects were written with."""
     DELETIONS_CAPPED = "deletions_capped"
     """Sweep runs that stopped at SPATIALGEN_SWEEP_MAX_DELETIONS."""
+    WEBHOOK_PREFIX = "webhook:"
+    """`webhook:<outcome>`: webhook delivery attempts by outcome (delivered, retrying, failed, disabled)."""
 
 
 JOB_FIELD_PREFIX = "job:"

@@ -26,6 +26,7 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix
 
+from app.domain.events import EventType
 from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
 from app.domain.reasons import Reason
 from app.state.jobs import JobSpec
@@ -59,6 +60,7 @@ def lua_names() -> dict[str, str]:
     names |= {f"reason.{r.value}": r.value for r in Reason}
     names |= {f"metric.{k.lower()}": v for k, v in vars(MetricField).items() if k.isupper()}
     names |= {f"handoff.{k.lower()}": v for k, v in vars(HandoffState).items() if k.isupper()}
+    names |= {f"event.{e.name.lower()}": e.value for e in EventType}
     rendered = {k: _lua_str(v) for k, v in names.items()}
     rendered["number.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare
     rendered["arq.in_progress_prefix"] = _lua_str(in_progress_key_prefix)

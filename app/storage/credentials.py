@@ -81,7 +81,9 @@ class CredentialSource:
         last = self._last
         if last is not None and last[0] is frozen:  # unchanged since the last call: same object
             return last[1]
-        credentials = PresignCredentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+        expiry = getattr(provider, "_expiry_time", None)  # botocore's refreshable credentials keep it here
+        expires_at = expiry.timestamp() if expiry is not None else None
+        credentials = PresignCredentials(frozen.access_key, frozen.secret_key, frozen.token or None, expires_at)
         self._last = (frozen, credentials)
         return credentials
 

@@ -34,6 +34,7 @@ _MAX_OBJECT_BYTES = 5 * 1024**3
 # "If-None-Match: *" so storage refuses to replace an object already at the key.
 _SIGNED_SIZED = "content-length;host"
 _SIGNED_WRITE_ONCE = "content-length;host;if-none-match"
+_CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # How many (date, region) signing keys to keep: today's plus a few around midnight UTC.
 _SIGNING_KEY_CACHE_SIZE = 4
@@ -55,11 +56,13 @@ _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 @dataclass(frozen=True, slots=True)
 class PresignCredentials:
-    """Static AWS credentials; the secret and token are kept out of repr()."""
+    """AWS credentials; the secret and token are kept out of repr(). `expires_at` (epoch seconds) is set for
+    temporary ones from the provider chain: a URL signed with them stops working then, whatever it says."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +170,19 @@ class S3Presigner:
         expires_in: int,
         now: datetime,
         if_none_match: bool = False,
+        content_type: str | None = None,
     ) -> str:
         """Return a presigned PUT URL for a single-request object upload of exactly content_length bytes.
 
         With if_none_match the URL also signs ``If-None-Match: *``: the client must send that header, and
-        storage refuses (412) to write when the key already holds an object.
+        storage refuses (412) to write when the key already holds an object. With content_type it signs
+        ``Content-Type``: the object is stored with that type and no other.
         """
         parts = ((0, content_length),)
         return self._presign(
-            bucket, key, expires_in=expires_in, now=now, upload_id=None, parts=parts, if_none_match=if_none_match
-        )[0]
+            bucket, key, expires_in=expires_in, now=now, upload_id=None, parts=parts, if_none_match=if_none_match,
+            content_type=content_type,
+        )[0]  # fmt: skip
 
     def presign_upload_parts(
         self,
@@ -257,6 +263,7 @@ class S3Presigner:
         upload_id: str | None,
         parts: Iterable[tuple[int, int]],
         if_none_match: bool = False,
+        content_type: str | None = None,
     ) -> list[str]:
         """Sign one PutObject (upload_id None) or many UploadPart URLs sharing one timestamp."""
         if isinstance(expires_in, bool) or not isinstance(expires_in, int):
@@ -271,6 +278,10 @@ class S3Presigner:
         netloc, host, canonical_uri = self._target(bucket, key)
         scope = f"{date_stamp}/{self._region}/{_SERVICE}/{_TERMINATOR}"
         signed_headers = _SIGNED_WRITE_ONCE if if_none_match else _SIGNED_SIZED
+        if content_type is not None:
+            if not _CONTENT_TYPE_RE.match(content_type):
+                raise ValueError(f"invalid content type {content_type!r}")
+            signed_headers = signed_headers.replace("content-length;", "content-length;content-type;")
 
         # Canonical query string: parameters sorted by encoded name (byte order), so the
         # uppercase X-Amz-* names come first, then partNumber, then uploadId.  The URL carries
@@ -286,7 +297,8 @@ class S3Presigner:
         # Canonical headers, sorted by name, each line ending in "\n"; the request's lines are joined by
         # "\n", hence the empty line before the signed-header list.  Only content-length varies per URL.
         after_host = "if-none-match:*\n" if if_none_match else ""
-        after_length = f"\nhost:{host}\n{after_host}\n{signed_headers}\n{_UNSIGNED_PAYLOAD}"
+        typed = f"\ncontent-type:{content_type}" if content_type is not None else ""
+        after_length = f"{typed}\nhost:{host}\n{after_host}\n{signed_headers}\n{_UNSIGNED_PAYLOAD}"
         canonical_head = f"PUT\n{canonical_uri}\n{common_query}"
         url_head = f"{self._scheme}://{netloc}{canonical_uri}?{common_query}"
 

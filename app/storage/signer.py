@@ -79,6 +79,8 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
     total_bytes: int
     expires_in: int
     signed_at: int
+    content_type: str | None = None
+    """Signed into a single PUT's URL (the client sends it as is); parts carry none."""
 
 
 def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
@@ -93,8 +95,11 @@ def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
     sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
     if batch.upload_id is None:
         urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
-                                             expires_in=batch.expires_in, now=when, if_none_match=True)]  # fmt: skip
+                                             expires_in=batch.expires_in, now=when, if_none_match=True,
+                                             content_type=batch.content_type)]  # fmt: skip
         write_once: dict[str, str] = {"If-None-Match": "*"}
+        if batch.content_type is not None:
+            write_once["Content-Type"] = batch.content_type
     else:
         urls = presigner.presign_upload_parts(
             batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,

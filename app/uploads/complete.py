@@ -61,6 +61,7 @@ async def complete_file_upload(
         raise errors.FILE_NOT_PROVISIONED(
             f"File {upload_id} has no storage upload yet: get its part URLs, upload the parts, then complete."
         )
+    started = False
     for _ in range(BEGIN_TRIES):
         status = snap.file_status(upload_id)
         if _completed(snap, upload_id):
@@ -86,21 +87,28 @@ async def complete_file_upload(
         )  # fmt: skip
         reply = await service.state.begin_complete(snap.record, upload_id, now_ms=now, attempt_seen=attempt, job=job)
         if reply.code is Reply.OK:
+            started = True
             break
         # Someone else moved the file meanwhile (a concurrent complete, a cancel): look again.
         snap = await service.load_group(principal, session_id)
-    return await _await_completion(service, principal, session_id, f)
+    return await _await_completion(service, principal, session_id, f, just_queued=started)
+
+
+JOB_PICKUP_SECONDS = 0.1
+"""When a completion queued a moment ago may first be done: a worker polls its queue every 50 ms, and the job
+itself makes two storage calls. Looking sooner costs Redis a read that cannot succeed."""
 
 
 async def _await_completion(
-    service: UploadService, principal: Principal, session_id: str, f: FileRecord
+    service: UploadService, principal: Principal, session_id: str, f: FileRecord, *, just_queued: bool
 ) -> tuple[int, CompletedFileView]:
     def settled(s: GroupSnapshot) -> bool:
         return s.file_status(f.upload_id) is not FileStatus.COMPLETING or s.status not in LIVE_GROUP
 
     snap, done = await poll_until(
-        lambda: service.load_group(principal, session_id), settled, within=service.settings.api.complete_wait_seconds
-    )
+        lambda: service.load_group(principal, session_id), settled, within=service.settings.api.complete_wait_seconds,
+        first_after=JOB_PICKUP_SECONDS if just_queued else 0.0,
+    )  # fmt: skip
     if not done:
         return 202, completed_view(snap, f)
     status = snap.file_status(f.upload_id)

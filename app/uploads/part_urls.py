@@ -15,7 +15,7 @@ import msgspec
 
 from app.domain import errors
 from app.domain.answers import PartUrl, PartUrlsView
-from app.domain.contract import UploadStrategy
+from app.domain.contract import UploadStrategy, content_type
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.domain.limits import Charge, charge_spent, part_urls_cost
 from app.domain.parts import select_parts
@@ -30,6 +30,8 @@ from app.uploads.views import file_fields
 
 log = logging.getLogger("spatialgen.uploads")
 _json_decoder = msgspec.json.Decoder(list[PartUrl])
+MIN_URL_SECONDS = 60
+"""The shortest URL life worth handing out (credentials closer to their end than this are being renewed)."""
 
 
 async def sign_part_urls(
@@ -51,16 +53,6 @@ async def sign_part_urls(
     if f.strategy is UploadStrategy.MULTIPART:
         s3_upload_id = snap.s3_upload_id(upload_id) or await provision_for_client(service, snap, f)
 
-    # SigV4 time has second precision; every URL of one answer shares one timestamp.
-    signed_at = now // 1000
-    expires_in = min(service.settings.uploads.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
-    if expires_in < 1:
-        raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
-    batch = SignBatch(
-        bucket=service.settings.storage.bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
-        part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
-        signed_at=signed_at,
-    )  # fmt: skip
     try:
         credentials = await service.signer.credentials.current()
     except StorageCredentialsError as exc:  # the provider chain has nothing usable right now
@@ -68,6 +60,25 @@ async def sign_part_urls(
         raise errors.DEPENDENCY_UNAVAILABLE(
             "Storage credentials are unavailable right now; try again shortly.", headers={"Retry-After": "5"}
         ) from None
+    # SigV4 time has second precision; every URL of one answer shares one timestamp. A URL lives as long as the
+    # settings allow, the group lasts and the credentials signing it stay valid (expiresAt is never a promise
+    # storage would break: temporary credentials end every URL signed with them).
+    signed_at = now // 1000
+    expires_in = min(service.settings.uploads.part_url_ttl_seconds, (snap.record.expires_ms // 1000) - signed_at)
+    if expires_in < 1:
+        raise errors.SESSION_EXPIRED(f"Upload group {session_id} expires now; start a new group.")
+    if credentials.expires_at is not None:
+        expires_in = min(expires_in, int(credentials.expires_at) - signed_at)
+        if expires_in < MIN_URL_SECONDS:  # the chain refreshes well before this; a clock or STS problem
+            log.warning("part-urls %s/%s: signing credentials expire in %d s", session_id, upload_id, expires_in)
+            raise errors.DEPENDENCY_UNAVAILABLE(
+                "Storage credentials are being renewed; try again shortly.", headers={"Retry-After": "5"}
+            )
+    batch = SignBatch(
+        bucket=service.settings.storage.bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
+        part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
+        signed_at=signed_at, content_type=content_type(f.ext) if s3_upload_id is None else None,
+    )  # fmt: skip
     fields = file_fields(f, FileStatus.UPLOADING)
     if len(numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
         stream = service.streams.open(principal.key_id)  # 429 when this key already streams its share

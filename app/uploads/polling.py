@@ -19,12 +19,15 @@ MAX_INTERVAL = 1.0
 
 async def poll_until(
     read: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, within: float,
-    interval: float = FIRST_INTERVAL, max_interval: float = MAX_INTERVAL,
+    interval: float = FIRST_INTERVAL, max_interval: float = MAX_INTERVAL, first_after: float = 0.0,
 ) -> tuple[T, bool]:  # fmt: skip
-    """Call `read` now, then after `interval` s, doubling the pause up to `max_interval`, until `done(value)` or
-    `within` s have passed; returns (last value, done). The first read happens at once, so a wait of 0 s still
-    looks once, and the last one at the deadline."""
+    """Call `read` after `first_after` s (capped by `within`), then after `interval` s, doubling the pause up to
+    `max_interval`, until `done(value)` or `within` s have passed; returns (last value, done). A wait of 0 s still
+    looks once (at once), and the last look is at the deadline. `first_after` skips looks that cannot succeed
+    (work queued a moment ago is not done yet)."""
     deadline = time.monotonic() + within
+    if first_after > 0:
+        await asyncio.sleep(min(first_after, within))
     pause = interval
     while True:
         value = await read()

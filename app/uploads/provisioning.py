@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from app.domain.clock import now_ms
-from app.domain.contract import UploadStrategy
+from app.domain.contract import UploadStrategy, content_type
 from app.domain.lifecycle import Reply
 from app.domain.records import FileRecord
 from app.state import GroupSnapshot, ScriptReply, UploadState
@@ -104,7 +104,7 @@ async def provision_file(
         chosen = existing[0].upload_id
     else:
         await state.note_provisioning(record.session_id, f.upload_id, now_ms())
-        chosen = await store.create_multipart(key)
+        chosen = await store.create_multipart(key, content_type(f.ext))
     reply = await state.record_s3_upload(record, f.upload_id, chosen)
     if reply.code is Reply.OK:
         return chosen

@@ -277,6 +277,8 @@ class DevStack:
     def start(self) -> None:
         """Take the data dir's and the port's locks (StackConflict, nothing touched, if another stack holds one),
         start the stores, then the API and a worker; record what runs where in dev.env."""
+        # Webhooks to a local receiver (deploy/local/webhook_receiver.py): loopback and http:// are refused otherwise.
+        self.env.setdefault("SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
         self.lock.acquire()
         self.locked = True
         if "SPATIALGEN_REDIS_URL" not in self.env:
@@ -305,6 +307,8 @@ class DevStack:
         recorded = {
             "SPATIALGEN_REDIS_URL": settings.redis.url, "SPATIALGEN_S3_ENDPOINT_URL": settings.storage.endpoint_url,
             "SPATIALGEN_S3_BUCKET": settings.storage.bucket, "SPATIALGEN_API_URL": api_url, "SPATIALGEN_API_KEY": key,
+            # spatialgen-admin webhooks create checks endpoint URLs as the API does
+            "SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS": self.env["SPATIALGEN_WEBHOOK_ALLOW_PRIVATE_TARGETS"],
         }  # fmt: skip
         if self.moto is not None:  # moto's made-up keys, so the CLI tools reach it too (never real credentials)
             recorded |= {"SPATIALGEN_S3_ACCESS_KEY_ID": settings.storage.access_key_id,

@@ -4,9 +4,8 @@ Starts its own Valkey (AOF everysec, as deployed), moto, one API process (spatia
 (spatialgen-worker), and drives N seed-shaped groups (4 files: two 2-part multipart videos, an audio file and a
 subtitle as single PUTs; sizes small so the PUTs are cheap) through the whole flow, phase by phase:
 
-  1a. create every group with the worker stopped (SIGSTOP): the API's create alone;
-  1b. continue the worker: its provisioning jobs (open the multipart uploads, record them);
-  2.  part-urls for every file (and the delayed parts-refresh job each one queues, run by the worker);
+  1.  create every group: the API's create alone (one script; no job is queued, no storage call made);
+  2.  part-urls for every file: the first call of a multipart file opens its upload (the API, inline);
   3.  PUT the bytes to the presigned URLs (storage only: no figures);
   4.  complete every file (completion jobs, the finishing script, library record and processing hand-off);
   5.  one re-drive pass (the worker's cron, run here with its clock 30 s ahead): it removes each completed file
@@ -14,9 +13,10 @@ subtitle as single PUTs; sizes small so the PUTs are cheap) through the whole fl
 
 Valkey CPU is INFO cpu's main-thread user+sys before and after each phase, once the worker has drained the
 queue; the idle rate (API and worker running: arq polls every 50 ms; plus this bench's queue polling) is
-measured in the same run and subtracted over each phase's wall time. With --pace the calls are spread over time
-at that many groups/s and the worker is never stopped (1a and 1b become one phase): less backlog, so fewer of
-arq's re-scans of jobs already running and fewer API polls of a completion. Rate limits and quotas off; the
+measured in the same run and subtracted over each phase's wall time. Commands and round trips per group come
+from INFO stats (total_commands_processed: what clients sent, a script once; total_reads_processed: read
+events, about one per round trip, pipelines and the idle polling included). With --pace the calls are spread
+over time at that many groups/s: less backlog, fewer API polls of a completion. Rate limits and quotas off; the
 periodic sweeps hourly. Never asserts a figure.
 """
 
@@ -86,6 +86,8 @@ class Reading:
     cmds: dict[str, tuple[int, int]]  # command -> (calls, µs inside it), INFO commandstats
     jobs: int  # job runs the worker counted (sg:metrics job:*), crons apart
     crons: int
+    reads: int = 0  # INFO stats total_reads_processed: read events, about one per client round trip
+    commands: int = 0  # INFO stats total_commands_processed: commands clients sent (a script counts once)
 
     def __sub__(self, o: Reading) -> Reading:
         cmds = {}
@@ -95,7 +97,8 @@ class Reading:
                 cmds[name] = (calls - c0, usec - u0)
         return Reading(self.wall - o.wall, self.valkey - o.valkey, self.valkey_sys - o.valkey_sys,
                        self.valkey_all - o.valkey_all, self.api - o.api, self.worker - o.worker, cmds,
-                       self.jobs - o.jobs, self.crons - o.crons)  # fmt: skip
+                       self.jobs - o.jobs, self.crons - o.crons, self.reads - o.reads,
+                       self.commands - o.commands)  # fmt: skip
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Bench:
         """Counters now (these INFO calls are in the figures: two per phase, some tens of µs)."""
         info: dict[str, Any] = await self.redis.info("cpu")
         info |= await self.redis.info("commandstats")
+        info |= await self.redis.info("stats")
         cmds = {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
                 for k, v in info.items() if k.startswith("cmdstat_")}  # fmt: skip
         metrics = {k.decode(): int(v) for k, v in (await self.redis.hgetall(METRICS_KEY)).items()}  # type: ignore[misc]
@@ -163,6 +167,8 @@ class Bench:
             cmds=cmds,
             jobs=sum(v for k, v in metrics.items() if k.startswith("job:") and not k.startswith(CRONS)),
             crons=sum(v for k, v in metrics.items() if k.startswith(CRONS)),
+            reads=int(info.get("total_reads_processed", 0)),
+            commands=int(info.get("total_commands_processed", 0)),
         )
 
     async def drained(self, within: float = 300.0) -> None:
@@ -209,10 +215,6 @@ class Bench:
                 await call()
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
-
-    def pause_worker(self, stop: bool) -> None:
-        """SIGSTOP / SIGCONT the worker's process group (Stack.stop continues it before stopping it)."""
-        os.killpg(self.worker_pid, signal.SIGSTOP if stop else signal.SIGCONT)
 
     # --- the client's side of the flow (as tests/faults/test_scale_out.py drives it) -----------------
 
@@ -275,7 +277,7 @@ class Bench:
             state.close()
 
 
-def commands_line(phase: Phase, k: int = 6) -> str:
+def commands_line(phase: Phase, k: int = 8) -> str:
     """The phase's commands per operation (INFO commandstats): the most time spent inside first."""
     d = phase.delta
     cmds = sorted(d.cmds.items(), key=lambda kv: -kv[1][1])
@@ -375,56 +377,36 @@ def census_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
 
 
-async def phases(b: Bench, args: argparse.Namespace, data: bytes) -> None:  # noqa: PLR0915 - phases in sequence
+async def phases(b: Bench, args: argparse.Namespace, data: bytes) -> None:
     """Idle baselines, then the measured phases and the summary."""
     n, pace = args.groups, args.pace
     await b.flow(args.warmup, data)  # warm-up: every code path once, scripts cached, connections open
     await asyncio.sleep(0.5)
     running = await idle_rate(b, args.idle, poll=True)
     print(idle_line("API + worker running, bench polling the queue", running), flush=True)
-    stopped = running
-    if not pace:
-        b.pause_worker(True)
-        await asyncio.sleep(0.2)
-        stopped = await idle_rate(b, min(args.idle, 2.0), poll=False)
-        print(idle_line("API only, worker stopped", stopped), flush=True)
-    await calibrate(b, stopped)
+    await calibrate(b, running)
 
     census0, mem0 = await b.census(), await b.used_memory()
     groups: list[Group] = []
     measured: list[Phase] = []
-    if pace:
 
-        async def create_provision() -> None:
-            await b.gated([partial(b.create, groups) for _ in range(n)], pace)
-            await b.drained()
+    async def create() -> None:
+        await b.gated([partial(b.create, groups) for _ in range(n)], pace)
+        await b.drained()  # nothing is queued by a create; this only checks it
 
-        measured.append(await measure(b, "1", n, running, "create", f"paced at {pace:g}/s, worker running: the "
-                                      "API's create and the worker's provisioning", create_provision))  # fmt: skip
-        mem1 = await b.used_memory()
-    else:
-        created = partial(b.gated, [partial(b.create, groups) for _ in range(n)])
-        measured.append(await measure(b, "1a", n, stopped, "create", "worker stopped: the API's create alone",
-                                      created))  # fmt: skip
-        mem1 = await b.used_memory()
-
-        async def provision() -> None:
-            b.pause_worker(False)
-            await b.drained()
-
-        measured.append(await measure(b, "1b", n, running, "create", "worker continued: its provisioning job "
-                                      "of each group", provision))  # fmt: skip
-    mem2, census2 = await b.used_memory(), await b.census()
+    measured.append(await measure(b, "1", n, running, "create", "the API's create: one script, no job, no storage "
+                                  "call", create))  # fmt: skip
+    mem1, census1 = await b.used_memory(), await b.census()
 
     files = [(g, f) for g in groups for f in g.files]
 
     async def part_urls() -> None:
         await b.gated([partial(b.part_urls, g, f) for g, f in files], pace * len(files) / n)
-        await b.drained()  # the delayed parts refresh each call queued
+        await b.drained()
 
-    measured.append(await measure(b, "2", len(files), running, "part-urls call", "incl. the delayed parts "
-                                  "refresh job it queues", part_urls))  # fmt: skip
-    mem3 = await b.used_memory()
+    measured.append(await measure(b, "2", len(files), running, "part-urls call", "the first of each file: a "
+                                  "multipart file's upload opened by the API", part_urls))  # fmt: skip
+    mem2 = await b.used_memory()
 
     t0 = time.perf_counter()
     puts = [partial(b.put, g, u, p, data) for g in groups for u, ps in g.parts.items() for p in ps]
@@ -444,26 +426,28 @@ async def phases(b: Bench, args: argparse.Namespace, data: bytes) -> None:  # no
                                   f"completing-index entries, {handoffs} hand-off checks", b.redrive_pass))  # fmt: skip
     mem5 = await b.used_memory()
 
-    print(f"[mem] used_memory per group: {(mem1 - mem0) / n:.0f} B created, {(mem2 - mem0) / n:.0f} B provisioned "
-          f"(live), {(mem3 - mem0) / n:.0f} B after part-urls (parts refreshed), {(mem4 - mem0) / n:.0f} B completed, "
-          f"{(mem5 - mem0) / n:.0f} B completed after the re-drive pass", flush=True)  # fmt: skip
-    print(per_group("live, by key pattern (MEMORY USAGE)", census_delta(census2, census0), n), flush=True)
+    print(f"[mem] used_memory per group: {(mem1 - mem0) / n:.0f} B created, {(mem2 - mem0) / n:.0f} B after "
+          f"part-urls (live, provisioned), {(mem4 - mem0) / n:.0f} B completed, {(mem5 - mem0) / n:.0f} B completed "
+          "after the re-drive pass", flush=True)  # fmt: skip
+    print(per_group("created, by key pattern (MEMORY USAGE)", census_delta(census1, census0), n), flush=True)
     print(per_group("completed, by key pattern", census_delta(census4, census0), n), flush=True)
 
-    create_us = sum(p.per_op_us() for p in measured if p.label.startswith("1"))
-    split = "" if pace else f" (API {measured[0].per_op_us():.0f} + worker provisioning {measured[1].per_op_us():.0f})"
-    urls, done, cleanup = measured[-3:]
+    made, urls, done, cleanup = measured
     lifecycle_us = sum(p.corrected("valkey") for p in measured) * 1e6 / n
     api_ms = sum(p.corrected("api") for p in measured) * 1e3 / n
     worker_ms = sum(p.corrected("worker") for p in measured) * 1e3 / n
+    commands = sum(sum(calls for calls, _ in p.delta.cmds.values()) for p in measured) / n
+    trips = sum(p.delta.reads for p in measured) / n
+    idle_trips = running.reads / running.wall * sum(p.delta.wall for p in measured) / n
     print(
-        f"SUMMARY valkey main-thread CPU, idle-corrected: create {create_us:.0f} µs{split}, part-urls "
+        f"SUMMARY valkey main-thread CPU, idle-corrected: create {made.per_op_us():.0f} µs, part-urls "
         f"{urls.per_op_us():.0f} µs/call, completion {done.per_op_us():.0f} µs/file, re-drive "
         f"{cleanup.per_op_us():.0f} µs/group; whole group lifecycle ({len(files) / n:g} files) {lifecycle_us:.0f} µs "
-        f"-> one Valkey core sustains ≈ {1e6 / lifecycle_us:.0f} group lifecycles/s (≈ {1e6 / create_us:.0f} "
-        f"creates/s if creates only); memory {(mem2 - mem0) / n:.0f} B per live (provisioned) group, "
-        f"{(mem5 - mem0) / n:.0f} B per completed group; API {api_ms:.1f} ms and worker {worker_ms:.1f} ms CPU "
-        "per group",
+        f"-> one Valkey core sustains ≈ {1e6 / lifecycle_us:.0f} group lifecycles/s (≈ {1e6 / made.per_op_us():.0f} "
+        f"creates/s if creates only); per group {commands:.0f} commands (a script's own calls included) and "
+        f"{trips:.0f} round trips (read events; {idle_trips:.0f} of them the idle polling over the phases' time); "
+        f"memory {(mem2 - mem0) / n:.0f} B per live group, {(mem5 - mem0) / n:.0f} B per completed group; "
+        f"API {api_ms:.1f} ms and worker {worker_ms:.1f} ms CPU per group",
         flush=True,
     )
 

@@ -22,9 +22,9 @@ from app.admin.cli import run
 from app.domain.clock import now_ms
 from app.settings import Settings
 from app.state import UploadState
-from app.state.apikeys import Principal, Role
+from app.state.apikeys import Principal, Role, create_key, list_keys
 from app.state.jobs import PROCESS_JOB, PROVISION_JOB, JobSpec, deserialize, job_document, provision_job_id, serialize
-from app.state.keys import account_index_key, group_key, state_key
+from app.state.keys import API_KEYS_INDEX, account_index_key, api_key_key, group_key, state_key
 from app.uploads import cancel, start
 from app.uploads.service import UploadService
 from app.uploads.views import group_status_view
@@ -101,7 +101,7 @@ async def busy(settings: Settings, state: UploadState, redis: Redis, burst: Any)
 
 async def test_queues_counts_every_queue(capsys: Any, settings: Settings, busy: Busy) -> None:
     stats = {q["queue"]: q for q in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [settings.worker.queue_name, PROCESSING]
+    assert list(stats) == [settings.worker.queue_name, PROCESSING, settings.webhooks.queue_name]
     up = stats[settings.worker.queue_name]
     assert {k: up[k] for k in ("queued", "scheduled", "inProgress", "results", "failures")} == {
         "queued": 3, "scheduled": 2, "inProgress": 0, "results": 3, "failures": 2,
@@ -285,7 +285,7 @@ async def test_undecodable_and_missing_jobs_and_capped_scans(capsys: Any, settin
     assert (rows["bad"]["function"], rows["bad"]["state"], rows["bad"]["queue"]) == ("<undecodable>", "unknown",
                                                                                      "<unknown>")  # fmt: skip
     stats = {s["queue"]: s for s in await cli_json(capsys, settings, "queues")}
-    assert list(stats) == [q, PROCESSING, "<unknown>"]
+    assert list(stats) == [q, PROCESSING, settings.webhooks.queue_name, "<unknown>"]
     assert (stats[q]["queued"], stats["<unknown>"]["results"]) == (2, 1)
     assert 0.9 <= stats[q]["oldestQueuedAgeSeconds"] < 30
 
@@ -354,3 +354,25 @@ async def test_console_script_and_connection_errors(settings: Settings, busy: Bu
     assert "Traceback" not in err and "s3cret" not in err
     code, _, err = await script("sessions", "show", "x", "--redis-url", "nope://host")
     assert code == 2 and err.startswith("error: invalid Redis URL")
+
+
+async def test_keys_revoke_takes_one_key_and_refuses_a_prefix_several_share(
+    capsys: Any, settings: Settings, redis: Redis
+) -> None:
+    _, info = await create_key(redis, account="acme", role="upload")
+    # Two keys whose digests share their first 12 characters (written directly: real digests never collide).
+    twins = [("deadbeef0123" + f"{i:x}" * 52) for i in (1, 2)]
+    for d in twins:
+        await redis.hset(api_key_key(d), mapping={"account": "acme", "role": "upload", "label": "", "created": 1})
+        await redis.zadd(API_KEYS_INDEX, {d: 1})
+    code, _, err = await cli(capsys, settings, "keys", "revoke", "deadbeef0123")
+    assert code == 2 and "deadbeef01231111" in err and "deadbeef01232222" in err, err
+    assert await redis.zcard(API_KEYS_INDEX) == 3  # nothing revoked
+    assert (await cli(capsys, settings, "keys", "revoke", "dead"))[0] == 1  # too short to name a key: none
+    assert (await cli(capsys, settings, "keys", "revoke", "not-hex-at-all"))[0] == 1
+    assert await cli_json(capsys, settings, "keys", "revoke", "DEADBEEF01231111") == {
+        "keyId": "deadbeef01231111", "revoked": True,
+    }  # fmt: skip
+    code, out, _ = await cli(capsys, settings, "keys", "revoke", info.key_id[:10])  # a start no other key shares
+    assert code == 0 and out.strip() == f"revoked {info.key_id}"
+    assert [k.key_id for k in await list_keys(redis)] == ["deadbeef01232222"]

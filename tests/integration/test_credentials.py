@@ -14,8 +14,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -155,6 +157,28 @@ async def test_part_urls_and_the_storage_client_follow_the_refresh(
     key_ids = [header.split("Credential=")[1].split("/")[0] for header in sent]
     assert key_ids[0] == "ASIATEST0002" and key_ids[-1] > key_ids[0]
     assert credential_of(r.json()["parts"][0]["url"])[0] > "ASIATEST0001"
+
+
+@pytest.mark.usefixtures("store")
+async def test_urls_never_outlive_the_credentials_that_signed_them(
+    issuer: Issuer, chain_settings: Settings, redis: Redis
+) -> None:
+    lifetime = ADVISORY_REFRESH_SECONDS + 300  # 20 minutes: not due for a refresh yet
+    issuer.plan(lifetime, lifetime)
+    secret, _ = await create_key(redis, account="acme", role="upload")
+    key = {"X-SPATIALGEN-APPKEY": secret}
+    assert chain_settings.uploads.part_url_ttl_seconds > lifetime  # the setting alone would promise longer
+    async with api_client(chain_settings) as api:
+        doc = (await api.post(URL, json=SEED_REQUEST, headers=key)).json()
+        asked = time.time()
+        path = f"{URL}/{doc['sessionId']}/files/{doc['files'][3]['uploadId']}/part-urls"
+        r = await api.post(path, headers=key)
+    assert r.status_code == 200, r.text
+    part = r.json()["parts"][0]
+    expires_at = datetime.fromisoformat(part["expiresAt"]).timestamp()
+    assert asked + lifetime - 5 <= expires_at <= asked + lifetime + 1  # the credentials' end, not 24 h
+    signed_for = int(parse_qs(urlsplit(part["url"]).query)["X-Amz-Expires"][0])
+    assert lifetime - 5 <= signed_for <= lifetime
 
 
 async def test_no_credentials_anywhere_stops_a_storage_client_at_start(

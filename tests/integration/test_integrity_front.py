@@ -210,7 +210,7 @@ async def test_a_single_put_needs_if_none_match_and_writes_once(
     group = await start(api, key, {"video_left": 10, "video_right": 20})
     sid, single = group["sessionId"], group["files"][0]
     (part,) = await part_urls(api, key, sid, single)
-    assert part["headers"] == {"Content-Length": "10", "If-None-Match": "*"}
+    assert part["headers"] == {"Content-Length": "10", "If-None-Match": "*", "Content-Type": "video/quicktime"}
     async with httpx.AsyncClient() as http:
         without = await put_part(http, part, b"a" * 10, drop=("If-None-Match",))
         assert without.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in without.text
@@ -255,7 +255,37 @@ async def test_every_listed_header_is_required(
         "a chunked body where content-length is signed",
         "a chunked body where content-length is signed",
         "signed header if-none-match was not sent",
+        "signed header content-type was not sent",
     ]
+
+
+async def test_objects_are_stored_with_the_content_type_of_their_extension(
+    api: Client, key: dict[str, str], worker: Worker, front: SigV4Front, s3: Any, small: Settings
+) -> None:
+    names = {"video_left": "l.MOV", "video_right": "r.mp4"}
+    files = [{"fileName": names[role], "fileRole": role, "sizeBytes": size}
+             for role, size in (("video_left", 5 * MIB + 1), ("video_right", 30))]  # fmt: skip
+    answer = await api.post(URL, json={"videoName": "types", "layout": "Separate", "files": files}, headers=key)
+    assert answer.status_code == 201, answer.text
+    group = answer.json()
+    sid = group["sessionId"]
+    big, single = group["files"]
+    (put,) = await part_urls(api, key, sid, single)
+    assert put["headers"]["Content-Type"] == "video/mp4"
+    async with httpx.AsyncClient() as http:
+        wrong = await put_part(http, put, b"x" * 30, extra={"Content-Type": "text/html"})
+        assert wrong.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in wrong.text
+        assert (await put_part(http, put, b"x" * 30)).status_code == 200
+        data, done = os.urandom(big["totalBytes"]), []
+        for part in await part_urls(api, key, sid, big):
+            assert "Content-Type" not in part["headers"]  # parts carry none: the upload was created with it
+            sent = await put_part(http, part, data[part["byteStart"] : part["byteEnd"]])
+            done.append({"partNumber": part["partNumber"], "etag": sent.headers["etag"]})
+    assert (await complete(api, key, sid, single["uploadId"], None)).status_code == 200
+    assert (await complete(api, key, sid, big["uploadId"], done)).status_code == 200
+    types = {o["Key"].rsplit(".", 1)[1]: s3.head_object(Bucket=small.storage.bucket, Key=o["Key"])["ContentType"]
+             for o in stored_objects(s3, small.storage.bucket)}  # fmt: skip
+    assert types == {"mov": "video/quicktime", "mp4": "video/mp4"}
 
 
 async def test_a_checksum_header_the_url_does_not_sign_is_refused(

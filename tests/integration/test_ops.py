@@ -266,6 +266,15 @@ OPERATIONS = {
     ("get", "/health/live"),
     ("get", "/health/ready"),
     ("get", "/metrics"),
+    ("post", "/api/webhooks"),
+    ("get", "/api/webhooks"),
+    ("get", "/api/webhooks/{endpoint_id}"),
+    ("patch", "/api/webhooks/{endpoint_id}"),
+    ("delete", "/api/webhooks/{endpoint_id}"),
+    ("post", "/api/webhooks/{endpoint_id}/rotate-secret"),
+    ("post", "/api/webhooks/{endpoint_id}/test"),
+    ("get", "/api/webhooks/{endpoint_id}/deliveries"),
+    ("post", "/api/webhooks/{endpoint_id}/redeliver"),
 }
 
 

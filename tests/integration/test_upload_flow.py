@@ -186,8 +186,8 @@ async def test_part_urls_shapes_ranges_and_selection(api: Client, key: dict[str,
     r = await api.post(f"{URL}/{sid}/files/{single['uploadId']}/part-urls", headers=key)
     assert r.status_code == 200 and len(r.json()["parts"]) == 1 and "uploadId=" not in r.json()["parts"][0]["url"]
     (put,) = r.json()["parts"]
-    assert put["headers"] == {"Content-Length": "1234", "If-None-Match": "*"}
-    assert "X-Amz-SignedHeaders=content-length%3Bhost%3Bif-none-match&" in put["url"]
+    assert put["headers"] == {"Content-Length": "1234", "If-None-Match": "*", "Content-Type": "application/x-subrip"}
+    assert "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bif-none-match&" in put["url"]
 
 
 async def test_a_completed_single_put_object_cannot_be_replaced_through_its_url(

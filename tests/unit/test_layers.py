@@ -5,7 +5,7 @@ Layers, lowest first (README, Architecture):
     0  app.domain           the contract, rules, lifecycle, errors, reasons, clock: no I/O
     1  app.settings         one typed object, grouped by concern
     2  app.state, app.storage    Redis (keys, scripts, snapshots) and S3 (adapter, presigner); never each other
-    3  app.uploads, app.upkeep   the steps of an upload (both halves) and the periodic sweeps
+    3  app.uploads, app.upkeep, app.webhooks   the steps of an upload (both halves), the periodic sweeps, webhooks
     4  app.http, app.admin, worker    what runs: the API, the admin CLI, the arq workers
 The uploader (app.client) may import itself and app.domain only.
 """
@@ -27,13 +27,16 @@ LAYERS = {
     "app.storage": 2,
     "app.uploads": 3,
     "app.upkeep": 3,
+    "app.webhooks": 3,
     "app.http": 4,
     "app.launch": 4,
     "app.admin": 4,
     "worker": 4,
 }
-SIDEWAYS_FORBIDDEN = {("app.state", "app.storage"), ("app.storage", "app.state"), ("app.upkeep", "app.uploads")}
-"""Same-layer packages that stay apart: Redis and S3 know nothing of each other, and upkeep uses no step."""
+SIDEWAYS_FORBIDDEN = {("app.state", "app.storage"), ("app.storage", "app.state"), ("app.upkeep", "app.uploads"),
+                      ("app.webhooks", "app.uploads"), ("app.uploads", "app.webhooks")}  # fmt: skip
+"""Same-layer packages that stay apart: Redis and S3 know nothing of each other, upkeep uses no step, and webhooks
+and the steps know nothing of each other (the steps' scripts record events; webhooks read them from the outbox)."""
 
 
 def modules() -> dict[str, Path]:

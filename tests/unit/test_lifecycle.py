@@ -18,6 +18,7 @@ from app.domain.lifecycle import (
 )
 from app.domain.records import FileRecord, GroupRecord
 from app.state import GroupSnapshot
+from app.uploads import polling
 from app.uploads.polling import poll_until
 from app.uploads.refusals import file_refusal, group_refusal
 
@@ -87,3 +88,35 @@ async def test_poll_until_reads_at_once_then_until_done_or_time_is_up() -> None:
     value, done = await poll_until(read, lambda v: False, within=0, interval=0)
     assert (value, done, reads) == (0, False, [0])  # a zero wait still looks once
     assert await asyncio.wait_for(poll_until(read, lambda v: False, within=0.05, interval=0.01), 5) is not None
+
+
+async def test_poll_until_backs_off_and_can_skip_looks_that_cannot_succeed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pauses between looks (a fake clock: no real waiting): 50 ms doubling to 1 s, the last look at the
+    deadline; `first_after` delays the first look."""
+    now = [0.0]
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(round(seconds, 6))
+        now[0] += seconds
+
+    monkeypatch.setattr(polling.asyncio, "sleep", sleep)
+    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
+    looks: list[float] = []
+
+    async def read() -> float:
+        looks.append(round(now[0], 6))
+        return now[0]
+
+    await poll_until(read, lambda v: False, within=4.0)
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.45]
+    assert looks == [0.0, 0.05, 0.15, 0.35, 0.75, 1.55, 2.55, 3.55, 4.0]  # 9 looks in 4 s, not 80
+    pauses.clear()
+    looks.clear()
+    now[0] = 0.0
+    assert await poll_until(read, lambda v: v >= 0.3, within=5.0, first_after=0.1) == (0.45, True)
+    assert looks == [0.1, 0.15, 0.25, 0.45]  # the first look only after first_after
+    now[0] = 0.0
+    looks.clear()
+    await poll_until(read, lambda v: False, within=0.0, first_after=0.1)
+    assert looks == [0.0]  # a zero wait still looks once, at once

@@ -163,6 +163,36 @@ def botocore_put_object(client: Any, bucket: str, key: str, length: int, *, writ
     return str(client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
 
 
+@target_param
+@style_param
+@pytest.mark.parametrize("content_type", ["video/quicktime", "application/x-subrip", "audio/mp4"])
+@pytest.mark.parametrize("write_once", [True, False], ids=["if-none-match", "overwritable"])
+@pytest.mark.usefixtures("frozen_botocore_clock")
+def test_put_object_with_a_content_type_matches_botocore(
+    endpoint_url: str, region: str, addressing_style: str, content_type: str, write_once: bool
+) -> None:
+    client = botocore_client(endpoint_url, region, addressing_style, None)
+    params: dict[str, Any] = {"Bucket": BUCKET, "Key": "a/b.mov", "ContentLength": 123, "ContentType": content_type}
+    if write_once:
+        params["IfNoneMatch"] = "*"
+    theirs = str(client.generate_presigned_url("put_object", Params=params, ExpiresIn=900))
+    ours = make_presigner(endpoint_url, region, addressing_style, None).presign_put_object(
+        BUCKET, "a/b.mov", content_length=123, expires_in=900, now=FROZEN_NOW, if_none_match=write_once,
+        content_type=content_type,
+    )  # fmt: skip
+    assert_same_url(ours, theirs)
+    signed = parse_qs(urlsplit(ours).query)["X-Amz-SignedHeaders"][0]
+    assert signed == "content-length;content-type;host" + (";if-none-match" if write_once else "")
+
+
+@pytest.mark.parametrize("bad", ["text/html; charset=utf-8", "video", "Video/MP4", "a/b\nx-amz-acl:public", ""])
+def test_a_content_type_that_is_not_a_plain_media_type_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="content type"):
+        make_presigner(*TARGETS[0], "path", None).presign_put_object(
+            BUCKET, "k", content_length=1, expires_in=60, now=FROZEN_NOW, content_type=bad
+        )
+
+
 def botocore_upload_part(client: Any, bucket: str, key: str, upload_id: str, part_number: int, length: int,
                          expires: int = 3600) -> str:  # fmt: skip
     """botocore's UploadPart URL signing Content-Length, as ours does."""

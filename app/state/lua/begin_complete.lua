@@ -6,15 +6,15 @@
 -- attempt_seen is the attempt count the caller read: if another call started an attempt since, it is stale.
 --! include enqueue
 --! include lifecycle
-local st = redis.call('HGET', key.state, ${field.status})
+local field = ${file_field.status} .. arg.upload_id
+local attempt_field = ${file_field.attempt} .. arg.upload_id
+local now_state = redis.call('HMGET', key.state, ${field.status}, field, attempt_field)
+local st, f = now_state[1], now_state[2]
 if not st then return {${reply.gone}} end
 if not live(st) then return {${reply.group_state}, st} end
 if tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then return {${reply.expired}} end
-local field = ${file_field.status} .. arg.upload_id
-local f = redis.call('HGET', key.state, field)
 if not OPEN_FILE[f] then return {${reply.file_state}, tostring(f)} end
-local attempt_field = ${file_field.attempt} .. arg.upload_id
-local attempt = redis.call('HGET', key.state, attempt_field) or '0'
+local attempt = now_state[3] or '0'
 if attempt ~= arg.attempt_seen then return {${reply.stale}} end
 redis.call('HSET', key.state, field, ${file_status.completing}, attempt_field, tonumber(attempt) + 1, ${field.updated}, arg.now_ms)
 redis.call('HDEL', key.state, ${file_field.reason} .. arg.upload_id)

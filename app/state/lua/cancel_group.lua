@@ -1,5 +1,5 @@
 --- Cancel a live group: its unfinished files and the group become 'canceled', storage is purged.
--- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone
+-- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone, webhooks, events
 -- ARGV: now_ms, expires_ms, retention_ms, session_id, declared_bytes, account, ended_cap, key_prefix, tombstone_ms
 -- JOBS: purge, late_purge
 -- REST: upload_ids
@@ -7,6 +7,7 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
+--! include events
 --! include end_group
 local st = redis.call('HGET', key.state, ${field.status})
 if not st then return {${reply.gone}} end

@@ -1,5 +1,5 @@
 --- Expire one due group: it and its unfinished files become 'expired', storage is purged.
--- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone
+-- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone, webhooks, events
 -- ARGV: now_ms, retention_ms, idle_retention_ms, session_id, declared_bytes, account, ended_cap, key_prefix, tombstone_ms
 -- JOBS: purge, late_purge
 -- REPLY: ok | not_due | gone | group_state <status>
@@ -8,6 +8,7 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
+--! include events
 --! include end_group
 -- A group that never got a part-urls call (still 'initialized') is kept only idle_retention_ms after.
 local st = redis.call('HGET', key.state, ${field.status})

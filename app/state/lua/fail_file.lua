@@ -1,6 +1,6 @@
 --- The assembled object is wrong: the file fails and, with a live group, the whole group fails (the set can
 --- never complete): its other unfinished files fail with it, and its storage is purged.
--- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone
+-- KEYS: state, group, expiry_index, completing_index, usage, ended, trim, tombstone, webhooks, events
 -- ARGV: upload_id, now_ms, reason, retention_ms, session_id, declared_bytes, account, ended_cap, key_prefix, tombstone_ms
 -- JOBS: purge, late_purge
 -- REST: upload_ids
@@ -8,6 +8,7 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
+--! include events
 --! include end_group
 local field = ${file_field.status} .. arg.upload_id
 if redis.call('HGET', key.state, field) ~= ${file_status.completing} then return {${reply.stale}} end
@@ -22,6 +23,6 @@ if live(st) then
     end
   end
   end_group({${field.status}, ${group_status.failed}, ${field.failed}, arg.now_ms}, arg.retention_ms, ${group_status.failed},
-            arg.upload_ids)
+            arg.upload_ids, {reason = string.match(arg.reason, '^[^:]*'), upload_id = arg.upload_id})
 end
 return {${reply.ok}}

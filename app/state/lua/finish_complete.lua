@@ -1,7 +1,7 @@
 --- A verified file becomes 'completed'. If it was the group's last, in the same step: the group is
 --- 'completed', one libraryId is taken, one library record written and one processing job queued.
--- KEYS: state, group, library, library_counter, expiry_index, completing_index, handoff_index, metrics, usage, process_job, process_result, process_queue
--- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, progress
+-- KEYS: state, group, library, library_counter, expiry_index, completing_index, handoff_index, metrics, usage, process_job, process_result, process_queue, webhooks, events
+-- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, progress, account
 -- REST: upload_ids
 -- REPLY: file_completed | group_completed <libraryId> | gone | group_state <status> | stale <file status>
 -- job_expires_ms is 0: the processing job's key never expires (it waits for the pipeline however long).
@@ -10,10 +10,11 @@
 --! include enqueue
 --! include lifecycle
 --! include usage
-local st = redis.call('HGET', key.state, ${field.status})
-if not st then return {${reply.gone}} end
+--! include events
 local field = ${file_field.status} .. arg.upload_id
-local f = redis.call('HGET', key.state, field)
+local now_state = redis.call('HMGET', key.state, ${field.status}, field)
+local st, f = now_state[1], now_state[2]
+if not st then return {${reply.gone}} end
 if f == ${file_status.completing} then  -- whatever the outcome below, this attempt's work ends here
   redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
 end
@@ -26,8 +27,13 @@ if f ~= ${file_status.completing} then return {${reply.stale}, tostring(f)} end
 -- progress: "parts:bytes:refreshed_ms", the whole file (everything listed is in the object now)
 redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms,
            ${file_field.progress} .. arg.upload_id, arg.progress)
-for _, uid in ipairs(arg.upload_ids) do
-  if redis.call('HGET', key.state, ${file_field.status} .. uid) ~= ${file_status.completed} then return {${reply.file_completed}} end
+local others = {}
+for i, uid in ipairs(arg.upload_ids) do others[i] = ${file_field.status} .. uid end
+for _, status in ipairs(redis.call('HMGET', key.state, unpack(others))) do
+  if status ~= ${file_status.completed} then
+    record_event(${event.file_completed}, arg.account, arg.session_id, arg.upload_id, arg.upload_id, st, '', '')
+    return {${reply.file_completed}}
+  end
 end
 -- The libraryId: max(last + 1, µs since the id epoch by Redis's clock), so a crash that loses the last
 -- second of AOF can never make an id that was handed out be handed out again (keys.LIBRARY_EPOCH_US).
@@ -51,4 +57,7 @@ local be = {}
 for i = 7, 0, -1 do be[#be + 1] = string.char(math.floor(lib / 2 ^ (8 * i)) % 256) end
 enqueue({key = key.process_job, result = key.process_result, queue = key.process_queue, id = arg.process_id,
          blob = arg.job_head .. table.concat(be) .. arg.job_tail, expires = arg.job_expires_ms, score = arg.now_ms})
+record_event(${event.file_completed}, arg.account, arg.session_id, arg.upload_id, arg.upload_id, ${group_status.completed}, '',
+             lib_text)
+record_event(${event.group_completed}, arg.account, arg.session_id, '', '', ${group_status.completed}, '', lib_text)
 return {${reply.group_completed}, lib}

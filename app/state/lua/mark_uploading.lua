@@ -4,19 +4,18 @@
 -- The group's first one takes it out of the idle lifetime: its expiry becomes expires_ms.
 -- REPLY: ok | gone | expired | group_state <status> | file_state <status>
 --! include lifecycle
-local st = redis.call('HGET', key.state, ${field.status})
+local field = ${file_field.status} .. arg.upload_id
+local now_state = redis.call('HMGET', key.state, ${field.status}, field)
+local st, f = now_state[1], now_state[2]
 if not st then return {${reply.gone}} end
 if not live(st) then return {${reply.group_state}, st} end
 if tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then return {${reply.expired}} end
-local field = ${file_field.status} .. arg.upload_id
-local f = redis.call('HGET', key.state, field)
-if f == ${file_status.initialized} then
-  redis.call('HSET', key.state, field, ${file_status.uploading}, ${field.updated}, arg.now_ms)
-elseif f ~= ${file_status.uploading} then
-  return {${reply.file_state}, tostring(f)}
-end
+if f ~= ${file_status.initialized} and f ~= ${file_status.uploading} then return {${reply.file_state}, tostring(f)} end
 if st == ${group_status.initialized} then
-  redis.call('HSET', key.state, ${field.status}, ${group_status.uploading})
+  redis.call('HSET', key.state, field, ${file_status.uploading}, ${field.updated}, arg.now_ms,
+             ${field.status}, ${group_status.uploading})
   redis.call('ZADD', key.expiry_index, 'XX', arg.expires_ms, arg.session_id)
+elseif f == ${file_status.initialized} then
+  redis.call('HSET', key.state, field, ${file_status.uploading}, ${field.updated}, arg.now_ms)
 end
 return {${reply.ok}}
