@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from app.client import config
+from app.client import checksums, config
 from app.client.api import DEFAULT_PARALLEL
 from app.client.errors import (
+    ChecksumMismatch,
     ConfigError,
     InvalidUpload,
     LocalFileChanged,
@@ -29,6 +30,7 @@ from app.client.errors import (
     UploadError,
 )
 from app.client.events import Event, Failed, GroupStarted, Interrupted, Reporter
+from app.client.helptext import DESCRIPTION, EPILOG, PROG
 from app.client.progress import JsonLines, PlainLines, RichBars, human_bytes
 from app.client.run import UploadResult
 from app.client.spec import ROLES, LocalFile, UploadSpec
@@ -39,35 +41,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-PROG = "spatialgen-upload"
-
-DESCRIPTION = """\
-Upload a video asset set to SpatialGen: the group is created, every file is sent in parts straight to
-storage (at most --parallel parts in flight, each streamed from disk), each file is completed, and the
-libraryId is printed on stdout.
-"""
-EPILOG = f"""\
-resuming:
-  An upload stopped by Ctrl-C, a crash, a lost network or a failed part continues with
-    {PROG} resume SESSION_ID
-  (it reads {STATE_DIR}/SESSION_ID.json in the current directory, or --state PATH), or by running the
-  same send command again: the same files and options give the same Idempotency-Key, so the service
-  returns the same group. Only the parts storage does not hold yet are sent. On another machine, name
-  the files again: {PROG} resume SESSION_ID --video-left L.mov --video-right R.mov ...
-
-  A group's state file (0600) is removed once the group completes (--keep-state keeps it).
-
-service and key:
-  URL: --api-url, else SPATIALGEN_API_URL, else .data/dev.env written by `make run` (SPATIALGEN_DATA_DIR
-  moves .data). Key: --api-key-file PATH (chmod 600), else SPATIALGEN_API_KEY, else .data/dev.env; never
-  an argument (ps and shell history show those). The key goes to that URL only: a state file naming another
-  is refused unless --api-url is given. Nothing answering at the URL fails at once, saying where it came from.
-
-exit codes:
-  0 done, 1 failed (the service refused, or a part failed 10 times in a row: resumable),
-  2 usage or local validation error, 130 interrupted (resumable).
-"""
-
 T = TypeVar("T")
 
 
@@ -116,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                       help=f"parts in flight across all files (default {DEFAULT_PARALLEL})")  # fmt: skip
     send.add_argument("--new", action="store_true", help="always create a new group, even for the same inputs")
+    send.add_argument("--checksum", choices=checksums.CHOICES, default=checksums.DEFAULT, metavar="ALGORITHM",
+                      help=f"checksum of every part and of each whole file, verified by storage: "
+                      f"{', '.join(checksums.CHOICES)} (default {checksums.DEFAULT})")  # fmt: skip
     _keep_state_arg(send)
     _common_args(send)
 
@@ -157,6 +133,7 @@ def _spec(args: argparse.Namespace) -> UploadSpec:
     return UploadSpec(
         video_name=args.name, layout=args.layout, files=tuple(local_files(args)), description=args.description,
         perspective=args.perspective, folder_name=args.folder,
+        checksum=None if args.checksum == checksums.NONE else args.checksum,
     )  # fmt: skip
 
 
@@ -272,7 +249,7 @@ def _resumable(exc: UploadError) -> bool:
     """False when the group cannot go on (canceled, expired, failed, or refused as invalid)."""
     if isinstance(exc, ServiceError):
         return exc.status not in (400, 401, 403, 404, 409) or exc.code == "missing_parts"
-    return not isinstance(exc, LocalFileChanged)
+    return not isinstance(exc, LocalFileChanged | ChecksumMismatch)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

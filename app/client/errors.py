@@ -60,12 +60,15 @@ class ServiceError(UploadError):
         *,
         call: str = "",
         problems: Sequence[Problem] = (),
+        supported: Sequence[str] | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.detail = detail
         self.call = call
         self.problems = list(problems)
+        self.supported = list(supported) if supported is not None else None
+        """The algorithms a 400 checksum_unsupported lists."""
         where = f"{call}: " if call else ""
         listed = "".join(f"\n  {p}" for p in self.problems)
         super().__init__(f"{where}{status} {code}: {detail}{listed}")
@@ -105,3 +108,32 @@ class PartFailed(UploadError):
         self.failures = failures
         self.reason = reason
         super().__init__(f"part {part_number} of {file_name} failed {failures} times in a row (last: {reason})")
+
+
+class ChecksumUnsupported(ServiceError):
+    """The service (its store) does not take the checksum algorithm asked for: 400 checksum_unsupported, or a
+    service older than checksums refusing the field. Says which algorithms it takes and how to go on."""
+
+    def __init__(self, algorithm: str, supported: Sequence[str] | None, *, call: str = "", detail: str = "") -> None:
+        self.algorithm = algorithm
+        offer = [a for a in supported or () if a in ("CRC64NVME", "CRC32C", "SHA256")]
+        if supported is None:
+            why = f"the service does not take checksums ({detail})" if detail else "the service does not take checksums"
+        elif supported:
+            why = f"the service's storage does not verify {algorithm} checksums (it verifies {', '.join(supported)})"
+        else:
+            why = "the service's storage verifies no checksums"
+        then = f"pass --checksum {offer[0]}, or " if offer else "pass "
+        super().__init__(400, "checksum_unsupported", f"{why}: {then}--checksum none to upload without checksums",
+                         call=call, supported=supported)  # fmt: skip
+
+
+class ChecksumMismatch(UploadError):
+    """Storage recorded another checksum for a completed file than the local file's: what it holds is not the file."""
+
+    def __init__(self, file_name: str, algorithm: str, recorded: str, local: str) -> None:
+        self.file_name = file_name
+        super().__init__(
+            f"{file_name}: storage recorded the {algorithm} checksum {recorded}, but the local file's is {local}: "
+            "the stored object is not this file; upload it again in a new group (send --new)"
+        )

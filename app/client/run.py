@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from app.client import checksums
 from app.client.api import ServiceClient
 from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, UploadError
 from app.client.events import (
     BytesSent,
+    FileChecksum,
     FileCompleted,
     FileStarted,
     GroupCompleted,
@@ -25,6 +27,7 @@ from app.client.events import (
     Reporter,
     Retry,
 )
+from app.client.integrity import FileChecksums, Verified
 from app.client.models import FileProgress, PartUrl
 from app.client.plan import (
     GROUP_DEAD,
@@ -44,6 +47,8 @@ from app.client.transfer import PutFailure
 COMPLETE_ROUNDS = 3
 """Completions tried per file when storage refuses the part list (parts are listed and sent again in between)."""
 COMPLETING_POLL_SECONDS = 1.0
+SAVE_EVERY_SECONDS = 1.0
+"""State files with part checksums are written again at most this often while parts are sent (and at the end)."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,17 @@ class UrlBook:
     async def _fetch(self, part_number: int) -> None:
         f = self.file
         pending = sorted(n for n in f.pending if n not in self._urls)
-        answer = await self.client.part_urls(
-            self.session_id, f.state.upload_id, url_batch(part_number, pending), on_progress=self.on_progress
-        )
+        batch = url_batch(part_number, pending)
+        sums = None
+        if f.sums.enabled:  # a URL signs its part's checksum: only parts whose checksum is known (`part_number`'s is)
+            sums = {n: v for n in batch if (v := f.sums.known(n)) is not None}
+        answer = await self.client.part_urls(self.session_id, f.state.upload_id, None if sums else batch,
+                                             checksums=sums, on_progress=self.on_progress)  # fmt: skip
         now = time.time()
         for p in answer.parts:
             check_part_url(p, part_size=f.state.part_size_bytes, total_bytes=f.state.size_bytes)
+            if sums is not None:
+                _check_signed(p, f.sums.algorithm or "", sums.get(p.part_number))
             self._urls[p.part_number] = (p, now)
         if part_number not in self._urls:
             raise ServiceError(502, "inconsistent_answer", f"no URL for part {part_number} in the answer",
@@ -122,6 +132,10 @@ class FileRun:
     etags: dict[int, str] = field(default_factory=dict)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     urls: UrlBook | None = None
+    sums: FileChecksums = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sums = FileChecksums(self.state)
 
     @property
     def path(self) -> Path:
@@ -145,6 +159,7 @@ class GroupRun:
         self.bytes_sent = 0
         self.library_id: int | None = None
         self.started = time.monotonic()
+        self.saved = 0.0
 
     async def run(self, *, resumed: bool) -> UploadResult:
         """Upload and complete every file not completed yet; returns once the group is completed."""
@@ -189,6 +204,12 @@ class GroupRun:
     def _save(self) -> None:
         if self.state_file is not None:
             save_state(self.state, self.state_file)
+            self.saved = time.monotonic()
+
+    def _save_soon(self) -> None:
+        """Keep the parts' checksums in the state file, at most once a SAVE_EVERY_SECONDS."""
+        if time.monotonic() - self.saved >= SAVE_EVERY_SECONDS:
+            self._save()
 
     # --- one file ----------------------------------------------------------------------------
 
@@ -205,7 +226,7 @@ class GroupRun:
             self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
                                     total_parts=fs.total_parts, present_parts=fs.total_parts,
                                     present_bytes=fs.size_bytes))  # fmt: skip
-            self._file_done(f, None, already=True)
+            self._file_done(f, None, already=True, checksum=f.sums.verify(progress.checksum if progress else None))
             return
         # A file that never left `initialized` was never given a URL, so storage cannot hold any of it.
         listed = progress is not None and progress.status != "initialized"
@@ -224,8 +245,14 @@ class GroupRun:
             if missing:
                 await f.drained.wait()
             parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
+            part_sums, whole = None, None
+            if f.sums.enabled:  # parts stored before the state file kept their checksums are read locally once
+                await f.sums.fill(f.etags)
+                part_sums, whole = (f.sums.parts() if parts else None), f.sums.whole()
+                self._save()
             try:
                 done = await self.client.complete_file(self.state.session_id, fs.upload_id, parts,
+                                                       part_checksums=part_sums, checksum=whole,
                                                        on_progress=self.report)  # fmt: skip
             except ServiceError as exc:
                 # Storage refused the part list (a part vanished, or an ETag differs): list again, resend.
@@ -235,7 +262,7 @@ class GroupRun:
                                   delay_seconds=0.0, upload_id=fs.upload_id))  # fmt: skip
                 listed = True
                 continue
-            self._file_done(f, done.library_id, already=False)
+            self._file_done(f, done.library_id, already=False, checksum=f.sums.verify(done.checksum))
             return
 
     async def _present(self, f: FileRun) -> dict[int, str]:
@@ -258,13 +285,17 @@ class GroupRun:
                 raise ServiceError(202, "still_completing", f"{fs.file_name} is still being completed", call="status")
             await asyncio.sleep(COMPLETING_POLL_SECONDS)
 
-    def _file_done(self, f: FileRun, library_id: int | None, *, already: bool) -> None:
+    def _file_done(self, f: FileRun, library_id: int | None, *, already: bool, checksum: Verified | None) -> None:
         f.state.completed = True
         if library_id is not None:
             self.library_id = library_id
         self._save()
+        shown = None
+        if checksum is not None:
+            shown = FileChecksum(algorithm=checksum.algorithm, type=checksum.type, value=checksum.value,
+                                 verified=checksum.verified)  # fmt: skip
         self.report(FileCompleted(upload_id=f.state.upload_id, file_name=f.state.file_name, library_id=library_id,
-                                  already=already))  # fmt: skip
+                                  already=already, checksum=shown))  # fmt: skip
         self.unfinished -= 1
         if self.unfinished == 0:  # every file is completed: let the workers go
             for _ in range(self.client.parallel):
@@ -293,12 +324,14 @@ class GroupRun:
         def on_bytes(k: int) -> None:
             self.report(BytesSent(upload_id=uid, size_bytes=k))
 
+        if f.sums.enabled:  # before the URL, which signs it
+            await f.sums.part(n)
         failures = 0
         while True:
             url = await f.urls.get(n)
             try:
                 etag = await self.client.put_part(
-                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers
+                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers, expect=f.sums.expect(n)
                 )
             except PutFailure as exc:
                 failures += 1
@@ -320,7 +353,18 @@ class GroupRun:
             self.bytes_sent += end - start
             self.report(PartDone(upload_id=uid, file_name=fs.file_name, part_number=n, size_bytes=end - start,
                                  attempts=failures + 1))  # fmt: skip
+            if f.sums.enabled:
+                self._save_soon()
             return
+
+
+def _check_signed(part: PartUrl, algorithm: str, value: str | None) -> None:
+    """Refuse a URL that does not sign the checksum this client sent for its part."""
+    name = checksums.header_name(algorithm)
+    signed = next((v for k, v in part.headers.items() if k.lower() == name), None)
+    if value is None or signed != value:
+        raise ServiceError(502, "inconsistent_answer", f"part {part.part_number}'s URL signs {name}: {signed}, "
+                           f"not the checksum sent ({value})", call="part-urls")  # fmt: skip
 
 
 def _part_bytes(fs: FileState, part_number: int) -> int:

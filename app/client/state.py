@@ -1,7 +1,9 @@
 """The resume state: a small JSON file per upload group, and the idempotency key derived from the inputs.
 
-No part or ETag is recorded: on resume, storage itself says what it holds (GET .../parts). State files are the
-owner's alone (0600, in a folder created 0700): they name the service, the session and local paths.
+No ETag is recorded: on resume, storage itself says what it holds (GET .../parts). A file with a checksum algorithm
+keeps its parts' checksums (the whole file's is combined from them, so a resume need not read again the parts
+storage holds). State files are the owner's alone (0600, in a folder created 0700): they name the service, the
+session and local paths.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class FileState(msgspec.Struct, rename="camel", kw_only=True):
     mtime_ns: int = 0
     """Modification time when the group was created; 0 if unknown (resumed from another machine)."""
     completed: bool = False
+    checksum_algorithm: str | None = None
+    """The file's checksum algorithm (CRC64NVME, ...), as the service recorded it; None: no checksums."""
+    part_checksums: dict[int, str] = {}
+    """Part number → base64 checksum of the parts computed so far."""
 
 
 class SessionState(msgspec.Struct, rename="camel", kw_only=True):

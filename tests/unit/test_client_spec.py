@@ -140,10 +140,15 @@ def test_prepare_measures_files_and_builds_the_body(tmp_path: Path) -> None:
     assert prepared.sizes == (10, 3)
     assert prepared.body == {
         "videoName": "  Film ", "layout": "2D", "folderName": "Launch",
-        "files": [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10},
-                  {"fileName": "Audio.m4a", "fileRole": "audio", "sizeBytes": 3, "languageTag": "en"}],
+        "files": [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10, "checksumAlgorithm": "CRC64NVME"},
+                  {"fileName": "Audio.m4a", "fileRole": "audio", "sizeBytes": 3, "languageTag": "en",
+                   "checksumAlgorithm": "CRC64NVME"}],
     }  # fmt: skip
     assert server_problems(prepared.body) == []
+    without = prepare(UploadSpec("Film", "2D", (LocalFile(tmp_path / "v.mov", "video"),), checksum=None))
+    assert without.body["files"] == [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10}]
+    with pytest.raises(InvalidUpload, match="checksum 'MD5' is not one of CRC64NVME, CRC32C, CRC32, SHA256, SHA1"):
+        prepare(UploadSpec("Film", "2D", (LocalFile(tmp_path / "v.mov", "video"),), checksum="MD5"))
 
 
 def test_command_line_files_become_local_files_in_the_services_order() -> None:
