@@ -313,7 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for f in status.files:
         print(f"  {f.file_name:<32} {f.file_role:<12} {f.status:<11} {f.uploaded_parts}/{f.total_parts} parts  "
               f"{human_bytes(f.uploaded_bytes)} of {human_bytes(f.total_bytes)}"
-              + (f"  ({f.failure})" if f.failure else ""))  # fmt: skip
+              + (f"  ({f.failure})" if f.failure else "")
+              + (f"  {f.checksum.algorithm} {f.checksum.value}" if f.checksum else ""))  # fmt: skip
     return EXIT_OK
 
 
