@@ -242,12 +242,20 @@ class GroupRun:
                                     present_bytes=present_bytes, missing_parts=len(missing)))  # fmt: skip
             for n in missing:
                 self.queue.put_nowait((f.index, n))
-            if missing:
-                await f.drained.wait()
+            # Parts storage held before the state file kept their checksums are read locally once, meanwhile.
+            filling = asyncio.ensure_future(f.sums.fill(sorted(present))) if f.sums.enabled and present else None
+            try:
+                if missing:
+                    await f.drained.wait()
+                if filling is not None:
+                    await filling
+            finally:
+                if filling is not None:
+                    filling.cancel()
             parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
             part_sums, whole = None, None
-            if f.sums.enabled:  # parts stored before the state file kept their checksums are read locally once
-                await f.sums.fill(f.etags)
+            if f.sums.enabled:
+                await f.sums.fill(f.etags)  # each part was computed before its PUT: nothing left to read
                 part_sums, whole = (f.sums.parts() if parts else None), f.sums.whole()
                 self._save()
             try:
