@@ -7,6 +7,9 @@ these same Structs (app/http/openapi.py).
 from __future__ import annotations
 
 import msgspec
+from msgspec import UNSET, UnsetType
+
+from app.domain.checksums import Checksum
 
 
 class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
@@ -20,6 +23,8 @@ class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
     total_parts: int
     upload_strategy: str
     status: str
+    checksum_algorithm: str | UnsetType = UNSET
+    """The file's checksum algorithm (SPEC 3.8); absent when it has none."""
 
 
 class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
@@ -58,6 +63,8 @@ class CompletedFileView(UploadFileView, kw_only=True):
     """Answer of complete: the file, and the libraryId once the whole group has completed."""
 
     library_id: int | None
+    checksum: Checksum | UnsetType = UNSET
+    """Once completed, the checksum storage verified (algorithm, type, value); absent for a file without one."""
 
 
 class CanceledGroupView(msgspec.Struct, rename="camel", kw_only=True):
@@ -81,6 +88,8 @@ class FileProgressView(UploadFileView, kw_only=True):
     """Stable code of why a failed file failed (`size_mismatch`, `group_failed`, ...; see the README)."""
     failure_detail: str | None
     """The same in a sentence (never storage or exception text)."""
+    checksum: Checksum | UnsetType = UNSET
+    """Once completed, the checksum storage verified (algorithm, type, value); absent for a file without one."""
 
 
 class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):

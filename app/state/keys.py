@@ -235,6 +235,10 @@ class FileField:
     """Completion attempts started (part of the complete job's id)."""
     PROVISIONING = "v:"
     """When a try to open the file's multipart upload began (ms): a later try lists and adopts what it opened."""
+    CHECKSUM_ALGORITHM = "k:"
+    """The checksum algorithm fixed at the file's first part-urls call (absent: the create's, or none)."""
+    CHECKSUM = "c:"
+    """The checksum storage verified at completion: `ALGORITHM:F|C:value` (app/domain/checksums.Checksum)."""
 
 
 def file_field(prefix: str, upload_id: str) -> str:

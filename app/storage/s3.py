@@ -110,11 +110,16 @@ class ObjectStore:
         """Raise if the bucket cannot be reached."""
         await self.client.head_bucket(Bucket=self.bucket)
 
-    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
-        """Start a multipart upload; returns its S3 upload id."""
+    async def create_multipart(
+        self, key: str, content_type: str | None = None, *, checksum: tuple[str, str] | None = None
+    ) -> str:
+        """Start a multipart upload; returns its S3 upload id. checksum: (algorithm, type), e.g. ("CRC64NVME",
+        "FULL_OBJECT"): every part must then carry its checksum, and the object gets one of that type."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if content_type:
             kwargs["ContentType"] = content_type
+        if checksum is not None:
+            kwargs["ChecksumAlgorithm"], kwargs["ChecksumType"] = checksum
         resp = await self.client.create_multipart_upload(**kwargs)
         return str(resp["UploadId"])
 

@@ -81,6 +81,10 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
     signed_at: int
     content_type: str | None = None
     """Signed into a single PUT's URL (the client sends it as is); parts carry none."""
+    checksum_algorithm: str | None = None
+    """The file's checksum algorithm (SPEC 3.8): each URL then signs its part's x-amz-checksum-* value."""
+    checksums: list[str] | None = None
+    """With checksum_algorithm: the parts' checksums, aligned with part_numbers."""
 
 
 def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
@@ -93,21 +97,27 @@ def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
     expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
     ranges = [part_range(n, batch.part_size, batch.total_bytes) for n in batch.part_numbers]
     sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
+    algorithm, checksums = batch.checksum_algorithm, batch.checksums
     if batch.upload_id is None:
+        checksum = (algorithm, checksums[0]) if algorithm is not None and checksums else None
         urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
                                              expires_in=batch.expires_in, now=when, if_none_match=True,
-                                             content_type=batch.content_type)]  # fmt: skip
+                                             content_type=batch.content_type, checksum=checksum)]  # fmt: skip
         write_once: dict[str, str] = {"If-None-Match": "*"}
         if batch.content_type is not None:
             write_once["Content-Type"] = batch.content_type
     else:
         urls = presigner.presign_upload_parts(
             batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,
+            checksum_algorithm=algorithm, checksums=checksums,
         )  # fmt: skip
         write_once = {}
+    header = f"x-amz-checksum-{algorithm.lower()}" if algorithm is not None else ""
     parts = []
-    for (n, size), (lo, hi), url in zip(sized, ranges, urls, strict=True):
+    for i, ((n, size), (lo, hi), url) in enumerate(zip(sized, ranges, urls, strict=True)):
         headers = {"Content-Length": str(size), **write_once}
+        if checksums is not None and header:
+            headers[header] = checksums[i]
         parts.append(PartUrl(part_number=n, size_bytes=size, byte_start=lo, byte_end=hi, url=url,
                              expires_at=expires_at, headers=headers))  # fmt: skip
     return _json.encode(parts)
@@ -183,7 +193,8 @@ class Signer:
         of one answer is signed with the same ones."""
         numbers = batch.part_numbers
         for start in range(0, len(numbers), PIECE_PARTS):
-            piece = msgspec.structs.replace(batch, part_numbers=numbers[start : start + PIECE_PARTS])
+            sums = batch.checksums[start : start + PIECE_PARTS] if batch.checksums is not None else None
+            piece = msgspec.structs.replace(batch, part_numbers=numbers[start : start + PIECE_PARTS], checksums=sums)
             yield await self._sign(credentials, piece, who)
 
     async def _sign(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:

@@ -3,6 +3,7 @@ refuses never reaches storage, moto's own answers come back unchanged, and it ru
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -130,7 +131,13 @@ def test_refused_puts_store_nothing(
     url = client_via(front.url, settings).generate_presigned_url("put_object", Params=params, ExpiresIn=60)
     wrong_secret = client_via(front.url, settings, secret="nope").generate_presigned_url("put_object", Params=params)
     past = datetime.now(UTC) - timedelta(hours=1)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: past.replace(tzinfo=None))
+
+    def clock(remove_tzinfo: bool = True) -> datetime:
+        return past.replace(tzinfo=None) if remove_tzinfo else past
+
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", clock)
+    if botocore.auth.HAS_CRT:  # with awscrt installed, botocore signs through botocore.crt.auth
+        monkeypatch.setattr(importlib.import_module("botocore.crt.auth"), "get_current_datetime", clock)
     expired = client_via(front.url, settings).generate_presigned_url("put_object", Params=params, ExpiresIn=60)
     attempts = [
         (url, b"abc", {"If-None-Match": "*"}, 403, "SignatureDoesNotMatch"),
