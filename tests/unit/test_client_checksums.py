@@ -225,3 +225,41 @@ def test_an_unsupported_algorithm_says_what_the_store_takes_and_how_to_go_on() -
     older = ChecksumUnsupported("CRC64NVME", None, detail="files[0].checksumAlgorithm unknown field")
     assert "the service does not take checksums (files[0].checksumAlgorithm" in str(older)
     assert "--checksum none" in str(older)
+
+
+# --- what a part URL signs, and what is shown ----------------------------------------------------
+
+
+def test_a_url_that_does_not_sign_the_checksum_sent_is_refused() -> None:
+    from app.client.errors import ServiceError
+    from app.client.models import PartUrl
+    from app.client.run import _check_signed
+
+    def url(headers: dict[str, str]) -> PartUrl:
+        return PartUrl(part_number=2, size_bytes=1, byte_start=0, byte_end=1, url="http://s3/x", expires_at="",
+                       headers=headers)  # fmt: skip
+
+    _check_signed(url({"X-Amz-Checksum-Crc64nvme": "rosUhgp5mIg="}), "CRC64NVME", "rosUhgp5mIg=")  # any case
+    for headers in ({}, {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="}, {"x-amz-checksum-crc32c": "rosUhgp5mIg="}):
+        with pytest.raises(ServiceError, match="part 2's URL signs x-amz-checksum-crc64nvme"):
+            _check_signed(url(headers), "CRC64NVME", "rosUhgp5mIg=")
+
+
+def test_plain_lines_show_a_completed_files_checksum() -> None:
+    import io
+
+    from app.client.events import FileChecksum, FileCompleted
+    from app.client.progress import PlainLines
+
+    out = io.StringIO()
+    lines = PlainLines(out)
+    checked = FileChecksum(algorithm="CRC64NVME", type="FULL_OBJECT", value="rosUhgp5mIg=", verified=True)
+    lines(FileCompleted(upload_id="u", file_name="movie.mov", checksum=checked))
+    lines(FileCompleted(upload_id="v", file_name="en.srt", already=True, checksum=FileChecksum(
+        algorithm="SHA256", type="FULL_OBJECT", value="x", verified=False)))  # fmt: skip
+    lines(FileCompleted(upload_id="w", file_name="plain.mov"))
+    assert out.getvalue().splitlines() == [
+        "movie.mov: completed, CRC64NVME FULL_OBJECT rosUhgp5mIg= (verified)",
+        "en.srt: completed (before this run), SHA256 FULL_OBJECT x (recorded, not compared)",
+        "plain.mov: completed",
+    ]
