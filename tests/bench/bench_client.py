@@ -345,8 +345,9 @@ def summary(name: str, size: int, runs: list[Run], server: str = "moto") -> str:
 def moto_complete_cost(endpoint: str, file: Path, part: int, size: int) -> tuple[float, float]:
     """Seconds moto spends in CompleteMultipartUpload for the same bytes sent two ways.
 
-    The service's uploads are created without a checksum algorithm and their parts arrive through presigned URLs
-    without checksum headers; s3transfer creates CRC32 uploads and sends each part's CRC32. moto assembles both,
+    Uploads sent with `--checksum none` are created without a checksum algorithm and their parts arrive through
+    presigned URLs without checksum headers; s3transfer creates CRC32 uploads and sends each part's CRC32 (as the
+    uploader's default sends CRC64NVME ones). moto assembles both,
     but not at the same cost; real S3 assembles server-side either way.
     """
     import httpx
@@ -452,7 +453,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:  # noqa:
         probe_size = min(size, args.probe_mib * MIB)
         presigned, crc32 = moto_complete_cost(endpoint, file, part, probe_size)
         print(f"moto CompleteMultipartUpload of {probe_size // MIB} MiB: {presigned:.2f} s for presigned parts without "
-              f"checksums (the service's uploads), {crc32:.2f} s for CRC32 parts (s3transfer's): "
+              f"checksums (the service's uploads with --checksum none), {crc32:.2f} s for CRC32 parts (s3transfer's): "
               f"x{presigned / crc32:.2f}", flush=True)  # fmt: skip
 
     if args.sink_rounds:
