@@ -278,19 +278,20 @@ def _problem(response: httpx.Response) -> ProblemDoc:
         return ProblemDoc(status=response.status_code, detail=response.text[:200])
 
 
-class _Supported(msgspec.Struct):
+class _Extra(msgspec.Struct, rename="camel"):
     supported: list[str] | None = None
+    part_number: int | None = None
 
 
 def _service_error(response: httpx.Response, problem: ProblemDoc, call: str) -> ServiceError:
     problems = [Problem(p.path, p.message) for p in problem.errors or ()]
     detail = problem.detail or problem.title or response.reason_phrase
-    supported = None
-    if problem.code == "checksum_unsupported":  # its document lists what the store verifies
-        with contextlib.suppress(msgspec.DecodeError):
-            supported = msgspec.json.decode(response.content, type=_Supported).supported
+    extra = _Extra()
+    if problem.code in ("checksum_unsupported", "checksum_mismatch"):  # what the store verifies; the part refused
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            extra = msgspec.json.decode(response.content, type=_Extra)
     return ServiceError(response.status_code, problem.code or "http_error", detail, call=call, problems=problems,
-                        supported=supported)  # fmt: skip
+                        supported=extra.supported, part_number=extra.part_number)  # fmt: skip
 
 
 def _decode(response: httpx.Response, kind: type[T], call: str) -> T:

@@ -61,6 +61,7 @@ class ServiceError(UploadError):
         call: str = "",
         problems: Sequence[Problem] = (),
         supported: Sequence[str] | None = None,
+        part_number: int | None = None,
     ) -> None:
         self.status = status
         self.code = code
@@ -69,6 +70,8 @@ class ServiceError(UploadError):
         self.problems = list(problems)
         self.supported = list(supported) if supported is not None else None
         """The algorithms a 400 checksum_unsupported lists."""
+        self.part_number = part_number
+        """The part a 409 checksum_mismatch names, when it names one."""
         where = f"{call}: " if call else ""
         listed = "".join(f"\n  {p}" for p in self.problems)
         super().__init__(f"{where}{status} {code}: {detail}{listed}")
@@ -137,3 +140,16 @@ class ChecksumMismatch(UploadError):
             f"{file_name}: storage recorded the {algorithm} checksum {recorded}, but the local file's is {local}: "
             "the stored object is not this file; upload it again in a new group (send --new)"
         )
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed task group: the first UploadError if any, else the first error."""
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            todo[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return next((e for e in leaves if isinstance(e, UploadError)), leaves[0])

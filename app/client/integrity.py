@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.client import checksums
-from app.client.errors import ChecksumMismatch, LocalFileChanged
-from app.client.models import RecordedChecksum
+from app.client.errors import ChecksumMismatch, LocalFileChanged, ServiceError
+from app.client.models import PartUrl, RecordedChecksum
 from app.client.plan import part_range
 from app.client.state import FileState
 
@@ -110,3 +110,12 @@ class FileChecksums:
         if local is not None and not checksums.same_value(recorded.value, local):
             raise ChecksumMismatch(self.fs.file_name, recorded.algorithm, recorded.value, local)
         return Verified(recorded.algorithm, recorded.type, recorded.value, verified=local is not None)
+
+
+def check_signed(part: PartUrl, algorithm: str, value: str | None) -> None:
+    """Refuse a URL that does not sign the checksum this client sent for its part."""
+    name = checksums.header_name(algorithm)
+    signed = next((v for k, v in part.headers.items() if k.lower() == name), None)
+    if value is None or signed != value:
+        raise ServiceError(502, "inconsistent_answer", f"part {part.part_number}'s URL signs {name}: {signed}, "
+                           f"not the checksum sent ({value})", call="part-urls")  # fmt: skip

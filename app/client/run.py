@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from app.client import checksums
 from app.client.api import ServiceClient
-from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, UploadError
+from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, first_error
 from app.client.events import (
     BytesSent,
     FileChecksum,
@@ -27,8 +26,8 @@ from app.client.events import (
     Reporter,
     Retry,
 )
-from app.client.integrity import FileChecksums, Verified
-from app.client.models import FileProgress, PartUrl
+from app.client.integrity import FileChecksums, Verified, check_signed
+from app.client.models import CompletedFile, FileProgress, PartUrl
 from app.client.plan import (
     GROUP_DEAD,
     REFRESH_MARGIN_SECONDS,
@@ -115,7 +114,7 @@ class UrlBook:
         for p in answer.parts:
             check_part_url(p, part_size=f.state.part_size_bytes, total_bytes=f.state.size_bytes)
             if sums is not None:
-                _check_signed(p, f.sums.algorithm or "", sums.get(p.part_number))
+                check_signed(p, f.sums.algorithm or "", sums.get(p.part_number))
             self._urls[p.part_number] = (p, now)
         if part_number not in self._urls:
             raise ServiceError(502, "inconsistent_answer", f"no URL for part {part_number} in the answer",
@@ -133,6 +132,8 @@ class FileRun:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     urls: UrlBook | None = None
     sums: FileChecksums = field(init=False)
+    resend: set[int] = field(default_factory=set)
+    """Parts to send again although storage holds them (storage refused their checksum at completion)."""
 
     def __post_init__(self) -> None:
         self.sums = FileChecksums(self.state)
@@ -190,7 +191,7 @@ class GroupRun:
                 for f in self.files:
                     tg.create_task(self._drive(f, progress.get(f.state.upload_id)))
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if self.library_id is None:  # every file was completed before this run, or by another client
             self.library_id = (await self.client.group_status(sid, on_progress=self.report)).library_id
         self.state.status = "completed"
@@ -232,6 +233,8 @@ class GroupRun:
         listed = progress is not None and progress.status != "initialized"
         for round_ in range(1, COMPLETE_ROUNDS + 1):
             present = await self._present(f) if listed else {}
+            present = {n: etag for n, etag in present.items() if n not in f.resend}
+            f.resend.clear()
             missing = missing_parts(fs.total_parts, present)
             f.etags = dict(present)
             f.pending = set(missing)
@@ -240,31 +243,11 @@ class GroupRun:
             self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
                                     total_parts=fs.total_parts, present_parts=len(present),
                                     present_bytes=present_bytes, missing_parts=len(missing)))  # fmt: skip
-            for n in missing:
-                self.queue.put_nowait((f.index, n))
-            # Parts storage held before the state file kept their checksums are read locally once, meanwhile.
-            filling = asyncio.ensure_future(f.sums.fill(sorted(present))) if f.sums.enabled and present else None
+            await self._send(f, present, missing)
             try:
-                if missing:
-                    await f.drained.wait()
-                if filling is not None:
-                    await filling
-            finally:
-                if filling is not None:
-                    filling.cancel()
-            parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
-            part_sums, whole = None, None
-            if f.sums.enabled:
-                await f.sums.fill(f.etags)  # each part was computed before its PUT: nothing left to read
-                part_sums, whole = (f.sums.parts() if parts else None), f.sums.whole()
-                self._save()
-            try:
-                done = await self.client.complete_file(self.state.session_id, fs.upload_id, parts,
-                                                       part_checksums=part_sums, checksum=whole,
-                                                       on_progress=self.report)  # fmt: skip
+                done = await self._complete(f)
             except ServiceError as exc:
-                # Storage refused the part list (a part vanished, or an ETag differs): list again, resend.
-                if exc.code != "missing_parts" or round_ == COMPLETE_ROUNDS:
+                if round_ == COMPLETE_ROUNDS or not _repairable(f, exc):
                     raise
                 self.report(Retry(what="api", call="complete", reason=f"{exc.status} {exc.code}", attempt=round_,
                                   delay_seconds=0.0, upload_id=fs.upload_id))  # fmt: skip
@@ -272,6 +255,33 @@ class GroupRun:
                 continue
             self._file_done(f, done.library_id, already=False, checksum=f.sums.verify(done.checksum))
             return
+
+    async def _send(self, f: FileRun, present: dict[int, str], missing: list[int]) -> None:
+        """Queue the missing parts and wait until the workers have sent them all."""
+        for n in missing:
+            self.queue.put_nowait((f.index, n))
+        # Parts storage held before the state file kept their checksums are read locally once, meanwhile.
+        filling = asyncio.ensure_future(f.sums.fill(sorted(present))) if f.sums.enabled and present else None
+        try:
+            if missing:
+                await f.drained.wait()
+            if filling is not None:
+                await filling
+        finally:
+            if filling is not None:
+                filling.cancel()
+
+    async def _complete(self, f: FileRun) -> CompletedFile:
+        """Complete the file with its parts' ETags and, with a checksum algorithm, their checksums and the whole's."""
+        fs = f.state
+        parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
+        part_sums, whole = None, None
+        if f.sums.enabled:
+            await f.sums.fill(f.etags)  # each part was computed before its PUT: nothing left to read
+            part_sums, whole = (f.sums.parts() if parts else None), f.sums.whole()
+            self._save()
+        return await self.client.complete_file(self.state.session_id, fs.upload_id, parts, part_checksums=part_sums,
+                                               checksum=whole, on_progress=self.report)  # fmt: skip
 
     async def _present(self, f: FileRun) -> dict[int, str]:
         fs = f.state
@@ -366,28 +376,17 @@ class GroupRun:
             return
 
 
-def _check_signed(part: PartUrl, algorithm: str, value: str | None) -> None:
-    """Refuse a URL that does not sign the checksum this client sent for its part."""
-    name = checksums.header_name(algorithm)
-    signed = next((v for k, v in part.headers.items() if k.lower() == name), None)
-    if value is None or signed != value:
-        raise ServiceError(502, "inconsistent_answer", f"part {part.part_number}'s URL signs {name}: {signed}, "
-                           f"not the checksum sent ({value})", call="part-urls")  # fmt: skip
+def _repairable(f: FileRun, exc: ServiceError) -> bool:
+    """Whether another round can fix a refused completion: storage lacks a part (a part vanished, or an ETag
+    differs: list again, resend), or it found a part whose checksum is not the one kept here (compute it again
+    from the file and send the part again)."""
+    if exc.code == "checksum_mismatch" and exc.part_number is not None:
+        f.state.part_checksums.pop(exc.part_number, None)
+        f.resend.add(exc.part_number)
+        return True
+    return exc.code == "missing_parts"
 
 
 def _part_bytes(fs: FileState, part_number: int) -> int:
     start, end = part_range(part_number, fs.part_size_bytes, fs.size_bytes)
     return end - start
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a failed task group: the first UploadError if any, else the first error."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            todo[:0] = list(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return next((e for e in leaves if isinstance(e, UploadError)), leaves[0])

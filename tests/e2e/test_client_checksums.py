@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from app.client import ChecksumUnsupported, LocalFile, UploadClient, UploadSpec
 from app.client.api import ServiceClient
-from app.client.state import load_state
+from app.client.state import FileState, SessionState, load_state, save_state
 from app.settings import MIB, Settings
 from deploy.local.devstack import free_port, stop
 from tests.e2e.conftest import start_service
@@ -199,3 +199,45 @@ async def test_a_resume_reads_once_the_parts_stored_before_their_checksums_were_
     [done] = [e["checksum"] for e in events if e["event"] == "file_completed"]
     assert done == {"algorithm": "CRC64NVME", "type": "FULL_OBJECT", "value": crc64(movie), "verified": True}
     assert len(presigned_puts(front)) == 1 and front.refusals == []
+
+
+async def test_a_part_whose_kept_checksum_storage_refuses_at_completion_is_sent_again(
+    stack: Stack, front: SigV4Front, redis: Redis, store: Any, upload_key: str, tmp_path: Path
+) -> None:
+    """The state file keeps a wrong checksum for part 2, which storage holds: complete answers 409 checksum_mismatch
+    naming part 2, and the uploader computes it again from the file, sends the part again and completes."""
+    movie = os.urandom(12 * MIB)
+    path = tmp_path / "movie.mov"
+    path.write_bytes(movie)
+    body = {"videoName": "Wrong kept checksum", "layout": "2D",
+            "files": [{"fileName": "movie.mov", "fileRole": "video", "sizeBytes": len(movie),
+                       "checksumAlgorithm": "CRC64NVME"}]}  # fmt: skip
+    right = {n: crc64(movie[(n - 1) * 5 * MIB : n * 5 * MIB]) for n in (1, 2, 3)}
+    async with ServiceClient(stack.api_url, upload_key) as api:
+        created = await api.start_group(body)
+        [view] = created.files
+        urls = await api.part_urls(created.session_id, view.upload_id, checksums={1: right[1], 2: right[2]})
+        for p in urls.parts:
+            await api.put_part(p.url, path, p.byte_start, p.size_bytes, headers=p.headers)
+    state = SessionState(api_url=stack.api_url, session_id=created.session_id, video_name="Wrong kept checksum",
+                         files=[FileState(upload_id=view.upload_id, path=str(path), file_name="movie.mov",
+                                          file_role="video", size_bytes=len(movie), part_size_bytes=5 * MIB,
+                                          total_parts=3, upload_strategy="multipart", mtime_ns=path.stat().st_mtime_ns,
+                                          checksum_algorithm="CRC64NVME",
+                                          part_checksums={1: right[1], 2: crc64(b"not part 2")})])  # fmt: skip
+    state_file = tmp_path / "state.json"
+    save_state(state, state_file)
+    front.reset()
+
+    rc, out, err = await run_cli("resume", created.session_id, "--state", str(state_file), "--api-url",
+                                 stack.api_url, "--json", "--keep-state", cwd=tmp_path,
+                                 env=stack.env | {"SPATIALGEN_API_KEY": upload_key})  # fmt: skip
+    assert rc == 0, err
+    events = events_of(out)
+    retries = [e for e in events if e["event"] == "retry"]
+    assert [(e["call"], e["reason"]) for e in retries] == [("complete", "409 checksum_mismatch")]
+    assert [e["partNumber"] for e in events if e["event"] == "part_done"] == [3, 2]
+    [done] = [e["checksum"] for e in events if e["event"] == "file_completed"]
+    assert done == {"algorithm": "CRC64NVME", "type": "FULL_OBJECT", "value": crc64(movie), "verified": True}
+    assert [r.code for r in front.refusals] == ["InvalidPart"]  # the first completion, naming part 2
+    assert load_state(state_file).files[0].part_checksums == right

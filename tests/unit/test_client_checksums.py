@@ -232,17 +232,17 @@ def test_an_unsupported_algorithm_says_what_the_store_takes_and_how_to_go_on() -
 
 def test_a_url_that_does_not_sign_the_checksum_sent_is_refused() -> None:
     from app.client.errors import ServiceError
+    from app.client.integrity import check_signed
     from app.client.models import PartUrl
-    from app.client.run import _check_signed
 
     def url(headers: dict[str, str]) -> PartUrl:
         return PartUrl(part_number=2, size_bytes=1, byte_start=0, byte_end=1, url="http://s3/x", expires_at="",
                        headers=headers)  # fmt: skip
 
-    _check_signed(url({"X-Amz-Checksum-Crc64nvme": "rosUhgp5mIg="}), "CRC64NVME", "rosUhgp5mIg=")  # any case
+    check_signed(url({"X-Amz-Checksum-Crc64nvme": "rosUhgp5mIg="}), "CRC64NVME", "rosUhgp5mIg=")  # any case
     for headers in ({}, {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="}, {"x-amz-checksum-crc32c": "rosUhgp5mIg="}):
         with pytest.raises(ServiceError, match="part 2's URL signs x-amz-checksum-crc64nvme"):
-            _check_signed(url(headers), "CRC64NVME", "rosUhgp5mIg=")
+            check_signed(url(headers), "CRC64NVME", "rosUhgp5mIg=")
 
 
 def test_plain_lines_show_a_completed_files_checksum() -> None:
