@@ -145,6 +145,11 @@ PROBLEM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "unsupported_media_type": ("Send the body as application/json, not 'text/plain'.", {}),
     "missing_api_key": ("Send your API key in the X-SPATIALGEN-APPKEY header.", {}),
     "invalid_api_key": ("The API key is not valid.", {}),
+    "rate_limited": (
+        "Over this API key's part_urls limit: 20000 URLs at once and 1000 a second; retry after the Retry-After delay.",
+        {"extra": {"cost": 500}},
+    ),
+    "quota_exceeded": ("The account has 1000 live groups, its limit; complete or cancel some first.", {}),
     "role_not_allowed": ("Keys with role readonly may not call {method} {instance}.", {}),
     "session_not_found": (f"No upload group '{EX_SID}' for this account.", {}),
     "file_not_found": (f"No file '{EX_UIDS[0]}' in upload group {EX_SID}.", {}),

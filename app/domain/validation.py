@@ -88,6 +88,19 @@ def decode_json_body(body: bytes) -> Any:
         raise errors.MALFORMED_JSON("The body is nested too deeply.") from None
 
 
+def decode_optional_body(body: bytes, what: str) -> Any:
+    """An optional JSON object body (part-urls, complete): None when there is no body; `null` is refused like any
+    other body that is not an object (the document says object), rather than read as "no body"."""
+    if not body.strip():
+        return None
+    payload = decode_json_body(body)
+    if payload is None:
+        found = Violations()
+        found.add("$", "the body must be a JSON object, not null (send no body, or {}, for the defaults)")
+        found.raise_if_any(what)
+    return payload
+
+
 class Violations:
     """Gathers every violation so the client gets all of them in one answer."""
 

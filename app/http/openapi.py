@@ -236,7 +236,7 @@ class ApiOperation(Operation):
             extra = self.success_headers
             if self.success_links:
                 response.links = dict(self.success_links)
-        elif code == "503":
+        elif code in {"429", "503"}:
             extra = {"Retry-After": _RETRY_AFTER}
         if extra:
             response.headers = {**(response.headers or {}), **extra}
@@ -278,7 +278,8 @@ CREATED_LINKS: Mapping[str, Link] = {
 }  # fmt: skip
 """OpenAPI links from a created group to the calls on it (clients and schemathesis's stateful tests follow them)."""
 
-AUTH = (errors.MISSING_API_KEY, errors.INVALID_API_KEY)
+AUTH = (errors.MISSING_API_KEY, errors.INVALID_API_KEY, errors.RATE_LIMITED)
+"""Every authenticated route: its key may be missing or unknown, or over its rate limit (429, with Retry-After)."""
 WRITE_AUTH = (*AUTH, errors.ROLE_NOT_ALLOWED)
 BODY_ERRORS = (errors.INVALID_REQUEST, errors.MALFORMED_JSON, errors.BODY_TOO_LARGE, errors.UNSUPPORTED_MEDIA_TYPE)
 GROUP_GONE = (errors.SESSION_CANCELED, errors.SESSION_EXPIRED, errors.SESSION_COMPLETED, errors.SESSION_FAILED)

@@ -69,7 +69,7 @@ _json = msgspec.json.Encoder()
     responses={
         201: success(UploadGroupCreated, "The group was created (or replayed for its Idempotency-Key).", "created"),
         **problems("/api/videos/uploads", *BODY_ERRORS, errors.INVALID_HEADER, errors.CHECKSUM_UNSUPPORTED, *WRITE_AUTH,
-                   errors.IDEMPOTENCY_KEY_REUSED, errors.DEPENDENCY_UNAVAILABLE),
+                   errors.IDEMPOTENCY_KEY_REUSED, errors.QUOTA_EXCEEDED, errors.DEPENDENCY_UNAVAILABLE),
     },
 )  # fmt: skip
 async def start_upload_group(request: Request[Any, Any, Any]) -> ASGIApp:

@@ -26,7 +26,7 @@ from app.domain.limits import Charge, charge_spent, complete_cost
 from app.domain.parts import completed_parts
 from app.domain.reasons import SENTENCES, Reason, mismatch_figures
 from app.domain.records import FileRecord, GroupRecord
-from app.domain.validation import decode_json_body
+from app.domain.validation import decode_optional_body
 from app.settings import Settings
 from app.state import GroupSnapshot, ScriptReply, UploadState
 from app.state.apikeys import Principal
@@ -54,7 +54,7 @@ async def complete_file_upload(
 ) -> tuple[int, CompletedFileView]:  # fmt: skip
     """Finalize one file: 200 when done, 202 while the worker is still at it. A call that starts a completion
     costs one more token per 100 parts (`charge`); a repeat while one runs costs only its own."""
-    payload = decode_json_body(body) if body.strip() else None
+    payload = decode_optional_body(body, "completion")
     snap, f = await service.load_file(principal, session_id, upload_id)
     if _completed(snap, upload_id):
         return 200, completed_view(snap, f)  # a repeat needs no part list

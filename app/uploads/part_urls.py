@@ -20,7 +20,7 @@ from app.domain.contract import ChecksumAlgorithm, UploadStrategy, content_type
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.domain.limits import Charge, charge_spent, part_urls_cost
 from app.domain.records import FileRecord
-from app.domain.validation import decode_json_body
+from app.domain.validation import decode_optional_body
 from app.state import GroupSnapshot
 from app.state.apikeys import Principal
 from app.storage.credentials import StorageCredentialsError
@@ -41,7 +41,7 @@ async def sign_part_urls(
     *, charge: Charge | None = None,
 ) -> PartUrlsAnswer:  # fmt: skip
     """Presign PUT URLs for the requested parts of a file; the request costs one token per URL (`charge`)."""
-    payload = decode_json_body(body) if body.strip() else None
+    payload = decode_optional_body(body, "part selection")
     snap, f = await service.load_file(principal, session_id, upload_id)
     now = service.clock.now_ms()
     service.ensure_live(snap, now)  # a dead group answers 409 whatever the body says

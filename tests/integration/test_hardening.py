@@ -199,3 +199,22 @@ async def test_checksummed_batches_are_signed_piece_by_piece_and_in_the_signer_p
     assert [part for piece in pieces for part in piece] == in_process
     assert [p["headers"]["x-amz-checksum-crc64nvme"] for p in in_process] == sums
     assert len({p["url"] for p in in_process}) == len(numbers)
+
+
+@pytest.mark.parametrize("route", ["part-urls", "complete"])
+@pytest.mark.parametrize("body", [b"null", b" null\n"])
+async def test_a_null_body_is_refused_not_read_as_no_body(
+    client: httpx.AsyncClient, upload_key: str, route: str, body: bytes
+) -> None:
+    key = {"X-SPATIALGEN-APPKEY": upload_key}
+    doc = (await client.post(URL, json=SEED_REQUEST, headers=key)).json()
+    single = next(f for f in doc["files"] if f["uploadStrategy"] == "single_put")  # needs no storage call
+    path = f"{URL}/{doc['sessionId']}/files/{single['uploadId']}/{route}"
+    r = await client.post(path, content=body, headers={**key, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    problem = r.json()
+    assert problem["code"] == "invalid_request"
+    assert problem["errors"] == [{"path": "$", "message": problem["errors"][0]["message"]}]
+    assert "not null" in problem["errors"][0]["message"]
+    # No body at all keeps its meaning (every part; the seed contract).
+    assert (await client.post(path.replace("complete", "part-urls"), headers=key)).status_code == 200
