@@ -54,6 +54,41 @@ class PartUrlsView(UploadFileView, kw_only=True):
     parts: list[PartUrl]
 
 
+COMPACT_PART_URLS = "application/vnd.spatialgen.part-urls.compact+json"
+"""Media type of the compact part-urls answer, sent to a request whose Accept names it."""
+PART_NUMBER_SLOT = "{partNumber}"
+SIGNATURE_SLOT = "{signature}"
+
+
+def part_url(url_template: str, part_number: int, signature: str) -> str:
+    """A part's URL from a compact answer: the template with its part number and signature filled in (a single_put
+    URL has no part number slot). Presigned URLs never hold a brace of their own (they are percent-encoded)."""
+    return url_template.replace(PART_NUMBER_SLOT, str(part_number)).replace(SIGNATURE_SLOT, signature)
+
+
+class CompactPart(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
+    """One part of a compact answer: what differs from part to part."""
+
+    part_number: int
+    signature: str
+    headers: dict[str, str] | None = None
+    """Headers this part sends besides the answer's `headers` and its Content-Length (none today)."""
+
+
+class CompactPartUrlsView(UploadFileView, kw_only=True):
+    """200 answer of part-urls in the compact form (Accept: application/vnd.spatialgen.part-urls.compact+json).
+
+    The same URLs as the full form, each written once as `urlTemplate` with `{partNumber}` and `{signature}` to fill
+    in. Part n covers bytes [(n - 1) * partSizeBytes, min(n * partSizeBytes, totalBytes)); its PUT sends
+    `Content-Length` (that range's size) and `headers`, plus its own `headers` if it has any.
+    """
+
+    expires_at: str
+    url_template: str
+    headers: dict[str, str]
+    parts: list[CompactPart]
+
+
 class CompletedFileView(UploadFileView, kw_only=True):
     """Answer of complete: the file, and the libraryId once the whole group has completed."""
 

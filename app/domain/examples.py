@@ -12,7 +12,11 @@ from typing import Any
 import msgspec
 
 from app.domain.answers import (
+    PART_NUMBER_SLOT,
+    SIGNATURE_SLOT,
     CanceledGroupView,
+    CompactPart,
+    CompactPartUrlsView,
     CompletedFileView,
     FileProgressView,
     GroupStatusView,
@@ -93,6 +97,11 @@ def _examples() -> dict[str, Any]:
             files=[UploadFileView(**_example_file(i, "initialized")) for i in range(4)],
         ),
         "part-urls": PartUrlsView(**left, parts=parts),
+        "part-urls-compact": CompactPartUrlsView(
+            **left, expires_at=parts[0].expires_at, url_template=url.format(n=PART_NUMBER_SLOT)
+            .replace("X-Amz-Signature=…", f"X-Amz-Signature={SIGNATURE_SLOT}"),
+            headers={}, parts=[CompactPart(part_number=n, signature="…") for n in (1, 2)],
+        ),
         "completed": CompletedFileView(**{**left, "status": "completed"}, library_id=None),
         "group-completed": CompletedFileView(**{**left, "status": "completed"}, library_id=1042),
         "completing": CompletedFileView(**{**left, "status": "completing"}, library_id=None),

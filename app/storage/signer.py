@@ -19,7 +19,7 @@ from multiprocessing.process import BaseProcess
 
 import msgspec
 
-from app.domain.answers import PartUrl
+from app.domain.answers import PART_NUMBER_SLOT, SIGNATURE_SLOT, CompactPart, PartUrl
 from app.domain.clock import iso_ms
 from app.domain.parts import part_range
 from app.settings import StorageConfig
@@ -81,36 +81,91 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
     signed_at: int
     content_type: str | None = None
     """Signed into a single PUT's URL (the client sends it as is); parts carry none."""
+    url_template: str | None = None
+    """Set for the compact form (`url_template`): the parts are answered as CompactPart, each URL checked to be
+    this template filled in."""
 
 
-def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
-    """Presign a batch and return its `parts` array as JSON.
+def shared_headers(batch: SignBatch) -> dict[str, str]:
+    """Headers every URL of the batch signs besides its Content-Length: a `single_put` URL signs `If-None-Match: *`
+    (once the object is stored nothing can replace it through the URL) and its Content-Type; parts sign none."""
+    if batch.upload_id is not None:
+        return {}
+    write_once = {"If-None-Match": "*"}
+    if batch.content_type is not None:
+        write_once["Content-Type"] = batch.content_type
+    return write_once
 
-    Each URL binds its part's exact length; a `single_put` URL also binds `If-None-Match: *`, so once the
-    object is stored nothing can replace it through the URL.  `headers` lists what the client must send.
-    """
+
+def _signed(presigner: S3Presigner, batch: SignBatch) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[str]]:
+    """The batch's (part number, size) pairs, byte ranges and URLs."""
     when = datetime.fromtimestamp(batch.signed_at, tz=UTC)
-    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
     ranges = [part_range(n, batch.part_size, batch.total_bytes) for n in batch.part_numbers]
     sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
     if batch.upload_id is None:
         urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
                                              expires_in=batch.expires_in, now=when, if_none_match=True,
                                              content_type=batch.content_type)]  # fmt: skip
-        write_once: dict[str, str] = {"If-None-Match": "*"}
-        if batch.content_type is not None:
-            write_once["Content-Type"] = batch.content_type
     else:
         urls = presigner.presign_upload_parts(
             batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,
         )  # fmt: skip
-        write_once = {}
+    return sized, ranges, urls
+
+
+def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
+    """Presign a batch and return its `parts` array as JSON (PartUrl, or CompactPart for the compact form).
+
+    Each URL binds its part's exact length and the batch's `shared_headers`; `headers` lists what the client must
+    send.
+    """
+    sized, ranges, urls = _signed(presigner, batch)
+    if batch.url_template is not None:
+        return _json.encode(compact_parts(sized, urls, batch.url_template))
+    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+    shared = shared_headers(batch)
     parts = []
     for (n, size), (lo, hi), url in zip(sized, ranges, urls, strict=True):
-        headers = {"Content-Length": str(size), **write_once}
+        headers = {"Content-Length": str(size), **shared}
         parts.append(PartUrl(part_number=n, size_bytes=size, byte_start=lo, byte_end=hi, url=url,
                              expires_at=expires_at, headers=headers))  # fmt: skip
     return _json.encode(parts)
+
+
+_SIGNATURE_PARAM = "&X-Amz-Signature="
+_SIGNATURE_HEX = 64
+
+
+def url_template(url: str, part_number: int | None) -> str:
+    """A signed URL as a compact answer's template: its signature (and, for a part, its part number) made slots.
+
+    Every URL of one batch shares everything else (one timestamp, one expiry, one signed-header list), which
+    `compact_parts` checks URL by URL."""
+    head, sep, signature = url.rpartition(_SIGNATURE_PARAM)
+    if not sep or len(signature) != _SIGNATURE_HEX or "{" in url or "}" in url:
+        raise ValueError(f"not a presigned URL this answer can template: {url[:120]!r}")
+    template = head + sep + SIGNATURE_SLOT
+    if part_number is not None:
+        marker = f"&partNumber={part_number}&"
+        if template.count(marker) != 1:
+            raise ValueError(f"part number {part_number} is not where a template expects it: {url[:120]!r}")
+        template = template.replace(marker, f"&partNumber={PART_NUMBER_SLOT}&")
+    return template
+
+
+def compact_parts(sized: list[tuple[int, int]], urls: list[str], template: str) -> list[CompactPart]:
+    """The compact form of signed URLs: part number and signature.
+
+    The presigner builds every URL of one call from the same head and middle around the part number (which is what
+    makes the form possible), so checking the batch's first and last URL against the answer's template checks the
+    call; tests/unit/test_part_url_forms.py rebuilds every URL from the template, against the full form.
+    """
+    for at in (0, -1):
+        if url_template(urls[at], sized[at][0] if PART_NUMBER_SLOT in template else None) != template:
+            raise ValueError(f"part {sized[at][0]}: its URL does not fit the answer's template")
+    return [
+        CompactPart(part_number=n, signature=url[-_SIGNATURE_HEX:]) for (n, _), url in zip(sized, urls, strict=True)
+    ]
 
 
 class SignRequest(msgspec.Struct, frozen=True):
@@ -175,6 +230,12 @@ class Signer:
     async def sign_with(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:
         """The batch's `parts` JSON, signed with these credentials (in one turn at the helper)."""
         return await self._sign(credentials, batch, who)
+
+    def url_template(self, credentials: PresignCredentials, batch: SignBatch) -> str:
+        """The compact form's URL template of a batch, from its first URL signed here (one HMAC: no helper turn)."""
+        first = msgspec.structs.replace(batch, part_numbers=batch.part_numbers[:1])
+        _, _, (url,) = _signed(self._presigners.get(credentials), first)
+        return url_template(url, None if batch.upload_id is None else batch.part_numbers[0])
 
     async def pieces(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> AsyncGenerator[bytes]:
         """The batch's `parts` JSON as arrays of at most PIECE_PARTS URLs each (their elements, in order, are the
