@@ -20,8 +20,8 @@ from app.domain.answers import COMPACT_PART_URLS, part_url
 from app.domain.clock import ManualClock
 from app.domain.parts import part_range
 from app.settings import MIB, Settings
-from app.storage.s3 import ObjectStore
 from app.state.apikeys import create_key
+from app.storage.s3 import ObjectStore
 from tests.integration.conftest import api_client
 from tests.sigv4_front import SigV4Front
 
@@ -158,8 +158,8 @@ async def test_the_uploader_asks_for_compact_gzip_and_its_urls_store_the_bytes(
     async with api_client(settings) as api, ServiceClient("http://testserver", key["X-SPATIALGEN-APPKEY"]) as client:
         client._api = httpx.AsyncClient(base_url="http://testserver", headers=client._api.headers,
                                         transport=api._transport, event_hooks={"response": [record]})  # fmt: skip
-        body: dict[str, Any] = {"videoName": "v", "layout": "2D",
-                                "files": [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": len(data)}]}  # fmt: skip
+        files = [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": len(data)}]
+        body: dict[str, Any] = {"videoName": "v", "layout": "2D", "files": files}
         created = await client.start_group(body)
         sid, uid = created.session_id, created.files[0].upload_id
         answer = await client.part_urls(sid, uid)
@@ -175,3 +175,17 @@ async def test_the_uploader_asks_for_compact_gzip_and_its_urls_store_the_bytes(
                                                                headers=p.headers)))  # fmt: skip
         assert verified_s3.refusals == []
         assert (await client.complete_file(sid, uid, etags, follow=False)).status in ("completing", "completed")
+
+
+async def test_the_openapi_document_describes_both_forms(api: httpx.AsyncClient, key: dict[str, str]) -> None:
+    doc = (await api.get("/schema/openapi.json")).json()
+    ok = doc["paths"][URL + "/{session_id}/files/{upload_id}/part-urls"]["post"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/json", COMPACT_PART_URLS}
+    assert {"Content-Encoding", "Vary"} <= set(ok["headers"])
+    schema = ok["content"][COMPACT_PART_URLS]["schema"]
+    example = ok["content"][COMPACT_PART_URLS]["examples"]["part-urls-compact"]["value"]
+    path = await file_of(api, key, 2)
+    _, body = await raw_answer(api, path, {**key, "Accept": COMPACT_PART_URLS, "Accept-Encoding": None})
+    real = json.loads(body)
+    assert list(example) == list(real) == list(schema["properties"])
+    assert list(example["parts"][0]) == list(real["parts"][0])

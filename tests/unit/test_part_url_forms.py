@@ -1,0 +1,115 @@
+"""The part-urls answer's two forms and its content negotiation, without services.
+
+The compact form is checked against the full form as its reference: for the same batch (keys that need encoding,
+path and virtual addressing, a session token, a short last part, a single PUT with its write-once headers), every
+URL and header the uploader rebuilds from the compact parts is the full form's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgspec
+import pytest
+
+from app.client.models import CompactPartUrls
+from app.domain.answers import SIGNATURE_SLOT
+from app.http.encoding import accepts_gzip, wants_compact
+from app.storage.presign import PresignCredentials
+from app.storage.signer import PresignerConfig, SignBatch, compact_parts, shared_headers, sign_parts_json, url_template
+
+MIB = 1024 * 1024
+CREDENTIALS = [PresignCredentials("AKIDEXAMPLE", "secret"), PresignCredentials("ASIAEXAMPLE", "secret", "tok+en/=")]
+CONFIGS = [PresignerConfig("http://127.0.0.1:9000", "us-east-1", "path"),
+           PresignerConfig("https://s3.eu-west-3.amazonaws.com", "eu-west-3", "virtual")]  # fmt: skip
+KEYS = ["uploads/acme/s/u.mov", "uploads/acme/vidéo {1}/a+b&c=d%20.mov"]
+
+
+def batch(key: str, numbers: list[int], *, upload_id: str | None = "2~abc.DEF_ghi-", total: int = 0) -> SignBatch:
+    part = 5 * MIB
+    return SignBatch(bucket="spatialgen-test", key=key, upload_id=upload_id, part_numbers=numbers, part_size=part,
+                     total_bytes=total or 1234 * part - 17, expires_in=3600, signed_at=1_780_000_000,
+                     content_type=None if upload_id else "video/quicktime")  # fmt: skip
+
+
+def full_and_compact(config: PresignerConfig, credentials: PresignCredentials, b: SignBatch) -> tuple[Any, Any]:
+    """The full answer and the compact one (as the uploader expands it) for the same batch."""
+    presigner = config.presigner(credentials)
+    full = msgspec.json.decode(sign_parts_json(presigner, b))
+    first = sign_parts_json(presigner, msgspec.structs.replace(b, part_numbers=b.part_numbers[:1]))
+    template = url_template(msgspec.json.decode(first)[0]["url"], None if b.upload_id is None else b.part_numbers[0])
+    parts = msgspec.json.decode(sign_parts_json(presigner, msgspec.structs.replace(b, url_template=template)))
+    doc = {
+        "uploadId": "u", "fileRole": "video", "fileName": "v.mov", "totalBytes": b.total_bytes,
+        "partSizeBytes": b.part_size, "totalParts": -(-b.total_bytes // b.part_size),
+        "uploadStrategy": "multipart" if b.upload_id else "single_put", "status": "uploading",
+        "expiresAt": full[0]["expiresAt"], "urlTemplate": template, "headers": shared_headers(b), "parts": parts,
+    }  # fmt: skip
+    compact = msgspec.json.decode(msgspec.json.encode(doc), type=CompactPartUrls)
+    return full, compact
+
+
+@pytest.mark.parametrize(("config", "credentials", "key"), list(itertools.product(CONFIGS, CREDENTIALS, KEYS)))
+def test_the_compact_form_rebuilds_every_url_of_the_full_form(
+    config: PresignerConfig, credentials: PresignCredentials, key: str
+) -> None:
+    numbers = [*range(1, 120), 999, 1000, 1001, 1233, 1234]
+    full, compact = full_and_compact(config, credentials, batch(key, numbers))
+    assert len(compact.parts) == len(full)
+    expanded = compact.expand()
+    assert msgspec.to_builtins(expanded.parts) == msgspec.to_builtins(msgspec.convert(full, list[Any]))
+    assert expanded.parts[-1].size_bytes == 5 * MIB - 17  # the short last part
+    assert all(p.headers == {"Content-Length": str(p.size_bytes)} for p in expanded.parts)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_single_put_in_the_compact_form(config: PresignerConfig) -> None:
+    full, compact = full_and_compact(config, CREDENTIALS[1], batch(KEYS[1], [1], upload_id=None, total=10))
+    [part] = compact.expand().parts
+    assert msgspec.to_builtins(part) == full[0]
+    assert part.headers == {"Content-Length": "10", "If-None-Match": "*", "Content-Type": "video/quicktime"}
+
+
+def test_a_url_that_does_not_fit_the_template_fails_the_answer() -> None:
+    presigner = CONFIGS[0].presigner(CREDENTIALS[0])
+    b = batch(KEYS[0], [1, 2, 3])
+    urls = [p["url"] for p in msgspec.json.decode(sign_parts_json(presigner, b))]
+    template = url_template(urls[0], 1)
+    sized = [(n, 5 * MIB) for n in (1, 2, 3)]
+    assert [p.signature for p in compact_parts(sized, urls, template)] == [u[-64:] for u in urls]
+    other = url_template(urls[0].replace("X-Amz-Expires=3600", "X-Amz-Expires=3601"), 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        compact_parts(sized, urls, other)
+    with pytest.raises(ValueError, match="not a presigned URL"):
+        url_template(urls[0].removesuffix(urls[0][-64:]) + SIGNATURE_SLOT, 1)
+    with pytest.raises(ValueError, match="part number 2 is not where"):
+        url_template(urls[0], 2)
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        (None, False), ("", False), ("gzip", True), ("GZip", True), ("gzip, deflate, br", True), ("x-gzip", True),
+        ("deflate", False), ("identity", False), ("gzip;q=0", False), ("gzip; q=0.0", False), ("gzip;q=0.001", True),
+        ("*", True), ("*;q=0", False), ("*, gzip;q=0", False), ("br;q=1.0, gzip;q=0.8, *;q=0.1", True),
+        ("gzip;q=bogus", False), (" , gzip ,", True),
+    ],
+)  # fmt: skip
+def test_gzip_is_sent_only_when_accept_encoding_allows_it(header: str | None, gzip: bool) -> None:
+    assert accepts_gzip(header) is gzip
+
+
+COMPACT = "application/vnd.spatialgen.part-urls.compact+json"
+
+
+@pytest.mark.parametrize(
+    ("header", "compact"),
+    [
+        (None, False), ("application/json", False), ("*/*", False), (COMPACT, True),
+        (f"{COMPACT}, application/json;q=0.5", True), (f"application/json, {COMPACT};q=0", False),
+        (COMPACT.upper(), True), (f"{COMPACT}+x", False),
+    ],
+)  # fmt: skip
+def test_the_compact_form_is_sent_only_when_accept_names_it(header: str | None, compact: bool) -> None:
+    assert wants_compact(header) is compact
