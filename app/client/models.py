@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain.answers import part_url
+from app.domain.answers import url_filler
 from app.domain.parts import part_range
 
 
@@ -74,11 +74,12 @@ class CompactPartUrls(FileView, kw_only=True):
     def expand(self) -> PartUrls:
         """The same answer in the full form: each part's URL, byte range and headers written out."""
         parts = []
+        url = url_filler(self.url_template)
         for p in self.parts:
             start, end = part_range(p.part_number, self.part_size_bytes, self.total_bytes)
             parts.append(PartUrl(
                 part_number=p.part_number, size_bytes=end - start, byte_start=start, byte_end=end,
-                url=part_url(self.url_template, p.part_number, p.signature), expires_at=self.expires_at,
+                url=url(p.part_number, p.signature), expires_at=self.expires_at,
                 headers={"Content-Length": str(end - start), **self.headers, **p.headers},
             ))  # fmt: skip
         fields = {f: getattr(self, f) for f in FileView.__struct_fields__}

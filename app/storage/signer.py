@@ -9,6 +9,7 @@ signed piece by piece as it is sent (`pieces`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -239,13 +240,29 @@ class Signer:
 
     async def pieces(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> AsyncGenerator[bytes]:
         """The batch's `parts` JSON as arrays of at most PIECE_PARTS URLs each (their elements, in order, are the
-        whole array's), each signed only when the previous one was taken: a large answer is signed while it is
-        sent, and never held whole. `credentials` are fetched once by the caller (before answering), so every URL
-        of one answer is signed with the same ones."""
+        whole array's), the next one signed while the previous one is sent: a large answer is signed while it is
+        sent and never held whole (two pieces at most). `credentials` are fetched once by the caller (before
+        answering), so every URL of one answer is signed with the same ones."""
         numbers = batch.part_numbers
-        for start in range(0, len(numbers), PIECE_PARTS):
+
+        def sign(start: int) -> asyncio.Task[bytes]:
             piece = msgspec.structs.replace(batch, part_numbers=numbers[start : start + PIECE_PARTS])
-            yield await self._sign(credentials, piece, who)
+            return asyncio.ensure_future(self._sign(credentials, piece, who))
+
+        # One piece ahead: the helper signs piece k + 1 while this process compresses and sends piece k (two cores
+        # at work instead of one after the other), and a reader that stops holds back the signing after that.
+        start = 0
+        ahead: asyncio.Task[bytes] | None = sign(start)
+        try:
+            while ahead is not None:
+                current, start = ahead, start + PIECE_PARTS
+                ahead = sign(start) if start < len(numbers) else None
+                yield await current
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
 
     async def _sign(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:
         if self.offload_min_parts <= 0 or len(batch.part_numbers) < self.offload_min_parts:

@@ -113,8 +113,9 @@ def report(forms: dict[str, Form], total_parts: int) -> None:
         med, read_ms = statistics.median(f.seconds) * 1e3, statistics.median(f.read_seconds) * 1e3
         p90 = statistics.quantiles(f.seconds, n=10)[-1] * 1e3 if len(f.seconds) > 1 else med
         print(
-            f"  {name:<13} {f.body_bytes / 1e6:6.3f} MB ({f.body_bytes / base_bytes:.3f}x) | {med:6.1f} ms "
-            f"(p90 {p90:.1f}; {med / base_ms:.2f}x) | uploader reads it in {read_ms:.1f} ms",
+            f"  {name:<13} {f.body_bytes / 1e6:6.3f} MB ({f.body_bytes / base_bytes:.3f}x) | median {med:6.1f} ms "
+            f"({med / base_ms:.2f}x), best {min(f.seconds) * 1e3:.1f} ms ({min(f.seconds) / min(base.seconds):.2f}x), "
+            f"p90 {p90:.1f} ms | the uploader reads it in {read_ms:.1f} ms",
             flush=True,
         )
     for name in ("identity", "compact"):
@@ -127,10 +128,10 @@ def report(forms: dict[str, Form], total_parts: int) -> None:
             flush=True,
         )
     used = forms["compact+gzip"]
-    used_ms = statistics.median(used.seconds) * 1e3
+    used_ms, used_best = statistics.median(used.seconds) * 1e3, min(used.seconds) * 1e3
     print(
-        f"  the uploader's form (compact+gzip): {used.body_bytes / 1e6:.3f} MB, {used_ms:.1f} ms median: "
-        f"{base_bytes / used.body_bytes:.1f}x fewer bytes, {base_ms / used_ms:.2f}x faster than identity; targets "
-        f"<= {TARGET_BYTES / 1e6:.1f} MB and <= {TARGET_MS:.0f} ms",
+        f"  the uploader's form (compact+gzip): {used.body_bytes / 1e6:.3f} MB, {used_ms:.1f} ms median, "
+        f"{used_best:.1f} ms best: {base_bytes / used.body_bytes:.1f}x fewer bytes, {base_ms / used_ms:.2f}x the "
+        f"identity form's speed; targets <= {TARGET_BYTES / 1e6:.1f} MB and <= {TARGET_MS:.0f} ms",
         flush=True,
     )

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from app.client.models import CompactPartUrls
-from app.domain.answers import SIGNATURE_SLOT
+from app.domain.answers import SIGNATURE_SLOT, part_url, url_filler
 from app.http.encoding import accepts_gzip, wants_compact
 from app.storage.presign import PresignCredentials
 from app.storage.signer import PresignerConfig, SignBatch, compact_parts, shared_headers, sign_parts_json, url_template
@@ -113,3 +113,15 @@ COMPACT = "application/vnd.spatialgen.part-urls.compact+json"
 )  # fmt: skip
 def test_the_compact_form_is_sent_only_when_accept_names_it(header: str | None, compact: bool) -> None:
     assert wants_compact(header) is compact
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["https://h/b/k?X-Amz-Date=1&partNumber={partNumber}&uploadId=u&X-Amz-Signature={signature}",
+     "https://h/b/k?X-Amz-Date=1&X-Amz-Signature={signature}", "https://h/{signature}/k?partNumber={partNumber}",
+     "https://h/b/k?partNumber={partNumber}&x={partNumber}&X-Amz-Signature={signature}"],
+)  # fmt: skip
+def test_the_fast_url_filler_fills_in_what_part_url_does(template: str) -> None:
+    fill = url_filler(template)
+    for n, signature in ((1, "ab" * 32), (10_000, "0f" * 32)):
+        assert fill(n, signature) == part_url(template, n, signature)
