@@ -84,8 +84,8 @@ class CompactPart(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Tr
 
     part_number: int
     signature: str
-    headers: dict[str, str] | None = None
-    """Headers this part sends besides the answer's `headers` and its Content-Length (none today)."""
+    headers: dict[str, str] = {}
+    """Headers this part sends besides the answer's `headers` and its Content-Length (none today: left out)."""
 
 
 class CompactPartUrlsView(UploadFileView, kw_only=True):
