@@ -3,7 +3,8 @@
 A 10,000-part answer is ~90 ms of CPU; signed on the event loop it would hold up every other request of
 the API process, so batches of at least `offload_min_parts` go to one helper process per API process, in pieces of
 PIECE_PARTS URLs: API keys take turns at the helper piece by piece (app/storage/turns.py), and a large answer is
-signed piece by piece as it is sent (`pieces`).
+signed piece by piece as it is sent (`pieces`). The compact form (`url_template`, `compact_parts`) answers each URL
+as its part number and signature, its shared rest written once.
 """
 
 from __future__ import annotations
