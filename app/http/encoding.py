@@ -10,8 +10,9 @@ import zlib
 from app.domain.answers import COMPACT_PART_URLS
 
 GZIP_LEVEL = 1
-"""zlib level of gzip answers: level 1 compresses a 10,000-URL answer to ~10 % in a fraction of level 6's time (6 saves
-another ~1.4 % of the identity size); tests/bench/bench_part_urls.py measures both."""
+"""zlib level of gzip answers. On all 10,000 URLs of a file (tests/bench/bench_part_urls.py measures both), level 1
+makes the 7.13 MB full form 0.71 MB and the 0.99 MB compact form 0.44 MB; level 6 takes 2-3x as long for 0.61 and
+0.43 MB."""
 THREAD_MIN_BYTES = 64 * 1024
 """Larger chunks are compressed off the event loop (zlib releases the GIL), so a 350 KB piece holds no request up."""
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream

@@ -684,7 +684,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     # 1b. The same answer on the wire: full or compact, identity or gzip.
     if args.wire_repeats:
         path = target.path
-        report(measure_wire(target.port, target.api_key, path, target.total_parts, args.wire_repeats),
+        report(measure_wire(target.port, target.api_key, path, target.total_parts, args.wire_repeats, server_pid),
                target.total_parts)  # fmt: skip
 
     # 2. botocore on the same parts, same bucket/key/upload id.

@@ -18,6 +18,7 @@ import msgspec
 from app.client.models import CompactPartUrls, PartUrls
 from app.domain.answers import COMPACT_PART_URLS
 from app.storage.signer import PIECE_PARTS
+from tests.bench.bench_start import tree_cpu_seconds
 
 FORMS = {
     "identity": {},
@@ -35,6 +36,7 @@ class Form:
     """What one form cost, over the runs."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the server's (API process and its signing helper), over the runs
     read_seconds: list[float] = field(default_factory=list)
     body_bytes: int = 0
     plain: bytes = b""  # the last answer, decoded from gzip
@@ -59,8 +61,11 @@ def read(headers: dict[str, str], body: bytes) -> tuple[PartUrls, bytes]:
     return msgspec.json.decode(plain, type=PartUrls), plain
 
 
-def measure_wire(port: int, api_key: str, path: str, total_parts: int, repeats: int) -> dict[str, Form]:
-    """Each form `repeats` times, in rotating order so drift hits all alike, after one warm-up round."""
+def measure_wire(
+    port: int, api_key: str, path: str, total_parts: int, repeats: int, server_pid: int
+) -> dict[str, Form]:
+    """Each form `repeats` times, in rotating order so drift hits all alike, after one warm-up round; the server's
+    CPU per request too (it varies less than wall time when other work shares the cores)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     base = {"Content-Type": "application/json", "X-SPATIALGEN-APPKEY": api_key}
     forms = {name: Form() for name in FORMS}
@@ -68,7 +73,9 @@ def measure_wire(port: int, api_key: str, path: str, total_parts: int, repeats: 
     try:
         for run in range(repeats + 1):
             for name in names[run % len(names) :] + names[: run % len(names)]:
+                cpu = tree_cpu_seconds(server_pid)
                 status, headers, body, seconds = post(conn, path, {**base, **FORMS[name]})
+                cpu = tree_cpu_seconds(server_pid) - cpu
                 if status != 200:
                     raise SystemExit(f"part-urls ({name}) answered {status}: {body[:300]!r}")
                 started = time.perf_counter()
@@ -80,6 +87,7 @@ def measure_wire(port: int, api_key: str, path: str, total_parts: int, repeats: 
                     f = forms[name]
                     f.seconds.append(seconds)
                     f.read_seconds.append(read_s)
+                    f.cpu_seconds += cpu
                     f.body_bytes, f.plain = len(body), plain
     finally:
         conn.close()
@@ -115,7 +123,8 @@ def report(forms: dict[str, Form], total_parts: int) -> None:
         print(
             f"  {name:<13} {f.body_bytes / 1e6:6.3f} MB ({f.body_bytes / base_bytes:.3f}x) | median {med:6.1f} ms "
             f"({med / base_ms:.2f}x), best {min(f.seconds) * 1e3:.1f} ms ({min(f.seconds) / min(base.seconds):.2f}x), "
-            f"p90 {p90:.1f} ms | the uploader reads it in {read_ms:.1f} ms",
+            f"p90 {p90:.1f} ms | server CPU {f.cpu_seconds / len(f.seconds) * 1e3:.1f} ms "
+            f"({f.cpu_seconds / base.cpu_seconds:.2f}x) | the uploader reads it in {read_ms:.1f} ms",
             flush=True,
         )
     for name in ("identity", "compact"):
