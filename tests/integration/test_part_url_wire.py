@@ -37,7 +37,8 @@ async def key(redis: Redis) -> dict[str, str]:
 @pytest.fixture
 async def api(settings: Settings, redis: Redis, store: ObjectStore) -> AsyncIterator[httpx.AsyncClient]:
     """The API with 5 MiB parts on a clock that does not move: every call signs at the same second."""
-    async with api_client(settings.override(part_size_bytes=5 * MIB), clock=ManualClock()) as client:
+    slow_storage_ok = settings.override(part_size_bytes=5 * MIB, provision_wait_seconds=15.0)  # moto on busy cores
+    async with api_client(slow_storage_ok, clock=ManualClock()) as client:
         yield client
 
 
@@ -154,7 +155,7 @@ async def test_the_uploader_asks_for_compact_gzip_and_its_urls_store_the_bytes(
     data = bytes(range(256)) * (5 * MIB // 256) * 2 + b"tail"
     source = tmp_path / "v.mov"
     source.write_bytes(data)
-    settings = verified_settings.override(part_size_bytes=5 * MIB, provision_wait_seconds=5.0)
+    settings = verified_settings.override(part_size_bytes=5 * MIB, provision_wait_seconds=15.0)
     async with api_client(settings) as api, ServiceClient("http://testserver", key["X-SPATIALGEN-APPKEY"]) as client:
         client._api = httpx.AsyncClient(base_url="http://testserver", headers=client._api.headers,
                                         transport=api._transport, event_hooks={"response": [record]})  # fmt: skip
