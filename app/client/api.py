@@ -124,8 +124,8 @@ class ServiceClient:
     ) -> PartUrls:
         """Get Part URLs (SPEC 3.2) for some parts of a file, or all of them.
 
-        Asked for in the compact form, gzip-coded (a tenth of the full form's bytes, and faster to sign); a service
-        that answers the full form is read as well."""
+        Asked for in the compact form, gzip-coded (a sixteenth of the full form's bytes, and less for the service to
+        build); a service that answers the full form is read as well."""
         body = {"partNumbers": list(part_numbers)} if part_numbers else None
         path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/part-urls"
         response = await self._call("part-urls", "POST", path, body, ok=(200,), on_progress=on_progress,
