@@ -21,7 +21,7 @@ from multiprocessing.process import BaseProcess
 
 import msgspec
 
-from app.domain.answers import PART_NUMBER_SLOT, SIGNATURE_SLOT, CompactPart, PartUrl
+from app.domain.answers import PART_NUMBER_SLOT, SIGNATURE_SLOT, CompactPart, PartUrl, url_filler
 from app.domain.clock import iso_ms
 from app.domain.parts import part_range
 from app.settings import StorageConfig
@@ -156,18 +156,17 @@ def url_template(url: str, part_number: int | None) -> str:
 
 
 def compact_parts(sized: list[tuple[int, int]], urls: list[str], template: str) -> list[CompactPart]:
-    """The compact form of signed URLs: part number and signature.
-
-    The presigner builds every URL of one call from the same head and middle around the part number (which is what
-    makes the form possible), so checking the batch's first and last URL against the answer's template checks the
-    call; tests/unit/test_part_url_forms.py rebuilds every URL from the template, against the full form.
-    """
-    for at in (0, -1):
-        if url_template(urls[at], sized[at][0] if PART_NUMBER_SLOT in template else None) != template:
-            raise ValueError(f"part {sized[at][0]}: its URL does not fit the answer's template")
-    return [
-        CompactPart(part_number=n, signature=url[-_SIGNATURE_HEX:]) for (n, _), url in zip(sized, urls, strict=True)
-    ]
+    """The compact form of signed URLs: part number and signature, after checking that the template filled in gives
+    back each URL exactly (a part whose URL had another shape would fail the answer here, not a client's PUT);
+    ~3 ms per 10,000 URLs."""
+    fill = url_filler(template)
+    parts = []
+    for (n, _), url in zip(sized, urls, strict=True):
+        signature = url[-_SIGNATURE_HEX:]
+        if fill(n, signature) != url:
+            raise ValueError(f"part {n}: its URL does not fit the answer's template")
+        parts.append(CompactPart(part_number=n, signature=signature))
+    return parts
 
 
 class SignRequest(msgspec.Struct, frozen=True):

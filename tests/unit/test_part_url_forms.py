@@ -81,6 +81,13 @@ def test_a_url_that_does_not_fit_the_template_fails_the_answer() -> None:
     other = url_template(urls[0].replace("X-Amz-Expires=3600", "X-Amz-Expires=3601"), 1)
     with pytest.raises(ValueError, match="does not fit"):
         compact_parts(sized, urls, other)
+    odd_middle = [
+        urls[0],
+        urls[1].replace("content-length%3Bhost", "content-length%3Bhost%3Bx-amz-checksum-crc32"),
+        urls[2],
+    ]
+    with pytest.raises(ValueError, match="part 2: its URL does not fit"):
+        compact_parts(sized, odd_middle, template)
     with pytest.raises(ValueError, match="not a presigned URL"):
         url_template(urls[0].removesuffix(urls[0][-64:]) + SIGNATURE_SLOT, 1)
     with pytest.raises(ValueError, match="part number 2 is not where"):
