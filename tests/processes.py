@@ -101,13 +101,15 @@ class Stack:
         return Settings.from_env(self.env())
 
     def start_api(self, **overrides: str) -> str:
-        """One more API process; returns its base URL."""
+        """One more API process; returns its base URL (once its operations port listens too, if it has one)."""
         port = free_port()
         env = self.env(SPATIALGEN_PORT=str(port), **overrides)
         with open(self.tmp / f"api-{port}.log", "ab") as log:  # kept with the test's tmp dir, for post-mortems
             proc = subprocess.Popen(api_command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # fmt: skip
         wait_for_port(port, proc)
+        if int(env.get("SPATIALGEN_OPS_PORT") or 0):
+            wait_for_port(int(env["SPATIALGEN_OPS_PORT"]), proc)
         self.apis.append((proc, port))
         return f"http://127.0.0.1:{port}"
 

@@ -18,6 +18,15 @@ a loopback port (keep-alive towards clients, one upstream connection per request
   (moto does not): crc32 (zlib), sha1 and sha256 (hashlib) always; crc32c with `google-crc32c`, `awscrt` or
   `crc32c` importable; crc64nvme with `awscrt`. An algorithm that cannot be computed here is let through and
   named in `unverified_checksums`.
+- S3's checks of multipart checksums that moto lacks: each presigned UploadPart's verified checksum is kept (by
+  upload id and part number, with its length), and a CompleteMultipartUpload (Authorization header) whose part list
+  names a `Checksum<ALGORITHM>` that differs from the part's is refused (400 InvalidPart, naming PartNumber), as is
+  a whole-object `x-amz-checksum-<crc>` with `x-amz-checksum-type: FULL_OBJECT` that is not the CRC of the listed
+  parts (400 BadDigest; combined with awscrt's combine_* functions). Every CompleteMultipartUpload's headers are
+  kept in `completions` (If-None-Match among them); with `refuse_conditional_complete` one carrying If-None-Match is
+  answered 501 NotImplemented, as a store without conditional completion does. A presigned PUT with a verified
+  `x-amz-checksum-*` is forwarded with `x-amz-sdk-checksum-algorithm` added, so moto records the object's checksum
+  (it records none without that header) as S3 does.
 - Everything else (Authorization-header requests from boto3/aiobotocore, anonymous ones) is forwarded unchanged;
   `Expect: 100-continue` is answered by the front itself. Upstream answers are relayed as they are (status,
   headers, body; chunked or sized), hop-by-hop headers aside.
@@ -38,7 +47,10 @@ observed answers:
     400 InvalidArgument                   both an Authorization header and query-string authentication
     400 IncompleteBody / RequestTimeout   fewer body bytes than Content-Length (end of stream / silence)
     400 XAmzContentSHA256Mismatch         a signed hex x-amz-content-sha256 that is not the body's
-    400 BadDigest "The CRC32 you specified did not match the calculated checksum."   (and CRC32C, ...)
+    400 BadDigest "The CRC32 you specified did not match the calculated checksum."   (and CRC32C, ...; also a
+                                          CompleteMultipartUpload's FULL_OBJECT checksum of the parts)
+    400 InvalidPart                       a CompleteMultipartUpload part whose Checksum* is not the part's
+    501 NotImplemented                    If-None-Match on CompleteMultipartUpload (refuse_conditional_complete)
     400 InvalidRequest                    a malformed x-amz-checksum-* value, or x-amz-sdk-checksum-algorithm
                                           naming another algorithm or none sent
     400 BadRequest                        not an HTTP/1.1 request it can frame (the HTTP layer's answer, not one
@@ -70,6 +82,7 @@ import signal
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -80,6 +93,7 @@ from xml.sax.saxutils import escape
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
+    "Completion",
     "Exchange",
     "Refusal",
     "SigV4Front",
@@ -131,6 +145,11 @@ _MSG_SHA256_MISMATCH = "The provided 'x-amz-content-sha256' header does not matc
 _MSG_NO_CHECKSUM = (
     "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or x-amz-trailer headers were found."
 )
+_MSG_NOT_IMPLEMENTED = "A header you provided implies functionality that is not implemented"
+_MSG_INVALID_PART = (
+    "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified "
+    "entity tag may not match the part's entity tag or its checksum."
+)
 _MSG_MULTIPLE_CHECKSUMS = "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
 
 
@@ -144,7 +163,7 @@ def _crc32c_function() -> Callable[[bytes], bytes] | None:
 
         return lambda data: int(google_crc32c.value(data)).to_bytes(4, "big")
     with contextlib.suppress(ImportError):
-        from awscrt import checksums  # type: ignore[import-not-found]
+        from awscrt import checksums
 
         return lambda data: int(checksums.crc32c(data)).to_bytes(4, "big")
     with contextlib.suppress(ImportError):
@@ -253,6 +272,23 @@ class Refusal:
     """The raw path as received (still percent-encoded)."""
     reason: str
     """What differed, for humans (the code is what S3 says)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A CompleteMultipartUpload the front saw (Authorization header): its path, upload id and headers."""
+
+    path: str
+    upload_id: str
+    headers: dict[str, str]
+    """Lowercase names (If-None-Match as `if-none-match`)."""
+
+
+@dataclass(frozen=True)
+class _PartSum:
+    algorithm: str
+    digest: bytes
+    length: int
 
 
 @dataclass(frozen=True)
@@ -500,6 +536,12 @@ class SigV4Front:
     """Unexpected failures inside the front (a test can assert there were none)."""
     connections: int = 0
     """Client connections accepted so far."""
+    completions: list[Completion] = field(default_factory=list)
+    """Every CompleteMultipartUpload forwarded or refused, with its headers."""
+    refuse_conditional_complete: bool = False
+    """Answer 501 NotImplemented to If-None-Match on CompleteMultipartUpload (a store without it)."""
+    part_checksums: dict[tuple[str, str, int], _PartSum] = field(default_factory=dict)
+    """(path, upload id, part number) -> the verified checksum of what a presigned UploadPart carried."""
 
     def __post_init__(self) -> None:
         target = urlsplit(self.target)
@@ -540,6 +582,7 @@ class SigV4Front:
         self.exchanges.clear()
         self.unverified_checksums.clear()
         self.errors.clear()
+        self.completions.clear()
 
     def refusals_for(self, path_part: str) -> list[Refusal]:
         """Refusals whose raw path contains path_part."""
@@ -590,6 +633,8 @@ class SigV4Front:
             if (head.first("expect") or "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             auth = "header" if head.first("authorization") is not None else "none"
+            if head.method == "POST" and "uploadId" in params and auth == "header":
+                return await self._complete(head, params["uploadId"], reader, writer, framing, length)
             return await self._forward(head, reader, writer, framing, length, None, auth)
         return await self._presigned(head, params, reader, writer, framing, length)
 
@@ -772,7 +817,67 @@ class SigV4Front:
                     ("ClientComputedContentSHA256", claimed),
                     ("S3ComputedContentSHA256", computed),
                 )
-        _check_checksum(head, body, self.unverified_checksums)
+        verified = _check_checksum(head, body, self.unverified_checksums)
+        if verified is not None:
+            algorithm, digest = verified
+            params = _query_params(head.query)
+            if "uploadId" in params and params.get("partNumber", "").isdigit():
+                where = (head.path, params["uploadId"], int(params["partNumber"]))
+                self.part_checksums[where] = _PartSum(algorithm, digest, len(body))
+            if head.first("x-amz-sdk-checksum-algorithm") is None:  # so moto records it, as S3 does
+                head.headers.append(("x-amz-sdk-checksum-algorithm", algorithm.upper()))
+
+    async def _complete(
+        self, head: _Head, upload_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: str,
+        length: int,
+    ) -> bool:  # fmt: skip
+        """A CompleteMultipartUpload: recorded, its checksums checked as S3 checks them, then forwarded."""
+        keep_alive = _keep_alive(head)
+        if (head.first("expect") or "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await _read_body(reader, framing, length, self.body_timeout)
+        self.completions.append(Completion(head.path, upload_id, {k.lower(): v for k, v in head.headers}))
+        try:
+            if self.refuse_conditional_complete and head.first("if-none-match") is not None:
+                raise _refused(501, "NotImplemented", _MSG_NOT_IMPLEMENTED, "If-None-Match on CompleteMultipartUpload",
+                               ("Header", "If-None-Match"))  # fmt: skip
+            self._check_complete(head, upload_id, body)
+        except _Refused as refused:
+            await self._answer_refusal(writer, head, "header", refused.verdict, keep_alive=keep_alive)
+            return keep_alive
+        return await self._forward(head, reader, writer, framing, length, body, "header")
+
+    def _check_complete(self, head: _Head, upload_id: str, body: bytes) -> None:
+        listed: list[tuple[int, str, dict[str, str]]] = []
+        with contextlib.suppress(ET.ParseError):
+            for part in ET.fromstring(body):
+                fields = {child.tag.rpartition("}")[2]: (child.text or "").strip() for child in part}
+                if fields.get("PartNumber", "").isdigit():
+                    listed.append((int(fields["PartNumber"]), fields.get("ETag", ""), fields))
+        for n, etag, fields in listed:
+            kept = self.part_checksums.get((head.path, upload_id, n))
+            for name, value in fields.items():
+                if (
+                    name.startswith("Checksum")
+                    and kept is not None
+                    and (name[8:].lower() != kept.algorithm or _b64(value) != kept.digest)
+                ):
+                    reason = f"part {n}: {name} {value!r} is not the part's"
+                    where = (("UploadId", upload_id), ("PartNumber", str(n)), ("ETag", etag))
+                    raise _refused(400, "InvalidPart", _MSG_INVALID_PART, reason, *where)
+        kind = (head.first("x-amz-checksum-type") or "").upper()
+        for algorithm in ("crc64nvme", "crc32c", "crc32"):
+            whole = head.first(f"x-amz-checksum-{algorithm}")
+            if whole is None or kind != "FULL_OBJECT":
+                continue
+            kept_parts = [self.part_checksums.get((head.path, upload_id, n)) for n, _, _ in listed]
+            if not listed or any(k is None or k.algorithm != algorithm for k in kept_parts):
+                self.unverified_checksums.append(f"{algorithm} (complete)")
+                continue
+            combined = _combine(algorithm, [k for k in kept_parts if k is not None])
+            if combined is not None and combined != _b64(whole):
+                message = f"The {algorithm.upper()} you specified did not match the calculated checksum."
+                raise _refused(400, "BadDigest", message, f"whole-object x-amz-checksum-{algorithm} is not the parts'")
 
     # -- answers --
 
@@ -785,7 +890,7 @@ class SigV4Front:
         if self.on_refusal is not None:
             self.on_refusal(refusal)
         document = _error_document(verdict)
-        reason = {400: "Bad Request", 403: "Forbidden"}.get(verdict.status, "Error")
+        reason = {400: "Bad Request", 403: "Forbidden", 501: "Not Implemented"}.get(verdict.status, "Error")
         lines = [
             f"HTTP/1.1 {verdict.status} {reason}",
             "Content-Type: application/xml",
@@ -896,8 +1001,30 @@ def _check_header_set(head: _Head, auth: _QueryAuth, framing: str) -> None:
         raise _mismatch("a chunked body where content-length is signed")
 
 
-def _check_checksum(head: _Head, body: bytes, unverified: list[str]) -> None:
-    """S3's checks of x-amz-checksum-* and x-amz-sdk-checksum-algorithm against the body."""
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return b""
+
+
+def _combine(algorithm: str, parts: list[_PartSum]) -> bytes | None:
+    """The CRC of the parts' concatenation from their CRCs and lengths (awscrt's combine_*), or None without awscrt."""
+    try:
+        from awscrt import checksums
+    except ImportError:
+        return None
+    combine = getattr(checksums, f"combine_{algorithm}")
+    size = _DIGEST_SIZES[algorithm]
+    crc = int.from_bytes(parts[0].digest, "big")
+    for part in parts[1:]:
+        crc = combine(crc, int.from_bytes(part.digest, "big"), part.length)
+    return int(crc).to_bytes(size, "big")
+
+
+def _check_checksum(head: _Head, body: bytes, unverified: list[str]) -> tuple[str, bytes] | None:
+    """S3's checks of x-amz-checksum-* and x-amz-sdk-checksum-algorithm against the body: the (algorithm, digest)
+    verified, or None (none sent, or one that cannot be computed here)."""
     sent = [(alg, value) for alg in _DIGEST_SIZES if (value := head.first(f"x-amz-checksum-{alg}")) is not None]
     sdk = head.first("x-amz-sdk-checksum-algorithm")
     if len(sent) > 1:
@@ -912,7 +1039,7 @@ def _check_checksum(head: _Head, body: bytes, unverified: list[str]) -> None:
     if sdk is not None and not sent and head.first("x-amz-trailer") is None:
         raise _refused(400, "InvalidRequest", _MSG_NO_CHECKSUM, f"{sdk} without a value")
     if not sent:
-        return
+        return None
     algorithm, value = sent[0]
     try:
         digest = base64.b64decode(value, validate=True)
@@ -928,7 +1055,7 @@ def _check_checksum(head: _Head, body: bytes, unverified: list[str]) -> None:
     function = CHECKSUM_ALGORITHMS[algorithm]
     if function is None:
         unverified.append(algorithm)
-        return
+        return None
     if not hmac.compare_digest(function(body), digest):
         raise _refused(
             400,
@@ -936,6 +1063,7 @@ def _check_checksum(head: _Head, body: bytes, unverified: list[str]) -> None:
             f"The {algorithm.upper()} you specified did not match the calculated checksum.",
             f"x-amz-checksum-{algorithm} is not the body's",
         )
+    return algorithm, digest
 
 
 def _http_date(epoch: float) -> str:

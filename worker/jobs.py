@@ -147,13 +147,19 @@ async def _hand_back(ctx: dict[str, Any], session_id: str, upload_id: str, attem
 
 
 @job(give_up=_hand_back)
-async def complete_file(
-    ctx: dict[str, Any], session_id: str, upload_id: str, attempt: int, parts: list[tuple[int, str]]
+async def complete_file(  # noqa: PLR0917 - arq passes a job's arguments positionally
+    ctx: dict[str, Any],
+    session_id: str,
+    upload_id: str,
+    attempt: int,
+    parts: list[tuple[int, str]],
+    checks: dict[str, Any] | None = None,
 ) -> str:
-    """Assemble and verify one file; the group's last file creates the library record."""
+    """Assemble and verify one file; the group's last file creates the library record. `checks`: the checksums
+    the complete call carried (only for a file with a checksum algorithm)."""
     return await complete.complete_file(
         ctx["state"], ctx["store"], ctx["settings"], session_id=session_id, upload_id=upload_id, attempt=attempt,
-        parts=parts,
+        parts=parts, checks=checks,
     )  # fmt: skip
 
 

@@ -1,5 +1,7 @@
 """`spatialgen-admin storage` and `spatialgen-admin handoffs`: what an operator does about storage and hand-offs.
 
+- `storage check` / `storage apply`: is the bucket ready for the service; set its CORS and lifecycle rules
+  (app/admin/storage_check.py);
 - `storage identity`: whether this Redis is the one the bucket's objects were written with (app/upkeep/identity.py);
 - `storage sweep`: what the storage sweeps would remove now and why (a dry run); `--confirm` removes it;
 - `storage bind-redis --confirm`: bind the bucket to this Redis, once it is checked to be the right one;
@@ -15,7 +17,9 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from app.admin import storage_check
 from app.domain.clock import iso_ms, now_ms
 from app.domain.lifecycle import Reply
 from app.settings import Settings
@@ -27,8 +31,10 @@ from app.upkeep import cleanup, identity
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The `storage` and `handoffs` commands."""
-    storage = sub.add_parser("storage", help="the bucket's identity and the storage sweeps", parents=[common])
+    storage = sub.add_parser("storage", help="the bucket's readiness and identity, and the storage sweeps",
+                             parents=[common])  # fmt: skip
     ssub = storage.add_subparsers(dest="action", required=True)
+    storage_check.add_parsers(ssub, common)
     ssub.add_parser("identity", help="is this Redis the one the stored objects were written with?", parents=[common])
     sweep = ssub.add_parser("sweep", help="what the storage sweeps would remove now (dry run; --confirm removes)",
                             parents=[common])  # fmt: skip
@@ -44,9 +50,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def storage_command(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
-    """storage identity | sweep | bind-redis."""
+    """storage check | apply | identity | sweep | bind-redis; a storage that cannot be used is one sentence, exit 2."""
+    from app.storage.probes import describe
     from app.storage.s3 import ObjectStore  # aiobotocore: only the storage commands load it
 
+    if args.action == "check":
+        return await storage_check.check_command(args, settings)
+    if args.action == "apply":
+        return await storage_check.apply_command(args, settings)
     state = UploadState(redis)
     prefix = settings.storage.key_prefix
     try:
@@ -56,6 +67,11 @@ async def storage_command(args: argparse.Namespace, redis: Redis, settings: Sett
             if args.action == "bind-redis":
                 return await _bind(args, state, store, prefix)
             return await _sweep(args, state, store, settings)
+    except storage_check.STORAGE_ERRORS as exc:
+        if isinstance(exc, RedisError):  # cli.run says what Redis did
+            raise
+        print(f"error: {describe(exc, settings.storage)}", file=sys.stderr)
+        return 2
     finally:
         state.close()
 

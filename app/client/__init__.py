@@ -4,6 +4,8 @@ It imports nothing of the server (no litestar, arq, redis, aiobotocore, no other
 """
 
 from app.client.errors import (
+    ChecksumMismatch,
+    ChecksumUnsupported,
     InvalidUpload,
     LocalFileChanged,
     PartFailed,
@@ -20,6 +22,8 @@ from app.client.upload import UploadClient
 
 __all__ = [
     "Backoff",
+    "ChecksumMismatch",
+    "ChecksumUnsupported",
     "Event",
     "InvalidUpload",
     "LocalFile",

@@ -7,6 +7,7 @@ safe to repeat (a start carries an Idempotency-Key). Part PUTs go to storage on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -120,13 +121,17 @@ class ServiceClient:
         upload_id: str,
         part_numbers: Sequence[int] | None = None,
         *,
+        checksums: Mapping[int, str] | None = None,
         on_progress: Reporter = ignore,
     ) -> PartUrls:
-        """Get Part URLs (SPEC 3.2) for some parts of a file, or all of them.
+        """Get Part URLs (SPEC 3.2) for some parts of a file, or all of them; with `checksums` (part number → base64,
+        a file with a checksum algorithm) for exactly those parts, each URL signing its part's checksum header.
 
         Asked for in the compact form, gzip-coded (a sixteenth of the full form's bytes, and less for the service to
         build); a service that answers the full form is read as well."""
-        body = {"partNumbers": list(part_numbers)} if part_numbers else None
+        body: dict[str, Any] | None = {"partNumbers": list(part_numbers)} if part_numbers else None
+        if checksums:
+            body = {"checksums": {str(n): v for n, v in sorted(checksums.items())}}
         path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/part-urls"
         response = await self._call("part-urls", "POST", path, body, ok=(200,), on_progress=on_progress,
                                     headers=PART_URLS_HEADERS)  # fmt: skip
@@ -141,10 +146,22 @@ class ServiceClient:
         parts: Sequence[tuple[int, str]] | None = None,
         *,
         follow: bool = True,
+        part_checksums: Mapping[int, str] | None = None,
+        checksum: str | None = None,
         on_progress: Reporter = ignore,
     ) -> CompletedFile:
-        """Complete File Upload (SPEC 3.3); with `follow`, repeats the call while the answer is 202 `completing`."""
-        body = {"parts": [{"partNumber": n, "etag": etag} for n, etag in parts]} if parts else None
+        """Complete File Upload (SPEC 3.3); with `follow`, repeats the call while the answer is 202 `completing`.
+
+        `part_checksums` and `checksum` (the whole file's) go with a file that has a checksum algorithm: storage
+        checks them, a mismatch is a 409 checksum_mismatch.
+        """
+        sums = part_checksums or {}
+        body: dict[str, Any] | None = None
+        if parts:
+            body = {"parts": [{"partNumber": n, "etag": etag} | ({"checksum": sums[n]} if n in sums else {})
+                              for n, etag in parts]}  # fmt: skip
+        if checksum:
+            body = (body or {}) | {"checksum": checksum}
         path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/complete"
         deadline = time.monotonic() + COMPLETE_FOLLOW_SECONDS
         while True:
@@ -183,13 +200,15 @@ class ServiceClient:
         *,
         on_bytes: Callable[[int], None] | None = None,
         headers: Mapping[str, str] | None = None,
+        expect: tuple[str, str] | None = None,
     ) -> str:
         """PUT one part (bytes [start, start + size) of a local file) to its presigned URL, once; returns the ETag.
 
-        Pass the part's `headers` from the part-urls answer: the URL's signature covers them.
+        Pass the part's `headers` from the part-urls answer: the URL's signature covers them. `expect` (algorithm,
+        value): the checksum the URL signs, checked on the bytes as they are sent.
         """
         return await transfer.put_part(
-            self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes, headers=headers
+            self._storage, url, path, start, size, on_bytes=on_bytes or _no_bytes, headers=headers, expect=expect
         )
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -270,10 +289,20 @@ def _problem(response: httpx.Response) -> ProblemDoc:
         return ProblemDoc(status=response.status_code, detail=response.text[:200])
 
 
+class _Extra(msgspec.Struct, rename="camel"):
+    supported: list[str] | None = None
+    part_number: int | None = None
+
+
 def _service_error(response: httpx.Response, problem: ProblemDoc, call: str) -> ServiceError:
     problems = [Problem(p.path, p.message) for p in problem.errors or ()]
     detail = problem.detail or problem.title or response.reason_phrase
-    return ServiceError(response.status_code, problem.code or "http_error", detail, call=call, problems=problems)
+    extra = _Extra()
+    if problem.code in ("checksum_unsupported", "checksum_mismatch"):  # what the store verifies; the part refused
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            extra = msgspec.json.decode(response.content, type=_Extra)
+    return ServiceError(response.status_code, problem.code or "http_error", detail, call=call, problems=problems,
+                        supported=extra.supported, part_number=extra.part_number)  # fmt: skip
 
 
 def _decode(response: httpx.Response, kind: type[T], call: str) -> T:

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from app.client import config
+from app.client import checksums, config
 from app.client.api import DEFAULT_PARALLEL
 from app.client.errors import (
+    ChecksumMismatch,
+    ConfigError,
     InvalidUpload,
     LocalFileChanged,
     ServiceError,
@@ -28,6 +30,7 @@ from app.client.errors import (
     UploadError,
 )
 from app.client.events import Event, Failed, GroupStarted, Interrupted, Reporter
+from app.client.helptext import DESCRIPTION, EPILOG, PROG
 from app.client.progress import JsonLines, PlainLines, RichBars, human_bytes
 from app.client.run import UploadResult
 from app.client.spec import ROLES, LocalFile, UploadSpec
@@ -38,34 +41,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-PROG = "spatialgen-upload"
-
-DESCRIPTION = """\
-Upload a video asset set to SpatialGen: the group is created, every file is sent in parts straight to
-storage (at most --parallel parts in flight, each streamed from disk), each file is completed, and the
-libraryId is printed on stdout.
-"""
-EPILOG = f"""\
-resuming:
-  An upload stopped by Ctrl-C, a crash, a lost network or a failed part continues with
-    {PROG} resume SESSION_ID
-  (it reads {STATE_DIR}/SESSION_ID.json in the current directory, or --state PATH), or by running the
-  same send command again: the same files and options give the same Idempotency-Key, so the service
-  returns the same group. Only the parts storage does not hold yet are sent. On another machine, name
-  the files again: {PROG} resume SESSION_ID --video-left L.mov --video-right R.mov ...
-
-  A group's state file is removed once the group completes (--keep-state keeps it).
-
-service and key:
-  --api-url / --api-key, else SPATIALGEN_API_URL / SPATIALGEN_API_KEY, else .data/dev.env written by
-  `make run` (SPATIALGEN_DATA_DIR moves .data). Nothing answering at the URL fails at once, saying where
-  the URL came from.
-
-exit codes:
-  0 done, 1 failed (the service refused, or a part failed 10 times in a row: resumable),
-  2 usage or local validation error, 130 interrupted (resumable).
-"""
-
 T = TypeVar("T")
 
 
@@ -85,8 +60,7 @@ def _file_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-url", help="base URL of the API (default: SPATIALGEN_API_URL or .data/dev.env)")
-    parser.add_argument("--api-key", help="API key (default: SPATIALGEN_API_KEY or .data/dev.env)")
+    config.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON document or event per line on stdout")
     parser.add_argument("--state", type=Path, metavar="PATH", help="the state file (default: STATE_DIR/SESSION.json)")
     parser.add_argument("--state-dir", type=Path, default=Path(STATE_DIR), metavar="DIR",
@@ -115,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                       help=f"parts in flight across all files (default {DEFAULT_PARALLEL})")  # fmt: skip
     send.add_argument("--new", action="store_true", help="always create a new group, even for the same inputs")
+    send.add_argument("--checksum", choices=checksums.CHOICES, default=checksums.DEFAULT, metavar="ALGORITHM",
+                      help=f"checksum of every part and of each whole file, verified by storage: "
+                      f"{', '.join(checksums.CHOICES)} (default {checksums.DEFAULT})")  # fmt: skip
     _keep_state_arg(send)
     _common_args(send)
 
@@ -156,6 +133,7 @@ def _spec(args: argparse.Namespace) -> UploadSpec:
     return UploadSpec(
         video_name=args.name, layout=args.layout, files=tuple(local_files(args)), description=args.description,
         perspective=args.perspective, folder_name=args.folder,
+        checksum=None if args.checksum == checksums.NONE else args.checksum,
     )  # fmt: skip
 
 
@@ -214,11 +192,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _target(args: argparse.Namespace, recorded_url: str | None = None, recorded_from: str = "") -> config.Target:
-    target = config.locate(args.api_url, args.api_key, recorded_url=recorded_url,
+    target = config.locate(args.api_url, api_key_file=args.api_key_file, recorded_url=recorded_url,
                            recorded_from=recorded_from or "the state file")  # fmt: skip
     missing = target.missing(config.dev_env_path(os.environ))
     if missing:
         raise Usage(missing)
+    if target.note:
+        _say(f"note: {target.note}")
     return target
 
 
@@ -269,7 +249,7 @@ def _resumable(exc: UploadError) -> bool:
     """False when the group cannot go on (canceled, expired, failed, or refused as invalid)."""
     if isinstance(exc, ServiceError):
         return exc.status not in (400, 401, 403, 404, 409) or exc.code == "missing_parts"
-    return not isinstance(exc, LocalFileChanged)
+    return not isinstance(exc, LocalFileChanged | ChecksumMismatch)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -297,8 +277,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 f"{exc}; pass --state PATH, run the same send command again, or name the files as send does "
                 "(--video-left L.mov ...)"
             ) from None
-    elif not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     async def work(client: UploadClient, report: Reporter) -> UploadResult:
         return await client.resume_group(args.session_id, state_file=path, files=files or None, on_progress=report)
@@ -335,7 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for f in status.files:
         print(f"  {f.file_name:<32} {f.file_role:<12} {f.status:<11} {f.uploaded_parts}/{f.total_parts} parts  "
               f"{human_bytes(f.uploaded_bytes)} of {human_bytes(f.total_bytes)}"
-              + (f"  ({f.failure})" if f.failure else ""))  # fmt: skip
+              + (f"  ({f.failure})" if f.failure else "")
+              + (f"  {f.checksum.algorithm} {f.checksum.value}" if f.checksum else ""))  # fmt: skip
     return EXIT_OK
 
 
@@ -388,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             _say(f"  {problem}")
         return EXIT_USAGE
-    except (StateFileError, Usage) as exc:
+    except (ConfigError, StateFileError, Usage) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM outside an upload (status, cancel)

@@ -1,6 +1,7 @@
 """The uploader's failures: one exception per way a run can end badly, each saying what to do next.
 
-The command maps them to exit codes: InvalidUpload and StateFileError are usage errors (2), the rest failures (1).
+The command maps them to exit codes: InvalidUpload, StateFileError and ConfigError are usage errors (2), the rest
+failures (1).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class StateFileError(UploadError):
     """A state file is missing, unreadable, or does not match the local files."""
 
 
+class ConfigError(UploadError):
+    """The URL or the key cannot be used as found (a state file's URL this run did not configure, a key file others
+    can read); found before any request, so nothing was sent."""
+
+
 class LocalFileChanged(UploadError):
     """A local file no longer has the size (or content) it had when its upload group was created."""
 
@@ -54,12 +60,18 @@ class ServiceError(UploadError):
         *,
         call: str = "",
         problems: Sequence[Problem] = (),
+        supported: Sequence[str] | None = None,
+        part_number: int | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.detail = detail
         self.call = call
         self.problems = list(problems)
+        self.supported = list(supported) if supported is not None else None
+        """The algorithms a 400 checksum_unsupported lists."""
+        self.part_number = part_number
+        """The part a 409 checksum_mismatch names, when it names one."""
         where = f"{call}: " if call else ""
         listed = "".join(f"\n  {p}" for p in self.problems)
         super().__init__(f"{where}{status} {code}: {detail}{listed}")
@@ -99,3 +111,45 @@ class PartFailed(UploadError):
         self.failures = failures
         self.reason = reason
         super().__init__(f"part {part_number} of {file_name} failed {failures} times in a row (last: {reason})")
+
+
+class ChecksumUnsupported(ServiceError):
+    """The service (its store) does not take the checksum algorithm asked for: 400 checksum_unsupported, or a
+    service older than checksums refusing the field. Says which algorithms it takes and how to go on."""
+
+    def __init__(self, algorithm: str, supported: Sequence[str] | None, *, call: str = "", detail: str = "") -> None:
+        self.algorithm = algorithm
+        offer = [a for a in supported or () if a in ("CRC64NVME", "CRC32C", "SHA256")]
+        if supported is None:
+            why = f"the service does not take checksums ({detail})" if detail else "the service does not take checksums"
+        elif supported:
+            why = f"the service's storage does not verify {algorithm} checksums (it verifies {', '.join(supported)})"
+        else:
+            why = "the service's storage verifies no checksums"
+        then = f"pass --checksum {offer[0]}, or " if offer else "pass "
+        super().__init__(400, "checksum_unsupported", f"{why}: {then}--checksum none to upload without checksums",
+                         call=call, supported=supported)  # fmt: skip
+
+
+class ChecksumMismatch(UploadError):
+    """Storage recorded another checksum for a completed file than the local file's: what it holds is not the file."""
+
+    def __init__(self, file_name: str, algorithm: str, recorded: str, local: str) -> None:
+        self.file_name = file_name
+        super().__init__(
+            f"{file_name}: storage recorded the {algorithm} checksum {recorded}, but the local file's is {local}: "
+            "the stored object is not this file; upload it again in a new group (send --new)"
+        )
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a failed task group: the first UploadError if any, else the first error."""
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            todo[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return next((e for e in leaves if isinstance(e, UploadError)), leaves[0])

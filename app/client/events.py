@@ -68,6 +68,17 @@ class Retry(Event, tag="retry"):
     """The part's URL was refused or expired: a fresh one is fetched before the next try."""
 
 
+class FileChecksum(msgspec.Struct, rename="camel", kw_only=True):
+    """A completed file's checksum as storage recorded it, and whether it equals the local file's."""
+
+    algorithm: str
+    type: str
+    """FULL_OBJECT (the CRC of the whole file) or COMPOSITE (SHA-256/SHA-1 of the parts' digests, `-N`)."""
+    value: str
+    verified: bool
+    """True: the same as the local file's; False: not compared (the local value is unknown)."""
+
+
 class FileCompleted(Event, tag="file_completed"):
     """The service verified the file; libraryId is set by the call that completed the group."""
 
@@ -76,6 +87,8 @@ class FileCompleted(Event, tag="file_completed"):
     library_id: int | None = None
     already: bool = False
     """It was completed before this run."""
+    checksum: FileChecksum | None = None
+    """Files with a checksum algorithm: what storage recorded."""
 
 
 class GroupCompleted(Event, tag="group_completed"):

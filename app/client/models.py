@@ -22,6 +22,17 @@ class FileView(msgspec.Struct, rename="camel", kw_only=True):
     total_parts: int
     upload_strategy: str
     status: str
+    checksum_algorithm: str | None = None
+    """The file's checksum algorithm (SPEC 3.8); absent for a file without one."""
+
+
+class RecordedChecksum(msgspec.Struct, rename="camel", kw_only=True):
+    """The checksum storage verified for a completed file."""
+
+    algorithm: str
+    type: str
+    """FULL_OBJECT or COMPOSITE."""
+    value: str
 
 
 class GroupCreated(msgspec.Struct, rename="camel", kw_only=True):
@@ -90,6 +101,8 @@ class CompletedFile(FileView, kw_only=True):
     """Answer of complete (200 `completed`, 202 `completing`); libraryId once the whole group has completed."""
 
     library_id: int | None = None
+    checksum: RecordedChecksum | None = None
+    """What storage recorded (files with a checksum algorithm)."""
 
 
 class CanceledGroup(msgspec.Struct, rename="camel", kw_only=True):
@@ -113,6 +126,8 @@ class FileProgress(FileView, kw_only=True):
     """Stable code (`size_mismatch`, `group_failed`, ...)."""
     failure_detail: str | None = None
     """The same in a sentence."""
+    checksum: RecordedChecksum | None = None
+    """Once completed, what storage recorded (files with a checksum algorithm)."""
 
     @property
     def failure(self) -> str | None:

@@ -35,6 +35,14 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def describe_checksum(event: FileCompleted) -> str:
+    """`, CRC64NVME FULL_OBJECT abc= (verified)` for a file with a checksum, else nothing."""
+    c = event.checksum
+    if c is None:
+        return ""
+    return f", {c.algorithm} {c.type} {c.value} " + ("(verified)" if c.verified else "(recorded, not compared)")
+
+
 def describe_retry(event: Retry) -> str:
     """One line about a retry, for people."""
     what = f"part {event.part_number}" if event.what == "part" else f"{event.call} call"
@@ -86,7 +94,8 @@ class PlainLines:
             where = f"{self.names.get(event.upload_id or '', '')}: " if event.upload_id else ""
             self._line(where + describe_retry(event))
         elif isinstance(event, FileCompleted):
-            self._line(f"{event.file_name}: completed" + (" (before this run)" if event.already else ""))
+            before = " (before this run)" if event.already else ""
+            self._line(f"{event.file_name}: completed{before}{describe_checksum(event)}")
         elif isinstance(event, GroupCompleted):
             self._line(f"group {event.session_id} completed: libraryId {event.library_id}")
 
@@ -190,5 +199,7 @@ class RichBars:
             task = self.tasks.get(event.upload_id)
             if task is not None:
                 p.update(task, description=f"[green]✓ {event.file_name}")
+            if event.checksum is not None:
+                p.console.print(f"{event.file_name}: completed{describe_checksum(event)}")
         elif isinstance(event, GroupCompleted):
             p.console.print(f"[green]upload group {event.session_id} completed: libraryId {event.library_id}")

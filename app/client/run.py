@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 
 from app.client.api import ServiceClient
-from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, UploadError
+from app.client.errors import PartFailed, ServiceError, SessionGone, StateFileError, first_error
 from app.client.events import (
     BytesSent,
+    FileChecksum,
     FileCompleted,
     FileStarted,
     GroupCompleted,
@@ -25,7 +26,8 @@ from app.client.events import (
     Reporter,
     Retry,
 )
-from app.client.models import FileProgress, PartUrl
+from app.client.integrity import FileChecksums, Verified, check_signed
+from app.client.models import CompletedFile, FileProgress, PartUrl
 from app.client.plan import (
     GROUP_DEAD,
     REFRESH_MARGIN_SECONDS,
@@ -44,6 +46,8 @@ from app.client.transfer import PutFailure
 COMPLETE_ROUNDS = 3
 """Completions tried per file when storage refuses the part list (parts are listed and sent again in between)."""
 COMPLETING_POLL_SECONDS = 1.0
+SAVE_EVERY_SECONDS = 1.0
+"""State files with part checksums are written again at most this often while parts are sent (and at the end)."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,17 @@ class UrlBook:
     async def _fetch(self, part_number: int) -> None:
         f = self.file
         pending = sorted(n for n in f.pending if n not in self._urls)
-        answer = await self.client.part_urls(
-            self.session_id, f.state.upload_id, url_batch(part_number, pending), on_progress=self.on_progress
-        )
+        batch = url_batch(part_number, pending)
+        sums = None
+        if f.sums.enabled:  # a URL signs its part's checksum: only parts whose checksum is known (`part_number`'s is)
+            sums = {n: v for n in batch if (v := f.sums.known(n)) is not None}
+        answer = await self.client.part_urls(self.session_id, f.state.upload_id, None if sums else batch,
+                                             checksums=sums, on_progress=self.on_progress)  # fmt: skip
         now = time.time()
         for p in answer.parts:
             check_part_url(p, part_size=f.state.part_size_bytes, total_bytes=f.state.size_bytes)
+            if sums is not None:
+                check_signed(p, f.sums.algorithm or "", sums.get(p.part_number))
             self._urls[p.part_number] = (p, now)
         if part_number not in self._urls:
             raise ServiceError(502, "inconsistent_answer", f"no URL for part {part_number} in the answer",
@@ -122,6 +131,12 @@ class FileRun:
     etags: dict[int, str] = field(default_factory=dict)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     urls: UrlBook | None = None
+    sums: FileChecksums = field(init=False)
+    resend: set[int] = field(default_factory=set)
+    """Parts to send again although storage holds them (storage refused their checksum at completion)."""
+
+    def __post_init__(self) -> None:
+        self.sums = FileChecksums(self.state)
 
     @property
     def path(self) -> Path:
@@ -145,6 +160,7 @@ class GroupRun:
         self.bytes_sent = 0
         self.library_id: int | None = None
         self.started = time.monotonic()
+        self.saved = 0.0
 
     async def run(self, *, resumed: bool) -> UploadResult:
         """Upload and complete every file not completed yet; returns once the group is completed."""
@@ -175,7 +191,7 @@ class GroupRun:
                 for f in self.files:
                     tg.create_task(self._drive(f, progress.get(f.state.upload_id)))
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if self.library_id is None:  # every file was completed before this run, or by another client
             self.library_id = (await self.client.group_status(sid, on_progress=self.report)).library_id
         self.state.status = "completed"
@@ -189,6 +205,12 @@ class GroupRun:
     def _save(self) -> None:
         if self.state_file is not None:
             save_state(self.state, self.state_file)
+            self.saved = time.monotonic()
+
+    def _save_soon(self) -> None:
+        """Keep the parts' checksums in the state file, at most once a SAVE_EVERY_SECONDS."""
+        if time.monotonic() - self.saved >= SAVE_EVERY_SECONDS:
+            self._save()
 
     # --- one file ----------------------------------------------------------------------------
 
@@ -205,12 +227,14 @@ class GroupRun:
             self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
                                     total_parts=fs.total_parts, present_parts=fs.total_parts,
                                     present_bytes=fs.size_bytes))  # fmt: skip
-            self._file_done(f, None, already=True)
+            self._file_done(f, None, already=True, checksum=f.sums.verify(progress.checksum if progress else None))
             return
         # A file that never left `initialized` was never given a URL, so storage cannot hold any of it.
         listed = progress is not None and progress.status != "initialized"
         for round_ in range(1, COMPLETE_ROUNDS + 1):
             present = await self._present(f) if listed else {}
+            present = {n: etag for n, etag in present.items() if n not in f.resend}
+            f.resend.clear()
             missing = missing_parts(fs.total_parts, present)
             f.etags = dict(present)
             f.pending = set(missing)
@@ -219,24 +243,45 @@ class GroupRun:
             self.report(FileStarted(upload_id=fs.upload_id, file_name=fs.file_name, total_bytes=fs.size_bytes,
                                     total_parts=fs.total_parts, present_parts=len(present),
                                     present_bytes=present_bytes, missing_parts=len(missing)))  # fmt: skip
-            for n in missing:
-                self.queue.put_nowait((f.index, n))
-            if missing:
-                await f.drained.wait()
-            parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
+            await self._send(f, present, missing)
             try:
-                done = await self.client.complete_file(self.state.session_id, fs.upload_id, parts,
-                                                       on_progress=self.report)  # fmt: skip
+                done = await self._complete(f)
             except ServiceError as exc:
-                # Storage refused the part list (a part vanished, or an ETag differs): list again, resend.
-                if exc.code != "missing_parts" or round_ == COMPLETE_ROUNDS:
+                if round_ == COMPLETE_ROUNDS or not _repairable(f, exc):
                     raise
                 self.report(Retry(what="api", call="complete", reason=f"{exc.status} {exc.code}", attempt=round_,
                                   delay_seconds=0.0, upload_id=fs.upload_id))  # fmt: skip
                 listed = True
                 continue
-            self._file_done(f, done.library_id, already=False)
+            self._file_done(f, done.library_id, already=False, checksum=f.sums.verify(done.checksum))
             return
+
+    async def _send(self, f: FileRun, present: dict[int, str], missing: list[int]) -> None:
+        """Queue the missing parts and wait until the workers have sent them all."""
+        for n in missing:
+            self.queue.put_nowait((f.index, n))
+        # Parts storage held before the state file kept their checksums are read locally once, meanwhile.
+        filling = asyncio.ensure_future(f.sums.fill(sorted(present))) if f.sums.enabled and present else None
+        try:
+            if missing:
+                await f.drained.wait()
+            if filling is not None:
+                await filling
+        finally:
+            if filling is not None:
+                filling.cancel()
+
+    async def _complete(self, f: FileRun) -> CompletedFile:
+        """Complete the file with its parts' ETags and, with a checksum algorithm, their checksums and the whole's."""
+        fs = f.state
+        parts = sorted(f.etags.items()) if fs.upload_strategy == "multipart" else None
+        part_sums, whole = None, None
+        if f.sums.enabled:
+            await f.sums.fill(f.etags)  # each part was computed before its PUT: nothing left to read
+            part_sums, whole = (f.sums.parts() if parts else None), f.sums.whole()
+            self._save()
+        return await self.client.complete_file(self.state.session_id, fs.upload_id, parts, part_checksums=part_sums,
+                                               checksum=whole, on_progress=self.report)  # fmt: skip
 
     async def _present(self, f: FileRun) -> dict[int, str]:
         fs = f.state
@@ -258,13 +303,17 @@ class GroupRun:
                 raise ServiceError(202, "still_completing", f"{fs.file_name} is still being completed", call="status")
             await asyncio.sleep(COMPLETING_POLL_SECONDS)
 
-    def _file_done(self, f: FileRun, library_id: int | None, *, already: bool) -> None:
+    def _file_done(self, f: FileRun, library_id: int | None, *, already: bool, checksum: Verified | None) -> None:
         f.state.completed = True
         if library_id is not None:
             self.library_id = library_id
         self._save()
+        shown = None
+        if checksum is not None:
+            shown = FileChecksum(algorithm=checksum.algorithm, type=checksum.type, value=checksum.value,
+                                 verified=checksum.verified)  # fmt: skip
         self.report(FileCompleted(upload_id=f.state.upload_id, file_name=f.state.file_name, library_id=library_id,
-                                  already=already))  # fmt: skip
+                                  already=already, checksum=shown))  # fmt: skip
         self.unfinished -= 1
         if self.unfinished == 0:  # every file is completed: let the workers go
             for _ in range(self.client.parallel):
@@ -293,12 +342,14 @@ class GroupRun:
         def on_bytes(k: int) -> None:
             self.report(BytesSent(upload_id=uid, size_bytes=k))
 
+        if f.sums.enabled:  # before the URL, which signs it
+            await f.sums.part(n)
         failures = 0
         while True:
             url = await f.urls.get(n)
             try:
                 etag = await self.client.put_part(
-                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers
+                    url.url, f.path, start, end - start, on_bytes=on_bytes, headers=url.headers, expect=f.sums.expect(n)
                 )
             except PutFailure as exc:
                 failures += 1
@@ -320,22 +371,22 @@ class GroupRun:
             self.bytes_sent += end - start
             self.report(PartDone(upload_id=uid, file_name=fs.file_name, part_number=n, size_bytes=end - start,
                                  attempts=failures + 1))  # fmt: skip
+            if f.sums.enabled:
+                self._save_soon()
             return
+
+
+def _repairable(f: FileRun, exc: ServiceError) -> bool:
+    """Whether another round can fix a refused completion: storage lacks a part (a part vanished, or an ETag
+    differs: list again, resend), or it found a part whose checksum is not the one kept here (compute it again
+    from the file and send the part again)."""
+    if exc.code == "checksum_mismatch" and exc.part_number is not None:
+        f.state.part_checksums.pop(exc.part_number, None)
+        f.resend.add(exc.part_number)
+        return True
+    return exc.code == "missing_parts"
 
 
 def _part_bytes(fs: FileState, part_number: int) -> int:
     start, end = part_range(part_number, fs.part_size_bytes, fs.size_bytes)
     return end - start
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a failed task group: the first UploadError if any, else the first error."""
-    leaves: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            todo[:0] = list(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return next((e for e in leaves if isinstance(e, UploadError)), leaves[0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.client import checksums
 from app.client.errors import InvalidUpload, Problem
 from app.domain.contract import MAX_FILES_PER_GROUP, MAX_OBJECT_BYTES, FileRole, Layout, Perspective
 from app.domain.errors import ApiError
@@ -51,6 +52,8 @@ class UploadSpec:
     description: str | None = None
     perspective: str | None = None
     folder_name: str | None = None
+    checksum: str | None = checksums.DEFAULT
+    """Each file's checksum algorithm (CRC64NVME, CRC32C, SHA256, ...); None: no checksums."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,13 @@ def prepare(spec: UploadSpec) -> PreparedSpec:
     origins = {f"files[{i}]": f.origin for i, f in enumerate(spec.files)}
     for p in check_start_body(body):
         problems.append(Problem(p.path, p.message, origins.get(p.path.split(".")[0], "")))
+    if spec.checksum is not None and spec.checksum not in checksums.ALGORITHMS:
+        problems.append(Problem("checksum", f"{spec.checksum!r} is not one of {', '.join(checksums.ALGORITHMS)}"))
     if problems:
         raise InvalidUpload(problems)
+    if spec.checksum is not None:  # checked by the service against what its store verifies
+        for item in body["files"]:
+            item["checksumAlgorithm"] = spec.checksum
     return PreparedSpec(spec, tuple(sizes), tuple(mtimes), body)
 
 

@@ -1,6 +1,9 @@
 """The resume state: a small JSON file per upload group, and the idempotency key derived from the inputs.
 
-No part or ETag is recorded: on resume, storage itself says what it holds (GET .../parts).
+No ETag is recorded: on resume, storage itself says what it holds (GET .../parts). A file with a checksum algorithm
+keeps its parts' checksums (the whole file's is combined from them, so a resume need not read again the parts
+storage holds). State files are the owner's alone (0600, in a folder created 0700): they name the service, the
+session and local paths.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,8 @@ STATE_DIR = ".spatialgen-upload"
 STATE_VERSION = 1
 SAMPLE_BYTES = 64 * 1024
 """Bytes hashed at each end of a file for its fingerprint (changes in content usually show there)."""
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class FileState(msgspec.Struct, rename="camel", kw_only=True):
@@ -39,6 +46,10 @@ class FileState(msgspec.Struct, rename="camel", kw_only=True):
     mtime_ns: int = 0
     """Modification time when the group was created; 0 if unknown (resumed from another machine)."""
     completed: bool = False
+    checksum_algorithm: str | None = None
+    """The file's checksum algorithm (CRC64NVME, ...), as the service recorded it; None: no checksums."""
+    part_checksums: dict[int, str] = {}
+    """Part number → base64 checksum of the parts computed so far."""
 
 
 class SessionState(msgspec.Struct, rename="camel", kw_only=True):
@@ -64,11 +75,35 @@ def state_path(directory: Path, session_id: str) -> Path:
 
 
 def save_state(state: SessionState, path: Path) -> None:
-    """Write the state atomically (a crash mid-write leaves the previous version, never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(msgspec.json.format(_encoder.encode(state), indent=2) + b"\n")
-    os.replace(tmp, path)
+    """Write the state atomically and privately: a temporary file, created 0600, renamed over the old one (a crash
+    mid-write leaves the previous version, never half a file; a looser old file is replaced by a 0600 one)."""
+    _state_folder(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600, O_EXCL
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msgspec.json.format(_encoder.encode(state), indent=2) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _state_folder(directory: Path) -> None:
+    """Create a missing state folder 0700; make the default one (STATE_DIR, ours by its name) 0700 if it is not.
+
+    Any other existing folder is left as it is: --state-dir or a --state file can name a folder that is not the
+    uploader's alone (the current directory, a home, /tmp), and the state files in it are 0600 anyway.
+    """
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True)
+        directory.chmod(DIR_MODE)  # mkdir's mode goes through the umask
+    except FileExistsError:
+        if directory.name == STATE_DIR and stat.S_IMODE(directory.stat().st_mode) & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's: not ours to change, our files are 0600
+                directory.chmod(DIR_MODE)
 
 
 def remove_state(path: Path | None, *, default_dir: bool) -> None:
@@ -83,9 +118,14 @@ def remove_state(path: Path | None, *, default_dir: bool) -> None:
 
 
 def load_state(path: Path) -> SessionState:
-    """Read a state file; StateFileError if it is missing or not one of ours."""
+    """Read a state file; StateFileError if it is missing, not one of ours, or open to others and not ours to close.
+
+    A state file others can read or write (one an older client wrote with the umask's 0644) is made 0600 first.
+    """
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            _make_private(fh.fileno(), path)
+            raw = fh.read()
     except FileNotFoundError:
         raise StateFileError(f"no state file at {path}") from None
     except OSError as exc:
@@ -97,6 +137,19 @@ def load_state(path: Path) -> SessionState:
     if state.version != STATE_VERSION:
         raise StateFileError(f"{path} has state version {state.version}; this client reads {STATE_VERSION}")
     return state
+
+
+def _make_private(fd: int, path: Path) -> None:
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if not mode & 0o077 or os.name != "posix":  # Windows has no such bits (any file shows 0666)
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError as exc:  # another user's file: someone else could have written it
+        raise StateFileError(
+            f"{path} is open to other users (mode {mode:04o}) and cannot be made private ({exc.strerror}); "
+            f"it is not used: check who wrote it, then chmod 600 {path}"
+        ) from None
 
 
 def states_in(directory: Path) -> Iterator[tuple[Path, SessionState]]:

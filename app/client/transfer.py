@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from app.client import checksums
 from app.client.errors import LocalFileChanged
 from app.client.retry import parse_retry_after
 
@@ -35,9 +36,21 @@ class PutFailure(Exception):
 
 
 async def read_range(
-    path: Path, start: int, size: int, on_chunk: Callable[[int], None], chunk: int = CHUNK_BYTES
+    path: Path,
+    start: int,
+    size: int,
+    on_chunk: Callable[[int], None],
+    chunk: int = CHUNK_BYTES,
+    *,
+    expect: tuple[str, str] | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """Yield bytes [start, start + size) of a file, each read in a worker thread so the event loop never blocks."""
+    """Yield bytes [start, start + size) of a file, each read in a worker thread so the event loop never blocks.
+
+    With `expect` (algorithm, base64 value: the checksum the URL signs, computed before the PUT) the bytes are
+    checksummed as they are sent; different bytes (the file changed meanwhile) stop the PUT with LocalFileChanged
+    before its end, instead of storage refusing them again at every try.
+    """
+    digest = checksums.Digest(expect[0]) if expect else None
     loop = asyncio.get_running_loop()
     try:
         fd = await loop.run_in_executor(None, os.open, path, os.O_RDONLY)
@@ -54,6 +67,14 @@ async def read_range(
                 raise LocalFileChanged(f"{path} ends at byte {offset}; it was larger when the upload started")
             offset += len(data)
             left -= len(data)
+            if digest is not None:
+                digest.update(data)
+                if not left and expect and digest.value() != expect[1]:
+                    raise LocalFileChanged(
+                        f"{path} changed while it was being sent: bytes [{start}, {start + size}) have the "
+                        f"{expect[0]} checksum {digest.value()} now, {expect[1]} when the part was prepared; "
+                        "start a new group with send --new"
+                    )
             on_chunk(len(data))
             yield data
     finally:
@@ -73,6 +94,7 @@ async def put_part(
     *,
     on_bytes: Callable[[int], None],
     headers: Mapping[str, str] | None = None,
+    expect: tuple[str, str] | None = None,
 ) -> str:
     """PUT bytes [start, start + size) of a file to a presigned URL with an exact Content-Length; return the ETag.
 
@@ -87,7 +109,7 @@ async def put_part(
         sent += n
         on_bytes(n)
 
-    body = read_range(path, start, size, count)
+    body = read_range(path, start, size, count, expect=expect)
     try:
         # An explicit Content-Length makes httpx send the stream as is instead of chunked encoding, which
         # S3 refuses for PUT; the URL may also sign content-length (SPEC 3.7).

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.client.api import ServiceClient
-from app.client.errors import InvalidUpload, LocalFileChanged, ServiceError, StateFileError
+from app.client.errors import ChecksumUnsupported, InvalidUpload, LocalFileChanged, ServiceError, StateFileError
 from app.client.events import Reporter, ignore
 from app.client.models import GroupCreated, GroupStatus
 from app.client.run import GroupRun, UploadResult
@@ -86,7 +86,10 @@ async def upload_group(
         if earlier[1].status != "completed":  # a finished upload is only reported, whatever the files are now
             _check_local_files(earlier[1], prepared)
         return await GroupRun(client, earlier[1], earlier[0], on_progress).run(resumed=True)
-    created = await client.start_group(prepared.body, idempotency_key=key, on_progress=on_progress)
+    try:
+        created = await client.start_group(prepared.body, idempotency_key=key, on_progress=on_progress)
+    except ServiceError as exc:
+        raise _unsupported(exc, spec.checksum) or exc from None
     state = _new_state(client.base_url, key, prepared, created)
     path = state_file or (state_path(state_dir, created.session_id) if state_dir is not None else None)
     if path is not None:
@@ -111,6 +114,9 @@ async def resume_group(
             raise StateFileError(f"{state_file} holds session {state.session_id}, not {session_id}")
         for fs in state.files:
             _check_file_unchanged(fs)
+        # The command only gets here talking to the state file's URL or to one named by --api-url for this run
+        # (config.locate): from now on the state file records that one, so a later plain resume agrees with it.
+        state.api_url = client.base_url
     else:
         sizes, mtimes, problems = measure(files)
         if problems:
@@ -148,6 +154,19 @@ async def _forget_lost_runs(client: ServiceClient, key: str, state_dir: Path, on
             earlier[0].unlink(missing_ok=True)
 
 
+def _unsupported(exc: ServiceError, algorithm: str | None) -> ChecksumUnsupported | None:
+    """The service refused the checksum algorithm: 400 checksum_unsupported, or (a service older than checksums)
+    a 400 naming the field it does not know."""
+    if algorithm is None or exc.status != 400:
+        return None
+    if exc.code == "checksum_unsupported":
+        return ChecksumUnsupported(algorithm, exc.supported or [], call=exc.call)
+    field = next((p for p in exc.problems if p.path.endswith("checksumAlgorithm")), None)
+    if field is not None:
+        return ChecksumUnsupported(algorithm, None, call=exc.call, detail=f"{field.path} {field.message}")
+    return None
+
+
 def _new_state(api_url: str, key: str, prepared: PreparedSpec, created: GroupCreated) -> SessionState:
     spec = prepared.spec
     if [(f.file_role, f.file_name, f.total_bytes) for f in created.files] != [
@@ -168,6 +187,7 @@ def _new_state(api_url: str, key: str, prepared: PreparedSpec, created: GroupCre
             upload_strategy=view.upload_strategy,
             language_tag=local.language,
             mtime_ns=mtime,
+            checksum_algorithm=view.checksum_algorithm,
         )
         for view, local, mtime in zip(created.files, spec.files, prepared.mtimes_ns, strict=True)
     ]
@@ -196,6 +216,7 @@ def _match_files(
             upload_id=view.upload_id, path=str(f.path.resolve()), file_name=view.file_name, file_role=view.file_role,
             size_bytes=view.total_bytes, part_size_bytes=view.part_size_bytes, total_parts=view.total_parts,
             upload_strategy=view.upload_strategy, language_tag=view.language_tag, mtime_ns=mtime,
+            checksum_algorithm=view.checksum_algorithm,
         ))  # fmt: skip
     if local:
         extra = ", ".join(str(f.path) for f, _ in local.values())

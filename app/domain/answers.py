@@ -10,6 +10,9 @@ import functools
 from collections.abc import Callable
 
 import msgspec
+from msgspec import UNSET, UnsetType
+
+from app.domain.checksums import Checksum
 
 
 class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
@@ -23,6 +26,8 @@ class UploadFileView(msgspec.Struct, rename="camel", kw_only=True):
     total_parts: int
     upload_strategy: str
     status: str
+    checksum_algorithm: str | UnsetType = UNSET
+    """The file's checksum algorithm (SPEC 3.8); absent when it has none."""
 
 
 class UploadGroupCreated(msgspec.Struct, rename="camel", kw_only=True):
@@ -85,7 +90,8 @@ class CompactPart(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Tr
     part_number: int
     signature: str
     headers: dict[str, str] = {}
-    """Headers this part sends besides the answer's `headers` and its Content-Length (none today: left out)."""
+    """Headers this part sends besides the answer's `headers` and its Content-Length: its signed
+    `x-amz-checksum-<algorithm>` when the file has a checksum algorithm (SPEC 3.8); left out when none."""
 
 
 class CompactPartUrlsView(UploadFileView, kw_only=True):
@@ -106,6 +112,8 @@ class CompletedFileView(UploadFileView, kw_only=True):
     """Answer of complete: the file, and the libraryId once the whole group has completed."""
 
     library_id: int | None
+    checksum: Checksum | UnsetType = UNSET
+    """Once completed, the checksum storage verified (algorithm, type, value); absent for a file without one."""
 
 
 class CanceledGroupView(msgspec.Struct, rename="camel", kw_only=True):
@@ -129,6 +137,8 @@ class FileProgressView(UploadFileView, kw_only=True):
     """Stable code of why a failed file failed (`size_mismatch`, `group_failed`, ...; see the README)."""
     failure_detail: str | None
     """The same in a sentence (never storage or exception text)."""
+    checksum: Checksum | UnsetType = UNSET
+    """Once completed, the checksum storage verified (algorithm, type, value); absent for a file without one."""
 
 
 class GroupStatusView(msgspec.Struct, rename="camel", kw_only=True):

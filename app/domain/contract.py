@@ -28,6 +28,12 @@ ETAG_PATTERN = r'^(?:"[0-9a-fA-F]{32}(?:-[0-9]{1,5})?"|[0-9a-fA-F]{32}(?:-[0-9]{
 part count after a dash for an object assembled from parts. Anything else cannot be a part's ETag, so it is refused
 before it costs a completion attempt."""
 MAX_ETAG_CHARS = 40  # '"' + 32 hex + '-10000' + '"'
+CHECKSUM_PATTERN = r"^[A-Za-z0-9+/]{6,43}={0,2}$"
+"""The form of a checksum value: base64 of a digest, as S3's x-amz-checksum-* headers carry it (its exact length
+per algorithm is checked by app/domain/checksums.py)."""
+WHOLE_CHECKSUM_PATTERN = r"^[A-Za-z0-9+/]{6,43}={0,2}(?:-[0-9]{1,5})?$"
+"""A whole file's checksum: for a COMPOSITE one, S3's `<base64>-<partCount>` form."""
+MAX_CHECKSUM_CHARS = 44  # base64 of SHA-256's 32 bytes
 
 
 class Layout(StrEnum):
@@ -66,6 +72,40 @@ class UploadStrategy(StrEnum):
 
     SINGLE_PUT = "single_put"
     MULTIPART = "multipart"
+
+
+class ChecksumAlgorithm(StrEnum):
+    """A checksum algorithm, by S3's name for it (SPEC 3.8)."""
+
+    CRC64NVME = "CRC64NVME"
+    CRC32C = "CRC32C"
+    CRC32 = "CRC32"
+    SHA256 = "SHA256"
+    SHA1 = "SHA1"
+
+
+class ChecksumType(StrEnum):
+    """How an object's checksum is computed: over the whole object (the CRCs, and every single PUT), or as a
+    checksum of the parts' checksums (SHA-256 and SHA-1 on multipart files)."""
+
+    FULL_OBJECT = "FULL_OBJECT"
+    COMPOSITE = "COMPOSITE"
+
+
+DIGEST_BYTES: Mapping[ChecksumAlgorithm, int] = {
+    ChecksumAlgorithm.CRC64NVME: 8,
+    ChecksumAlgorithm.CRC32C: 4,
+    ChecksumAlgorithm.CRC32: 4,
+    ChecksumAlgorithm.SHA256: 32,
+    ChecksumAlgorithm.SHA1: 20,
+}
+"""The size of each algorithm's digest (big-endian) before base64."""
+
+
+def checksum_type(algorithm: ChecksumAlgorithm, strategy: UploadStrategy) -> ChecksumType:
+    """FULL_OBJECT for the CRCs and for single PUTs, COMPOSITE for SHA-256/SHA-1 on multipart files."""
+    composite = algorithm in (ChecksumAlgorithm.SHA256, ChecksumAlgorithm.SHA1)
+    return ChecksumType.COMPOSITE if composite and strategy is UploadStrategy.MULTIPART else ChecksumType.FULL_OBJECT
 
 
 EXTENSIONS: Mapping[FileRole, tuple[str, ...]] = {
@@ -200,6 +240,12 @@ class StartFile(_Body, frozen=True):
                          "audio only.",
              examples=["en"]),
     ] = None  # fmt: skip
+    checksum_algorithm: Annotated[
+        ChecksumAlgorithm | None,
+        Meta(description="Optional: the checksum algorithm of this file's parts (one the store verifies: "
+                         "SPATIALGEN_S3_CHECKSUM_ALGORITHMS). May also be named at the first part-urls call.",
+             examples=["CRC64NVME"]),
+    ] = None  # fmt: skip
 
 
 class StartUploadRequest(_Body, frozen=True):
@@ -222,6 +268,11 @@ class StartUploadRequest(_Body, frozen=True):
 
 
 PartNumber = Annotated[int, Meta(ge=1, le=MAX_PARTS)]
+ChecksumValue = Annotated[
+    str, Meta(min_length=8, max_length=MAX_CHECKSUM_CHARS, pattern=CHECKSUM_PATTERN,
+              description="base64 of the big-endian digest (CRC64NVME 8 bytes, CRC32C/CRC32 4, SHA256 32, SHA1 20).",
+              examples=["AAAAAAAAAAA="])
+]  # fmt: skip
 
 
 class PartUrlsRequest(_Body, frozen=True):
@@ -231,6 +282,19 @@ class PartUrlsRequest(_Body, frozen=True):
                                                    description="Distinct part numbers.")] | None = None  # fmt: skip
     start_part_number: PartNumber | None = None
     count: Annotated[int, Meta(ge=1, le=MAX_PARTS, description="Clipped to totalParts.")] | None = None
+    checksum_algorithm: Annotated[
+        ChecksumAlgorithm | None,
+        Meta(description="Fixes the file's checksum algorithm at its first part-urls call if the create did not; "
+                         "naming another than the file's is a 409 checksum_algorithm_conflict."),
+    ] = None  # fmt: skip
+    checksums: Annotated[
+        dict[str, ChecksumValue],
+        Meta(min_length=1, max_length=MAX_PARTS,
+             description="Each requested part's checksum by part number (`{\"1\": \"<base64>\"}`), base64 of the "
+                         "big-endian digest as S3's x-amz-checksum-* headers carry it; required for every part of "
+                         "a file with a checksum algorithm. Alone it selects exactly those parts. A single_put file's "
+                         "part 1 carries the whole object's checksum."),
+    ] | None = None  # fmt: skip
 
 
 class CompletedPart(_Body, frozen=True):
@@ -241,12 +305,25 @@ class CompletedPart(_Body, frozen=True):
         str, Meta(min_length=1, max_length=MAX_ETAG_CHARS, pattern=ETAG_PATTERN,
                   description="The ETag header storage answered the PUT with (a quoted 32-hex-digit digest).")
     ]  # fmt: skip
+    checksum: Annotated[
+        ChecksumValue | None,
+        Meta(description="Optional: the part's checksum (files with a checksum algorithm); storage's is used when "
+                         "omitted."),
+    ] = None  # fmt: skip
 
 
 class CompleteRequest(_Body, frozen=True):
     """Every part 1..totalParts exactly once (multipart files). A single_put file needs no body."""
 
     parts: Annotated[list[CompletedPart], Meta(max_length=MAX_PARTS)] | None = None
+    checksum: Annotated[
+        str,
+        Meta(min_length=8, max_length=MAX_CHECKSUM_CHARS + 6, pattern=WHOLE_CHECKSUM_PATTERN,
+             description="Optional: the whole file's checksum (files with a checksum algorithm): the CRC of the "
+                         "whole object for FULL_OBJECT, S3's `<base64>-<partCount>` form for COMPOSITE. Storage "
+                         "verifies it; a mismatch is a 409 checksum_mismatch and the file stays uploading.",
+             examples=["j6cFt2eoaMM="]),
+    ] | None = None  # fmt: skip
 
 
 def declared(struct: type[msgspec.Struct], attribute: str) -> dict[str, Any]:

@@ -80,6 +80,11 @@ UNSUPPORTED_MEDIA_TYPE = ErrorSpec("unsupported_media_type", 415, "The request b
 INVALID_HEADER = ErrorSpec("invalid_header", 400, "A request header is invalid")
 BODY_INCOMPLETE = ErrorSpec("body_incomplete", 400, "The request body is incomplete")
 BODY_TIMEOUT = ErrorSpec("body_timeout", 408, "The request body took too long to arrive")
+CHECKSUM_UNSUPPORTED = ErrorSpec("checksum_unsupported", 400, "The store does not verify this checksum algorithm")
+CHECKSUM_REQUIRED = ErrorSpec("checksum_required", 400, "Every requested part needs its checksum")
+CHECKSUM_ALGORITHM_REQUIRED = ErrorSpec(
+    "checksum_algorithm_required", 400, "Checksums need a checksum algorithm for the file"
+)
 # 401 / 403
 MISSING_API_KEY = ErrorSpec("missing_api_key", 401, "The X-SPATIALGEN-APPKEY header is missing")
 INVALID_API_KEY = ErrorSpec("invalid_api_key", 401, "The API key is not valid")
@@ -106,6 +111,10 @@ MISSING_PARTS = ErrorSpec("missing_parts", 409, "Parts are missing or do not mat
 COMPLETION_ATTEMPTS_EXHAUSTED = ErrorSpec(
     "completion_attempts_exhausted", 409, "The file has used all its completion attempts"
 )
+CHECKSUM_ALGORITHM_CONFLICT = ErrorSpec(
+    "checksum_algorithm_conflict", 409, "The file's checksum algorithm is already fixed"
+)
+CHECKSUM_MISMATCH = ErrorSpec("checksum_mismatch", 409, "Storage found a checksum that does not match")
 FILE_NOT_PROVISIONED = ErrorSpec("file_not_provisioned", 409, "The file has no storage upload yet")
 WEBHOOK_LIMIT_REACHED = ErrorSpec("webhook_limit_reached", 409, "The account has as many webhook endpoints as allowed")
 # 413 / 429 / 503

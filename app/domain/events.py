@@ -10,6 +10,9 @@ import hashlib
 from enum import StrEnum
 
 import msgspec
+from msgspec import UNSET, UnsetType
+
+from app.domain.checksums import Checksum
 
 
 class EventType(StrEnum):
@@ -48,6 +51,8 @@ class EventFile(msgspec.Struct, rename="camel", kw_only=True):
     size_bytes: int
     language_tag: str | None
     storage_key: str
+    checksum: Checksum | UnsetType = UNSET
+    """The checksum storage verified (algorithm, type, value); absent for a file without one."""
 
 
 class GroupCompletedData(msgspec.Struct, rename="camel", kw_only=True):

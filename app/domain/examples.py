@@ -27,6 +27,7 @@ from app.domain.answers import (
     UploadFileView,
     UploadGroupCreated,
 )
+from app.domain.checksums import Checksum
 from app.domain.errors import FieldError
 from app.domain.parts import plan_parts
 
@@ -58,6 +59,8 @@ EX_EXPIRES = "2026-05-11T18:42:11.000Z"
 EX_GROUP_PATH = f"/api/videos/uploads/{EX_SID}"
 EX_FILE_PATH = f"{EX_GROUP_PATH}/files/{EX_UIDS[0]}"
 EX_ETAG = '"9b2cf535f27731c974343645a3985328"'
+EX_CHECKSUMS = ("j6cFt2eoaMM=", "Cv1kLyS8cMw=")
+"""Example CRC64NVME values of two parts (base64 of 8 bytes, as S3's x-amz-checksum-crc64nvme carries them)."""
 
 
 def _example_file(i: int, status: str) -> dict[str, Any]:
@@ -101,6 +104,15 @@ def _examples() -> dict[str, Any]:
             **left, expires_at=parts[0].expires_at, url_template=url.format(n=PART_NUMBER_SLOT)
             .replace("X-Amz-Signature=…", f"X-Amz-Signature={SIGNATURE_SLOT}"),
             headers={}, parts=[CompactPart(part_number=n, signature="…") for n in (1, 2)],
+        ),
+        "part-urls-with-checksums": PartUrlsView(**left, checksum_algorithm="CRC64NVME", parts=[
+            msgspec.structs.replace(p, headers={**p.headers, "x-amz-checksum-crc64nvme": EX_CHECKSUMS[i]},
+                                    url=p.url.replace("%3Bhost", "%3Bhost%3Bx-amz-checksum-crc64nvme"))
+            for i, p in enumerate(parts)
+        ]),
+        "completed-with-checksum": CompletedFileView(
+            **{**left, "status": "completed"}, checksum_algorithm="CRC64NVME", library_id=None,
+            checksum=Checksum("CRC64NVME", "FULL_OBJECT", "QgEZVOqYEF0="),
         ),
         "completed": CompletedFileView(**{**left, "status": "completed"}, library_id=None),
         "group-completed": CompletedFileView(**{**left, "status": "completed"}, library_id=1042),
@@ -171,5 +183,30 @@ PROBLEM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "dependency_unavailable": ("The state store is unavailable; retry shortly.", {}),
     "webhook_not_found": ("No webhook endpoint '6f1d2c3b-9a8e-4f7d-b6c5-4e3a2b1c0d9f' for this account.", {}),
     "event_not_found": ("No event 'evt_0b1c…' of this account is kept for redelivery.", {}),
+    "checksum_unsupported": (
+        "checksumAlgorithm 'MD5' is not a checksum algorithm this store verifies (one of CRC64NVME, CRC32C, CRC32, "
+        "SHA256, SHA1).",
+        {"errors": [FieldError("checksumAlgorithm", "must be one of CRC64NVME, CRC32C, CRC32, SHA256, SHA1")],
+         "extra": {"supported": ["CRC64NVME", "CRC32C", "CRC32", "SHA256", "SHA1"]}},
+    ),
+    "checksum_required": (
+        "The file's checksum algorithm is CRC64NVME: every requested part needs its checksum in checksums; missing "
+        "for 2 parts: 3, 7.", {"extra": {"partNumbers": [3, 7], "checksumAlgorithm": "CRC64NVME"}},
+    ),
+    "checksum_algorithm_required": (
+        "checksums were sent for a file without a checksum algorithm: name one in checksumAlgorithm (at create or in "
+        "this call), or send no checksums.", {},
+    ),
+    "checksum_algorithm_conflict": (
+        "The file's checksum algorithm is CRC64NVME; it cannot change to SHA256.",
+        {"extra": {"checksumAlgorithm": "CRC64NVME"}},
+    ),
+    "checksum_mismatch": (
+        "Storage refused the completion: part 3's checksum does not match: expected AAAAAAAAAAA=, storage computed "
+        "j6cFt2eoaMM=. The file is still uploading: send the part again (a new part-urls call with its checksum) or "
+        "correct the checksum, and complete again.",
+        {"extra": {"reason": "checksum_mismatch", "partNumber": 3, "expected": "AAAAAAAAAAA=",
+                   "received": "j6cFt2eoaMM="}},
+    ),
     "webhook_limit_reached": ("The account has 20 webhook endpoints, the most allowed (20); delete one first.", {}),
 }  # fmt: skip

@@ -87,6 +87,11 @@ def select_parts(payload: Any, total_parts: int) -> list[int]:
     if numbers is not None and (start is not None or count is not None):
         found.add("partNumbers", "use either partNumbers or startPartNumber/count, not both")
         found.raise_if_any("part selection")
+    checksums = payload.get("checksums")
+    if numbers is None and start is None and count is None and isinstance(checksums, dict) and checksums:
+        # Checksums alone select exactly those parts; their keys' and values' problems are reported together by the
+        # checksum rules (app/domain/checksums.py).
+        return sorted(checksum_keys(Violations(), checksums, total_parts))
     if numbers is not None:
         _listed_parts(found, numbers, total_parts)
         found.raise_if_any("part selection")
@@ -105,6 +110,21 @@ def select_parts(payload: Any, total_parts: int) -> list[int]:
         found.add("count", f"must be between 1 and {MAX_PARTS} (got {clip(str(count))})")
     found.raise_if_any("part selection")
     return list(range(start, min(start + count - 1, total_parts) + 1))
+
+
+_PART_KEY = re.compile(r"^[1-9][0-9]{0,4}$")
+
+
+def checksum_keys(found: Violations, checksums: dict[str, Any], total_parts: int) -> dict[int, Any]:
+    """The `checksums` object of a part-urls body by part number; keys that are not this file's part numbers are
+    noted at `checksums.<key>`."""
+    out: dict[int, Any] = {}
+    for key, value in checksums.items():
+        if not _PART_KEY.fullmatch(key) or int(key) > total_parts:
+            found.add(f"checksums.{clip(key)}", f"must be keyed by a part number of this file, 1..{total_parts}")
+        else:
+            out[int(key)] = value
+    return out
 
 
 def completed_parts(payload: Any, total_parts: int, *, required: bool) -> list[tuple[int, str]]:

@@ -7,6 +7,7 @@ logs.  Clients see the code as `failureReason` and the sentence as `failureDetai
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -20,6 +21,8 @@ class Reason(StrEnum):
     STORAGE_NOT_PROVISIONED = "storage_not_provisioned"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     COMPLETION_INTERRUPTED = "completion_interrupted"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    OBJECT_REPLACED = "object_replaced"
     GROUP_FAILED = "group_failed"
     UNSPECIFIED = "unspecified"
 
@@ -33,6 +36,8 @@ SENTENCES: dict[Reason, str] = {
     Reason.STORAGE_UNAVAILABLE: "storage could not complete the file; call complete again",
     Reason.COMPLETION_INTERRUPTED: "the completion did not finish (its worker stopped); call complete again",
     Reason.GROUP_FAILED: "another file of the group failed",
+    Reason.CHECKSUM_MISMATCH: "storage found a checksum that does not match the bytes it holds",
+    Reason.OBJECT_REPLACED: "storage already holds another object under this file's key",
     Reason.UNSPECIFIED: "verification failed",
 }
 """The sentence shown when a stored reason has no detail of its own."""
@@ -51,6 +56,34 @@ def size_mismatch(stored_bytes: int, declared_bytes: int) -> str:
         Reason.SIZE_MISMATCH,
         f"the stored object has {stored_bytes} bytes but the file was registered with {declared_bytes}",
     )
+
+
+def checksum_mismatch(part: int | None, expected: str | None, received: str | None) -> str:
+    """The stored reason of a completion storage refused for a checksum: which part (None: the whole file's), the
+    client's value and storage's, when known."""
+    what = f"part {part}'s checksum" if part else "the whole file's checksum"
+    return stored(
+        Reason.CHECKSUM_MISMATCH,
+        f"{what} does not match: expected {expected or 'unknown'}, storage computed {received or 'unknown'}",
+    )
+
+
+_MISMATCH = re.compile(r"^(?:part (\d+)'s|the whole file's) checksum does not match: expected ([^,\s]+), "
+                       r"storage computed (\S+)$")  # fmt: skip
+
+
+def mismatch_figures(detail: str) -> dict[str, object]:
+    """The problem document's `partNumber`, `expected` and `received` of a checksum_mismatch detail (those known)."""
+    found = _MISMATCH.match(detail)
+    if found is None:
+        return {}
+    part, expected, received = found.groups()
+    figures: dict[str, object] = {} if part is None else {"partNumber": int(part)}
+    if expected != "unknown":
+        figures["expected"] = expected
+    if received != "unknown":
+        figures["received"] = received
+    return figures
 
 
 def parse(value: str | None) -> tuple[Reason, str] | None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import msgspec
 
-from app.domain.contract import FileRole, Layout, Perspective, UploadStrategy
+from app.domain.contract import ChecksumAlgorithm, FileRole, Layout, Perspective, UploadStrategy
 from app.domain.objectkeys import object_key
 
 
-class FileRecord(msgspec.Struct, frozen=True, array_like=True):
+class FileRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """Immutable facts about a file, stored with its group."""
 
     upload_id: str
@@ -25,6 +25,9 @@ class FileRecord(msgspec.Struct, frozen=True, array_like=True):
     language: str | None
     ext: str
     """The validated, lowercased extension of the client's file name ('.mov'), used in the object key."""
+    checksum_algorithm: ChecksumAlgorithm | None = None
+    """The checksum algorithm named at create (one named at the first part-urls call is in the state hash).
+    Omitted from the stored record when None, so records without one are byte for byte what they were."""
 
 
 class GroupRecord(msgspec.Struct, frozen=True, array_like=True):

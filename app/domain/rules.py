@@ -9,6 +9,7 @@ result (tests/unit/test_fast_start.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from app.domain import errors
 from app.domain.contract import (
     EXTENSIONS,
     LANGUAGES_BY_ROLE,
+    ChecksumAlgorithm,
     FileRole,
     LanguageTag,
     Layout,
@@ -46,6 +48,7 @@ _FOLDER_NAME = declared(StartUploadRequest, "folder_name")
 _DESCRIPTION = declared(StartUploadRequest, "description")
 _FILE_NAME = declared(StartFile, "file_name")
 _SIZE = declared(StartFile, "size_bytes")
+ALL_CHECKSUMS = tuple(a.value for a in ChecksumAlgorithm)
 _DESCRIPTION_CONTROLS = "\t\n\r"
 """A description may hold tabs and line breaks; names may not."""
 
@@ -56,16 +59,24 @@ def file_extension(file_name: str) -> str:
     return file_name[dot:].lower() if dot > 0 else ""
 
 
-def parse_start_request(body: bytes, *, max_file_bytes: int, max_files: int) -> StartUploadRequest:
+def parse_start_request(
+    body: bytes, *, max_file_bytes: int, max_files: int, checksum_algorithms: Sequence[str] = ALL_CHECKSUMS
+) -> StartUploadRequest:
     """Decode and validate a start body: the validated request, or one 400 listing every violation.
 
     max_file_bytes and max_files are the configured bounds (SPATIALGEN_MAX_FILE_BYTES, ..._MAX_FILES_PER_GROUP),
-    at most the contract's declared ones.
+    at most the contract's declared ones; checksum_algorithms the ones the store verifies
+    (SPATIALGEN_S3_CHECKSUM_ALGORITHMS).
     """
-    fast = fast_start_request(body, max_file_bytes=max_file_bytes, max_files=max_files)
+    fast = fast_start_request(
+        body, max_file_bytes=max_file_bytes, max_files=max_files, checksum_algorithms=checksum_algorithms
+    )
     if fast is not None:
         return fast
-    return validate_start_request(decode_json_body(body), max_file_bytes=max_file_bytes, max_files=max_files)
+    return validate_start_request(
+        decode_json_body(body), max_file_bytes=max_file_bytes, max_files=max_files,
+        checksum_algorithms=checksum_algorithms,
+    )  # fmt: skip
 
 
 _typed_start = msgspec.json.Decoder(StartUploadRequest)
@@ -80,7 +91,9 @@ def _fast_name(value: str, limits: dict[str, int], *, trim: bool) -> str | None:
     return None if INVISIBLE.fullmatch(value) or not PLAIN_TEXT.fullmatch(value) else value
 
 
-def fast_start_request(body: bytes, *, max_file_bytes: int, max_files: int) -> StartUploadRequest | None:
+def fast_start_request(
+    body: bytes, *, max_file_bytes: int, max_files: int, checksum_algorithms: Sequence[str] = ALL_CHECKSUMS
+) -> StartUploadRequest | None:
     """The validated request if the body is valid in every respect, else None (the caller takes the walk)."""
     try:
         typed = _typed_start.decode(body)
@@ -102,6 +115,7 @@ def fast_start_request(body: bytes, *, max_file_bytes: int, max_files: int) -> S
             or f.size_bytes > max_file_bytes
             or file_extension(name) not in EXTENSIONS[f.file_role]
             or (tag is not None if allowed is None else tag not in allowed)
+            or (f.checksum_algorithm is not None and f.checksum_algorithm.value not in checksum_algorithms)
         ):
             return None
         files.append(f)
@@ -114,8 +128,13 @@ def fast_start_request(body: bytes, *, max_file_bytes: int, max_files: int) -> S
     )
 
 
-def validate_start_request(payload: Any, *, max_file_bytes: int, max_files: int) -> StartUploadRequest:
-    """Check a decoded start body against every rule of SPEC 3.1; raise one 400 listing all violations."""
+def validate_start_request(
+    payload: Any, *, max_file_bytes: int, max_files: int, checksum_algorithms: Sequence[str] = ALL_CHECKSUMS
+) -> StartUploadRequest:
+    """Check a decoded start body against every rule of SPEC 3.1; raise one 400 listing all violations.
+
+    A checksumAlgorithm the store does not verify is a 400 checksum_unsupported (listing `supported`) when it is
+    the body's only problem, and one more violation of the invalid_request otherwise."""
     found, payload = body_object(payload, StartUploadRequest, "request")
     video_name = found.text(payload, "videoName", "videoName", _VIDEO_NAME, required=True, trim=True)
     description = found.text(payload, "description", "description", _DESCRIPTION, required=False,
@@ -136,9 +155,19 @@ def validate_start_request(payload: Any, *, max_file_bytes: int, max_files: int)
         found.add("files", f"must contain at most {max_files} files (got {len(raw_files)})")
     else:
         files = [_validate_file(found, raw, f"files[{i}]", max_file_bytes) for i, raw in enumerate(raw_files)]
+        algorithms = [_checksum_algorithm(found, raw, f"files[{i}]", checksum_algorithms)
+                      for i, raw in enumerate(raw_files)]  # fmt: skip
+        files = [f if f is None or a is None else msgspec.structs.replace(f, checksum_algorithm=a)
+                 for f, a in zip(files, algorithms, strict=True)]  # fmt: skip
 
     if files:
         _check_group_rules(found, layout, perspective, files)
+    unsupported = [e for e in found.errors if e.message.startswith(_UNSUPPORTED)]
+    if unsupported and len(unsupported) == len(found.errors):
+        first = unsupported[0]
+        raise errors.CHECKSUM_UNSUPPORTED(
+            f"{first.path} {first.message}", errors=unsupported, extra={"supported": list(checksum_algorithms)}
+        )
     if found.errors:
         n, first = len(found.errors), found.errors[0]
         raise errors.INVALID_REQUEST(
@@ -175,6 +204,24 @@ def _validate_file(found: Violations, raw: Any, path: str, max_file_bytes: int) 
         # Keep the role for the group rules even when other fields of this file are wrong.
         return StartFile(file_name=name or "", file_role=role, size_bytes=1) if role is not None else None
     return StartFile(file_name=name, file_role=role, size_bytes=size, language_tag=language)
+
+
+_UNSUPPORTED = "is not a checksum algorithm this store verifies"
+
+
+def _checksum_algorithm(found: Violations, raw: Any, path: str, supported: Sequence[str]) -> ChecksumAlgorithm | None:
+    """A file's checksumAlgorithm: absent, or one the store verifies (SPATIALGEN_S3_CHECKSUM_ALGORITHMS)."""
+    value = raw.get("checksumAlgorithm") if isinstance(raw, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        found.add(f"{path}.checksumAlgorithm", f"must be a string, not {json_type(value)}")
+    elif value not in supported or value not in ALL_CHECKSUMS:
+        takes = ", ".join(supported) or "none"
+        found.add(f"{path}.checksumAlgorithm", f"{_UNSUPPORTED} ({clip(value)!r}; it takes: {takes})")
+    else:
+        return ChecksumAlgorithm(value)
+    return None
 
 
 def _size(found: Violations, size: Any, path: str, max_file_bytes: int) -> int | None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from litestar import Litestar, Response, route
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
-from litestar.types import Scope
+from litestar.types import ExceptionHandlersMap, Scope
 
 from app.domain.clock import SYSTEM_CLOCK, Clock
 from app.domain.errors import ApiError
@@ -22,6 +22,7 @@ from app.http import metrics
 from app.http.health import CHECK_TIMEOUT_SECONDS, ReadinessProbe
 from app.http.openapi import docs_asset_routers, openapi_config
 from app.http.ops import OPS_ROUTES
+from app.http.ops_port import serve_ops_port
 from app.http.plumbing import Services
 from app.http.problems import handle_api_error, handle_http_exception, handle_redis_down, handle_unexpected
 from app.http.routes import UPLOAD_ROUTES
@@ -32,6 +33,7 @@ from app.state import UploadState
 from app.state.apikeys import KeyCache
 from app.state.connection import redis_client
 from app.state.pipeline import REDIS_UNAVAILABLE
+from app.state.settled import Settled
 from app.state.webhooks import WebhookStore
 from app.storage.credentials import CredentialSource, NoStorageCredentials, StorageCredentialsError
 from app.storage.lazy import LazyObjectStore
@@ -54,7 +56,9 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
     except REDIS_UNAVAILABLE as exc:
         log.warning("Redis unreachable at startup (%r); scripts load on first use", exc)
     signer = Signer.from_settings(settings.storage, offload_min_parts=settings.api.sign_offload_min_parts)
-    uploads = UploadService(settings, state, signer, storage, clock=clock)
+    settled = Settled(redis)  # completion waits are woken, not polled (app/state/settled.py)
+    settled.start()
+    uploads = UploadService(settings, state, signer, storage, clock=clock, settled=settled)
     webhooks = WebhookStore(redis)
     try:
         yield Services(
@@ -63,6 +67,7 @@ async def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> A
         )  # fmt: skip
     finally:
         try:
+            await settled.stop()
             webhooks.close()
             signer.close()
             await signer.credentials.aclose()
@@ -113,9 +118,15 @@ def _answer_options(allow: str) -> Callable[[Scope], Response[None]]:
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the ASGI app for these settings (read from the environment by default)."""
+    """Build the ASGI app for these settings (read from the environment by default).
+
+    With SPATIALGEN_OPS_PORT set, the operations routes are left out of it: the lifespan serves them on that port
+    (`ops_app`), from this process, with the same services and metrics.
+    """
     settings = settings or Settings.from_env()
     process_metrics = metrics.ApiMetrics()
+    ops_apart = settings.server.ops_port != 0
+    ops = ops_app(process_metrics) if ops_apart else None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -124,24 +135,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             svc.probe.storage.warm()
             svc.uploads.signer.start()
             await check_credentials(svc.uploads.signer.credentials)
-            # Everything built so far lives as long as the process: keep it out of the garbage collector's
-            # full passes, which otherwise rescan the whole app (routes, models, OpenAPI) every few thousand
-            # requests.
-            gc.collect()
-            gc.freeze()
-            yield
+            async with AsyncExitStack() as stack:
+                if ops is not None:
+                    ops.state.services = svc
+                    await stack.enter_async_context(serve_ops_port(ops, settings.server.host, settings.server.ops_port))
+                # Everything built so far lives as long as the process: keep it out of the garbage collector's
+                # full passes, which otherwise rescan the whole app (routes, models, OpenAPI) every few thousand
+                # requests.
+                gc.collect()
+                gc.freeze()
+                yield
 
-    routes = [*UPLOAD_ROUTES, *WEBHOOK_ROUTES, *OPS_ROUTES]
+    routes = [*UPLOAD_ROUTES, *WEBHOOK_ROUTES] if ops_apart else [*UPLOAD_ROUTES, *WEBHOOK_ROUTES, *OPS_ROUTES]
     app = Litestar(
         route_handlers=[*options_handlers(routes), *routes, *docs_asset_routers()],
         lifespan=[lifespan],
         request_max_body_size=settings.api.max_body_bytes,
-        exception_handlers={
-            ApiError: handle_api_error,
-            HTTPException: handle_http_exception,
-            **dict.fromkeys(REDIS_UNAVAILABLE, handle_redis_down),
-            Exception: handle_unexpected,
-        },
+        exception_handlers=exception_handlers(),
         openapi_config=with_webhooks(openapi_config()),
         state=State({"metrics": process_metrics}),
     )
@@ -149,3 +159,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # (with its extra exception-handler layer) is added to the hot path.
     app.asgi_handler = metrics.MetricsMiddleware(app.asgi_handler, process_metrics)
     return app
+
+
+def ops_app(process_metrics: metrics.ApiMetrics) -> Litestar:
+    """The operations routes alone, for SPATIALGEN_OPS_PORT: counted in the API's metrics, no OpenAPI document, and
+    no lifespan of their own (the API's lifespan sets `state.services` and serves them)."""
+    app = Litestar(
+        route_handlers=[*options_handlers(OPS_ROUTES), *OPS_ROUTES],
+        exception_handlers=exception_handlers(),
+        openapi_config=None,
+        state=State({"metrics": process_metrics}),
+    )
+    app.asgi_handler = metrics.MetricsMiddleware(app.asgi_handler, process_metrics)
+    return app
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """The one exception mapping (app/http/problems.py), for the API and the operations port alike."""
+    return {
+        ApiError: handle_api_error,
+        HTTPException: handle_http_exception,
+        **dict.fromkeys(REDIS_UNAVAILABLE, handle_redis_down),
+        Exception: handle_unexpected,
+    }

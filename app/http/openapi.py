@@ -44,7 +44,7 @@ from app.domain import errors
 from app.domain.answers import COMPACT_PART_URLS, CompactPartUrlsView
 from app.domain.contract import CompleteRequest, PartUrlsRequest, StartUploadRequest
 from app.domain.errors import PROBLEM_JSON, ErrorSpec
-from app.domain.examples import EX_ETAG, EX_SID, EX_UIDS, EXAMPLES, PROBLEM_EXAMPLES, START_EXAMPLE
+from app.domain.examples import EX_CHECKSUMS, EX_ETAG, EX_SID, EX_UIDS, EXAMPLES, PROBLEM_EXAMPLES, START_EXAMPLE
 
 JSON = "application/json"
 
@@ -295,12 +295,15 @@ START_BODY = _request_body(
 )  # fmt: skip
 PART_URLS_BODY = _request_body(
     PartUrlsRequest, "Optional part selection (no body: every part).",
-    {"every-part": {}, "a-range": {"startPartNumber": 1, "count": 2}, "listed-parts": {"partNumbers": [3, 7]}},
+    {"every-part": {}, "a-range": {"startPartNumber": 1, "count": 2}, "listed-parts": {"partNumbers": [3, 7]},
+     "with-checksums": {"checksumAlgorithm": "CRC64NVME", "checksums": {"1": EX_CHECKSUMS[0], "2": EX_CHECKSUMS[1]}}},
     required=False,
 )  # fmt: skip
 COMPLETE_BODY = _request_body(
     CompleteRequest, "The uploaded parts with their ETags (no body for a single_put file).",
-    {"multipart": {"parts": [{"partNumber": n, "etag": EX_ETAG} for n in (1, 2)]}, "single-put": {}},
+    {"multipart": {"parts": [{"partNumber": n, "etag": EX_ETAG} for n in (1, 2)]}, "single-put": {},
+     "with-checksums": {"parts": [{"partNumber": n, "etag": EX_ETAG, "checksum": EX_CHECKSUMS[n - 1]} for n in (1, 2)],
+                        "checksum": "QgEZVOqYEF0="}},
     required=False,
 )  # fmt: skip
 IDEMPOTENCY_KEY = Parameter(

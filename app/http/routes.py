@@ -73,7 +73,7 @@ _json = msgspec.json.Encoder()
                               success_links=CREATED_LINKS),
     responses={
         201: success(UploadGroupCreated, "The group was created (or replayed for its Idempotency-Key).", "created"),
-        **problems("/api/videos/uploads", *BODY_ERRORS, errors.INVALID_HEADER, *WRITE_AUTH,
+        **problems("/api/videos/uploads", *BODY_ERRORS, errors.INVALID_HEADER, errors.CHECKSUM_UNSUPPORTED, *WRITE_AUTH,
                    errors.IDEMPOTENCY_KEY_REUSED, errors.DEPENDENCY_UNAVAILABLE),
     },
 )  # fmt: skip
@@ -108,10 +108,12 @@ FILE_PATH = "/api/videos/uploads/{session_id:str}/files/{upload_id:str}"
     "Roles: admin, upload.",
     operation_class=operation(body=PART_URLS_BODY, success_headers=PART_URLS_HEADERS, success_media=PART_URLS_COMPACT),
     responses={
-        200: success(PartUrlsView, "The file and its presigned part URLs.", "part-urls"),
+        200: success(PartUrlsView, "The file and its presigned part URLs.", "part-urls", "part-urls-with-checksums"),
         **problems(f"{EX_FILE_PATH}/part-urls", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
                     errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_COMPLETED, errors.FILE_COMPLETING,
-                    errors.FILE_FAILED, errors.STORAGE_NOT_READY, errors.DEPENDENCY_UNAVAILABLE),
+                    errors.FILE_FAILED, errors.CHECKSUM_UNSUPPORTED, errors.CHECKSUM_REQUIRED,
+                    errors.CHECKSUM_ALGORITHM_REQUIRED, errors.CHECKSUM_ALGORITHM_CONFLICT, errors.STORAGE_NOT_READY,
+                    errors.DEPENDENCY_UNAVAILABLE),
     },
 )  # fmt: skip
 async def get_part_urls(
@@ -148,12 +150,13 @@ async def get_part_urls(
     "once every file is); 202 while a worker is still completing it: call again to follow up. Roles: admin, upload.",
     operation_class=operation(body=COMPLETE_BODY),
     responses={
-        200: success(CompletedFileView, "The file is completed.", "completed", "group-completed"),
+        200: success(CompletedFileView, "The file is completed.", "completed", "group-completed",
+                     "completed-with-checksum"),
         202: success(CompletedFileView, "Still being completed; repeat the call.", "completing"),
         **problems(f"{EX_FILE_PATH}/complete", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
                    errors.FILE_NOT_FOUND, *GROUP_GONE, errors.FILE_FAILED, errors.MISSING_PARTS,
                    errors.FILE_NOT_PROVISIONED, errors.COMPLETION_ATTEMPTS_EXHAUSTED,
-                   errors.DEPENDENCY_UNAVAILABLE),
+                   errors.CHECKSUM_ALGORITHM_REQUIRED, errors.CHECKSUM_MISMATCH, errors.DEPENDENCY_UNAVAILABLE),
     },
 )  # fmt: skip
 async def complete_file_upload(

@@ -22,6 +22,9 @@ HANDOFF_INDEX = f"{PREFIX}handoff"
 """zset: sessionIds of completed groups scored by completion (ms), until their processing job is picked up."""
 COMPLETING_INDEX = f"{PREFIX}completing"
 """zset: `sessionId:uploadId` of files that entered 'completing', scored by when (ms); the re-drive reads it."""
+SETTLED_CHANNEL = f"{PREFIX}settled"
+"""Pub/sub channel: `session_id:upload_id` each time a completion attempt ends (completed, handed back, failed,
+re-driven), published by the script that ends it, so an API process waiting on that file looks at once."""
 HANDOFF_FAILED_INDEX = f"{PREFIX}handoff:failed"
 """zset: sessionIds of completed groups whose processing job failed in its consumer, scored by when it was seen."""
 INSTANCE_KEY = f"{PREFIX}instance"
@@ -235,6 +238,10 @@ class FileField:
     """Completion attempts started (part of the complete job's id)."""
     PROVISIONING = "v:"
     """When a try to open the file's multipart upload began (ms): a later try lists and adopts what it opened."""
+    CHECKSUM_ALGORITHM = "k:"
+    """The checksum algorithm fixed at the file's first part-urls call (absent: the create's, or none)."""
+    CHECKSUM = "c:"
+    """The checksum storage verified at completion: `ALGORITHM:F|C:value` (app/domain/checksums.Checksum)."""
 
 
 def file_field(prefix: str, upload_id: str) -> str:

@@ -30,7 +30,16 @@ from app.domain.events import EventType
 from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
 from app.domain.reasons import Reason
 from app.state.jobs import JobSpec
-from app.state.keys import LIBRARY_EPOCH_US, Field, FileField, HandoffState, MetricField, arq_job_key, arq_result_key
+from app.state.keys import (
+    LIBRARY_EPOCH_US,
+    SETTLED_CHANNEL,
+    Field,
+    FileField,
+    HandoffState,
+    MetricField,
+    arq_job_key,
+    arq_result_key,
+)
 
 _HEADER = re.compile(r"^-- (KEYS|ARGV|JOBS|REST): *(.*)$", re.MULTILINE)
 _INCLUDE = re.compile(r"^--! include (\w+)$", re.MULTILINE)
@@ -64,6 +73,7 @@ def lua_names() -> dict[str, str]:
     rendered = {k: _lua_str(v) for k, v in names.items()}
     rendered["number.library_epoch_us"] = str(LIBRARY_EPOCH_US)  # numbers stand bare
     rendered["arq.in_progress_prefix"] = _lua_str(in_progress_key_prefix)
+    rendered["channel.settled"] = _lua_str(SETTLED_CHANNEL)
     return rendered
 
 

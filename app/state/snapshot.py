@@ -10,6 +10,8 @@ from typing import NamedTuple
 import msgspec
 
 from app.domain import reasons
+from app.domain.checksums import Checksum
+from app.domain.contract import ChecksumAlgorithm
 from app.domain.lifecycle import LIVE_GROUP, FileStatus, GroupStatus
 from app.domain.reasons import Reason
 from app.domain.records import GroupRecord
@@ -86,6 +88,24 @@ class GroupSnapshot(msgspec.Struct, frozen=True):
     def provisioning_began(self, upload_id: str) -> bool:
         """Whether a try to open this file's multipart upload has begun (it may have opened one and stopped)."""
         return file_field(FileField.PROVISIONING, upload_id) in self.state
+
+    def checksum_algorithm(self, upload_id: str) -> ChecksumAlgorithm | None:
+        """The file's checksum algorithm: named at create (its record), or fixed by its first part-urls call."""
+        f = self.record.file(upload_id)
+        if f is not None and f.checksum_algorithm is not None:
+            return f.checksum_algorithm
+        fixed = self.state.get(file_field(FileField.CHECKSUM_ALGORITHM, upload_id))
+        return ChecksumAlgorithm(fixed) if fixed else None
+
+    def checksum(self, upload_id: str) -> Checksum | None:
+        """The checksum storage verified when the file completed, if it has one."""
+        return Checksum.decode(self.state.get(file_field(FileField.CHECKSUM, upload_id)))
+
+    def checksums_seen(self) -> str:
+        """The files' recorded checksums as finish_complete compares them ('' when no file has an algorithm)."""
+        if all(self.checksum_algorithm(f.upload_id) is None for f in self.record.files):
+            return ""
+        return "\n".join(self.state.get(file_field(FileField.CHECKSUM, f.upload_id), "") for f in self.record.files)
 
     def attempt(self, upload_id: str) -> int:
         """How many completions of this file have been started."""

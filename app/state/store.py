@@ -93,11 +93,16 @@ class UploadState(UpkeepCalls):
             s3_upload_id=s3_upload_id, position=record.index(upload_id) + 1, file_count=len(record.files),
         ))  # fmt: skip
 
-    async def mark_uploading(self, record: GroupRecord, upload_id: str, now_ms: int) -> ScriptReply:
-        """First part-urls call of a file: OK, or why not (GONE, EXPIRED, GROUP_STATE, FILE_STATE)."""
+    async def mark_uploading(
+        self, record: GroupRecord, upload_id: str, now_ms: int, *, algorithm: str = "", late: bool = False
+    ) -> ScriptReply:
+        """First part-urls call of a file, fixing its checksum algorithm (`algorithm`, '' for none) with its status:
+        OK (values[0]: the file's algorithm, '' for none), or why not (GONE, EXPIRED, GROUP_STATE, FILE_STATE,
+        CHECKSUM_CONFLICT with the file's algorithm). `late`: an uploading file without one may still take one."""
         return reply_of(await self._run(
             "mark_uploading", state=state_key(record.session_id), expiry_index=EXPIRY_INDEX, upload_id=upload_id,
-            now_ms=now_ms, expires_ms=record.expires_ms, session_id=record.session_id,
+            now_ms=now_ms, expires_ms=record.expires_ms, session_id=record.session_id, algorithm=algorithm,
+            late=int(late),
         ))  # fmt: skip
 
     async def begin_complete(
@@ -113,10 +118,12 @@ class UploadState(UpkeepCalls):
 
     async def finish_complete(
         self, record: GroupRecord, upload_id: str, *, now_ms: int, retention_ms: int, library: LibraryTemplate,
-        processing_queue: str,
+        processing_queue: str, checksum: str = "", checksums_seen: str = "",
     ) -> ScriptReply:  # fmt: skip
         """Mark a verified file completed, and fully received: FILE_COMPLETED, GROUP_COMPLETED (values[0]:
-        libraryId) or why not."""
+        libraryId) or why not. `checksum`: the verified checksum to record (encoded, '' for none);
+        `checksums_seen`: the files' checksums the library template was built with (GroupSnapshot.checksums_seen,
+        this file's as `checksum`), CHECKSUMS_CHANGED when another file's changed meanwhile."""
         f = record.files[record.index(upload_id)]
         sid = record.session_id
         job_id = process_job_id(sid)
@@ -133,7 +140,7 @@ class UploadState(UpkeepCalls):
             expires_ms=record.expires_ms, library_tail=library.record_tail, process_id=job_id,
             job_head=library.job_head, job_tail=library.job_tail, job_expires_ms=0,
             declared_bytes=record.declared_bytes, progress=Progress(f.total_parts, f.total_bytes, now_ms).encode(),
-            upload_ids=[g.upload_id for g in record.files],
+            checksum=checksum, checksums_seen=checksums_seen, upload_ids=[g.upload_id for g in record.files],
         ))  # fmt: skip
 
     async def reject_complete(self, session_id: str, upload_id: str, *, attempt: int, now_ms: int, reason: str) -> bool:

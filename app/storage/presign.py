@@ -2,7 +2,8 @@
 
 Pure computation (stdlib hmac/hashlib, no I/O); signs exactly what botocore's generate_presigned_url signs.
 Every URL signs `content-length` (storage refuses a body of any other length) besides `host`; a PutObject
-URL may also sign `if-none-match: *` (storage refuses to replace an existing object).
+URL may also sign `if-none-match: *` (storage refuses to replace an existing object), and any URL an
+`x-amz-checksum-<algorithm>` value (storage refuses a body with another checksum; SPEC 3.8).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ _MAX_OBJECT_BYTES = 5 * 1024**3
 # "If-None-Match: *" so storage refuses to replace an object already at the key.
 _SIGNED_SIZED = "content-length;host"
 _SIGNED_WRITE_ONCE = "content-length;host;if-none-match"
+_CHECKSUM_ALGORITHMS = frozenset({"crc64nvme", "crc32c", "crc32", "sha256", "sha1"})
+_CHECKSUM_VALUE_RE = re.compile(r"^[A-Za-z0-9+/]{1,64}={0,2}$")
 _CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # How many (date, region) signing keys to keep: today's plus a few around midnight UTC.
@@ -171,17 +174,20 @@ class S3Presigner:
         now: datetime,
         if_none_match: bool = False,
         content_type: str | None = None,
+        checksum: tuple[str, str] | None = None,
     ) -> str:
         """Return a presigned PUT URL for a single-request object upload of exactly content_length bytes.
 
         With if_none_match the URL also signs ``If-None-Match: *``: the client must send that header, and
         storage refuses (412) to write when the key already holds an object. With content_type it signs
-        ``Content-Type``: the object is stored with that type and no other.
+        ``Content-Type``: the object is stored with that type and no other. With checksum (algorithm, base64
+        value) it signs ``x-amz-checksum-<algorithm>``: storage refuses a body whose checksum differs.
         """
         parts = ((0, content_length),)
         return self._presign(
             bucket, key, expires_in=expires_in, now=now, upload_id=None, parts=parts, if_none_match=if_none_match,
-            content_type=content_type,
+            content_type=content_type, checksum_algorithm=checksum[0] if checksum else None,
+            checksums=(checksum[1],) if checksum else None,
         )[0]  # fmt: skip
 
     def presign_upload_parts(
@@ -193,9 +199,15 @@ class S3Presigner:
         parts: Iterable[tuple[int, int]],
         expires_in: int,
         now: datetime,
+        checksum_algorithm: str | None = None,
+        checksums: Sequence[str] | None = None,
     ) -> list[str]:
-        """Return presigned UploadPart URLs for (part number, content length) pairs, in order, sharing one timestamp."""
-        return self._presign(bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, parts=parts)
+        """Return presigned UploadPart URLs for (part number, content length) pairs, in order, sharing one timestamp.
+
+        With checksum_algorithm, each URL also signs ``x-amz-checksum-<algorithm>`` with its part's value in
+        checksums (aligned with parts)."""
+        return self._presign(bucket, key, expires_in=expires_in, now=now, upload_id=upload_id, parts=parts,
+                             checksum_algorithm=checksum_algorithm, checksums=checksums)  # fmt: skip
 
     def _signing_key(self, date_stamp: str) -> _SigningKey:
         # The derivation chain (4 HMACs) only depends on the secret, the UTC date and the region,
@@ -264,6 +276,8 @@ class S3Presigner:
         parts: Iterable[tuple[int, int]],
         if_none_match: bool = False,
         content_type: str | None = None,
+        checksum_algorithm: str | None = None,
+        checksums: Sequence[str] | None = None,
     ) -> list[str]:
         """Sign one PutObject (upload_id None) or many UploadPart URLs sharing one timestamp."""
         if isinstance(expires_in, bool) or not isinstance(expires_in, int):
@@ -282,6 +296,9 @@ class S3Presigner:
             if not _CONTENT_TYPE_RE.match(content_type):
                 raise ValueError(f"invalid content type {content_type!r}")
             signed_headers = signed_headers.replace("content-length;", "content-length;content-type;")
+        checksum_line, parts, sums = _checksums(checksum_algorithm, checksums, parts)
+        if checksum_line:
+            signed_headers += f";{checksum_line[:-1]}"  # x-amz-checksum-*: sorts last, after host and if-none-match
 
         # Canonical query string: parameters sorted by encoded name (byte order), so the
         # uppercase X-Amz-* names come first, then partNumber, then uploadId.  The URL carries
@@ -298,7 +315,9 @@ class S3Presigner:
         # "\n", hence the empty line before the signed-header list.  Only content-length varies per URL.
         after_host = "if-none-match:*\n" if if_none_match else ""
         typed = f"\ncontent-type:{content_type}" if content_type is not None else ""
-        after_length = f"{typed}\nhost:{host}\n{after_host}\n{signed_headers}\n{_UNSIGNED_PAYLOAD}"
+        before_checksum = f"{typed}\nhost:{host}\n{after_host}"
+        after_checksum = f"\n{signed_headers}\n{_UNSIGNED_PAYLOAD}"
+        after_length = before_checksum + after_checksum
         canonical_head = f"PUT\n{canonical_uri}\n{common_query}"
         url_head = f"{self._scheme}://{netloc}{canonical_uri}?{common_query}"
 
@@ -311,6 +330,7 @@ class S3Presigner:
 
         if upload_id is None:
             ((_, length),) = parts
+            after_length = f"{before_checksum}{checksum_line}{sums[0]}\n{after_checksum}" if sums else after_length
             canonical_request = f"{canonical_head}\ncontent-length:{_content_length(length)}{after_length}"
             inner = inner_base.copy()
             inner.update(hashlib.sha256(canonical_request.encode()).hexdigest().encode())
@@ -330,13 +350,15 @@ class S3Presigner:
         urls: list[str] = []
         append = urls.append
         cr_copy, inner_copy, outer_copy = cr_base.copy, inner_base.copy, outer_base.copy
-        for part_number, length in parts:
+        for i, (part_number, length) in enumerate(parts):
             # Exact-int check: rejects bool (str(True) would sign "partNumber=True") cheaply.
             if type(part_number) is not int:
                 raise TypeError(f"part number must be an int, got {type(part_number).__name__}")
             if not 1 <= part_number <= _MAX_PART_NUMBER:
                 raise ValueError(f"part number must be within 1..{_MAX_PART_NUMBER}, got {part_number}")
-            tail = tails.get(length)
+            tail = tails.get(length) if sums is None else (  # each URL signs its own checksum: no shared tail
+                f"&uploadId={encoded_upload_id}\ncontent-length:{_content_length(length)}{before_checksum}"
+                f"{checksum_line}{sums[i]}\n{after_checksum}").encode()  # fmt: skip
             if tail is None:
                 tail = tails[length] = (
                     f"&uploadId={encoded_upload_id}\ncontent-length:{_content_length(length)}{after_length}".encode()
@@ -350,6 +372,22 @@ class S3Presigner:
             outer.update(inner.digest())
             append(url_part_head + digits + url_part_mid + outer.hexdigest())
         return urls
+
+
+def _checksums(
+    algorithm: str | None, checksums: Sequence[str] | None, parts: Iterable[tuple[int, int]]
+) -> tuple[str, Iterable[tuple[int, int]], Sequence[str] | None]:
+    """('x-amz-checksum-<algorithm>:' or '' for none, the parts, their checksums checked to be base64, one per
+    part: nothing else can enter the canonical request)."""
+    if algorithm is None:
+        return "", parts, None
+    listed = list(parts)
+    if algorithm.lower() not in _CHECKSUM_ALGORITHMS or checksums is None or len(checksums) != len(listed):
+        raise ValueError(f"invalid checksum algorithm {algorithm!r}, or not one checksum per part")
+    for value in checksums:
+        if not _CHECKSUM_VALUE_RE.match(value):
+            raise ValueError(f"invalid checksum value {value!r}")
+    return f"x-amz-checksum-{algorithm.lower()}:", listed, checksums
 
 
 def _content_length(length: int) -> str:

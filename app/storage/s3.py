@@ -24,6 +24,18 @@ class StoredPart(msgspec.Struct, frozen=True):
     part_number: int
     etag: str
     size: int
+    checksum: str | None = None
+    """The part's checksum of the upload's algorithm, when the store reports one (list_parts' `algorithm`)."""
+
+
+class HeadResult(msgspec.Struct, frozen=True):
+    """A stored object's size, ETag and checksum (HeadObject with ChecksumMode ENABLED)."""
+
+    size: int
+    etag: str
+    checksums: dict[str, str]
+    """S3's algorithm name -> value (`<base64>-<parts>` for a COMPOSITE one), those the store returned."""
+    checksum_type: str | None
 
 
 class OpenUpload(msgspec.Struct, frozen=True):
@@ -110,22 +122,41 @@ class ObjectStore:
         """Raise if the bucket cannot be reached."""
         await self.client.head_bucket(Bucket=self.bucket)
 
-    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
-        """Start a multipart upload; returns its S3 upload id."""
+    async def create_multipart(
+        self, key: str, content_type: str | None = None, *, checksum: tuple[str, str] | None = None
+    ) -> str:
+        """Start a multipart upload; returns its S3 upload id. checksum: (algorithm, type), e.g. ("CRC64NVME",
+        "FULL_OBJECT"): every part must then carry its checksum, and the object gets one of that type."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if content_type:
             kwargs["ContentType"] = content_type
+        if checksum is not None:
+            kwargs["ChecksumAlgorithm"], kwargs["ChecksumType"] = checksum
         resp = await self.client.create_multipart_upload(**kwargs)
         return str(resp["UploadId"])
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Assemble the object from the given (part number, ETag) pairs."""
-        await self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
-        )
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], *, algorithm: str | None = None,
+        part_checksums: dict[int, str] | None = None, whole: tuple[str, str] | None = None,
+        if_none_match: bool = False,
+    ) -> None:  # fmt: skip
+        """Assemble the object from the given (part number, ETag) pairs. With algorithm, each part with a value in
+        part_checksums carries it (storage compares it with the part's); whole: (value, checksum type) of the whole
+        object, which storage verifies. if_none_match: `If-None-Match: *` (never replace an object at the key)."""
+        sums = part_checksums or {}
+        listed = []
+        for n, etag in parts:
+            part: dict[str, Any] = {"PartNumber": n, "ETag": etag}
+            if algorithm is not None and n in sums:
+                part[f"Checksum{algorithm}"] = sums[n]
+            listed.append(part)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                                  "MultipartUpload": {"Parts": listed}}  # fmt: skip
+        if algorithm is not None and whole is not None:
+            kwargs[f"Checksum{algorithm}"], kwargs["ChecksumType"] = whole
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        await self.client.complete_multipart_upload(**kwargs)
 
     async def abort_multipart(self, key: str, upload_id: str) -> bool:
         """Abort a multipart upload; False if it was already gone."""
@@ -137,8 +168,9 @@ class ObjectStore:
             raise
         return True
 
-    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart]:
-        """Every part the store has received for an upload, in part order."""
+    async def list_parts(self, key: str, upload_id: str, algorithm: str | None = None) -> list[StoredPart]:
+        """Every part the store has received for an upload, in part order (with its checksum of `algorithm` when
+        the store reports it)."""
         parts: list[StoredPart] = []
         marker = 0
         while True:
@@ -146,7 +178,8 @@ class ObjectStore:
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000
             )
             for p in resp.get("Parts", []):
-                parts.append(StoredPart(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"])))
+                checksum = p.get(f"Checksum{algorithm}") if algorithm else None
+                parts.append(StoredPart(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"]), checksum))
             if not resp.get("IsTruncated"):
                 return parts
             marker = int(resp["NextPartNumberMarker"])
@@ -187,6 +220,19 @@ class ObjectStore:
                 return None
             raise
         return int(resp["ContentLength"])
+
+    async def head(self, key: str) -> HeadResult | None:
+        """A stored object's size, ETag and checksums, or None if it does not exist."""
+        try:
+            resp = await self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        sums = {k.removeprefix("Checksum"): str(v) for k, v in resp.items() if k.startswith("Checksum") and
+                k != "ChecksumType" and v}  # fmt: skip
+        kind = resp.get("ChecksumType")
+        return HeadResult(int(resp["ContentLength"]), str(resp.get("ETag", "")), sums, str(kind) if kind else None)
 
     async def get_small(self, key: str) -> bytes | None:
         """A small object's bytes (a marker), or None if it does not exist."""

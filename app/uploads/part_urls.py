@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import msgspec
 
 from app.domain import errors
 from app.domain.answers import CompactPart, CompactPartUrlsView, PartUrl, PartUrlsView
+from app.domain.checksums import PartRequest, part_urls_request
 from app.domain.clock import iso_ms
-from app.domain.contract import UploadStrategy, content_type
+from app.domain.contract import ChecksumAlgorithm, UploadStrategy, content_type
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.domain.limits import Charge, charge_spent, part_urls_cost
-from app.domain.parts import select_parts
+from app.domain.records import FileRecord
 from app.domain.validation import decode_json_body
+from app.state import GroupSnapshot
 from app.state.apikeys import Principal
 from app.storage.credentials import StorageCredentialsError
+from app.storage.presign import PresignCredentials
 from app.storage.signer import PIECE_PARTS, SignBatch, shared_headers
 from app.uploads.provisioning import provision_for_client
 from app.uploads.refusals import script_refusal
@@ -46,15 +50,32 @@ async def sign_part_urls(
     snap, f = await service.load_file(principal, session_id, upload_id)
     now = service.clock.now_ms()
     service.ensure_live(snap, now)  # a dead group answers 409 whatever the body says
-    numbers = select_parts(payload, f.total_parts)
+    fixed = snap.checksum_algorithm(upload_id)
+    request = _part_request(service, snap, f, payload, fixed)
+    numbers = request.numbers
     await service.charge(principal, charge, part_urls_cost(len(numbers)) - charge_spent(charge), capped=False)
-    if snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED:
-        reply = await service.state.mark_uploading(snap.record, upload_id, now)
-        if reply.code is not Reply.OK:
+    algorithm = request.algorithm
+    first = snap.file_status(upload_id) is not FileStatus.UPLOADING or snap.status is GroupStatus.INITIALIZED
+    if first or algorithm is not fixed:
+        # The algorithm is fixed with the status in one script: two concurrent first calls naming different
+        # algorithms get one winner; the other is validated again against the winner's (a 409 or a 400).
+        reply = await service.state.mark_uploading(
+            snap.record, upload_id, now, algorithm=algorithm.value if algorithm else "",
+            late=f.strategy is UploadStrategy.SINGLE_PUT,
+        )  # fmt: skip
+        if reply.code not in (Reply.OK, Reply.CHECKSUM_CONFLICT):
             raise script_refusal(snap, reply, f)
+        winner = ChecksumAlgorithm(reply.text()) if reply.text() else None
+        if reply.code is Reply.CHECKSUM_CONFLICT or winner is not algorithm:
+            request = _part_request(service, snap, f, payload, winner, opened=reply.code is Reply.CHECKSUM_CONFLICT)
+            algorithm = request.algorithm
+            if reply.code is Reply.CHECKSUM_CONFLICT:  # never signed with an algorithm the state did not fix
+                raise errors.CHECKSUM_ALGORITHM_CONFLICT(
+                    f"The file's checksum algorithm is {winner or 'none'}.", extra={"checksumAlgorithm": winner}
+                )
     s3_upload_id = None
     if f.strategy is UploadStrategy.MULTIPART:
-        s3_upload_id = snap.s3_upload_id(upload_id) or await provision_for_client(service, snap, f)
+        s3_upload_id = snap.s3_upload_id(upload_id) or await provision_for_client(service, snap, f, algorithm)
 
     try:
         credentials = await service.signer.credentials.current()
@@ -81,23 +102,49 @@ async def sign_part_urls(
         bucket=service.settings.storage.bucket, key=snap.record.storage_key(f), upload_id=s3_upload_id,
         part_numbers=numbers, part_size=f.part_size, total_bytes=f.total_bytes, expires_in=expires_in,
         signed_at=signed_at, content_type=content_type(f.ext) if s3_upload_id is None else None,
+        checksum_algorithm=algorithm.value if algorithm else None,
+        checksums=[request.checksums[n] for n in numbers] if algorithm else None,
     )  # fmt: skip
-    fields = file_fields(f, FileStatus.UPLOADING)
+    fields = file_fields(f, FileStatus.UPLOADING, algorithm.value if algorithm else None)
+    return await _answer(service, principal, credentials, batch, fields, compact=compact)
+
+
+async def _answer(
+    service: UploadService, principal: Principal, credentials: PresignCredentials, batch: SignBatch,
+    fields: dict[str, Any], *, compact: bool,
+) -> PartUrlsAnswer:  # fmt: skip
+    """The batch signed as a full or compact answer: at once, or piece by piece while it is sent."""
     view: PartUrlsView | CompactPartUrlsView
     if compact:  # the template comes from the first URL, signed here; the parts are checked against it
         template = service.signer.url_template(credentials, batch)
         batch = msgspec.structs.replace(batch, url_template=template)
-        view = CompactPartUrlsView(**fields, expires_at=iso_ms((signed_at + expires_in) * 1000), url_template=template,
+        expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+        view = CompactPartUrlsView(**fields, expires_at=expires_at, url_template=template,
                                    headers=shared_headers(batch), parts=[])  # fmt: skip
     else:
         view = PartUrlsView(**fields, parts=[])
-    if len(numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
+    if len(batch.part_numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
         stream = service.streams.open(principal.key_id)  # 429 when this key already streams its share
         pieces = service.signer.pieces(credentials, batch, principal.key_id)
         return PartUrlsAnswer(view, pieces, stream)
     parts_json = await service.signer.sign_with(credentials, batch, principal.key_id)
     # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
     return PartUrlsAnswer(msgspec.structs.replace(view, parts=msgspec.Raw(parts_json)))
+
+
+def _part_request(
+    service: UploadService, snap: GroupSnapshot, f: FileRecord, payload: object, fixed: ChecksumAlgorithm | None,
+    *, opened: bool = False,
+) -> PartRequest:  # fmt: skip
+    """The body's parts and checksums, checked against the file's algorithm so far (`fixed`). A multipart file
+    that had part URLs (or a storage upload) without an algorithm cannot take one now (`opened`: the state script
+    said so)."""
+    had_urls = snap.file_status(f.upload_id) is not FileStatus.INITIALIZED or snap.s3_upload_id(f.upload_id)
+    opened_without = opened or (f.strategy is UploadStrategy.MULTIPART and bool(had_urls))
+    return part_urls_request(
+        payload, f.total_parts, fixed=fixed, opened_without=fixed is None and opened_without,
+        supported=service.settings.storage.checksums(),
+    )  # fmt: skip
 
 
 class PartUrlsAnswer:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from app.domain.clock import now_ms
-from app.domain.contract import UploadStrategy, content_type
+from app.domain.contract import ChecksumAlgorithm, UploadStrategy, checksum_type, content_type
 from app.domain.lifecycle import Reply
 from app.domain.records import FileRecord
 from app.state import GroupSnapshot, ScriptReply, UploadState
@@ -36,8 +36,11 @@ PROVISION_POLL_SECONDS = 0.1
 # --- API half ---------------------------------------------------------------------------------
 
 
-async def provision_for_client(service: UploadService, snap: GroupSnapshot, f: FileRecord) -> str:
-    """The file's S3 upload id, for a client that is waiting for it in part-urls.
+async def provision_for_client(
+    service: UploadService, snap: GroupSnapshot, f: FileRecord, algorithm: ChecksumAlgorithm | None
+) -> str:
+    """The file's S3 upload id, for a client that is waiting for it in part-urls; `algorithm` is the file's checksum
+    algorithm as its part-urls call fixed it (snap may predate that).
 
     If storage does not answer within SPATIALGEN_PROVISION_WAIT_SECONDS, the worker's job is left to do it
     (503 and Retry-After). A group that ended meanwhile gets its 409.
@@ -49,7 +52,7 @@ async def provision_for_client(service: UploadService, snap: GroupSnapshot, f: F
     try:
         async with asyncio.timeout(wait):
             store = await service.storage.get()
-            s3_id = await provision_file(service.state, store, snap, f)
+            s3_id = await provision_file(service.state, store, snap, f, algorithm=algorithm)
     except RedisError:
         raise  # the state store is down: its own 503
     except Exception as exc:  # storage slow or refusing: the worker's job (and its retries) take over
@@ -85,7 +88,13 @@ async def _wait_for_worker(service: UploadService, session_id: str, upload_id: s
 
 
 async def provision_file(
-    state: UploadState, store: ObjectStore, snap: GroupSnapshot, f: FileRecord, *, adopt: bool = False
+    state: UploadState,
+    store: ObjectStore,
+    snap: GroupSnapshot,
+    f: FileRecord,
+    *,
+    adopt: bool = False,
+    algorithm: ChecksumAlgorithm | None = None,
 ) -> str | None:
     """Open (or adopt) the S3 multipart upload of one file and record it; returns the recorded id, or None
     if the group or file no longer takes uploads (then nothing is left open behind it).
@@ -98,13 +107,15 @@ async def provision_file(
     """
     record = snap.record
     key = record.storage_key(f)
+    algorithm = algorithm or snap.checksum_algorithm(f.upload_id)
+    checksum = (algorithm.value, checksum_type(algorithm, f.strategy).value) if algorithm is not None else None
     listed = await store.list_open_uploads(key) if adopt or snap.provisioning_began(f.upload_id) else []
     existing = sorted((u for u in listed if u.key == key), key=lambda u: (u.initiated_ms, u.upload_id))
     if existing:
         chosen = existing[0].upload_id
     else:
         await state.note_provisioning(record.session_id, f.upload_id, now_ms())
-        chosen = await store.create_multipart(key, content_type(f.ext))
+        chosen = await store.create_multipart(key, content_type(f.ext), checksum=checksum)
     reply = await state.record_s3_upload(record, f.upload_id, chosen)
     if reply.code is Reply.OK:
         return chosen

@@ -18,6 +18,7 @@ from app.domain.records import FileRecord
 from app.settings import Settings
 from app.state import GroupSnapshot, UploadState
 from app.state.apikeys import Principal
+from app.state.settled import Settled
 from app.storage.lazy import LazyObjectStore
 from app.storage.signer import Signer
 from app.uploads.refusals import group_refusal, rate_limited, too_costly
@@ -84,10 +85,11 @@ class UploadService:
 
     def __init__(
         self, settings: Settings, state: UploadState, signer: Signer | None = None,
-        storage: LazyObjectStore | None = None, clock: Clock = SYSTEM_CLOCK,
+        storage: LazyObjectStore | None = None, *, clock: Clock = SYSTEM_CLOCK, settled: Settled | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.state = state
+        self.settled = settled  # wakes completion waits (None: they poll)
         self.storage = storage  # to provision a file a client is waiting for (None: leave it to workers)
         self.clock = clock
         self.rates = settings.limits.rates()

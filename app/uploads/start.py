@@ -48,7 +48,10 @@ async def start_upload_group(
     """Validate a start request and register the group and its files."""
     settings = service.settings
     request = parse_start_request(
-        body, max_file_bytes=settings.uploads.max_file_bytes, max_files=settings.uploads.max_files_per_group
+        body,
+        max_file_bytes=settings.uploads.max_file_bytes,
+        max_files=settings.uploads.max_files_per_group,
+        checksum_algorithms=settings.storage.checksums(),
     )
     idem_key = None
     body_digest = b""
@@ -124,7 +127,7 @@ def _new_group(service: UploadService, account: str, request: StartUploadRequest
         plan = plan_parts(spec.size_bytes, settings.uploads.part_size_bytes)
         files.append(FileRecord(upload_id, spec.file_role, spec.file_name, spec.size_bytes, plan.part_size,
                                 plan.total_parts, plan.strategy, spec.language_tag,
-                                file_extension(spec.file_name)))  # fmt: skip
+                                file_extension(spec.file_name), spec.checksum_algorithm))  # fmt: skip
     return GroupRecord(
         session_id=session_id, account=account,
         key_prefix=group_prefix(settings.storage.key_prefix, account, session_id),

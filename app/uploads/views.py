@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import UNSET
+
 from app.domain.answers import (
     CompletedFileView,
     FileProgressView,
@@ -21,9 +23,9 @@ from app.state import GroupSnapshot
 from app.state.keys import Field
 
 
-def file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:
-    """The file fields every file view shares (SPEC 3.1 response)."""
-    return {
+def file_fields(f: FileRecord, status: FileStatus, algorithm: str | None = None) -> dict[str, Any]:
+    """The file fields every file view shares (SPEC 3.1 response); `checksumAlgorithm` only when it has one."""
+    fields = {
         "upload_id": f.upload_id,
         "file_role": f.role.value,
         "file_name": f.name,
@@ -33,6 +35,9 @@ def file_fields(f: FileRecord, status: FileStatus) -> dict[str, Any]:
         "upload_strategy": f.strategy.value,
         "status": status.value,
     }
+    if algorithm:
+        fields["checksum_algorithm"] = algorithm
+    return fields
 
 
 def created_view(record: GroupRecord) -> UploadGroupCreated:
@@ -43,6 +48,7 @@ def created_view(record: GroupRecord) -> UploadGroupCreated:
             upload_id=f.upload_id, file_role=f.role.value, file_name=f.name, total_bytes=f.total_bytes,
             part_size_bytes=f.part_size, total_parts=f.total_parts, upload_strategy=f.strategy.value,
             status=initialized,
+            checksum_algorithm=f.checksum_algorithm.value if f.checksum_algorithm is not None else UNSET,
         )
         for f in record.files
     ]  # fmt: skip
@@ -54,7 +60,10 @@ def created_view(record: GroupRecord) -> UploadGroupCreated:
 
 def completed_view(snap: GroupSnapshot, f: FileRecord) -> CompletedFileView:
     """The answer of Complete File Upload."""
-    return CompletedFileView(**file_fields(f, snap.file_status(f.upload_id)), library_id=snap.library_id)
+    return CompletedFileView(
+        **file_fields(f, snap.file_status(f.upload_id), snap.checksum_algorithm(f.upload_id)),
+        library_id=snap.library_id, checksum=snap.checksum(f.upload_id) or UNSET,
+    )  # fmt: skip
 
 
 def _iso_or_none(ms: int | None) -> str | None:
@@ -79,9 +88,11 @@ def group_status_view(snap: GroupSnapshot, now: int) -> GroupStatusView:
         failure_reason, failure_detail = _failure(snap, f.upload_id, fstatus)
         files.append(
             FileProgressView(
-                **file_fields(f, fstatus), language_tag=f.language, uploaded_parts=progress.parts,
-                uploaded_bytes=progress.bytes, parts_refreshed_at=_iso_or_none(progress.refreshed_ms),
+                **file_fields(f, fstatus, snap.checksum_algorithm(f.upload_id)), language_tag=f.language,
+                uploaded_parts=progress.parts, uploaded_bytes=progress.bytes,
+                parts_refreshed_at=_iso_or_none(progress.refreshed_ms),
                 failure_reason=failure_reason, failure_detail=failure_detail,
+                checksum=snap.checksum(f.upload_id) or UNSET,
             )
         )  # fmt: skip
     return GroupStatusView(

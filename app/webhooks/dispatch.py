@@ -20,8 +20,9 @@ from redis.exceptions import RedisError
 
 from app.domain.clock import iso_ms, now_ms
 from app.domain.events import EventType
-from app.domain.records import FileRecord, GroupRecord
+from app.domain.records import FileRecord
 from app.settings import Settings
+from app.state import GroupSnapshot
 from app.state.jobs import DELIVER_WEBHOOK_JOB, JobSpec, delivery_job_id
 from app.state.webhooks import Endpoint, StreamEntry, WebhookStore
 
@@ -74,9 +75,13 @@ def targets(entry: StreamEntry, endpoints: list[Endpoint]) -> list[Endpoint]:
     return [e for e in endpoints if e.enabled and e.wants(entry.type)]
 
 
-def _file_doc(record: GroupRecord, f: FileRecord) -> dict[str, Any]:
-    return {"uploadId": f.upload_id, "fileRole": f.role.value, "fileName": f.name, "sizeBytes": f.total_bytes,
-            "languageTag": f.language, "storageKey": record.storage_key(f)}  # fmt: skip
+def _file_doc(snap: GroupSnapshot, f: FileRecord) -> dict[str, Any]:
+    doc = {"uploadId": f.upload_id, "fileRole": f.role.value, "fileName": f.name, "sizeBytes": f.total_bytes,
+           "languageTag": f.language, "storageKey": snap.record.storage_key(f)}  # fmt: skip
+    checksum = snap.checksum(f.upload_id)
+    if checksum is not None:  # as the library record has it
+        doc["checksum"] = msgspec.to_builtins(checksum)
+    return doc
 
 
 async def event_body(store: WebhookStore, entry: StreamEntry) -> bytes:
@@ -98,7 +103,7 @@ async def event_body(store: WebhookStore, entry: StreamEntry) -> bytes:
         record = snap.record if snap is not None else None
         if entry.type == EventType.FILE_COMPLETED:
             f = record.file(entry.uid) if record is not None else None
-            data["file"] = _file_doc(record, f) if record is not None and f is not None else {"uploadId": entry.uid}
+            data["file"] = _file_doc(snap, f) if snap is not None and f is not None else {"uploadId": entry.uid}
         else:
             data |= {"videoName": record.video_name if record else None, "reason": entry.reason or None,
                      "uploadId": entry.uid or None}  # fmt: skip

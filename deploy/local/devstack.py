@@ -253,7 +253,11 @@ def _write_dev_env(path: Path, values: dict[str, str]) -> None:
         "# Written by `make run` for the CLI tools (spatialgen-admin, spatialgen-upload); removed when it stops.",
         *(f"{k}={v}" for k, v in values.items()),
     ]
-    path.write_text("\n".join(lines) + "\n")
+    # It holds the dev API key: the owner's alone, as the uploader wants its key files (and writes its state).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, 0o600)  # one a killed stack left behind keeps its old mode through O_TRUNC
+        fh.write("\n".join(lines) + "\n")
 
 
 class DevStack:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.settings import render_env_example, render_settings_table
+from app.settings.docs import render_env_example, render_settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- settings:begin -->\n", "<!-- settings:end -->\n"

@@ -56,9 +56,10 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     """The real command (`spatialgen-upload send`), in this process so its setup is not timed."""
     from app.client.cli import main
 
+    # The key: SPATIALGEN_API_KEY, set by the parent (never an argument).
     argv = ["send", "--layout", "2D", "--name", f"bench {time.time()}", "--video", args.file, "--new", "--json",
-            "--parallel", str(args.parallel), "--api-url", args.api_url, "--api-key", args.api_key,
-            "--state-dir", args.state_dir]  # fmt: skip
+            "--parallel", str(args.parallel), "--api-url", args.api_url,
+            "--state-dir", args.state_dir, "--checksum", args.checksum]  # fmt: skip
     events = TimedLines()
     with contextlib.redirect_stdout(events):
         started = time.perf_counter()
@@ -69,6 +70,15 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     # setup: create the group; parts: first part-urls call to the last part stored; complete: the rest.
     phases = {"setup": first - started, "parts": last_part - first, "complete": ended - last_part}
     return {"seconds": ended - started, "exit": code, "phases": phases}
+
+
+def boto3_checksums() -> str:
+    """What s3transfer sends with each part here (botocore's default: a CRC32 when the operation supports one)."""
+    import botocore
+    from botocore import httpchecksum
+
+    crc32 = httpchecksum._CHECKSUM_CLS["crc32"].__name__  # CrtCrc32Checksum when awscrt is installed
+    return f"CRC32 per part (botocore {botocore.__version__}, {crc32})"
 
 
 def _boto3_client(endpoint: str) -> Any:
@@ -105,8 +115,9 @@ def child_boto3(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_ours_parts(args: argparse.Namespace) -> dict[str, Any]:
-    """The client's part PUTs alone (UploadClient.put_part, same bound on parts in flight) to a sink."""
-    from app.client import UploadClient
+    """The client's part PUTs alone (UploadClient.put_part, same bound on parts in flight) to a sink; with a
+    checksum, each part's is computed first and sent as the command sends it (signed header, checked while sent)."""
+    from app.client import UploadClient, checksums
     from app.client.plan import part_range
 
     size = os.path.getsize(args.file)
@@ -120,7 +131,13 @@ def child_ours_parts(args: argparse.Namespace) -> dict[str, Any]:
                     n = numbers.pop(0)
                     start, end = part_range(n, args.part_bytes, size)
                     url = f"{args.endpoint}/{BUCKET}/{args.key}?partNumber={n}&uploadId=sink"
-                    await client.put_part(url, Path(args.file), start, end - start)
+                    headers, expect = {}, None
+                    if args.checksum != checksums.NONE:
+                        value = await asyncio.to_thread(checksums.of_range, Path(args.file), start, end - start,
+                                                        args.checksum)  # fmt: skip
+                        headers = {checksums.header_name(args.checksum): value}
+                        expect = (args.checksum, value) if args.checksum in checksums.CRCS else None
+                    await client.put_part(url, Path(args.file), start, end - start, headers=headers, expect=expect)
 
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(args.parallel)))
@@ -328,8 +345,9 @@ def summary(name: str, size: int, runs: list[Run], server: str = "moto") -> str:
 def moto_complete_cost(endpoint: str, file: Path, part: int, size: int) -> tuple[float, float]:
     """Seconds moto spends in CompleteMultipartUpload for the same bytes sent two ways.
 
-    The service's uploads are created without a checksum algorithm and their parts arrive through presigned URLs
-    without checksum headers; s3transfer creates CRC32 uploads and sends each part's CRC32. moto assembles both,
+    Uploads sent with `--checksum none` are created without a checksum algorithm and their parts arrive through
+    presigned URLs without checksum headers; s3transfer creates CRC32 uploads and sends each part's CRC32 (as the
+    uploader's default sends CRC64NVME ones). moto assembles both,
     but not at the same cost; real S3 assembles server-side either way.
     """
     import httpx
@@ -396,12 +414,14 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:  # noqa:
     worker = subprocess.Popen(worker_command(), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(worker)
     wait_for_port(api_port, api)
-    key = asyncio.run(_create_key(valkey.url))
+    # The children read the key from the environment, as the command wants it (never an argument).
+    os.environ["SPATIALGEN_API_KEY"] = asyncio.run(_create_key(valkey.url))
     print(f"file {size / GIB:.2f} GiB ({'sparse' if args.sparse else 'generated'}), part {args.part_mib} MiB "
-          f"({-(-size // part)} parts), {args.parallel} parts in flight", flush=True)  # fmt: skip
+          f"({-(-size // part)} parts), {args.parallel} parts in flight, our checksums {args.checksum}; boto3 "
+          f"{boto3_checksums()}", flush=True)  # fmt: skip
 
     ours_args = ["--file", str(file), "--parallel", str(args.parallel), "--api-url", f"http://127.0.0.1:{api_port}",
-                 "--api-key", key, "--state-dir", str(tmp / "state")]  # fmt: skip
+                 "--state-dir", str(tmp / "state"), "--checksum", args.checksum]  # fmt: skip
     boto_args = ["--file", str(file), "--parallel", str(args.parallel), "--part-bytes", str(part),
                  "--endpoint", endpoint]  # fmt: skip
     ours: list[Run] = []
@@ -415,24 +435,25 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:  # noqa:
             print(f"round {rnd} {mode:<6} {r.seconds:6.2f} s  {mib_s(size, r.seconds):7.1f} MiB/s  peak RSS "
                   f"{r.max_rss_mib:5.0f} MiB  CPU {r.cpu_seconds:5.1f} s  moto CPU {r.moto_cpu_seconds:5.1f} s  "
                   f"({phases(r)})", flush=True)  # fmt: skip
-    ratio = statistics.median(r.seconds for r in boto) / statistics.median(r.seconds for r in ours)
-    rss = max(r.max_rss_mib for r in ours)
-    budget = args.parallel * MEMORY_PER_PART_MIB + MEMORY_BASE_MIB
-    print(summary("ours", size, ours))
-    print(summary("boto3", size, boto))
-    print(f"throughput ratio ours/boto3 (moto): {ratio:.2f} (target >= {RATIO_TARGET:.1f})")
-    for phase in ("setup", "parts", "complete"):
-        mine = statistics.median(r.detail["phases"][phase] for r in ours)
-        theirs = statistics.median(r.detail["phases"][phase] for r in boto)
-        print(f"  {phase:<8} ours {mine:6.2f} s  boto3 {theirs:6.2f} s  (medians)")
-    print(f"client peak RSS {rss:.0f} MiB (target <= {args.parallel} x {MEMORY_PER_PART_MIB} + {MEMORY_BASE_MIB} "
-          f"= {budget} MiB): {'met' if rss <= budget else 'NOT met'}", flush=True)  # fmt: skip
+    if args.rounds:  # --rounds 0: the sink comparison alone
+        ratio = statistics.median(r.seconds for r in boto) / statistics.median(r.seconds for r in ours)
+        rss = max(r.max_rss_mib for r in ours)
+        budget = args.parallel * MEMORY_PER_PART_MIB + MEMORY_BASE_MIB
+        print(summary("ours", size, ours))
+        print(summary("boto3", size, boto))
+        print(f"throughput ratio ours/boto3 (moto): {ratio:.2f} (target >= {RATIO_TARGET:.1f})")
+        for phase in ("setup", "parts", "complete"):
+            mine = statistics.median(r.detail["phases"][phase] for r in ours)
+            theirs = statistics.median(r.detail["phases"][phase] for r in boto)
+            print(f"  {phase:<8} ours {mine:6.2f} s  boto3 {theirs:6.2f} s  (medians)")
+        print(f"client peak RSS {rss:.0f} MiB (target <= {args.parallel} x {MEMORY_PER_PART_MIB} + {MEMORY_BASE_MIB} "
+              f"= {budget} MiB): {'met' if rss <= budget else 'NOT met'}", flush=True)  # fmt: skip
 
     if args.probe_mib:
         probe_size = min(size, args.probe_mib * MIB)
         presigned, crc32 = moto_complete_cost(endpoint, file, part, probe_size)
         print(f"moto CompleteMultipartUpload of {probe_size // MIB} MiB: {presigned:.2f} s for presigned parts without "
-              f"checksums (the service's uploads), {crc32:.2f} s for CRC32 parts (s3transfer's): "
+              f"checksums (the service's uploads with --checksum none), {crc32:.2f} s for CRC32 parts (s3transfer's): "
               f"x{presigned / crc32:.2f}", flush=True)  # fmt: skip
 
     if args.sink_rounds:
@@ -443,7 +464,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Any]) -> None:  # noqa:
         wait_for_port(sink_port, sink)
         sink_url = f"http://127.0.0.1:{sink_port}"
         sink_args = ["--file", str(file), "--parallel", str(args.parallel), "--part-bytes", str(part),
-                     "--endpoint", sink_url, "--key", "sink.mov"]  # fmt: skip
+                     "--endpoint", sink_url, "--key", "sink.mov", "--checksum", args.checksum]  # fmt: skip
         parts: list[Run] = []
         boto_sink: list[Run] = []
         for rnd in range(1, args.sink_rounds + 1):
@@ -471,9 +492,11 @@ def main() -> None:
                         help="MiB for the moto complete probe (default 2048, at most the file; 0: none)")  # fmt: skip
     parser.add_argument("--sparse", action=argparse.BooleanOptionalAction, default=True,
                         help="sparse file of zeros (default) or generated bytes on disk")  # fmt: skip
+    parser.add_argument("--checksum", default="CRC64NVME", choices=["CRC64NVME", "CRC32C", "SHA256", "none"],
+                        help="the uploader's --checksum (default CRC64NVME, its default)")  # fmt: skip
     # Child modes (used by the parent).
     parser.add_argument("--child", choices=[*CHILDREN, "sink"], help=argparse.SUPPRESS)
-    for name in ("--file", "--api-url", "--api-key", "--state-dir", "--endpoint", "--key"):
+    for name in ("--file", "--api-url", "--state-dir", "--endpoint", "--key"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--part-bytes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import http.client
 import multiprocessing
@@ -25,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
@@ -547,10 +546,11 @@ def measure_botocore(
     for part, url in ours:
         query = parse_qs(urlsplit(url).query)
         signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
-        clock = functools.partial(lambda when, remove_tzinfo=True: when if remove_tzinfo else when.replace(tzinfo=UTC),
-                                  signed)  # fmt: skip
-        # botocore signs with awscrt when it is installed (botocore.crt.auth), with botocore.auth otherwise.
-        with mock.patch.object(botocore.auth, "get_current_datetime", clock), crt_clock(clock):
+        clock = functools.partial(lambda when, remove_tzinfo=True: when, signed)
+        # botocore's Python signer: with awscrt installed botocore presigns through botocore.crt.auth instead.
+        python_signer = {"s3v4-query": botocore.auth.S3SigV4QueryAuth}
+        with mock.patch.object(botocore.auth, "get_current_datetime", clock), \
+                mock.patch.dict(botocore.auth.AUTH_TYPE_MAPS, python_signer):  # fmt: skip
             theirs = presign(part, int(query["X-Amz-Expires"][0]))
         if parse_qs(urlsplit(theirs).query) != query or theirs.split("?")[0] != url.split("?")[0]:
             raise SystemExit(f"part {part}: our URL and botocore's differ:\n ours     {url}\n botocore {theirs}")
@@ -561,15 +561,6 @@ def measure_botocore(
             presign(part, settings.uploads.part_url_ttl_seconds)
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def crt_clock(clock: Callable[..., datetime]) -> contextlib.AbstractContextManager[object]:
-    """botocore's CRT signer pinned to `clock` (nothing to pin without awscrt)."""
-    try:
-        import botocore.crt.auth
-    except ImportError:
-        return contextlib.nullcontext()
-    return mock.patch.object(botocore.crt.auth, "get_current_datetime", clock)
 
 
 @dataclass

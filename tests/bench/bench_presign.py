@@ -73,7 +73,11 @@ def main() -> None:
 
     # Make sure both sides do the same work: with botocore's clock pinned to `now`, the
     # first and last URLs must carry identical parameters (botocore orders them differently).
-    with mock.patch.object(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: now.replace(tzinfo=None)):
+    # botocore's Python signer: with awscrt installed botocore presigns through botocore.crt.auth instead.
+    python_signer = {"s3v4-query": botocore.auth.S3SigV4QueryAuth}
+    pinned = now.replace(tzinfo=None)
+    with mock.patch.object(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: pinned), \
+            mock.patch.dict(botocore.auth.AUTH_TYPE_MAPS, python_signer):  # fmt: skip
         for part, length in (SIZED[0], SIZED[-1]):
             theirs = client.generate_presigned_url(
                 "upload_part",
@@ -81,9 +85,8 @@ def main() -> None:
                         "ContentLength": length},
                 ExpiresIn=EXPIRES_IN,
             )  # fmt: skip
-            mine = ours.presign_upload_part(
-                BUCKET, KEY, upload_id=UPLOAD_ID, part_number=part, content_length=length, expires_in=EXPIRES_IN,
-                now=now,
+            (mine,) = ours.presign_upload_parts(
+                BUCKET, KEY, upload_id=UPLOAD_ID, parts=[(part, length)], expires_in=EXPIRES_IN, now=now,
             )  # fmt: skip
             if parse_qs(urlsplit(mine).query) != parse_qs(urlsplit(theirs).query):
                 raise SystemExit(f"outputs differ:\n ours     {mine}\n botocore {theirs}")

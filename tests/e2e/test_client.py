@@ -8,11 +8,13 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -73,6 +75,18 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str,
     return proc.returncode, out.decode(), err.decode()
 
 
+def key_file(folder: Path, key: str, mode: int = 0o600) -> Path:
+    """The key in a file of that mode."""
+    path = folder / "api-key"
+    path.write_text(key + "\n")
+    path.chmod(mode)
+    return path
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def events_of(stdout: str) -> list[dict[str, Any]]:
     """The --json events of a run."""
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
@@ -98,6 +112,8 @@ async def test_send_separate_group_with_no_flags_next_to_make_run(
     assert rc == 0, err
     library_id = int(out.strip().splitlines()[-1])
     [state_file] = (tmp_path / ".spatialgen-upload").glob("*.json")  # kept: --keep-state
+    # The owner's alone, whatever the umask (the test's is 022): the folder 0700, the file 0600.
+    assert (mode_of(state_file.parent), mode_of(state_file)) == (0o700, 0o600)
     state = load_state(state_file)
     assert state.status == "completed" and state.library_id == library_id
     assert [f.total_parts for f in state.files] == [3, 3, 2, 1]
@@ -143,7 +159,7 @@ async def test_killed_client_resumes_without_sending_a_stored_part_again(
 ) -> None:  # fmt: skip
     sizes = {"movie.mov": 40 * MIB, "en.m4a": 11 * MIB}
     digests = {name: write_random(tmp_path / name, size) for name, size in sizes.items()}
-    flags = ["--api-url", client_stack.api_url, "--api-key", upload_key, "--json"]
+    flags = ["--api-url", client_stack.api_url, "--api-key-file", str(key_file(tmp_path, upload_key)), "--json"]
     s3_proxy.phase = "first"
     s3_proxy.delay = 0.2  # slow storage down so the kill lands mid-upload
     proc = await asyncio.create_subprocess_exec(
@@ -320,3 +336,56 @@ async def test_quota_exceeded_is_final(
             await client.upload_group(spec)
     assert (caught.value.status, caught.value.code) == (429, "quota_exceeded")
     assert len(api_proxy.seen) == 1
+
+
+async def test_the_key_goes_only_to_the_url_configured_for_the_run(
+    client_stack: ClientStack, api_proxy: LoopbackProxy, s3_proxy: LoopbackProxy, redis: Redis, store: Any,
+    upload_key: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """`api_proxy` stands for a server a state file names (copied from elsewhere, or edited): nothing may reach it."""
+    write_random(tmp_path / "movie.mov", 1000)
+    key = key_file(tmp_path, upload_key)
+    api = ["--api-url", client_stack.api_url]
+    rc, out, err = await run_cli(
+        "send", "--layout", "2D", "--name", "Where the key goes", "--video", "movie.mov", "--keep-state", *api,
+        "--api-key-file", str(key), cwd=tmp_path, env=client_stack.env,
+    )  # fmt: skip
+    assert rc == 0, err
+    [state_file] = (tmp_path / ".spatialgen-upload").glob("*.json")
+    sid = state_file.stem
+    state = load_state(state_file)
+    state.api_url = api_proxy.url
+    state_file.write_bytes(msgspec.json.encode(state))
+    state_file.chmod(0o644)  # as an older client (or a copy) left it
+    env = client_stack.env | {"SPATIALGEN_API_KEY": upload_key}
+
+    # Another URL configured (the environment): refused, both URLs named, nothing sent anywhere.
+    rc, _, err = await run_cli("status", sid, cwd=tmp_path, env=env | {"SPATIALGEN_API_URL": client_stack.api_url})
+    assert rc == 2
+    assert f"records the API URL {api_proxy.url}, but SPATIALGEN_API_URL gives {client_stack.api_url}" in err, err
+    # No URL configured at all: refused too, with the --api-url to add.
+    rc, _, err = await run_cli("resume", sid, cwd=tmp_path, env=env)
+    assert rc == 2 and "no URL is configured for this run" in err and f"add --api-url {api_proxy.url}" in err, err
+    # The key as an argument, even towards the state file's own URL: refused before anything is sent.
+    rc, out, err = await run_cli("status", sid, "--api-url", api_proxy.url, "--api-key", upload_key, cwd=tmp_path,
+                                 env=client_stack.env)  # fmt: skip
+    assert rc == 2 and "--api-key is not accepted" in err and upload_key not in out + err
+    # A key file others can read: refused, the key not shown.
+    key.chmod(0o640)
+    rc, out, err = await run_cli("status", sid, *api, "--api-key-file", str(key), cwd=tmp_path, env=client_stack.env)
+    assert rc == 2 and "is open to other users (mode 0640)" in err and upload_key not in out + err
+    assert api_proxy.seen == []
+
+    # --api-url on the command line settles it: the configured service finishes the (completed) group.
+    key.chmod(0o600)
+    rc, out, err = await run_cli("resume", sid, *api, "--api-key-file", str(key), "--json", "--keep-state",
+                                 cwd=tmp_path, env=client_stack.env)  # fmt: skip
+    assert rc == 0, err
+    assert f"note: the state file .spatialgen-upload/{sid}.json records {api_proxy.url}; using" in err
+    assert events_of(out)[-1]["event"] == "group_completed"
+    assert api_proxy.seen == []
+    assert mode_of(state_file) == 0o600  # read (and written again) by this client: made private
+    assert load_state(state_file).api_url == client_stack.api_url  # it now records where the run went
+    rc, out, err = await run_cli("status", sid, "--api-key-file", str(key), cwd=tmp_path,
+                                 env=client_stack.env | {"SPATIALGEN_API_URL": client_stack.api_url})  # fmt: skip
+    assert rc == 0 and "completed" in out and "note:" not in err, err

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -129,6 +130,10 @@ def test_the_readme_walkthrough_runs_as_pasted_next_to_make_run(dev_stack: Runni
     assert listed.returncode == 0, listed.stderr
     assert "objects: 2 " in listed.stdout and f"{VIDEO_SIZE:,}" in listed.stdout, listed.stdout
     assert "open multipart uploads: 0" in listed.stdout
+
+
+def test_dev_env_holding_the_dev_key_is_the_owners_alone(dev_stack: RunningStack) -> None:
+    assert stat.S_IMODE((dev_stack.data / "dev.env").stat().st_mode) == 0o600
 
 
 def refused(env: dict[str, str], log: Path) -> str:

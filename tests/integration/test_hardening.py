@@ -170,3 +170,32 @@ async def test_large_batches_are_signed_in_the_signer_process_identically(
     assert offloaded == in_process
     parts = msgspec.json.decode(offloaded)
     assert len(parts) == 600 and parts[-1]["byteEnd"] == batch.total_bytes
+
+
+async def test_checksummed_batches_are_signed_piece_by_piece_and_in_the_signer_process_identically(
+    settings: Settings,
+) -> None:
+    import base64
+
+    from app.storage.credentials import CredentialSource
+    from app.storage.signer import PIECE_PARTS, PresignerConfig, SignBatch, Signer, sign_parts_json
+
+    numbers = list(range(1, 1202))
+    sums = [base64.b64encode(n.to_bytes(8, "big")).decode() for n in numbers]  # a different value per part
+    batch = SignBatch(bucket="spatialgen-test", key="uploads/a/s/u.mov", upload_id="Up+Load/Id=",
+                      part_numbers=numbers, part_size=5 * 1024 * 1024, total_bytes=1201 * 5 * 1024 * 1024 - 7,
+                      expires_in=3600, signed_at=1_800_000_000, checksum_algorithm="CRC64NVME",
+                      checksums=sums)  # fmt: skip
+    config = PresignerConfig.from_settings(settings.storage)
+    credentials = await CredentialSource(settings.storage).current()
+    offloading = Signer(config, CredentialSource(settings.storage), offload_min_parts=100)
+    try:
+        in_process = msgspec.json.decode(sign_parts_json(config.presigner(credentials), batch))
+        pieces = [msgspec.json.decode(p) async for p in offloading.pieces(credentials, batch, "k")]
+        assert offloading.helper_pid() is not None
+    finally:
+        offloading.close()
+    assert [len(p) for p in pieces] == [PIECE_PARTS, PIECE_PARTS, 201]
+    assert [part for piece in pieces for part in piece] == in_process
+    assert [p["headers"]["x-amz-checksum-crc64nvme"] for p in in_process] == sums
+    assert len({p["url"] for p in in_process}) == len(numbers)

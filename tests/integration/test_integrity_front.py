@@ -7,13 +7,11 @@ them with exactly those values: the exact bytes with the listed headers are stor
 body one byte shorter or longer, or a missing `If-None-Match: *` on a single PUT, is refused 403 and logged by
 the front; a second single PUT after a stored one gets moto's 412.
 
-Checksum headers: the service signs none today, so a client that adds an `x-amz-checksum-*` header is refused
-(403 AccessDenied, a header the URL did not sign; see the last test). When the service signs a checksum into
-its URLs, the cases belong here, built with `checksum_headers` and `put_part`: the listed headers (with the
-checksum of the part's bytes) pass; the checksum header left out, or sent with another value, is refused 403
-SignatureDoesNotMatch; the signed checksum sent with other bytes of the same length is refused 400 BadDigest.
-`tests.sigv4_front.checksum_unavailable(algorithm)` gives the reason to skip an algorithm no installed package
-computes (crc32c, crc64nvme without google-crc32c/awscrt).
+Checksum headers: a file without a checksum algorithm gets URLs that sign none, so a client that adds an
+`x-amz-checksum-*` header is refused (403 AccessDenied, a header the URL did not sign; see the last test). Files
+with one (SPEC 3.8) are tested in test_checksums.py, with `checksum_headers` and `put_part`: the listed headers
+pass; the checksum header left out, or sent with another value, is refused 403 SignatureDoesNotMatch; the signed
+checksum sent with other bytes of the same length is refused 400 BadDigest.
 """
 
 from __future__ import annotations
@@ -291,7 +289,8 @@ async def test_objects_are_stored_with_the_content_type_of_their_extension(
 async def test_a_checksum_header_the_url_does_not_sign_is_refused(
     api: Client, key: dict[str, str], worker: Worker, front: SigV4Front
 ) -> None:
-    # The service signs no checksum header (yet): storage refuses any a client adds, even a correct one.
+    # A file without a checksum algorithm signs no checksum header: storage refuses any a client adds, even a correct
+    # one.
     group = await start(api, key, {"video_left": 10, "video_right": 20})
     (part,) = await part_urls(api, key, group["sessionId"], group["files"][0])
     data = os.urandom(10)

@@ -322,23 +322,35 @@ async def test_openapi_document_describes_every_endpoint_and_error(client: Clien
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in start["parameters"])
     assert set(start["responses"]) == {"201", "400", "401", "403", "409", "413", "415", "503"}
     assert set(start["responses"]["400"]["content"][PROBLEM]["examples"]) == {
-        "invalid_request", "malformed_json", "invalid_header",
+        "invalid_request", "malformed_json", "invalid_header", "checksum_unsupported",
     }  # fmt: skip
 
     part_urls = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"]["post"]
     props = part_urls["requestBody"]["content"]["application/json"]["schema"]["properties"]
-    assert set(props) == {"partNumbers", "startPartNumber", "count"}
+    assert set(props) == {"partNumbers", "startPartNumber", "count", "checksumAlgorithm", "checksums"}
     assert set(part_urls["responses"]["503"]["content"][PROBLEM]["examples"]) == {
         "storage_not_ready", "dependency_unavailable",
     }  # fmt: skip
     complete = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/complete"]["post"]
-    assert set(complete["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"parts"}
+    assert set(complete["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"parts", "checksum"}
     assert {"200", "202"} <= set(complete["responses"])
-    assert "missing_parts" in complete["responses"]["409"]["content"][PROBLEM]["examples"]
+    assert {"missing_parts", "checksum_mismatch"} <= set(complete["responses"]["409"]["content"][PROBLEM]["examples"])
     params = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/parts"]["get"]["parameters"]
     assert {p["name"] for p in params} == {"session_id", "upload_id"} and all(p["description"] for p in params)
     assert set(doc["paths"]["/health/ready"]["get"]["responses"]) == {"200", "503"}
     assert {"type", "title", "status", "detail", "code"} <= set(doc["components"]["schemas"]["Problem"]["required"])
+
+
+async def test_openapi_document_describes_the_checksum_errors(client: Client) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    part_urls = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"]["post"]
+    examples = {
+        code for status in ("400", "409") for code in part_urls["responses"][status]["content"][PROBLEM]["examples"]
+    }
+    assert {"checksum_unsupported", "checksum_required", "checksum_algorithm_required",
+            "checksum_algorithm_conflict"} <= examples  # fmt: skip
+    answers = part_urls["responses"]["200"]["content"]["application/json"]["examples"]
+    assert "x-amz-checksum-crc64nvme" in answers["part-urls-with-checksums"]["value"]["parts"][0]["headers"]
 
 
 async def test_openapi_document_is_valid_openapi_3_1(client: Client) -> None:

@@ -41,7 +41,7 @@ def test_the_uploader_installs_and_runs_without_the_servers_libraries(tmp_path: 
     assert present.returncode == 0 and present.stdout.split() == [], present.stdout
     listed = run(uv(), "pip", "list", "--python", python, env=env)
     names = {line.split()[0].lower() for line in listed.stdout.splitlines()[2:]}
-    assert {"spatialgen-upload", "httpx", "msgspec", "rich"} <= names
+    assert {"spatialgen-upload", "httpx", "msgspec", "rich", "awscrt"} <= names
     assert not names & {"litestar", "redis", "arq", "aiobotocore", "botocore", "granian", "uvloop"}
 
     client = run(venv / "bin" / "spatialgen-upload", "--help")

@@ -3,6 +3,7 @@ refuses never reaches storage, moto's own answers come back unchanged, and it ru
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -130,7 +131,13 @@ def test_refused_puts_store_nothing(
     url = client_via(front.url, settings).generate_presigned_url("put_object", Params=params, ExpiresIn=60)
     wrong_secret = client_via(front.url, settings, secret="nope").generate_presigned_url("put_object", Params=params)
     past = datetime.now(UTC) - timedelta(hours=1)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: past.replace(tzinfo=None))
+
+    def clock(remove_tzinfo: bool = True) -> datetime:
+        return past.replace(tzinfo=None) if remove_tzinfo else past
+
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", clock)
+    if botocore.auth.HAS_CRT:  # with awscrt installed, botocore signs through botocore.crt.auth
+        monkeypatch.setattr(importlib.import_module("botocore.crt.auth"), "get_current_datetime", clock)
     expired = client_via(front.url, settings).generate_presigned_url("put_object", Params=params, ExpiresIn=60)
     attempts = [
         (url, b"abc", {"If-None-Match": "*"}, 403, "SignatureDoesNotMatch"),
@@ -235,3 +242,57 @@ def test_the_front_runs_as_a_process(s3_endpoint: str, settings: Settings, tmp_p
     assert process.returncode == 0, err
     assert out.startswith(f"sigv4-front http://127.0.0.1:{port} -> {s3_endpoint}")
     assert '"code": "SignatureDoesNotMatch"' in err
+
+
+def test_completion_checksums_are_checked_as_s3_checks_them(front: SigV4Front, settings: Settings, s3: Any) -> None:
+    bucket, key = settings.storage.bucket, KEY + ".crc"
+    boto = boto3.client(
+        "s3", endpoint_url=front.url, region_name=settings.storage.region,
+        aws_access_key_id=settings.storage.access_key_id, aws_secret_access_key=settings.storage.secret_access_key,
+        # boto3's default (legacy) retry mode sends a BadDigest and a 501 again; the service's standard mode does not
+        config=botocore.config.Config(signature_version="s3v4", retries={"total_max_attempts": 1}),
+    )  # fmt: skip
+    upload_id = boto.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm="CRC64NVME", ChecksumType="FULL_OBJECT"
+    )["UploadId"]
+    bodies = [os.urandom(5 * 1024 * 1024), os.urandom(9)]
+    parts = []
+    with httpx.Client() as http:
+        for n, body in enumerate(bodies, 1):
+            value = checksum_value("crc64nvme", body)
+            url = boto.generate_presigned_url("upload_part", ExpiresIn=60, Params={
+                "Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": n, "ContentLength": len(body),
+                "ChecksumCRC64NVME": value})  # fmt: skip
+            answer = http.put(url, content=body, headers={"x-amz-checksum-crc64nvme": value})
+            assert answer.status_code == 200, answer.text
+            parts.append({"PartNumber": n, "ETag": answer.headers["etag"], "ChecksumCRC64NVME": value})
+    whole = checksum_value("crc64nvme", b"".join(bodies))
+
+    def finish(listed: list[dict[str, Any]], value: str, **extra: Any) -> Any:
+        return boto.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, ChecksumType="FULL_OBJECT", ChecksumCRC64NVME=value,
+            MultipartUpload={"Parts": listed}, **extra,
+        )  # fmt: skip
+
+    wrong_part = [parts[0], parts[1] | {"ChecksumCRC64NVME": checksum_value("crc64nvme", b"other")}]
+    with pytest.raises(ClientError) as refused:
+        finish(wrong_part, whole)
+    assert refused.value.response["Error"]["Code"] == "InvalidPart"
+    assert refused.value.response["Error"]["PartNumber"] == "2"
+    with pytest.raises(ClientError) as refused:
+        finish(parts, checksum_value("crc64nvme", bodies[0]))  # the first part's CRC, not the whole object's
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    front.refuse_conditional_complete = True
+    try:
+        with pytest.raises(ClientError) as refused:
+            finish(parts, whole, IfNoneMatch="*")
+    finally:
+        front.refuse_conditional_complete = False
+    assert refused.value.response["Error"]["Code"] == "NotImplemented"
+    assert not exists(s3, bucket, key)  # nothing refused reached storage
+    finish(parts, whole, IfNoneMatch="*")
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == whole  # moto's own computation agrees with the parts' combined CRC
+    assert [(r.status, r.code) for r in front.refusals] == [(400, "InvalidPart"), (400, "BadDigest"),
+                                                            (501, "NotImplemented")]  # fmt: skip
+    assert [c.headers.get("if-none-match") for c in front.completions] == [None, None, "*", "*"]

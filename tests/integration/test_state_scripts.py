@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from app.domain.checksums import Checksum
 from app.domain.clock import now_ms
 from app.domain.contract import FileRole, Layout, UploadStrategy
 from app.domain.lifecycle import LIVE_GROUP, OPEN_FILE, SETTLED_FILE, FileStatus, GroupStatus, Reply
@@ -308,3 +309,55 @@ def test_scripts_name_fields_statuses_and_replies_only_through_the_python_consta
         code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())  # comments may name them
         for literal in literals:
             assert f"'{literal}'" not in code, (name, literal)
+
+
+async def test_mark_uploading_fixes_the_checksum_algorithm_once(state: UploadState, settings: Settings) -> None:
+    c = await setup_case(state, settings, 900, G.INITIALIZED, F.INITIALIZED)
+    first = await state.mark_uploading(c.record, c.uid, c.now, algorithm="CRC64NVME")
+    assert (first.code, first.text()) == (Reply.OK, "CRC64NVME")
+    other = await state.mark_uploading(c.record, c.uid, c.now, algorithm="SHA256")
+    assert (other.code, other.text()) == (Reply.CHECKSUM_CONFLICT, "CRC64NVME")
+    same = await state.mark_uploading(c.record, c.uid, c.now, algorithm="CRC64NVME")
+    none = await state.mark_uploading(c.record, c.uid, c.now)  # a call naming none: the file's stays
+    assert [(r.code, r.text()) for r in (same, none)] == [(Reply.OK, "CRC64NVME")] * 2
+    snap = await state.snapshot(c.record.session_id)
+    assert snap is not None and snap.checksum_algorithm(c.uid) == "CRC64NVME"
+    # An uploading file without one: only a late (single_put) file may still take one.
+    sibling = await state.mark_uploading(c.record, c.sibling, c.now)
+    assert (sibling.code, sibling.text()) == (Reply.OK, "")
+    refused = await state.mark_uploading(c.record, c.sibling, c.now, algorithm="CRC32")
+    assert (refused.code, refused.text()) == (Reply.CHECKSUM_CONFLICT, "")
+    late = await state.mark_uploading(c.record, c.sibling, c.now, algorithm="CRC32", late=True)
+    assert (late.code, late.text()) == (Reply.OK, "CRC32")
+
+
+async def test_finish_complete_builds_the_library_again_when_another_checksum_was_recorded(
+    state: UploadState, settings: Settings
+) -> None:
+    # Both files completing, both with an algorithm; the sibling's completion records its checksum first.
+    c = await setup_case(state, settings, 901, G.UPLOADING, F.COMPLETING, sibling=F.COMPLETING)
+    for uid in (c.uid, c.sibling):
+        await state.redis.hset(state_key(c.record.session_id), file_field(FileField.CHECKSUM_ALGORITHM, uid), "CRC32")
+    await state.redis.hset(state_key(c.record.session_id), file_field(FileField.ATTEMPT, c.sibling), "1")
+    before = await state.snapshot(c.record.session_id)  # taken by our worker while the sibling still completes
+    assert before is not None
+    mine, theirs = Checksum("CRC32", "FULL_OBJECT", "NhCmhg=="), Checksum("CRC32", "FULL_OBJECT", "AAAAew==")
+    library = LibraryTemplate.build({"sessionId": c.record.session_id}, now_ms=c.now)
+
+    async def finish(uid: str, checksum: Checksum, seen: str) -> ScriptReply:
+        return await state.finish_complete(
+            c.record, uid, now_ms=c.now, retention_ms=10**6, library=library, processing_queue="q",
+            checksum=checksum.encode(), checksums_seen=seen,
+        )  # fmt: skip
+
+    assert before.checksums_seen() == "\n"  # two files with an algorithm, none recorded yet
+    assert (await finish(c.sibling, theirs, f"\n{theirs.encode()}")).code is Reply.FILE_COMPLETED
+    stale = await finish(c.uid, mine, f"{mine.encode()}\n")  # built without the sibling's checksum
+    assert stale.code is Reply.CHECKSUMS_CHANGED
+    snap = await state.snapshot(c.record.session_id)
+    assert snap is not None and snap.file_status(c.uid) is F.COMPLETING and snap.status is G.UPLOADING  # untouched
+    assert snap.checksum(c.sibling) == theirs
+    done = await finish(c.uid, mine, f"{mine.encode()}\n{theirs.encode()}")
+    assert done.code is Reply.GROUP_COMPLETED
+    after = await state.snapshot(c.record.session_id)
+    assert after is not None and after.checksum(c.uid) == mine

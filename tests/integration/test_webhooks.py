@@ -424,3 +424,45 @@ async def test_each_transition_records_its_event_once(
         (b"upload_group.canceled", event_id("upload_group.canceled", sid))
     ]
     assert entries[0][1][b"account"] == b"acme" and entries[0][1][b"status"] == b"canceled"
+
+
+async def test_completed_events_carry_the_checksums_storage_verified(
+    api: httpx.AsyncClient, redis: Redis, hook_settings: Settings, store: Any
+) -> None:
+    from tests.sigv4_front import checksum_value
+
+    admin, upload = await key(redis), await key(redis, role="upload")
+    receiver = await Receiver().start()
+    receiver.secrets = [(await register(api, admin, receiver.url))["secret"]]
+    files = [{"fileName": "l.mov", "fileRole": "video_left", "sizeBytes": 6 * MIB, "checksumAlgorithm": "CRC64NVME"},
+             {"fileName": "r.mov", "fileRole": "video_right", "sizeBytes": 20}]  # fmt: skip
+    async with worker(hook_settings):
+        answer = await api.post("/api/videos/uploads", headers=upload,
+                                json={"videoName": "sums", "layout": "Separate", "files": files})  # fmt: skip
+        doc = answer.json()
+        sid, (left, right) = doc["sessionId"], doc["files"]
+        data = os.urandom(left["totalBytes"])
+        size = left["partSizeBytes"]
+        sums = {str(n): checksum_value("crc64nvme", data[(n - 1) * size : n * size]) for n in (1, 2)}
+        urls = (await api.post(f"/api/videos/uploads/{sid}/files/{left['uploadId']}/part-urls", headers=upload,
+                               json={"checksums": sums})).json()["parts"]  # fmt: skip
+        done = []
+        async with httpx.AsyncClient() as http:
+            for part in urls:
+                sent = await http.put(part["url"], content=data[part["byteStart"] : part["byteEnd"]],
+                                      headers=part["headers"])  # fmt: skip
+                done.append({"partNumber": part["partNumber"], "etag": sent.headers["etag"]})
+        assert (await complete(api, upload, sid, left["uploadId"], done)).status_code == 200
+        await upload_file(api, upload, sid, right, os.urandom(20))
+        assert (await complete(api, upload, sid, right["uploadId"], None)).status_code == 200
+        expected = {event_id("upload_group.completed", sid), event_id("upload_file.completed", sid, left["uploadId"])}
+        await until(lambda: {r.webhook_id for r in receiver.received} >= expected)
+    await receiver.stop()
+    events = {r.event()["type"]: r.event()["data"] for r in receiver.received if r.webhook_id in expected}
+    recorded = {"algorithm": "CRC64NVME", "type": "FULL_OBJECT", "value": checksum_value("crc64nvme", data)}
+    assert events["upload_file.completed"]["file"]["checksum"] == recorded
+    group_files = events["upload_group.completed"]["files"]
+    assert group_files[0]["checksum"] == recorded and "checksum" not in group_files[1]
+    for event_type, data_doc in events.items():
+        msgspec.convert({"id": "x", "type": event_type, "timestamp": "t", "data": data_doc},
+                        EVENT_DOCUMENTS[EventType(event_type)])  # fmt: skip

@@ -82,7 +82,7 @@ async def test_once_the_api_answered_a_refused_connection_is_a_hiccup_and_retrie
 @pytest.mark.parametrize(
     ("flags", "env", "hint"),
     [
-        (["--api-url", "{url}", "--api-key", "sgk_x"], {}, "the URL came from --api-url: check it"),
+        (["--api-url", "{url}"], {"SPATIALGEN_API_KEY": "sgk_x"}, "the URL came from --api-url: check it"),
         ([], {"SPATIALGEN_API_URL": "{url}", "SPATIALGEN_API_KEY": "sgk_x"}, "came from SPATIALGEN_API_URL"),
         ([], {"dev.env": "{url}"}, "written by `make run`: is that stack still running?"),
     ],
@@ -126,15 +126,17 @@ def test_missing_url_or_key_never_says_run_make_run_here_when_a_url_was_given(
 
 def test_locate_says_where_each_value_came_from(tmp_path: Path) -> None:
     (tmp_path / "dev.env").write_text("SPATIALGEN_API_URL=http://dev\nSPATIALGEN_API_KEY=sgk_dev\n")
+    (tmp_path / "key").write_text("sgk_file")
+    (tmp_path / "key").chmod(0o600)
     env = {"SPATIALGEN_DATA_DIR": str(tmp_path)}
-    found = config.locate(None, None, env)
+    found = config.locate(None, env)
     assert (found.url, found.url_from, found.key_from) == ("http://dev", str(tmp_path / "dev.env"),
                                                           str(tmp_path / "dev.env"))  # fmt: skip
-    found = config.locate(None, "sgk_flag", env | {"SPATIALGEN_API_URL": "http://env"}, recorded_url="http://state",
-                          recorded_from="the state file x.json")  # fmt: skip
-    assert (found.url_from, found.key_from) == ("the state file x.json", "--api-key")
-    assert "the one the upload started with (the state file x.json)" in found.url_hint()
-    assert config.locate(None, None, {"SPATIALGEN_DATA_DIR": str(tmp_path / "none")}).url_from == ""
+    found = config.locate(None, env | {"SPATIALGEN_API_URL": "http://env"}, api_key_file=tmp_path / "key",
+                          recorded_url="http://env", recorded_from="the state file x.json")  # fmt: skip
+    assert (found.url_from, found.key_from) == ("SPATIALGEN_API_URL", f"--api-key-file {tmp_path / 'key'}")
+    assert "the URL came from SPATIALGEN_API_URL: check it" in found.url_hint()
+    assert config.locate(None, {"SPATIALGEN_DATA_DIR": str(tmp_path / "none")}).url_from == ""
 
 
 # --- a group the service no longer has ---------------------------------------------------------

@@ -140,10 +140,15 @@ def test_prepare_measures_files_and_builds_the_body(tmp_path: Path) -> None:
     assert prepared.sizes == (10, 3)
     assert prepared.body == {
         "videoName": "  Film ", "layout": "2D", "folderName": "Launch",
-        "files": [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10},
-                  {"fileName": "Audio.m4a", "fileRole": "audio", "sizeBytes": 3, "languageTag": "en"}],
+        "files": [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10, "checksumAlgorithm": "CRC64NVME"},
+                  {"fileName": "Audio.m4a", "fileRole": "audio", "sizeBytes": 3, "languageTag": "en",
+                   "checksumAlgorithm": "CRC64NVME"}],
     }  # fmt: skip
     assert server_problems(prepared.body) == []
+    without = prepare(UploadSpec("Film", "2D", (LocalFile(tmp_path / "v.mov", "video"),), checksum=None))
+    assert without.body["files"] == [{"fileName": "v.mov", "fileRole": "video", "sizeBytes": 10}]
+    with pytest.raises(InvalidUpload, match="checksum 'MD5' is not one of CRC64NVME, CRC32C, CRC32, SHA256, SHA1"):
+        prepare(UploadSpec("Film", "2D", (LocalFile(tmp_path / "v.mov", "video"),), checksum="MD5"))
 
 
 def test_command_line_files_become_local_files_in_the_services_order() -> None:
@@ -167,7 +172,8 @@ def test_local_mistakes_exit_2_before_any_request(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "v.mov").write_bytes(b"v")
     # The URL points at nothing: had a request been made, the run would fail (1), not stop as invalid (2).
-    flags = ["--api-url", "http://127.0.0.1:9", "--api-key", "k"]
+    monkeypatch.setenv("SPATIALGEN_API_KEY", "k")
+    flags = ["--api-url", "http://127.0.0.1:9"]
     assert main(["send", "--name", "n", "--layout", "Separate", "--video", "v.mov", *flags]) == 2
     err = capsys.readouterr().err
     assert "files layout Separate requires exactly one video_left file" in err

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,19 +187,27 @@ def test_fingerprint_sees_changes_at_either_end(tmp_path: Path) -> None:
 # --- where the service is ------------------------------------------------------------------------
 
 
-def test_flags_then_state_then_environment_then_dev_env(tmp_path: Path) -> None:
+def test_flag_then_environment_then_dev_env(tmp_path: Path) -> None:
     data = tmp_path / "elsewhere"
     data.mkdir()
     (data / "dev.env").write_text(
         "# written by make run\nSPATIALGEN_API_URL=http://dev\nSPATIALGEN_API_KEY = sgk_dev\n"
     )
+    key_file = tmp_path / "key"
+    key_file.write_text("sgk_file\n")
+    key_file.chmod(0o600)
+
+    def found(api_url: str | None, env: dict[str, str], **kw: Any) -> tuple[str | None, str | None]:
+        target = config.locate(api_url, env, **kw)
+        return target.url, target.key
+
     env = {"SPATIALGEN_DATA_DIR": str(data)}
-    assert config.resolve(None, None, env) == ("http://dev", "sgk_dev")
+    assert found(None, env) == ("http://dev", "sgk_dev")
     env |= {"SPATIALGEN_API_URL": "http://env", "SPATIALGEN_API_KEY": "sgk_env"}
-    assert config.resolve(None, None, env) == ("http://env", "sgk_env")
-    assert config.resolve(None, None, env, recorded_url="http://state") == ("http://state", "sgk_env")
-    assert config.resolve("http://flag", "sgk_flag", env, recorded_url="http://state") == ("http://flag", "sgk_flag")
-    assert config.resolve(None, None, {"SPATIALGEN_DATA_DIR": str(tmp_path / "none")}) == (None, None)
+    assert found(None, env) == ("http://env", "sgk_env")
+    assert found(None, env, recorded_url="http://env/") == ("http://env", "sgk_env")
+    assert found("http://flag", env, api_key_file=key_file, recorded_url="http://state") == ("http://flag", "sgk_file")
+    assert found(None, {"SPATIALGEN_DATA_DIR": str(tmp_path / "none")}) == (None, None)
 
 
 # --- streaming a part from disk ------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import re
 import shlex
@@ -18,13 +19,16 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from app.http import metrics
-from app.settings import Settings, field_docs
+from app.settings import Settings
+from app.settings.docs import field_docs
+from app.webhooks.outbound import address_allowed
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -45,7 +49,7 @@ K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 # What the files may run besides the project's console scripts (the data stores and the bucket init).
 EXTERNAL_COMMANDS = {"valkey-server", "valkey-sentinel", "minio", "mc", "sh"}
 # Inside `sh -c` scripts of those containers, besides the commands above.
-SHELL_UTILITIES = {"cp"}
+SHELL_UTILITIES = {"cp", "echo", "exit"}
 # Health checks: the API's own (python + urllib, as slim has no curl), the stores' CLIs, and busybox wget in nginx.
 HEALTHCHECK_COMMANDS = {"python", "valkey-cli", "mc", "wget"}
 CLUSTER_SCOPED_KINDS = {"Namespace"}
@@ -350,10 +354,44 @@ def check_command(argv: list[str], own_image: bool, where: str) -> None:
     assert argv[0] in EXTERNAL_COMMANDS, f"{where}: {argv[0]!r} is not an allowed external command"
     if argv[0] == "sh":
         assert argv[1] == "-c" and len(argv) == 3, f"{where}: sh runs one -c script"
-        for step in re.split(r"&&|\|\||;", argv[2]):
-            words = shlex.split(step)
+        for words in script_commands(argv[2]):
             program = words[1] if words[0] == "exec" else words[0]
             assert program in EXTERNAL_COMMANDS - {"sh"} | SHELL_UTILITIES, f"{where}: script runs {program!r}"
+
+
+SHELL_SEPARATORS = {";", "&&", "||", "|", "(", "{", "}", ")", "!", "then", "else", "do"}
+REDIRECTIONS = {">", ">>", "<", ">&", "<&"}
+
+
+def skip_to(tokens: Iterator[str], ends: set[str]) -> None:
+    """Consume tokens up to and including the first of `ends`."""
+    for token in tokens:
+        if token in ends:
+            return
+
+
+def script_commands(script: str) -> list[list[str]]:
+    """The simple commands of a `sh -c` script, in order, each as its words: lists, `{ }` groups, `$( )`, `case`.
+
+    Enough shell for these files: assignments before a command and redirections are dropped, case patterns skipped.
+    """
+    commands: list[list[str]] = [[]]
+    tokens = iter(shlex.shlex(script, posix=True, punctuation_chars=True))
+    for token in tokens:
+        current = commands[-1]
+        if token in SHELL_SEPARATORS | {";;", "esac", "fi", "$"}:
+            commands.append([])
+            if token == ";;":
+                skip_to(tokens, {")", "esac"})  # the next case pattern
+        elif token == "case" and not current:
+            skip_to(tokens, {")"})  # `case WORD in PATTERN)`
+        elif token in REDIRECTIONS:
+            next(tokens)
+            if current and current[-1].isdigit():
+                current.pop()  # the descriptor of `2>&1`
+        elif current or not token.endswith("="):  # NAME=$(…): the command is the substitution's
+            current.append(token)
+    return [words for words in commands if words]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,11 +427,51 @@ def test_compose_runs_the_stack_the_spec_asks_for(variant: str) -> None:
         if (svc.get("command") or [""])[0] == "valkey-server":
             cmd = " ".join(svc["command"])
             assert "--appendonly yes" in cmd and "--maxmemory-policy noeviction" in cmd, name
-    # MinIO's root credentials are the ones the service signs with; the init step creates the bucket.
-    minio = services["minio"]["environment"]
-    assert minio["MINIO_ROOT_USER"] == env_file["SPATIALGEN_S3_ACCESS_KEY_ID"]
-    assert minio["MINIO_ROOT_PASSWORD"] == env_file["SPATIALGEN_S3_SECRET_ACCESS_KEY"]
+    # The init step creates the bucket (and the service's MinIO user: see the next test).
     assert "mc mb --ignore-existing" in services["minio-init"]["command"][0]
+
+
+@pytest.mark.parametrize("variant", COMPOSE_VARIANTS)
+def test_compose_gives_the_service_a_minio_user_limited_to_its_bucket(variant: str) -> None:
+    services = compose_variant(variant)["services"]
+    env_file = read_env_file(DEPLOY / "compose.env")
+    root = services["minio"]["environment"]
+    init = services["minio-init"]
+    # Root credentials: MinIO and its init step only; the service signs with other keys, which MinIO accepts.
+    assert {k: init["environment"][k] for k in root} == root
+    assert env_file["SPATIALGEN_S3_ACCESS_KEY_ID"] != root["MINIO_ROOT_USER"]
+    assert len(env_file["SPATIALGEN_S3_ACCESS_KEY_ID"]) >= 3 and len(env_file["SPATIALGEN_S3_SECRET_ACCESS_KEY"]) >= 8
+    for name, svc in own_services({"services": services}).items():
+        assert not set(root) & set(svc["environment"]), f"{name} sees MinIO's root credentials"
+        assert not set(root.values()) & set(svc["environment"].values()), f"{name} sees MinIO's root credentials"
+    # As root: the bucket, the policy, the user with the service's keys, the policy attached to that user.
+    assert init["entrypoint"] == ["sh", "-c"] and len(init["command"]) == 1, "one sh -c script"
+    script = init["command"][0].replace("$$", "$")  # compose's escape of the shell's $
+    key_id, secret = "$SPATIALGEN_S3_ACCESS_KEY_ID", "$SPATIALGEN_S3_SECRET_ACCESS_KEY"
+    policy_name, policy_path = "spatialgen-upload", "/etc/spatialgen/minio-policy.json"
+    assert script_commands(script) == [
+        ["mc", "alias", "set", "local", "$SPATIALGEN_S3_ENDPOINT_URL", "$MINIO_ROOT_USER", "$MINIO_ROOT_PASSWORD"],
+        ["mc", "mb", "--ignore-existing", "local/$SPATIALGEN_S3_BUCKET"],
+        ["mc", "admin", "policy", "create", "local", policy_name, policy_path],
+        ["mc", "admin", "user", "add", "local", key_id, secret],
+        ["mc", "admin", "policy", "attach", "local", policy_name, "--user", key_id],
+        ["echo", "$attached"],
+        ["exit", "1"],
+    ]
+    # Each step may run again (`up` after `up`): MinIO refuses an attach already in effect with an error (its
+    # errNoPolicyToAttachOrDetach), the one failure the script lets through; any other ends it with 1.
+    assert " && { attached=$(mc admin policy attach " in script and script.endswith(
+        '|| case "$attached" in *"already in effect"*) ;; *) echo "$attached" >&2; exit 1 ;; esac; }'
+    )
+    # The policy is the production one (exactly the S3 calls the service makes: the test below) on compose's bucket
+    # and key prefix.
+    (mount,) = [v for v in init["volumes"] if v["target"] == policy_path]
+    policy = json.loads(Path(mount["source"]).read_text())
+    storage = Settings.from_env(env_file).storage
+    production = (AWS / "s3-policy.json").read_text()
+    example = Settings.from_env(pod_env(rendered("overlays/example"))).storage
+    assert example.key_prefix == storage.key_prefix
+    assert policy == json.loads(production.replace(example.bucket, storage.bucket)), "conf/minio-policy.json"
 
 
 @pytest.mark.parametrize("variant", COMPOSE_VARIANTS)
@@ -660,6 +738,206 @@ def test_the_ingress_serves_the_api_over_tls_and_keeps_metrics_inside(kustomizat
     # The proxy lets through a body the API refuses itself (413 problem+json), not its own HTML error page.
     limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(limit.removesuffix("m")) * 1024**2 > Settings.from_env(pod_env(objects)).api.max_body_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes: the ports, and who may connect to what (NetworkPolicy).
+# ---------------------------------------------------------------------------------------------
+ANYWHERE = "anywhere"
+"""A NetworkPolicy peer list that is absent or empty: every source or destination."""
+MONITORING_NAMESPACE = "monitoring"
+"""Where Prometheus runs, as base/worker-scaledobject.yaml and base/api-networkpolicy.yaml assume it."""
+
+
+def port_number(deployment: dict[str, Any], port: str | int) -> int:
+    """A container port of the Deployment's pods by name or number, as its number."""
+    for container in containers_of(deployment):
+        for p in container.get("ports", []):
+            if port in (p["containerPort"], p.get("name")):
+                return int(p["containerPort"])
+    raise AssertionError(f"{deployment['metadata']['name']} has no container port {port!r}")
+
+
+def namespace_peer(namespace: str) -> dict[str, Any]:
+    """The peer that selects every pod of one namespace (by the label Kubernetes sets on each namespace)."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def policy_rules(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any], direction: str) -> list[Any]:
+    """The NetworkPolicy rules of one direction (Ingress/Egress) that apply to the Deployment's pods, as
+    (ports: {(number, protocol)} or ANYWHERE, peers: list or ANYWHERE); None if no policy isolates them."""
+    key, peers_key = {"Ingress": ("ingress", "from"), "Egress": ("egress", "to")}[direction]
+    rules: list[Any] | None = None
+    for policy in the(objects, "NetworkPolicy"):
+        spec = policy["spec"]
+        if direction in spec["policyTypes"] and selects(spec["podSelector"].get("matchLabels", {}), deployment):
+            rules = rules or []
+            for rule in spec.get(key, []):
+                ports = rule.get("ports")
+                allowed = ANYWHERE if not ports else {
+                    (port_number(deployment, p["port"]) if peers_key == "from" else int(p["port"]),
+                     p.get("protocol", "TCP")) for p in ports
+                }  # fmt: skip
+                rules.append((allowed, rule.get(peers_key) or ANYWHERE))
+    return rules if rules is not None else [None]
+
+
+def allows(rules: list[Any], port: int, protocol: str, namespace: str | None, address: str | None = None) -> bool:
+    """Whether the rules let a connection through on port/protocol with a pod of `namespace`, or else (None) with
+    an address outside the cluster: `address` where an ipBlock peer covers it, any such address where a rule is open
+    to every peer."""
+    for allowed, peers in rules:
+        if allowed != ANYWHERE and (port, protocol) not in allowed:
+            continue
+        if peers == ANYWHERE or (namespace is not None and namespace_peer(namespace) in peers):
+            return True
+        if namespace is None and address is not None and any(in_block(p, address) for p in peers):
+            return True
+    return False
+
+
+def in_block(peer: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock peer covers the address (in its cidr, in none of its `except` ranges)."""
+    block = peer.get("ipBlock")
+    if block is None:
+        return False
+    ip = ipaddress.ip_address(address)
+    return ip in ipaddress.ip_network(block["cidr"]) and not any(
+        ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])
+    )
+
+
+def service_namespace(host: str) -> str:
+    """The namespace of an in-cluster DNS name: a Service's `name.namespace.svc[.cluster.local]`, or a pod's behind a
+    headless Service, `pod.name.namespace.svc[...]`."""
+    parts = host.split(".")
+    assert "svc" in parts[2:], f"{host} is no in-cluster name with its namespace"
+    return parts[parts.index("svc", 2) - 1]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_the_api_pods_serve_the_api_and_the_ops_port_apart(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    server = Settings.from_env(pod_env(objects)).server
+    assert server.ops_port and server.ops_port != server.port, "the pods serve the operations routes apart"
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    assert port_number(api, "http") == server.port and port_number(api, "ops") == server.ops_port
+    # Probes on the ops port (the API port answers them 404), and Prometheus told to scrape it there.
+    assert {port_number(api, probe["httpGet"]["port"]) for _, probe in probes(api)} == {server.ops_port}
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(server.ops_port)
+    assert annotations["prometheus.io/path"] == "/metrics" in route_paths()
+    # Every Service carries the API port only: the ops port is reached on the pods, never through a Service.
+    for service in the(objects, "Service"):
+        target = selected_deployment(objects, service["spec"]["selector"], service["metadata"]["name"])
+        targets = {port_number(target, p["targetPort"]) for p in service["spec"]["ports"]}
+        assert targets == {server.port}, f"Service {service['metadata']['name']} exposes {targets}"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_network_policies_let_in_clients_on_the_api_port_and_prometheus_on_the_ops_port(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    server = Settings.from_env(pod_env(objects)).server
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    worker = selected_deployment(objects, {"app.kubernetes.io/component": "worker"}, "worker")
+    rules = policy_rules(objects, api, "Ingress")
+    assert None not in rules, "the API pods are isolated for ingress"
+    # Exactly two openings: the API port from anywhere (every route needs a key), the ops port from Prometheus.
+    assert sorted(rules, key=str) == sorted([
+        ({(server.port, "TCP")}, ANYWHERE),
+        ({(server.ops_port, "TCP")}, [namespace_peer(MONITORING_NAMESPACE)]),
+    ], key=str)  # fmt: skip
+    assert allows(rules, server.port, "TCP", None) and allows(rules, server.port, "TCP", "anything")
+    assert allows(rules, server.ops_port, "TCP", MONITORING_NAMESPACE)
+    assert not allows(rules, server.ops_port, "TCP", None) and not allows(rules, server.ops_port, "TCP", "spatialgen")
+    # Workers: isolated, and nothing may connect to them.
+    assert policy_rules(objects, worker, "Ingress") == [], "worker pods accept no connection"
+    # Prometheus is where KEDA queries it.
+    for scaled in the(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            host = re.sub(r"^https?://([^:/]+).*", r"\1", trigger["metadata"]["serverAddress"])
+            assert service_namespace(host) == MONITORING_NAMESPACE, host
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_network_policies_let_the_pods_reach_dns_redis_and_storage_only(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    settings = Settings.from_env(pod_env(objects))
+    redis = urlsplit(settings.redis.url)
+    storage = urlsplit(settings.storage.endpoint_url)
+    storage_port = storage.port or {"https": 443, "http": 80}[storage.scheme]
+    sentinels = [s.strip().rpartition(":") for s in settings.redis.sentinels.split(",") if s.strip()]
+    for deployment in the(objects, "Deployment"):
+        name = deployment["metadata"]["name"]
+        rules = policy_rules(objects, deployment, "Egress")
+        assert None not in rules, f"{name}: isolated for egress"
+        assert all(allowed != ANYWHERE for allowed, _ in rules), f"{name}: every egress rule names its ports"
+        assert allows(rules, 53, "UDP", "kube-system") and allows(rules, 53, "TCP", "kube-system"), f"{name}: DNS"
+        assert allows(rules, 53, "UDP", None), f"{name}: DNS also where NodeLocal DNSCache answers"
+        assert allows(rules, redis.port or 6379, "TCP", service_namespace(redis.hostname or "")), f"{name}: Redis"
+        for host, _, port in sentinels:
+            assert allows(rules, int(port), "TCP", service_namespace(host)), f"{name}: sentinel {host}:{port}"
+        assert allows(rules, storage_port, "TCP", None), f"{name}: storage at {settings.storage.endpoint_url}"
+        # Nothing else: no other port to the Redis namespace, no plain HTTP out.
+        assert not allows(rules, 22, "TCP", None) and not allows(rules, 80, "TCP", None), name
+        assert not allows(rules, 5432, "TCP", service_namespace(redis.hostname or "")), name
+    assert bool(sentinels) == (kustomization == "overlays/sentinel")
+
+
+WEBHOOK_PORT = 443
+"""Where deliveries go: endpoints are https:// URLs (app/domain/webhooks.py), on HTTPS's port unless they say."""
+PUBLIC_ADDRESSES = ("8.8.8.8", "1.1.1.1", "52.95.110.1", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e")
+INTERNAL_ADDRESSES = (
+    "10.96.0.1",
+    "172.20.0.10",
+    "192.168.1.1",
+    "100.64.0.10",
+    "127.0.0.1",
+    "169.254.169.254",
+    "100.100.100.200",
+    "224.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "fd00:ec2::254",
+    "fe80::1",
+    "ff02::1",
+)
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_network_policies_let_the_workers_alone_deliver_webhooks_to_public_addresses(kustomization: str) -> None:
+    objects = rendered(kustomization)
+    allow_private = Settings.from_env(pod_env(objects)).webhooks.allow_private_targets
+    api = selected_deployment(objects, {"app.kubernetes.io/component": "api"}, "api")
+    worker = selected_deployment(objects, {"app.kubernetes.io/component": "worker"}, "worker")
+    # With every policy: the workers reach an endpoint at a public address on 443 (the API delivers nothing).
+    for address in PUBLIC_ADDRESSES:
+        assert allows(policy_rules(objects, worker, "Egress"), WEBHOOK_PORT, "TCP", None, address), address
+    # The webhook policy alone, so that narrowing the storage rule (open to any address on 443) keeps deliveries:
+    # the workers only, and the addresses the delivery guard allows (app/webhooks/outbound.py), on 443 only.
+    (webhooks,) = [p for p in the(objects, "NetworkPolicy") if p["metadata"]["name"] == "spatialgen-egress-webhooks"]
+    assert policy_rules((webhooks,), api, "Egress") == [None], "the API pods deliver no webhook"
+    rules = policy_rules((webhooks,), worker, "Egress")
+    for address in PUBLIC_ADDRESSES + INTERNAL_ADDRESSES:
+        guard = address_allowed(ipaddress.ip_address(address), allow_private=allow_private)
+        assert allows(rules, WEBHOOK_PORT, "TCP", None, address) == guard, address
+        assert not allows(rules, 80, "TCP", None, address), address
+    # Every range it leaves out is one the guard refuses (first and last address of each).
+    for _, peers in rules:
+        for block in (p["ipBlock"] for p in peers):
+            for cidr in block.get("except", []):
+                network = ipaddress.ip_network(cidr)
+                for address in (network[0], network[-1]):
+                    assert not address_allowed(address, allow_private=allow_private), (cidr, address)
+    assert not allows(rules, WEBHOOK_PORT, "TCP", "spatialgen"), "no pod of the cluster through this policy"
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_overlays_put_every_object_in_the_namespace(kustomization: str) -> None:
+    namespaced = [o for o in rendered(kustomization) if o["kind"] not in CLUSTER_SCOPED_KINDS]
+    assert {o["metadata"].get("namespace") for o in namespaced} == {"spatialgen"}, [
+        (o["kind"], o["metadata"]["name"]) for o in namespaced if o["metadata"].get("namespace") != "spatialgen"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

@@ -7,6 +7,8 @@ URL and header the uploader rebuilds from the compact parts is the full form's, 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 from typing import Any
 
@@ -26,18 +28,34 @@ CONFIGS = [PresignerConfig("http://127.0.0.1:9000", "us-east-1", "path"),
 KEYS = ["uploads/acme/s/u.mov", "uploads/acme/vidéo {1}/a+b&c=d%20.mov"]
 
 
-def batch(key: str, numbers: list[int], *, upload_id: str | None = "2~abc.DEF_ghi-", total: int = 0) -> SignBatch:
+def batch(
+    key: str, numbers: list[int], *, upload_id: str | None = "2~abc.DEF_ghi-", total: int = 0,
+    algorithm: str | None = None,
+) -> SignBatch:  # fmt: skip
+    """A batch; with `algorithm`, each part has its own checksum (a distinct base64 value of that algorithm's size)."""
     part = 5 * MIB
+    checksums = [checksum(algorithm, n) for n in numbers] if algorithm else None
     return SignBatch(bucket="spatialgen-test", key=key, upload_id=upload_id, part_numbers=numbers, part_size=part,
                      total_bytes=total or 1234 * part - 17, expires_in=3600, signed_at=1_780_000_000,
-                     content_type=None if upload_id else "video/quicktime")  # fmt: skip
+                     content_type=None if upload_id else "video/quicktime", checksum_algorithm=algorithm,
+                     checksums=checksums)  # fmt: skip
+
+
+DIGEST_BYTES = {"CRC64NVME": 8, "CRC32C": 4, "CRC32": 4, "SHA256": 32, "SHA1": 20}
+
+
+def checksum(algorithm: str, part_number: int) -> str:
+    """A checksum value of the algorithm's form, distinct per part (what the presigner signs is any such value)."""
+    digest = hashlib.sha256(f"{algorithm}:{part_number}".encode()).digest()[: DIGEST_BYTES[algorithm]]
+    return base64.b64encode(digest).decode()
 
 
 def full_and_compact(config: PresignerConfig, credentials: PresignCredentials, b: SignBatch) -> tuple[Any, Any]:
     """The full answer and the compact one (as the uploader expands it) for the same batch."""
     presigner = config.presigner(credentials)
     full = msgspec.json.decode(sign_parts_json(presigner, b))
-    first = sign_parts_json(presigner, msgspec.structs.replace(b, part_numbers=b.part_numbers[:1]))
+    sums = b.checksums[:1] if b.checksums is not None else None
+    first = sign_parts_json(presigner, msgspec.structs.replace(b, part_numbers=b.part_numbers[:1], checksums=sums))
     template = url_template(msgspec.json.decode(first)[0]["url"], None if b.upload_id is None else b.part_numbers[0])
     parts = msgspec.json.decode(sign_parts_json(presigner, msgspec.structs.replace(b, url_template=template)))
     doc = {
@@ -71,23 +89,55 @@ def test_a_single_put_in_the_compact_form(config: PresignerConfig) -> None:
     assert part.headers == {"Content-Length": "10", "If-None-Match": "*", "Content-Type": "video/quicktime"}
 
 
+@pytest.mark.parametrize(("config", "credentials"), list(zip(CONFIGS, CREDENTIALS, strict=True)))
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "SHA256"])
+def test_the_compact_form_with_checksums_rebuilds_the_full_form(
+    config: PresignerConfig, credentials: PresignCredentials, algorithm: str
+) -> None:
+    numbers = [*range(1, 30), 1233, 1234]
+    b = batch(KEYS[1], numbers, algorithm=algorithm)
+    full, compact = full_and_compact(config, credentials, b)
+    name = f"x-amz-checksum-{algorithm.lower()}"
+    assert f"X-Amz-SignedHeaders=content-length%3Bhost%3B{name}&" in compact.url_template
+    assert compact.headers == {}
+    assert [p.headers for p in compact.parts] == [{name: checksum(algorithm, n)} for n in numbers]
+    expanded = compact.expand()
+    assert msgspec.to_builtins(expanded.parts) == msgspec.to_builtins(msgspec.convert(full, list[Any]))
+    assert [p.headers for p in expanded.parts] == [
+        {"Content-Length": str(p.size_bytes), name: checksum(algorithm, p.part_number)} for p in expanded.parts
+    ]
+    assert len({p.url for p in expanded.parts}) == len(numbers)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_checksummed_single_put_in_the_compact_form(config: PresignerConfig) -> None:
+    b = batch(KEYS[1], [1], upload_id=None, total=10, algorithm="CRC64NVME")
+    full, compact = full_and_compact(config, CREDENTIALS[1], b)
+    [part] = compact.expand().parts
+    assert msgspec.to_builtins(part) == full[0]
+    assert part.headers == {"Content-Length": "10", "If-None-Match": "*", "Content-Type": "video/quicktime",
+                            "x-amz-checksum-crc64nvme": checksum("CRC64NVME", 1)}  # fmt: skip
+    assert "%3Bif-none-match%3Bx-amz-checksum-crc64nvme&" in compact.url_template
+
+
 def test_a_url_that_does_not_fit_the_template_fails_the_answer() -> None:
     presigner = CONFIGS[0].presigner(CREDENTIALS[0])
     b = batch(KEYS[0], [1, 2, 3])
     urls = [p["url"] for p in msgspec.json.decode(sign_parts_json(presigner, b))]
     template = url_template(urls[0], 1)
     sized = [(n, 5 * MIB) for n in (1, 2, 3)]
-    assert [p.signature for p in compact_parts(sized, urls, template)] == [u[-64:] for u in urls]
+    own: list[dict[str, str]] = [{}, {}, {}]
+    assert [p.signature for p in compact_parts(sized, urls, own, template)] == [u[-64:] for u in urls]
     other = url_template(urls[0].replace("X-Amz-Expires=3600", "X-Amz-Expires=3601"), 1)
     with pytest.raises(ValueError, match="does not fit"):
-        compact_parts(sized, urls, other)
+        compact_parts(sized, urls, own, other)
     odd_middle = [
         urls[0],
         urls[1].replace("content-length%3Bhost", "content-length%3Bhost%3Bx-amz-checksum-crc32"),
         urls[2],
     ]
     with pytest.raises(ValueError, match="part 2: its URL does not fit"):
-        compact_parts(sized, odd_middle, template)
+        compact_parts(sized, odd_middle, own, template)
     with pytest.raises(ValueError, match="not a presigned URL"):
         url_template(urls[0].removesuffix(urls[0][-64:]) + SIGNATURE_SLOT, 1)
     with pytest.raises(ValueError, match="part number 2 is not where"):

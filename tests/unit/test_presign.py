@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -94,6 +95,8 @@ def frozen_botocore_clock(monkeypatch: pytest.MonkeyPatch) -> datetime:
         return FROZEN_NOW.replace(tzinfo=None) if remove_tzinfo else FROZEN_NOW
 
     monkeypatch.setattr(botocore.auth, "get_current_datetime", fake_now)
+    if botocore.auth.HAS_CRT:  # with awscrt installed botocore signs through botocore.crt.auth, which has its own
+        monkeypatch.setattr(importlib.import_module("botocore.crt.auth"), "get_current_datetime", fake_now)
     return FROZEN_NOW
 
 
@@ -577,3 +580,92 @@ def test_credentials_repr_hides_secrets() -> None:
     assert ACCESS_KEY_ID in text
     assert SECRET_ACCESS_KEY not in text
     assert SESSION_TOKEN not in text
+
+
+def signed_at(url: str) -> datetime:
+    """The X-Amz-Date a URL was signed at. botocore takes the time for a URL with a checksum parameter where the
+    frozen clock does not reach, so ours signs with botocore's own timestamp."""
+    stamp = parse_qs(urlsplit(url).query)["X-Amz-Date"][0]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+CHECKSUM_CASES = [
+    ("CRC64NVME", "j6cFt2eoaMM="),
+    ("CRC32C", "yZRlqg=="),
+    ("CRC32", "NSRBwg=="),
+    ("SHA256", "LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564="),
+    ("SHA1", "L9ThxnotKPzthJ7hu3bnORuT6xI="),
+]
+
+
+@target_param
+@style_param
+@pytest.mark.parametrize(("algorithm", "value"), CHECKSUM_CASES)
+@pytest.mark.parametrize("write_once", [True, False], ids=["if-none-match", "overwritable"])
+@pytest.mark.usefixtures("frozen_botocore_clock")
+def test_put_object_with_a_checksum_matches_botocore(
+    endpoint_url: str, region: str, addressing_style: str, algorithm: str, value: str, write_once: bool
+) -> None:
+    client = botocore_client(endpoint_url, region, addressing_style, SESSION_TOKEN)
+    params: dict[str, Any] = {"Bucket": BUCKET, "Key": KEYS[2], "ContentLength": 2401, "ContentType": "video/mp4",
+                              f"Checksum{algorithm}": value}  # fmt: skip
+    if write_once:
+        params["IfNoneMatch"] = "*"
+    theirs = str(client.generate_presigned_url("put_object", Params=params, ExpiresIn=900))
+    ours = make_presigner(endpoint_url, region, addressing_style, SESSION_TOKEN).presign_put_object(
+        BUCKET, KEYS[2], content_length=2401, expires_in=900, now=signed_at(theirs), if_none_match=write_once,
+        content_type="video/mp4", checksum=(algorithm, value),
+    )  # fmt: skip
+    assert_same_url(ours, theirs)
+    signed = parse_qs(urlsplit(ours).query)["X-Amz-SignedHeaders"][0]
+    assert signed.endswith(f";x-amz-checksum-{algorithm.lower()}")
+
+
+@target_param
+@style_param
+@pytest.mark.parametrize(("algorithm", "value"), CHECKSUM_CASES)
+@pytest.mark.usefixtures("frozen_botocore_clock")
+def test_upload_parts_with_checksums_match_botocore(
+    endpoint_url: str, region: str, addressing_style: str, algorithm: str, value: str
+) -> None:
+    client = botocore_client(endpoint_url, region, addressing_style, None)
+    parts = [(1, 5 * 1024 * 1024), (42, 2_401), (10_000, 7)]
+    # A different value per part: each URL must sign its own.
+    values = [value, value[::-1].lstrip("=") + "=" * (len(value) - len(value.rstrip("="))), value.swapcase()]
+    theirs = [
+        str(client.generate_presigned_url("upload_part", ExpiresIn=3600, Params={
+            "Bucket": BUCKET, "Key": KEYS[3], "UploadId": UPLOAD_IDS[2], "PartNumber": n, "ContentLength": length,
+            f"Checksum{algorithm}": v}))
+        for (n, length), v in zip(parts, values, strict=True)
+    ]  # fmt: skip
+    for when in {signed_at(url) for url in theirs}:  # one timestamp, or two if a second passed between them
+        ours = make_presigner(endpoint_url, region, addressing_style, None).presign_upload_parts(
+            BUCKET, KEYS[3], upload_id=UPLOAD_IDS[2], parts=parts, expires_in=3600, now=when,
+            checksum_algorithm=algorithm, checksums=values,
+        )  # fmt: skip
+        for url, their in zip(ours, theirs, strict=True):
+            if signed_at(their) == when:
+                assert_same_url(url, their)
+    assert len(set(ours)) == 3
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "values", "match"),
+    [
+        ("MD5", ["AAAAAA=="], "algorithm"),
+        ("CRC32", ["AA\nx-amz-acl:public"], "value"),
+        ("CRC32", ["a", "b"], "one checksum per part"),
+    ],
+)
+def test_bad_checksums_are_refused(algorithm: str, values: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_presigner(*TARGETS[0], "path", None).presign_upload_parts(
+            BUCKET,
+            "k",
+            upload_id="u",
+            parts=[(1, 5)],
+            expires_in=60,
+            now=FROZEN_NOW,
+            checksum_algorithm=algorithm,
+            checksums=values,
+        )

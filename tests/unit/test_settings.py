@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ENV_PREFIX, Settings, field_docs, render_env_example, with_dev_env
+from app.settings import ENV_PREFIX, Settings, with_dev_env
+from app.settings.docs import field_docs, render_env_example
 from deploy.local.gendocs import readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,8 @@ def test_cli_tools_find_make_runs_services_through_dev_env(tmp_path: Path) -> No
 def test_env_values_are_parsed_and_typed() -> None:
     s = Settings.from_env({"SPATIALGEN_PORT": "9001", "SPATIALGEN_COMPLETE_WAIT_SECONDS": "1.5", "OTHER": "x"})
     assert s.server.port == 9001 and s.api.complete_wait_seconds == 1.5
+    assert s.server.ops_port == 0, "the operations routes stay on PORT unless asked"
+    assert Settings.from_env({"SPATIALGEN_OPS_PORT": "8081"}).server.ops_port == 8081
     assert s.uploads.part_size_bytes == 104_857_600 and s.uploads.session_ttl_seconds == 432_000
 
 
@@ -61,6 +64,10 @@ def test_each_part_gets_its_slice_under_the_variables_it_always_had() -> None:
         {"SPATIALGEN_MAX_FILE_BYTES": str(6 * 1024**4)},
         {"SPATIALGEN_S3_ADDRESSING_STYLE": "sideways"},
         {"SPATIALGEN_SESSION_TTL_SECONDS": "0"},
+        {"SPATIALGEN_OPS_PORT": "8000"},  # the API's own port
+        {"SPATIALGEN_OPS_PORT": "9100", "SPATIALGEN_PORT": "9100"},
+        {"SPATIALGEN_OPS_PORT": "-1"},
+        {"SPATIALGEN_OPS_PORT": "65536"},
     ],
 )
 def test_bad_settings_fail_loudly(env: dict[str, str]) -> None:

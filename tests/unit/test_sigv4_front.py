@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,7 +175,13 @@ def presign(client: Any, operation: str, expires: int = 300, **params: Any) -> s
 def botocore_clock(at: datetime) -> Iterator[None]:
     """Sign as of `at` (botocore.auth calls get_current_datetime for its timestamp, as test_presign.py patches)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: at.replace(tzinfo=None))
+
+        def clock(remove_tzinfo: bool = True) -> datetime:
+            return at.replace(tzinfo=None) if remove_tzinfo else at
+
+        patch.setattr(botocore.auth, "get_current_datetime", clock)
+        if botocore.auth.HAS_CRT:  # with awscrt installed, botocore signs through botocore.crt.auth
+            patch.setattr(importlib.import_module("botocore.crt.auth"), "get_current_datetime", clock)
         yield
 
 
@@ -190,6 +197,8 @@ def botocore_canonical_requests() -> Iterator[list[str]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(botocore.auth.S3SigV4QueryAuth, "canonical_request", recording)
+        # With awscrt installed botocore presigns through botocore.crt.auth, which shows no canonical request.
+        patch.setitem(botocore.auth.AUTH_TYPE_MAPS, "s3v4-query", botocore.auth.S3SigV4QueryAuth)
         yield seen
 
 

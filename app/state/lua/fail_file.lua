@@ -14,6 +14,7 @@ local field = ${file_field.status} .. arg.upload_id
 if redis.call('HGET', key.state, field) ~= ${file_status.completing} then return {${reply.stale}} end
 redis.call('HSET', key.state, field, ${file_status.failed}, ${file_field.reason} .. arg.upload_id, arg.reason, ${field.updated}, arg.now_ms)
 redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
+redis.call('PUBLISH', ${channel.settled}, arg.session_id .. ':' .. arg.upload_id)
 local st = redis.call('HGET', key.state, ${field.status})
 if live(st) then
   for _, uid in ipairs(arg.upload_ids) do

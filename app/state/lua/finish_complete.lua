@@ -1,9 +1,14 @@
 --- A verified file becomes 'completed'. If it was the group's last, in the same step: the group is
 --- 'completed', one libraryId is taken, one library record written and one processing job queued.
 -- KEYS: state, group, library, library_counter, expiry_index, completing_index, handoff_index, metrics, usage, process_job, process_result, process_queue, webhooks, events
--- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, progress, account
+-- ARGV: upload_id, now_ms, retention_ms, session_id, expires_ms, library_tail, process_id, job_head, job_tail, job_expires_ms, declared_bytes, progress, account, checksum, checksums_seen
 -- REST: upload_ids
 -- REPLY: file_completed | group_completed <libraryId> | gone | group_state <status> | stale <file status>
+--        | checksums_changed
+-- checksum: the verified checksum recorded with the file ('' for none). checksums_seen: every file's recorded
+-- checksum (this one's as checksum), newline-joined, as the library template was built with ('' when no file of
+-- the group has an algorithm): when this completes the group and another file's changed meanwhile (it completed
+-- concurrently), nothing is written and the caller builds the template again.
 -- job_expires_ms is 0: the processing job's key never expires (it waits for the pipeline however long).
 -- Nothing else can interleave, so concurrent completions (and a racing cancel) yield exactly one record
 -- and one job, or none. A group that died meanwhile (canceled, failed, expired) takes the file with it.
@@ -15,8 +20,22 @@ local field = ${file_field.status} .. arg.upload_id
 local now_state = redis.call('HMGET', key.state, ${field.status}, field)
 local st, f = now_state[1], now_state[2]
 if not st then return {${reply.gone}} end
+if arg.checksums_seen ~= '' and f == ${file_status.completing} and live(st) then
+  local n, fields = #arg.upload_ids, {}
+  for i, uid in ipairs(arg.upload_ids) do fields[i] = ${file_field.status} .. uid; fields[n + i] = ${file_field.checksum} .. uid end
+  local got, seen, last = redis.call('HMGET', key.state, unpack(fields)), {}, true
+  for i, uid in ipairs(arg.upload_ids) do
+    if uid == arg.upload_id then seen[i] = arg.checksum
+    else
+      seen[i] = got[n + i] or ''
+      if got[i] ~= ${file_status.completed} then last = false end
+    end
+  end
+  if last and table.concat(seen, '\n') ~= arg.checksums_seen then return {${reply.checksums_changed}} end
+end
 if f == ${file_status.completing} then  -- whatever the outcome below, this attempt's work ends here
   redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
+  redis.call('PUBLISH', ${channel.settled}, arg.session_id .. ':' .. arg.upload_id)
 end
 if live(st) and tonumber(arg.now_ms) >= tonumber(arg.expires_ms) then st = ${group_status.expired} end  -- the sweep will mark it
 if not live(st) then
@@ -27,6 +46,7 @@ if f ~= ${file_status.completing} then return {${reply.stale}, tostring(f)} end
 -- progress: "parts:bytes:refreshed_ms", the whole file (everything listed is in the object now)
 redis.call('HSET', key.state, field, ${file_status.completed}, ${field.updated}, arg.now_ms,
            ${file_field.progress} .. arg.upload_id, arg.progress)
+if arg.checksum ~= '' then redis.call('HSET', key.state, ${file_field.checksum} .. arg.upload_id, arg.checksum) end
 local others = {}
 for i, uid in ipairs(arg.upload_ids) do others[i] = ${file_field.status} .. uid end
 for _, status in ipairs(redis.call('HMGET', key.state, unpack(others))) do

@@ -19,4 +19,5 @@ if redis.call('EXISTS', key.job, key.in_progress) > 0 then return {${reply.runni
 redis.call('HSET', key.state, ${file_field.status} .. arg.upload_id, ${file_status.uploading}, ${file_field.reason} .. arg.upload_id, arg.reason,
            ${field.updated}, arg.now_ms)
 redis.call('ZREM', key.completing_index, arg.member)
+redis.call('PUBLISH', ${channel.settled}, arg.member)
 return {${reply.ok}}

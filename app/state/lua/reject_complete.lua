@@ -8,4 +8,5 @@ if redis.call('HGET', key.state, field) ~= ${file_status.completing} then return
 if redis.call('HGET', key.state, ${file_field.attempt} .. arg.upload_id) ~= arg.attempt then return {${reply.stale}} end
 redis.call('HSET', key.state, field, ${file_status.uploading}, ${file_field.reason} .. arg.upload_id, arg.reason, ${field.updated}, arg.now_ms)
 redis.call('ZREM', key.completing_index, arg.session_id .. ':' .. arg.upload_id)
+redis.call('PUBLISH', ${channel.settled}, arg.session_id .. ':' .. arg.upload_id)
 return {${reply.ok}}

@@ -7,9 +7,6 @@ needs (`settings.redis`, `settings.storage`, ...). A group's variables share its
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
 import os
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar
@@ -41,9 +38,11 @@ class ServerConfig(_Group, frozen=True):
     """How the processes run."""
 
     host: str = "127.0.0.1"
-    """Interface the API binds to."""
+    """Interface the API binds to (its PORT and OPS_PORT)."""
     port: int = 8000
     """TCP port of the API."""
+    ops_port: int = 0
+    """Own TCP port of /health/live, /health/ready and /metrics, which PORT then answers 404; 0: on PORT."""
     api_workers: int = 1
     """API worker processes of one `spatialgen-api` (scale pods rather than this in Kubernetes)."""
     shutdown_grace_seconds: float = 20.0
@@ -327,6 +326,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             yield "IDLE_GROUP_SECONDS must be positive and at most SESSION_TTL_SECONDS"
         if not 1 <= self.server.port <= 65535:
             yield "PORT must be between 1 and 65535"
+        if not 0 <= self.server.ops_port <= 65535 or self.server.ops_port == self.server.port:
+            yield "OPS_PORT must be 0 (the operations routes on PORT) or another port than PORT, up to 65535"
         for name in ("api_workers", "worker_max_jobs", "worker_provision_concurrency", "complete_attempts"):
             if self.value(name) < 1:
                 yield f"{name.upper()} must be at least 1"
@@ -345,14 +346,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return getattr(getattr(self, group), field)
 
 
-def _groups() -> dict[str, type[_Group]]:
+def groups() -> dict[str, type[_Group]]:
     """The groups of Settings, by attribute name."""
     info = msgspec.structs.fields(Settings)
     return {f.name: f.type for f in info}
 
 
 _LOCATIONS: dict[str, tuple[str, str]] = {
-    (cls.PREFIX + field).lower(): (group, field) for group, cls in _groups().items() for field in cls.__struct_fields__
+    (cls.PREFIX + field).lower(): (group, field) for group, cls in groups().items() for field in cls.__struct_fields__
 }
 """Each setting's variable name (lowercase, without SPATIALGEN_) -> (group, field)."""
 
@@ -376,39 +377,3 @@ def with_dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         if sep and not line.startswith("#") and name.startswith(ENV_PREFIX):
             merged.setdefault(name.strip(), value.strip())
     return merged
-
-
-def render_env_example() -> str:
-    """The whole `.env.example`: every setting with its description and default (`make docs` writes it)."""
-    defaults = Settings()
-    lines = [
-        "# SpatialGen Direct Upload service settings (all optional; defaults shown).",
-        "# With nothing set, `make run` starts embedded Valkey and S3 (moto) on loopback.",
-        "",
-    ]
-    for env, doc in field_docs().items():
-        lines += [f"# {doc}", f"# {env}={defaults.value(env.removeprefix(ENV_PREFIX).lower())}"]
-    return "\n".join(lines) + "\n"
-
-
-def render_settings_table() -> str:
-    """The README's configuration table (`make docs` writes it between its markers)."""
-    defaults = Settings()
-    rows = ["| variable | default | what it is |", "|---|---|---|"]
-    for env, doc in field_docs().items():
-        value = str(defaults.value(env.removeprefix(ENV_PREFIX).lower()))
-        rows.append(f"| `{env}` | {f'`{value}`' if value else '(empty)'} | {doc} |")
-    return "\n".join(rows) + "\n"
-
-
-def field_docs() -> dict[str, str]:
-    """Each variable's name and its one-line description, group by group (the field docstrings)."""
-    docs: dict[str, str] = {}
-    for cls in _groups().values():
-        body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-        for node, nxt in itertools.pairwise(body):
-            is_field = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-            if is_field and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                assert isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                docs[ENV_PREFIX + (cls.PREFIX + node.target.id).upper()] = str(nxt.value.value)
-    return docs
