@@ -5,7 +5,9 @@ SigV4-verifying front (the URLs it rebuilds from the compact form store its byte
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from app.settings import MIB, Settings
 from app.state.apikeys import create_key
 from app.storage.s3 import ObjectStore
 from tests.integration.conftest import api_client
-from tests.sigv4_front import SigV4Front
+from tests.sigv4_front import SigV4Front, checksum_value
 
 URL = "/api/videos/uploads"
 
@@ -53,9 +55,11 @@ async def file_of(api: httpx.AsyncClient, key: dict[str, str], parts: int) -> st
     return path
 
 
-async def raw_answer(api: httpx.AsyncClient, path: str, headers: dict[str, str | None]) -> tuple[httpx.Response, bytes]:
+async def raw_answer(
+    api: httpx.AsyncClient, path: str, headers: dict[str, str | None], body: Any = None
+) -> tuple[httpx.Response, bytes]:
     """The answer and its body as sent (not decoded); a header given as None is not sent at all."""
-    request = api.build_request("POST", path)
+    request = api.build_request("POST", path, json=body)
     for name, value in headers.items():
         if value is None:
             del request.headers[name]
@@ -178,6 +182,97 @@ async def test_the_uploader_asks_for_compact_gzip_and_its_urls_store_the_bytes(
         assert (await client.complete_file(sid, uid, etags, follow=False)).status in ("completing", "completed")
 
 
+def fake_sums(numbers: range) -> dict[str, str]:
+    """A CRC64NVME-shaped value per part (8 bytes, base64), distinct per part: what part-urls signs (no PUT here)."""
+    return {str(n): base64.b64encode(hashlib.sha256(str(n).encode()).digest()[:8]).decode() for n in numbers}
+
+
+@pytest.mark.parametrize("parts", [3, 1234])  # signed at once; signed piece by piece, each piece its checksums
+async def test_the_compact_form_with_checksums_gives_back_the_full_form(
+    api: httpx.AsyncClient, key: dict[str, str], parts: int
+) -> None:
+    body = {"videoName": "v", "layout": "2D", "files": [
+        {"fileName": "v.mov", "fileRole": "video", "sizeBytes": parts * 5 * MIB - 7, "checksumAlgorithm": "CRC64NVME"},
+    ]}  # fmt: skip
+    r = await api.post(URL, json=body, headers=key)
+    assert r.status_code == 201, r.text
+    path = f"{URL}/{r.json()['sessionId']}/files/{r.json()['files'][0]['uploadId']}/part-urls"
+    sums = fake_sums(range(1, parts + 1))
+    _, full_body = await raw_answer(api, path, {**key, "Accept-Encoding": None}, {"checksums": sums})
+    full = json.loads(full_body)
+    r, raw = await raw_answer(api, path, {**key, "Accept": COMPACT_PART_URLS, "Accept-Encoding": "gzip"},
+                              {"checksums": sums})  # fmt: skip
+    compact = json.loads(gzip.decompress(raw))
+    assert r.headers["content-type"] == COMPACT_PART_URLS
+    assert "X-Amz-SignedHeaders=content-length%3Bhost%3Bx-amz-checksum-crc64nvme&" in compact["urlTemplate"]
+    assert compact["headers"] == {} and compact["checksumAlgorithm"] == full["checksumAlgorithm"] == "CRC64NVME"
+    assert [p["headers"] for p in compact["parts"]] == [
+        {"x-amz-checksum-crc64nvme": sums[str(n)]} for n in range(1, parts + 1)
+    ]
+    rebuilt = []
+    for p in compact["parts"]:
+        start, end = part_range(p["partNumber"], compact["partSizeBytes"], compact["totalBytes"])
+        rebuilt.append({
+            "partNumber": p["partNumber"], "sizeBytes": end - start, "byteStart": start, "byteEnd": end,
+            "url": part_url(compact["urlTemplate"], p["partNumber"], p["signature"]),
+            "expiresAt": compact["expiresAt"],
+            "headers": {"Content-Length": str(end - start), **compact["headers"], **p["headers"]},
+        })  # fmt: skip
+    assert rebuilt == full["parts"]
+
+
+async def test_the_uploader_sends_checksummed_files_through_the_compact_gzip_form(
+    verified_settings: Settings, verified_s3: SigV4Front, redis: Redis, store: ObjectStore, key: dict[str, str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A CRC64NVME multipart video and single-PUT subtitle: each part's signed checksum header comes back from the
+    compact parts' own `headers`, and the verifying front (which refuses a PUT without the header its URL signs, or
+    with another body's checksum) stores every part."""
+    verified_s3.reset()
+    seen: list[httpx.Response] = []
+
+    async def record(response: httpx.Response) -> None:
+        seen.append(response)
+
+    video, subs = bytes(range(256)) * (5 * MIB // 256) * 2 + b"tail", b"1\n00:00:01,000 --> 00:00:02,000\nHi\n"
+    (tmp_path / "v.mov").write_bytes(video)
+    (tmp_path / "s.srt").write_bytes(subs)
+    settings = verified_settings.override(part_size_bytes=5 * MIB, provision_wait_seconds=15.0)
+    async with api_client(settings) as api, ServiceClient("http://testserver", key["X-SPATIALGEN-APPKEY"]) as client:
+        client._api = httpx.AsyncClient(base_url="http://testserver", headers=client._api.headers,
+                                        transport=api._transport, event_hooks={"response": [record]})  # fmt: skip
+        files = [
+            {"fileName": "v.mov", "fileRole": "video", "sizeBytes": len(video), "checksumAlgorithm": "CRC64NVME"},
+            {"fileName": "s.srt", "fileRole": "subtitle", "sizeBytes": len(subs), "languageTag": "en",
+             "checksumAlgorithm": "CRC64NVME"},
+        ]  # fmt: skip
+        created = await client.start_group({"videoName": "v", "layout": "2D", "files": files})
+        sid = created.session_id
+        for f, data, name in zip(created.files, (video, subs), ("v.mov", "s.srt"), strict=True):
+            size = f.part_size_bytes
+            sums = {
+                n: checksum_value("crc64nvme", data[(n - 1) * size : n * size]) for n in range(1, f.total_parts + 1)
+            }
+            answer = await client.part_urls(sid, f.upload_id, checksums=sums)
+            sent = [r for r in seen if r.url.path.endswith(f"/{f.upload_id}/part-urls")][-1]
+            assert sent.headers["content-encoding"] == "gzip" and sent.headers["content-type"] == COMPACT_PART_URLS
+            compact = json.loads(sent.content)  # httpx undid the gzip
+            assert [p["headers"] for p in compact["parts"]] == [{"x-amz-checksum-crc64nvme": v} for v in sums.values()]
+            etags = []
+            for p in answer.parts:
+                assert p.headers["x-amz-checksum-crc64nvme"] == sums[p.part_number]
+                etag = await client.put_part(p.url, tmp_path / name, p.byte_start, p.size_bytes, headers=p.headers)
+                etags.append((p.part_number, etag))
+            assert len(etags) == (3 if name == "v.mov" else 1)
+            multipart = f.total_parts > 1
+            done = await client.complete_file(sid, f.upload_id, etags if multipart else None,
+                                              part_checksums=sums if multipart else None, follow=False)  # fmt: skip
+            assert done.status in ("completing", "completed")
+        puts = [e for e in verified_s3.exchanges if e.method == "PUT" and e.auth == "presigned"]
+        assert len(puts) == 4 and all(e.status == 200 for e in puts)
+        assert verified_s3.refusals == [] and verified_s3.unverified_checksums == []
+
+
 async def test_the_openapi_document_describes_both_forms(api: httpx.AsyncClient, key: dict[str, str]) -> None:
     doc = (await api.get("/schema/openapi.json")).json()
     ok = doc["paths"][URL + "/{session_id}/files/{upload_id}/part-urls"]["post"]["responses"]["200"]
@@ -188,5 +283,7 @@ async def test_the_openapi_document_describes_both_forms(api: httpx.AsyncClient,
     path = await file_of(api, key, 2)
     _, body = await raw_answer(api, path, {**key, "Accept": COMPACT_PART_URLS, "Accept-Encoding": None})
     real = json.loads(body)
-    assert list(example) == list(real) == list(schema["properties"])
+    # checksumAlgorithm: only for a file that has one (SPEC 3.8)
+    assert list(example) == list(real) == [p for p in schema["properties"] if p != "checksumAlgorithm"]
+    assert "checksumAlgorithm" in schema["properties"]
     assert list(example["parts"][0]) == list(real["parts"][0])
