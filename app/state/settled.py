@@ -22,6 +22,8 @@ from app.state.keys import SETTLED_CHANNEL
 
 log = logging.getLogger("spatialgen.api")
 
+STOP_RETRY_SECONDS = 0.5
+"""How long `stop` waits for the task to end before cancelling it again."""
 RECONNECT_SECONDS = 1.0
 """Pause before subscribing again after the subscription broke."""
 READ_SECONDS = 1.0
@@ -47,7 +49,11 @@ class Settled:
         """Unsubscribe and stop the background task."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # redis-py's get_message can swallow a cancellation (seen in tests: the task stays "cancelling" and
+            # reads on, so one cancel never ends it): cancel again until the task has ended.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.listening = False
