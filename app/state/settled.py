@@ -49,8 +49,8 @@ class Settled:
         """Unsubscribe and stop the background task."""
         task, self._task = self._task, None
         if task is not None:
-            # redis-py's get_message can swallow a cancellation (seen in tests: the task stays "cancelling" and
-            # reads on, so one cancel never ends it): cancel again until the task has ended.
+            # A cancellation that lands in redis-py's read timeout comes out as TimeoutError; _run re-raises it, and
+            # this loop makes sure of it whatever redis-py does (the task ends, or stop would hang the shutdown).
             while not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
@@ -100,6 +100,10 @@ class Settled:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                # redis-py's read timeout turns a cancellation into TimeoutError (an OSError): stop, as asked.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError from exc
                 log.info("completion notifications paused (%r); waits poll meanwhile", exc)
             finally:
                 self.listening = False
