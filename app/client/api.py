@@ -22,6 +22,7 @@ from app.client.errors import Problem, ServiceError, ServiceUnreachable
 from app.client.events import Reporter, Retry, ignore
 from app.client.models import (
     CanceledGroup,
+    CompactPartUrls,
     CompletedFile,
     GroupCreated,
     GroupStatus,
@@ -37,6 +38,7 @@ from app.client.retry import (
     Backoff,
     parse_retry_after,
 )
+from app.domain.answers import COMPACT_PART_URLS
 
 APPKEY_HEADER = "X-SPATIALGEN-APPKEY"
 UPLOADS_PATH = "/api/videos/uploads"
@@ -45,6 +47,8 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 FINAL_CODES = frozenset({"quota_exceeded"})
 """429 codes that waiting does not fix: the account is over a quota until something is freed."""
 COMPLETE_POLL_SECONDS = 0.5
+PART_URLS_HEADERS = {"Accept": f"{COMPACT_PART_URLS}, application/json;q=0.5", "Accept-Encoding": "gzip"}
+"""The compact form, gzip-coded: what a part-urls call asks for (httpx decodes the gzip)."""
 API_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 # Storage may take a while to answer after the last byte of a large part (it checksums the part); the
 # write timeout applies per chunk.
@@ -121,12 +125,19 @@ class ServiceClient:
         on_progress: Reporter = ignore,
     ) -> PartUrls:
         """Get Part URLs (SPEC 3.2) for some parts of a file, or all of them; with `checksums` (part number → base64,
-        a file with a checksum algorithm) for exactly those parts, each URL signing its part's checksum header."""
+        a file with a checksum algorithm) for exactly those parts, each URL signing its part's checksum header.
+
+        Asked for in the compact form, gzip-coded (a sixteenth of the full form's bytes, and less for the service to
+        build); a service that answers the full form is read as well."""
         body: dict[str, Any] | None = {"partNumbers": list(part_numbers)} if part_numbers else None
         if checksums:
             body = {"checksums": {str(n): v for n, v in sorted(checksums.items())}}
         path = f"{UPLOADS_PATH}/{session_id}/files/{upload_id}/part-urls"
-        return await self._json(PartUrls, "part-urls", "POST", path, body, on_progress=on_progress)
+        response = await self._call("part-urls", "POST", path, body, ok=(200,), on_progress=on_progress,
+                                    headers=PART_URLS_HEADERS)  # fmt: skip
+        if response.headers.get("content-type", "").startswith(COMPACT_PART_URLS):
+            return _decode(response, CompactPartUrls, "part-urls").expand()
+        return _decode(response, PartUrls, "part-urls")
 
     async def complete_file(
         self,

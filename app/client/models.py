@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import msgspec
 
+from app.domain.answers import url_filler
+from app.domain.parts import part_range
+
 
 class FileView(msgspec.Struct, rename="camel", kw_only=True):
     """A file as the service shows it."""
@@ -61,6 +64,37 @@ class PartUrls(FileView, kw_only=True):
     """Answer of part-urls: the file and the requested parts."""
 
     parts: list[PartUrl]
+
+
+class CompactPart(msgspec.Struct, rename="camel", kw_only=True):
+    """One part of a compact part-urls answer."""
+
+    part_number: int
+    signature: str
+    headers: dict[str, str] = {}
+
+
+class CompactPartUrls(FileView, kw_only=True):
+    """Answer of part-urls in the compact form (app/domain/answers.py CompactPartUrlsView): one URL template."""
+
+    expires_at: str
+    url_template: str
+    headers: dict[str, str] = {}
+    parts: list[CompactPart]
+
+    def expand(self) -> PartUrls:
+        """The same answer in the full form: each part's URL, byte range and headers written out."""
+        parts = []
+        url = url_filler(self.url_template)
+        for p in self.parts:
+            start, end = part_range(p.part_number, self.part_size_bytes, self.total_bytes)
+            parts.append(PartUrl(
+                part_number=p.part_number, size_bytes=end - start, byte_start=start, byte_end=end,
+                url=url(p.part_number, p.signature), expires_at=self.expires_at,
+                headers={"Content-Length": str(end - start), **self.headers, **p.headers},
+            ))  # fmt: skip
+        fields = {f: getattr(self, f) for f in FileView.__struct_fields__}
+        return PartUrls(**fields, parts=parts)
 
 
 class CompletedFile(FileView, kw_only=True):

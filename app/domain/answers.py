@@ -6,6 +6,9 @@ these same Structs (app/http/openapi.py).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import msgspec
 from msgspec import UNSET, UnsetType
 
@@ -57,6 +60,52 @@ class PartUrlsView(UploadFileView, kw_only=True):
     """200 answer of part-urls: the file and the requested parts."""
 
     parts: list[PartUrl]
+
+
+COMPACT_PART_URLS = "application/vnd.spatialgen.part-urls.compact+json"
+"""Media type of the compact part-urls answer, sent to a request whose Accept names it."""
+PART_NUMBER_SLOT = "{partNumber}"
+SIGNATURE_SLOT = "{signature}"
+
+
+def part_url(url_template: str, part_number: int, signature: str) -> str:
+    """A part's URL from a compact answer: the template with its part number and signature filled in (a single_put
+    URL has no part number slot). Presigned URLs never hold a brace of their own (they are percent-encoded)."""
+    return url_template.replace(PART_NUMBER_SLOT, str(part_number)).replace(SIGNATURE_SLOT, signature)
+
+
+def url_filler(url_template: str) -> Callable[[int, str], str]:
+    """`part_url` for one template, made once: a reader filling in 10,000 URLs joins three strings per URL instead of
+    searching the template twice (twice as fast in all)."""
+    head, slot, rest = url_template.partition(PART_NUMBER_SLOT)
+    mid = rest.removesuffix(SIGNATURE_SLOT)
+    if not slot or mid == rest or SIGNATURE_SLOT in head + mid or PART_NUMBER_SLOT in rest:
+        return functools.partial(part_url, url_template)  # another shape (a single_put's): the general way
+    return lambda part_number, signature: f"{head}{part_number}{mid}{signature}"
+
+
+class CompactPart(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
+    """One part of a compact answer: what differs from part to part."""
+
+    part_number: int
+    signature: str
+    headers: dict[str, str] = {}
+    """Headers this part sends besides the answer's `headers` and its Content-Length: its signed
+    `x-amz-checksum-<algorithm>` when the file has a checksum algorithm (SPEC 3.8); left out when none."""
+
+
+class CompactPartUrlsView(UploadFileView, kw_only=True):
+    """200 answer of part-urls in the compact form (Accept: application/vnd.spatialgen.part-urls.compact+json).
+
+    The same URLs as the full form, each written once as `urlTemplate` with `{partNumber}` and `{signature}` to fill
+    in. Part n covers bytes [(n - 1) * partSizeBytes, min(n * partSizeBytes, totalBytes)); its PUT sends
+    `Content-Length` (that range's size) and `headers`, plus its own `headers` if it has any.
+    """
+
+    expires_at: str
+    url_template: str
+    headers: dict[str, str]
+    parts: list[CompactPart]
 
 
 class CompletedFileView(UploadFileView, kw_only=True):

@@ -12,7 +12,11 @@ from typing import Any
 import msgspec
 
 from app.domain.answers import (
+    PART_NUMBER_SLOT,
+    SIGNATURE_SLOT,
     CanceledGroupView,
+    CompactPart,
+    CompactPartUrlsView,
     CompletedFileView,
     FileProgressView,
     GroupStatusView,
@@ -96,6 +100,11 @@ def _examples() -> dict[str, Any]:
             files=[UploadFileView(**_example_file(i, "initialized")) for i in range(4)],
         ),
         "part-urls": PartUrlsView(**left, parts=parts),
+        "part-urls-compact": CompactPartUrlsView(
+            **left, expires_at=parts[0].expires_at, url_template=url.format(n=PART_NUMBER_SLOT)
+            .replace("X-Amz-Signature=…", f"X-Amz-Signature={SIGNATURE_SLOT}"),
+            headers={}, parts=[CompactPart(part_number=n, signature="…") for n in (1, 2)],
+        ),
         "part-urls-with-checksums": PartUrlsView(**left, checksum_algorithm="CRC64NVME", parts=[
             msgspec.structs.replace(p, headers={**p.headers, "x-amz-checksum-crc64nvme": EX_CHECKSUMS[i]},
                                     url=p.url.replace("%3Bhost", "%3Bhost%3Bx-amz-checksum-crc64nvme"))

@@ -41,6 +41,7 @@ from litestar.static_files import create_static_files_router
 from msgspec import Meta
 
 from app.domain import errors
+from app.domain.answers import COMPACT_PART_URLS, CompactPartUrlsView
 from app.domain.contract import CompleteRequest, PartUrlsRequest, StartUploadRequest
 from app.domain.errors import PROBLEM_JSON, ErrorSpec
 from app.domain.examples import EX_CHECKSUMS, EX_ETAG, EX_SID, EX_UIDS, EXAMPLES, PROBLEM_EXAMPLES, START_EXAMPLE
@@ -207,6 +208,7 @@ class ApiOperation(Operation):
     body: ClassVar[RequestBody | None] = None
     success_headers: ClassVar[Mapping[str, OpenAPIHeader]] = MappingProxyType({})
     success_links: ClassVar[Mapping[str, Link]] = MappingProxyType({})
+    success_media: ClassVar[Mapping[str, OpenAPIMediaType]] = MappingProxyType({})
     header_params: ClassVar[tuple[Parameter, ...]] = ()
 
     def __post_init__(self) -> None:
@@ -236,6 +238,8 @@ class ApiOperation(Operation):
             extra = self.success_headers
             if self.success_links:
                 response.links = dict(self.success_links)
+            if self.success_media:  # another representation, chosen by the request's Accept
+                response.content = {**(response.content or {}), **self.success_media}
         elif code in {"429", "503"}:
             extra = {"Retry-After": _RETRY_AFTER}
         if extra:
@@ -257,10 +261,12 @@ def _keyed_by_id(examples: Mapping[str, Example | Reference]) -> Iterator[tuple[
 def operation(
     *, body: RequestBody | None = None, success_headers: Mapping[str, OpenAPIHeader] | None = None,
     header_params: Sequence[Parameter] = (), success_links: Mapping[str, Link] | None = None,
+    success_media: Mapping[str, OpenAPIMediaType] | None = None,
 ) -> type[Operation]:  # fmt: skip
     attrs = {"body": body, "success_headers": MappingProxyType(dict(success_headers or {})),
              "header_params": tuple(header_params),
-             "success_links": MappingProxyType(dict(success_links or {}))}  # fmt: skip
+             "success_links": MappingProxyType(dict(success_links or {})),
+             "success_media": MappingProxyType(dict(success_media or {}))}  # fmt: skip
     return cast("type[Operation]", type("ApiOperation", (ApiOperation,), attrs))
 
 
@@ -308,6 +314,18 @@ IDEMPOTENCY_KEY = Parameter(
     "(with `Idempotent-Replayed: true`); with a different body it is a 409.",
     example="order-7731-upload",
 )  # fmt: skip
+_COMPACT_SCHEMA = msgspec.json.schema(CompactPartUrlsView)
+PART_URLS_COMPACT = {
+    COMPACT_PART_URLS: OpenAPIMediaType(
+        schema=_openapi_schema(_COMPACT_SCHEMA, _COMPACT_SCHEMA.get("$defs", {})),
+        examples={"part-urls-compact": Example(summary="part urls compact", value=EXAMPLES["part-urls-compact"])},
+    )
+}  # fmt: skip
+"""The compact part-urls answer, sent when the request's Accept names its media type."""
+PART_URLS_HEADERS = {
+    "Content-Encoding": _header("`gzip` when the request's Accept-Encoding allows it; absent otherwise."),
+    "Vary": _header("`Accept, Accept-Encoding`: both choose the answer's representation."),
+}
 CREATED_HEADERS = {
     "Location": _header("Path of the new group."),
     "Idempotent-Replayed": _header("`true` when this answer replays an earlier one with the same Idempotency-Key."),

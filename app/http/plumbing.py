@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from app.domain import errors
 from app.domain.limits import Charge, RouteClass
 from app.http import metrics
+from app.http.encoding import Gzip
 from app.http.health import ReadinessProbe
 from app.settings import Settings
 from app.state.apikeys import KeyCache, Principal, Role
@@ -151,49 +152,60 @@ client reading under ~60 KB/s gets a shorter selection to ask for, not a slot he
 
 class StreamedJson:
     """An ASGI app sending a JSON object whose last member is a large array made while it is sent: `head` (the
-    object up to the array's `[`), the elements of each piece (each piece a JSON array), then `tail`. `done` runs
-    when the answer ends, however it ends."""
+    object up to the array's `[`), the elements of each piece (each piece a JSON array), then `tail`; gzip-coded
+    piece by piece when `gzip` is set. `done` runs when the answer ends, however it ends."""
 
-    __slots__ = ("done", "head", "headers", "pieces", "tail")
+    __slots__ = ("done", "gzip", "head", "headers", "pieces", "tail")
 
     def __init__(
         self, head: bytes, pieces: AsyncGenerator[bytes], tail: bytes, headers: list[tuple[bytes, bytes]],
-        done: Callable[[], None],
+        done: Callable[[], None], *, gzip: bool = False,
     ) -> None:  # fmt: skip
         self.head, self.pieces, self.tail, self.headers, self.done = head, pieces, tail, headers, done
+        self.gzip = gzip
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        coder = Gzip() if self.gzip else None
         try:
             async with contextlib.aclosing(self.pieces), asyncio.timeout(STREAM_DEADLINE_SECONDS):
                 await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-                await send({"type": "http.response.body", "body": self.head, "more_body": True})
+                await _send_body(send, self.head, coder)
                 first = True
                 async for piece in self.pieces:
                     items = piece.strip()[1:-1]  # the elements of one JSON array
                     if not items:
                         continue
-                    data = items if first else b"," + items
+                    await _send_body(send, items if first else b"," + items, coder)
                     first = False
-                    for at in range(0, len(data), SEND_BYTES):
-                        await send({"type": "http.response.body", "body": data[at : at + SEND_BYTES],
-                                    "more_body": True})  # fmt: skip
-                await send({"type": "http.response.body", "body": self.tail, "more_body": False})
+                tail = self.tail if coder is None else coder.end(self.tail)
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             self.done()
 
 
+async def _send_body(send: Any, data: bytes, coder: Gzip | None) -> None:
+    """Send one piece of a streamed answer (compressed and flushed first when gzip-coded), SEND_BYTES at a time."""
+    if coder is not None:
+        data = await coder.piece(data)
+    for at in range(0, len(data), SEND_BYTES):
+        await send({"type": "http.response.body", "body": data[at : at + SEND_BYTES], "more_body": True})
+
+
 def streamed_json(
-    head: bytes, pieces: AsyncGenerator[bytes], tail: bytes, headers: dict[str, str], done: Callable[[], None]
-) -> ASGIApp:
+    head: bytes, pieces: AsyncGenerator[bytes], tail: bytes, headers: dict[str, str], done: Callable[[], None],
+    *, content_type: str = JSON, gzip: bool = False,
+) -> ASGIApp:  # fmt: skip
     """A StreamedJson answer with these headers (no Content-Length: it is sent chunked)."""
-    raw = [(b"content-type", b"application/json")]
+    raw = [(b"content-type", content_type.encode("latin-1"))]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    return StreamedJson(head, pieces, tail, raw, done)
+    return StreamedJson(head, pieces, tail, raw, done, gzip=gzip)
 
 
-def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> ASGIApp:
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None, *, content_type: str = JSON
+) -> ASGIApp:
     """A response carrying already-encoded JSON, handed to the server as is."""
-    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    raw = [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % len(body))]
     if headers:
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     return JsonAnswer(body, status, raw)

@@ -14,6 +14,7 @@ from litestar.types import ASGIApp
 
 from app.domain import errors
 from app.domain.answers import (
+    COMPACT_PART_URLS,
     CanceledGroupView,
     CompletedFileView,
     GroupStatusView,
@@ -24,6 +25,7 @@ from app.domain.answers import (
 from app.domain.errors import ApiError
 from app.domain.examples import EX_FILE_PATH, EX_GROUP_PATH
 from app.domain.limits import RouteClass
+from app.http.encoding import accepts_gzip, gzip_whole, wants_compact
 from app.http.openapi import (
     AUTH,
     BODY_ERRORS,
@@ -33,6 +35,8 @@ from app.http.openapi import (
     GROUP_GONE,
     IDEMPOTENCY_KEY,
     PART_URLS_BODY,
+    PART_URLS_COMPACT,
+    PART_URLS_HEADERS,
     SECURED,
     START_BODY,
     UPLOADS_TAG,
@@ -43,6 +47,7 @@ from app.http.openapi import (
     success,
 )
 from app.http.plumbing import (
+    JSON,
     authenticate,
     header,
     json_response,
@@ -98,8 +103,10 @@ FILE_PATH = "/api/videos/uploads/{session_id:str}/files/{upload_id:str}"
     description="Presigned `PUT` URLs for the selected parts of a file (a single_put file gets one URL for the whole "
     "file). Send each part's bytes [byteStart, byteEnd) to its URL before expiresAt, with the headers listed for it, "
     "and keep the ETag header storage answers. May be called again at any time for fresh URLs. Costs one part_urls "
-    "token per URL; an answer over 500 URLs is streamed. Roles: admin, upload.",
-    operation_class=operation(body=PART_URLS_BODY),
+    "token per URL; an answer over 500 URLs is streamed. The answer is gzip-coded when Accept-Encoding allows it, and "
+    f"in the compact form (one URL template, a signature per part) when Accept names `{COMPACT_PART_URLS}`. "
+    "Roles: admin, upload.",
+    operation_class=operation(body=PART_URLS_BODY, success_headers=PART_URLS_HEADERS, success_media=PART_URLS_COMPACT),
     responses={
         200: success(PartUrlsView, "The file and its presigned part URLs.", "part-urls", "part-urls-with-checksums"),
         **problems(f"{EX_FILE_PATH}/part-urls", *BODY_ERRORS, *WRITE_AUTH, errors.SESSION_NOT_FOUND,
@@ -115,16 +122,25 @@ async def get_part_urls(
     """Get Part URLs (SPEC 3.2)."""
     principal = await authenticate(request, WRITE_ROLES, RouteClass.PART_URLS)
     body = await read_body(request)
+    compact = wants_compact(header(request, b"accept"))
     answer = await part_urls.sign_part_urls(
-        services(request).uploads, principal, session_id, upload_id, body, charge=request_charge(request)
-    )
+        services(request).uploads, principal, session_id, upload_id, body, charge=request_charge(request),
+        compact=compact,
+    )  # fmt: skip
+    # The representation depends on both headers; gzip is negotiated, never imposed (identity without the header).
+    headers = {**rate_headers(request), "Vary": "Accept, Accept-Encoding"}
+    gzip = accepts_gzip(header(request, b"accept-encoding"))
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    media = COMPACT_PART_URLS if compact else JSON
     if answer.pieces is None:
-        return json_response(_json.encode(answer.view), headers=rate_headers(request))
+        whole = _json.encode(answer.view)
+        return json_response(await gzip_whole(whole) if gzip else whole, headers=headers, content_type=media)
     # A large selection: signed piece by piece while it is sent (the view's empty `parts` closes the object).
     whole = _json.encode(answer.view)
     head, tail = whole.removesuffix(b"[]}") + b"[", b"]}"
     assert answer.stream is not None
-    return streamed_json(head, answer.pieces, tail, rate_headers(request), answer.stream.close)
+    return streamed_json(head, answer.pieces, tail, headers, answer.stream.close, content_type=media, gzip=gzip)
 
 
 @post(

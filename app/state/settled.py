@@ -22,6 +22,8 @@ from app.state.keys import SETTLED_CHANNEL
 
 log = logging.getLogger("spatialgen.api")
 
+STOP_RETRY_SECONDS = 0.5
+"""How long `stop` waits for the task to end before cancelling it again."""
 RECONNECT_SECONDS = 1.0
 """Pause before subscribing again after the subscription broke."""
 READ_SECONDS = 1.0
@@ -47,7 +49,11 @@ class Settled:
         """Unsubscribe and stop the background task."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # A cancellation that lands in redis-py's read timeout comes out as TimeoutError; _run re-raises it, and
+            # this loop makes sure of it whatever redis-py does (the task ends, or stop would hang the shutdown).
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.listening = False
@@ -94,6 +100,10 @@ class Settled:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                # redis-py's read timeout turns a cancellation into TimeoutError (an OSError): stop, as asked.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError from exc
                 log.info("completion notifications paused (%r); waits poll meanwhile", exc)
             finally:
                 self.listening = False

@@ -3,12 +3,14 @@
 A 10,000-part answer is ~90 ms of CPU; signed on the event loop it would hold up every other request of
 the API process, so batches of at least `offload_min_parts` go to one helper process per API process, in pieces of
 PIECE_PARTS URLs: API keys take turns at the helper piece by piece (app/storage/turns.py), and a large answer is
-signed piece by piece as it is sent (`pieces`).
+signed piece by piece as it is sent (`pieces`). The compact form (`url_template`, `compact_parts`) answers each URL
+as its part number and signature, its shared rest written once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -19,7 +21,7 @@ from multiprocessing.process import BaseProcess
 
 import msgspec
 
-from app.domain.answers import PartUrl
+from app.domain.answers import PART_NUMBER_SLOT, SIGNATURE_SLOT, CompactPart, PartUrl, url_filler
 from app.domain.clock import iso_ms
 from app.domain.parts import part_range
 from app.settings import StorageConfig
@@ -85,16 +87,25 @@ class SignBatch(msgspec.Struct, frozen=True, kw_only=True):
     """The file's checksum algorithm (SPEC 3.8): each URL then signs its part's x-amz-checksum-* value."""
     checksums: list[str] | None = None
     """With checksum_algorithm: the parts' checksums, aligned with part_numbers."""
+    url_template: str | None = None
+    """Set for the compact form (`url_template`): the parts are answered as CompactPart, each URL checked to be
+    this template filled in."""
 
 
-def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
-    """Presign a batch and return its `parts` array as JSON.
+def shared_headers(batch: SignBatch) -> dict[str, str]:
+    """Headers every URL of the batch signs besides its Content-Length: a `single_put` URL signs `If-None-Match: *`
+    (once the object is stored nothing can replace it through the URL) and its Content-Type; parts sign none."""
+    if batch.upload_id is not None:
+        return {}
+    write_once = {"If-None-Match": "*"}
+    if batch.content_type is not None:
+        write_once["Content-Type"] = batch.content_type
+    return write_once
 
-    Each URL binds its part's exact length; a `single_put` URL also binds `If-None-Match: *`, so once the
-    object is stored nothing can replace it through the URL.  `headers` lists what the client must send.
-    """
+
+def _signed(presigner: S3Presigner, batch: SignBatch) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[str]]:
+    """The batch's (part number, size) pairs, byte ranges and URLs."""
     when = datetime.fromtimestamp(batch.signed_at, tz=UTC)
-    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
     ranges = [part_range(n, batch.part_size, batch.total_bytes) for n in batch.part_numbers]
     sized = [(n, hi - lo) for n, (lo, hi) in zip(batch.part_numbers, ranges, strict=True)]
     algorithm, checksums = batch.checksum_algorithm, batch.checksums
@@ -103,24 +114,80 @@ def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
         urls = [presigner.presign_put_object(batch.bucket, batch.key, content_length=sized[0][1],
                                              expires_in=batch.expires_in, now=when, if_none_match=True,
                                              content_type=batch.content_type, checksum=checksum)]  # fmt: skip
-        write_once: dict[str, str] = {"If-None-Match": "*"}
-        if batch.content_type is not None:
-            write_once["Content-Type"] = batch.content_type
     else:
         urls = presigner.presign_upload_parts(
             batch.bucket, batch.key, upload_id=batch.upload_id, parts=sized, expires_in=batch.expires_in, now=when,
             checksum_algorithm=algorithm, checksums=checksums,
         )  # fmt: skip
-        write_once = {}
-    header = f"x-amz-checksum-{algorithm.lower()}" if algorithm is not None else ""
+    return sized, ranges, urls
+
+
+def own_headers(batch: SignBatch) -> list[dict[str, str]]:
+    """Each part's signed headers besides its Content-Length and the batch's `shared_headers`, aligned with
+    part_numbers: its `x-amz-checksum-<algorithm>` value when the file has a checksum algorithm (SPEC 3.8), else
+    none."""
+    algorithm, checksums = batch.checksum_algorithm, batch.checksums
+    if algorithm is None or checksums is None:
+        return [{} for _ in batch.part_numbers]
+    header = f"x-amz-checksum-{algorithm.lower()}"
+    return [{header: value} for value in checksums]
+
+
+def sign_parts_json(presigner: S3Presigner, batch: SignBatch) -> bytes:
+    """Presign a batch and return its `parts` array as JSON (PartUrl, or CompactPart for the compact form).
+
+    Each URL binds its part's exact length, the batch's `shared_headers` and the part's `own_headers`; `headers`
+    lists what the client must send.
+    """
+    sized, ranges, urls = _signed(presigner, batch)
+    own = own_headers(batch)
+    if batch.url_template is not None:
+        return _json.encode(compact_parts(sized, urls, own, batch.url_template))
+    expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+    shared = shared_headers(batch)
     parts = []
-    for i, ((n, size), (lo, hi), url) in enumerate(zip(sized, ranges, urls, strict=True)):
-        headers = {"Content-Length": str(size), **write_once}
-        if checksums is not None and header:
-            headers[header] = checksums[i]
+    for (n, size), (lo, hi), url, mine in zip(sized, ranges, urls, own, strict=True):
+        headers = {"Content-Length": str(size), **shared, **mine}
         parts.append(PartUrl(part_number=n, size_bytes=size, byte_start=lo, byte_end=hi, url=url,
                              expires_at=expires_at, headers=headers))  # fmt: skip
     return _json.encode(parts)
+
+
+_SIGNATURE_PARAM = "&X-Amz-Signature="
+_SIGNATURE_HEX = 64
+
+
+def url_template(url: str, part_number: int | None) -> str:
+    """A signed URL as a compact answer's template: its signature (and, for a part, its part number) made slots.
+
+    Every URL of one batch shares everything else (one timestamp, one expiry, one signed-header list), which
+    `compact_parts` checks URL by URL."""
+    head, sep, signature = url.rpartition(_SIGNATURE_PARAM)
+    if not sep or len(signature) != _SIGNATURE_HEX or "{" in url or "}" in url:
+        raise ValueError(f"not a presigned URL this answer can template: {url[:120]!r}")
+    template = head + sep + SIGNATURE_SLOT
+    if part_number is not None:
+        marker = f"&partNumber={part_number}&"
+        if template.count(marker) != 1:
+            raise ValueError(f"part number {part_number} is not where a template expects it: {url[:120]!r}")
+        template = template.replace(marker, f"&partNumber={PART_NUMBER_SLOT}&")
+    return template
+
+
+def compact_parts(
+    sized: list[tuple[int, int]], urls: list[str], own: list[dict[str, str]], template: str
+) -> list[CompactPart]:
+    """The compact form of signed URLs: part number, signature and the part's own headers (`own_headers`: its
+    checksum, if any), after checking that the template filled in gives back each URL exactly (a part whose URL had
+    another shape would fail the answer here, not a client's PUT); ~3 ms per 10,000 URLs."""
+    fill = url_filler(template)
+    parts = []
+    for (n, _), url, mine in zip(sized, urls, own, strict=True):
+        signature = url[-_SIGNATURE_HEX:]
+        if fill(n, signature) != url:
+            raise ValueError(f"part {n}: its URL does not fit the answer's template")
+        parts.append(CompactPart(part_number=n, signature=signature, headers=mine))
+    return parts
 
 
 class SignRequest(msgspec.Struct, frozen=True):
@@ -186,16 +253,39 @@ class Signer:
         """The batch's `parts` JSON, signed with these credentials (in one turn at the helper)."""
         return await self._sign(credentials, batch, who)
 
+    def url_template(self, credentials: PresignCredentials, batch: SignBatch) -> str:
+        """The compact form's URL template of a batch, from its first URL signed here (one HMAC: no helper turn)."""
+        sums = batch.checksums[:1] if batch.checksums is not None else None
+        first = msgspec.structs.replace(batch, part_numbers=batch.part_numbers[:1], checksums=sums)
+        _, _, (url,) = _signed(self._presigners.get(credentials), first)
+        return url_template(url, None if batch.upload_id is None else batch.part_numbers[0])
+
     async def pieces(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> AsyncGenerator[bytes]:
         """The batch's `parts` JSON as arrays of at most PIECE_PARTS URLs each (their elements, in order, are the
-        whole array's), each signed only when the previous one was taken: a large answer is signed while it is
-        sent, and never held whole. `credentials` are fetched once by the caller (before answering), so every URL
-        of one answer is signed with the same ones."""
+        whole array's), the next one signed while the previous one is sent: a large answer is signed while it is
+        sent and never held whole (two pieces at most). `credentials` are fetched once by the caller (before
+        answering), so every URL of one answer is signed with the same ones."""
         numbers = batch.part_numbers
-        for start in range(0, len(numbers), PIECE_PARTS):
+
+        def sign(start: int) -> asyncio.Task[bytes]:
             sums = batch.checksums[start : start + PIECE_PARTS] if batch.checksums is not None else None
             piece = msgspec.structs.replace(batch, part_numbers=numbers[start : start + PIECE_PARTS], checksums=sums)
-            yield await self._sign(credentials, piece, who)
+            return asyncio.ensure_future(self._sign(credentials, piece, who))
+
+        # One piece ahead: the helper signs piece k + 1 while this process compresses and sends piece k (two cores
+        # at work instead of one after the other), and a reader that stops holds back the signing after that.
+        start = 0
+        ahead: asyncio.Task[bytes] | None = sign(start)
+        try:
+            while ahead is not None:
+                current, start = ahead, start + PIECE_PARTS
+                ahead = sign(start) if start < len(numbers) else None
+                yield await current
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
 
     async def _sign(self, credentials: PresignCredentials, batch: SignBatch, who: str) -> bytes:
         if self.offload_min_parts <= 0 or len(batch.part_numbers) < self.offload_min_parts:

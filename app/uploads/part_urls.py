@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import cast
+from typing import Any
 
 import msgspec
 
 from app.domain import errors
-from app.domain.answers import PartUrl, PartUrlsView
+from app.domain.answers import CompactPart, CompactPartUrlsView, PartUrl, PartUrlsView
 from app.domain.checksums import PartRequest, part_urls_request
+from app.domain.clock import iso_ms
 from app.domain.contract import ChecksumAlgorithm, UploadStrategy, content_type
 from app.domain.lifecycle import FileStatus, GroupStatus, Reply
 from app.domain.limits import Charge, charge_spent, part_urls_cost
@@ -24,7 +25,8 @@ from app.domain.validation import decode_optional_body
 from app.state import GroupSnapshot
 from app.state.apikeys import Principal
 from app.storage.credentials import StorageCredentialsError
-from app.storage.signer import PIECE_PARTS, SignBatch
+from app.storage.presign import PresignCredentials
+from app.storage.signer import PIECE_PARTS, SignBatch, shared_headers
 from app.uploads.provisioning import provision_for_client
 from app.uploads.refusals import script_refusal
 from app.uploads.service import StreamSlot, UploadService
@@ -32,15 +34,18 @@ from app.uploads.views import file_fields
 
 log = logging.getLogger("spatialgen.uploads")
 _json_decoder = msgspec.json.Decoder(list[PartUrl])
+_compact_decoder = msgspec.json.Decoder(list[CompactPart])
 MIN_URL_SECONDS = 60
 """The shortest URL life worth handing out (credentials closer to their end than this are being renewed)."""
 
 
 async def sign_part_urls(
     service: UploadService, principal: Principal, session_id: str, upload_id: str, body: bytes,
-    *, charge: Charge | None = None,
+    *, charge: Charge | None = None, compact: bool = False,
 ) -> PartUrlsAnswer:  # fmt: skip
-    """Presign PUT URLs for the requested parts of a file; the request costs one token per URL (`charge`)."""
+    """Presign PUT URLs for the requested parts of a file; the request costs one token per URL (`charge`).
+
+    `compact`: answer in the compact form (CompactPartUrlsView: one URL template, a signature per part)."""
     payload = decode_optional_body(body, "part selection")
     snap, f = await service.load_file(principal, session_id, upload_id)
     now = service.clock.now_ms()
@@ -101,13 +106,30 @@ async def sign_part_urls(
         checksums=[request.checksums[n] for n in numbers] if algorithm else None,
     )  # fmt: skip
     fields = file_fields(f, FileStatus.UPLOADING, algorithm.value if algorithm else None)
-    if len(numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
+    return await _answer(service, principal, credentials, batch, fields, compact=compact)
+
+
+async def _answer(
+    service: UploadService, principal: Principal, credentials: PresignCredentials, batch: SignBatch,
+    fields: dict[str, Any], *, compact: bool,
+) -> PartUrlsAnswer:  # fmt: skip
+    """The batch signed as a full or compact answer: at once, or piece by piece while it is sent."""
+    view: PartUrlsView | CompactPartUrlsView
+    if compact:  # the template comes from the first URL, signed here; the parts are checked against it
+        template = service.signer.url_template(credentials, batch)
+        batch = msgspec.structs.replace(batch, url_template=template)
+        expires_at = iso_ms((batch.signed_at + batch.expires_in) * 1000)
+        view = CompactPartUrlsView(**fields, expires_at=expires_at, url_template=template,
+                                   headers=shared_headers(batch), parts=[])  # fmt: skip
+    else:
+        view = PartUrlsView(**fields, parts=[])
+    if len(batch.part_numbers) > PIECE_PARTS:  # signed piece by piece while it is sent (PartUrlsAnswer)
         stream = service.streams.open(principal.key_id)  # 429 when this key already streams its share
         pieces = service.signer.pieces(credentials, batch, principal.key_id)
-        return PartUrlsAnswer(PartUrlsView(**fields, parts=[]), pieces, stream)
+        return PartUrlsAnswer(view, pieces, stream)
     parts_json = await service.signer.sign_with(credentials, batch, principal.key_id)
     # The parts arrive as encoded JSON; msgspec splices Raw into the answer as is.
-    return PartUrlsAnswer(PartUrlsView(**fields, parts=cast(list[PartUrl], msgspec.Raw(parts_json))))
+    return PartUrlsAnswer(msgspec.structs.replace(view, parts=msgspec.Raw(parts_json)))
 
 
 def _part_request(
@@ -126,25 +148,27 @@ def _part_request(
 
 
 class PartUrlsAnswer:
-    """A part-urls answer: the file's fields and its URLs, either signed already (`view`) or, for a selection over
-    PIECE_PARTS, as pieces signed one by one while the answer is sent: a slow or stalled reader holds one piece,
-    not seven megabytes of URLs."""
+    """A part-urls answer, full or compact: the file's fields and its URLs, either signed already (`view`) or, for a
+    selection over PIECE_PARTS, as pieces signed one by one while the answer is sent: a slow or stalled reader holds
+    one piece, not seven megabytes of URLs."""
 
     __slots__ = ("pieces", "stream", "view")
 
     def __init__(
-        self, view: PartUrlsView, pieces: AsyncGenerator[bytes] | None = None, stream: StreamSlot | None = None
-    ) -> None:
+        self, view: PartUrlsView | CompactPartUrlsView, pieces: AsyncGenerator[bytes] | None = None,
+        stream: StreamSlot | None = None,
+    ) -> None:  # fmt: skip
         self.view = view
         self.pieces = pieces
         self.stream = stream
 
-    async def whole(self) -> PartUrlsView:
+    async def whole(self) -> PartUrlsView | CompactPartUrlsView:
         """The whole answer at once (for callers outside HTTP: tests, benchmarks)."""
         if self.pieces is None:
             return self.view
+        decoder = _compact_decoder if isinstance(self.view, CompactPartUrlsView) else _json_decoder
         try:
-            items = [item async for piece in self.pieces for item in _json_decoder.decode(piece)]
+            items = [item async for piece in self.pieces for item in decoder.decode(piece)]
         finally:
             if self.stream is not None:
                 self.stream.close()

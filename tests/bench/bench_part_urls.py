@@ -1,4 +1,5 @@
-"""Benchmark: POST .../part-urls for all 9,987 parts of a 2 TiB file (server time, HTTP time, botocore baseline).
+"""Benchmark: POST .../part-urls for all 10,000 parts of the largest file that has 10,000 (524 MiB parts, 4.997 TiB):
+server time, HTTP time, botocore baseline, and the answer on the wire in each form (tests/bench/part_url_wire.py).
 
 Also measures small part-urls requests while 10k batches are signed, against the same requests alone; never asserts.
 """
@@ -36,16 +37,17 @@ import msgspec  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from app.domain.lifecycle import Reply  # noqa: E402
-from app.settings import TIB, Settings  # noqa: E402
+from app.settings import MIB, TIB, Settings  # noqa: E402
 from app.state import ScriptReply, UploadState  # noqa: E402
 from app.state.apikeys import Principal, Role, create_key, digest, key_id_of  # noqa: E402
 from app.uploads import part_urls  # noqa: E402
 from app.uploads.service import UploadService  # noqa: E402
 from deploy.local.devstack import free_port, start_valkey  # noqa: E402
 from tests.bench.bench_start import OURS_TARGET, start_server, stop_all, tree_cpu_seconds  # noqa: E402
+from tests.bench.part_url_wire import measure_wire, report  # noqa: E402
 
 ACCOUNT = "bench"
-FILE_BYTES = 2 * TIB  # layout 2D, one video: 9,987 parts of 210 MiB
+FILE_BYTES = 10_000 * 524 * MIB  # layout 2D, one video: 10,000 parts of 524 MiB (a byte more: 9,981 of 525 MiB)
 FAKE_S3_UPLOAD_ID = "2~bench-" + "x" * 100  # AWS multipart upload ids run ~100-160 characters
 START_BODY = {
     "videoName": "Part URL benchmark",
@@ -355,7 +357,7 @@ class InProcess:
 
 
 # ---------------------------------------------------------------------------------------------
-# Setup: Valkey, the API server, a key, a group with one 2 TiB video, a fake S3 upload id.
+# Setup: Valkey, the API server, a key, a group with one 10,000-part video, a fake S3 upload id.
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Resources:
@@ -651,7 +653,7 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
     storage_key = snap.record.storage_key(snap.record.files[0])
     client = res.http[0]
     print(
-        f"part-urls of one {FILE_BYTES // TIB} TiB video: {target.total_parts} parts of "
+        f"part-urls of one {FILE_BYTES / TIB:.3f} TiB video: {target.total_parts} parts of "
         f"{target.part_size // 2**20} MiB; {args.server}, one worker; {os.cpu_count()} CPUs",
         flush=True,
     )
@@ -669,6 +671,12 @@ def run(args: argparse.Namespace, tmp: Path, res: Resources) -> None:
         f"({args.repeats} runs each)",
         flush=True,
     )
+
+    # 1b. The same answer on the wire: full or compact, identity or gzip.
+    if args.wire_repeats:
+        path = target.path
+        report(measure_wire(target.port, target.api_key, path, target.total_parts, args.wire_repeats, server_pid),
+               target.total_parts)  # fmt: skip
 
     # 2. botocore on the same parts, same bucket/key/upload id.
     boto_s = measure_botocore(settings, target, storage_key, args.boto_rounds, big.sample_urls, big.part_lengths)
@@ -699,6 +707,8 @@ def main() -> None:
     """Parse options, run the benchmark, and tear everything down on any exit."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15, help="all-parts requests timed in part 1 (default 15)")
+    parser.add_argument("--wire-repeats", type=int, default=15,
+                        help="all-parts requests per form timed on the wire (default 15; 0 skips)")  # fmt: skip
     parser.add_argument("--boto-rounds", type=int, default=1, help="botocore runs, best taken (default 1, ~5 s each)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per stall run (default 5)")
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per stall run (default 0.5)")

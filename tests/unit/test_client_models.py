@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from app.client import models
+from app.domain.answers import COMPACT_PART_URLS
 from app.http.app import create_app
 from app.settings import Settings
 
@@ -28,6 +29,8 @@ PAIRS = {
     models.ReceivedParts: "ReceivedPartsView",
     models.ReceivedPart: "ReceivedPart",
     models.FileView: "UploadFileView",
+    models.CompactPartUrls: "CompactPartUrlsView",
+    models.CompactPart: "CompactPart",
     models.ProblemDoc: "Problem",
     models.FieldProblem: "ProblemFieldError",
 }
@@ -39,7 +42,10 @@ CLIENT_ONLY = {"replayed"}
 def server_schemas() -> dict[str, Any]:
     doc = create_app(Settings()).openapi_schema.to_schema()
     schemas: dict[str, Any] = doc["components"]["schemas"]
-    return schemas
+    # The compact part-urls answer is described inline, as the operation's second media type.
+    part_urls = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"]["post"]
+    compact = part_urls["responses"]["200"]["content"][COMPACT_PART_URLS]["schema"]
+    return {**schemas, "CompactPartUrlsView": compact, "CompactPart": compact["properties"]["parts"]["items"]}
 
 
 def resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
