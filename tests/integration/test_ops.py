@@ -293,7 +293,7 @@ async def test_openapi_document_describes_every_endpoint_and_error(client: Clien
         assert op["summary"] and op["description"] and op["operationId"], (method, path)
         if path.startswith("/api/"):
             assert op["security"] == [{"apiKey": []}]
-            assert {"401", "503"} <= set(op["responses"])
+            assert {"401", "429", "503"} <= set(op["responses"])
         else:
             assert "security" not in op
         for status, response in op["responses"].items():
@@ -308,7 +308,7 @@ async def test_openapi_document_describes_every_endpoint_and_error(client: Clien
             else:
                 assert response["content"], (method, path, status)
                 assert all(media["examples"] for media in response["content"].values()), (method, path, status)
-            if status == "503":
+            if status in {"429", "503"}:
                 assert "Retry-After" in response["headers"]
 
     start = doc["paths"][URL]["post"]
@@ -320,7 +320,8 @@ async def test_openapi_document_describes_every_endpoint_and_error(client: Clien
     assert set(schema["properties"]["files"]["items"]["required"]) == {"fileName", "fileRole", "sizeBytes"}
     assert {"Location", "Idempotent-Replayed"} <= set(start["responses"]["201"]["headers"])
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in start["parameters"])
-    assert set(start["responses"]) == {"201", "400", "401", "403", "409", "413", "415", "503"}
+    assert set(start["responses"]) == {"201", "400", "401", "403", "409", "413", "415", "429", "503"}
+    assert set(start["responses"]["429"]["content"][PROBLEM]["examples"]) == {"rate_limited", "quota_exceeded"}
     assert set(start["responses"]["400"]["content"][PROBLEM]["examples"]) == {
         "invalid_request", "malformed_json", "invalid_header", "checksum_unsupported",
     }  # fmt: skip
