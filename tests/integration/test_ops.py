@@ -326,6 +326,9 @@ async def test_openapi_document_describes_every_endpoint_and_error(client: Clien
         "invalid_request", "malformed_json", "invalid_header", "checksum_unsupported",
     }  # fmt: skip
 
+
+async def test_openapi_document_describes_the_upload_steps(client: Client) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
     part_urls = doc["paths"]["/api/videos/uploads/{session_id}/files/{upload_id}/part-urls"]["post"]
     props = part_urls["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert set(props) == {"partNumbers", "startPartNumber", "count", "checksumAlgorithm", "checksums"}
