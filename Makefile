@@ -23,8 +23,8 @@ install: $(VENV)/.installed ## create .venv with the locked dependencies
 run: install ## start Valkey, S3 (moto), the API and a worker; prints the URL and a dev API key
 	$(VENV)/bin/python -m deploy.local.devstack
 
-test: install ## run the whole test suite (starts its own Valkey and S3 servers)
-	$(VENV)/bin/pytest -q
+test: install ## run the whole test suite (starts its own Valkey and S3 servers; two test processes, a file each)
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 soak: install ## chaos soak (minutes; not in `make test`): SIGKILLs under upload load, then every group checked
 	$(VENV)/bin/python -m tests.soak.soak
